@@ -1,0 +1,71 @@
+"""Project settings read from the environment, each with an embedded default.
+
+The defaults make a fresh clone runnable with no server but the embedded Kafka-protocol broker:
+the lake, the Airflow home and the MLflow database all live under the project's state directory.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+DEFAULT_KAFKA_PORT = 19092
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where everything lives and what it is called, for one lakeloop deployment."""
+
+    project_dir: Path
+    state_dir: Path
+    lake_url: str
+    kafka_bootstrap: str
+    ratings_topic: str
+    model_name: str
+    mlflow_tracking_uri: str
+
+    @property
+    def lake_path(self) -> Path:
+        """The lake root as a local path (only file:// lakes are supported for now)."""
+        return lake_url_to_path(self.lake_url)
+
+    @property
+    def airflow_home(self) -> Path:
+        """The project-local Airflow home (SQLite metadata database, logs)."""
+        return self.state_dir / "airflow"
+
+    @property
+    def dataset_dir(self) -> Path:
+        """Where `make setup` unpacks MovieLens 100K."""
+        return self.state_dir / "data" / "ml-100k"
+
+    @property
+    def broker_dir(self) -> Path:
+        """State of the embedded Kafka-protocol broker (data, pid file, log)."""
+        return self.state_dir / "broker"
+
+
+def lake_url_to_path(url: str) -> Path:
+    """Turn a `file://` URL (or a bare path) into a local path; refuse other schemes clearly."""
+    parsed = urlparse(url)
+    if parsed.scheme in ("", "file"):
+        return Path(parsed.path if parsed.scheme else url).resolve()
+    raise ValueError(f"LAKELOOP_LAKE_URL={url!r}: only file:// lakes are supported so far")
+
+
+def load_settings(environ: dict[str, str] | None = None) -> Settings:
+    """Read settings from `environ` (default: the process environment), filling in the defaults."""
+    env = os.environ if environ is None else environ
+    state_dir = Path(env.get("LAKELOOP_STATE_DIR", PROJECT_DIR / "var")).resolve()
+    return Settings(
+        project_dir=PROJECT_DIR,
+        state_dir=state_dir,
+        lake_url=env.get("LAKELOOP_LAKE_URL", (state_dir / "lake").as_uri()),
+        kafka_bootstrap=env.get("LAKELOOP_KAFKA_BOOTSTRAP", f"127.0.0.1:{DEFAULT_KAFKA_PORT}"),
+        ratings_topic=env.get("LAKELOOP_RATINGS_TOPIC", "ratings"),
+        model_name=env.get("LAKELOOP_MODEL_NAME", "lakeloop-fm"),
+        mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI", f"sqlite:///{state_dir / 'mlflow.db'}"),
+    )
