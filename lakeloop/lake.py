@@ -11,13 +11,18 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 
 def partition_path(lake: Path, dataset: str, day: date) -> Path:
     """The directory of one day's partition of `dataset` (e.g. `raw/ratings`)."""
     return lake / dataset / f"dt={day.isoformat()}"
+
+
+def window_days(day: date, days: int) -> list[date]:
+    """The `days` days ending on `day`, oldest first (a training or scoring window)."""
+    return [day - timedelta(days=offset) for offset in range(days - 1, -1, -1)]
 
 
 def swap_in(staged: Path, final: Path) -> None:

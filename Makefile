@@ -1,0 +1,47 @@
+# lakeloop: `make run` runs the daily loop on embedded defaults; `make test` runs the test suite.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.lakeloop-installed
+UV_VERSION := 0.13.9
+
+.PHONY: setup run test lint lock services-up services-down clean bench
+
+setup: $(STAMP) var/data/ml-100k/ml-100k.inter
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	$(BIN)/uv pip sync --python $(BIN)/python requirements.lock
+	$(BIN)/uv pip install --python $(BIN)/python --no-deps -e .
+	bash scripts/install-system-packages.sh
+	touch $(STAMP)
+
+var/data/ml-100k/ml-100k.inter: | $(STAMP)
+	bash scripts/fetch-movielens.sh var/data/ml-100k
+
+run: setup
+	$(BIN)/lakeloop services up
+	$(BIN)/lakeloop run $(RUN_ARGS)
+
+test: setup
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff check .
+
+lock:
+	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
+
+services-up: setup
+	$(BIN)/lakeloop services up
+
+services-down:
+	$(BIN)/lakeloop services down
+
+bench: setup
+	$(BIN)/python bench/ingest_throughput.py
+
+clean:
+	-$(BIN)/lakeloop services down
+	rm -rf var

@@ -1,0 +1,131 @@
+"""The `lakeloop` command: embedded services, MovieLens replay, the Airflow CLI with the project's
+environment, and `run` (what `make run` does: replay, run the DAG for each replayed day, summarise)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from datetime import UTC, date, datetime, timedelta
+
+from lakeloop.config import DEFAULT_KAFKA_PORT, Settings, load_settings
+from lakeloop.services import EmbeddedBroker
+
+DAG_ID = "daily_retrain"
+
+
+def embedded_broker(settings: Settings) -> EmbeddedBroker:
+    """The broker of the default set-up, serving the port named in LAKELOOP_KAFKA_BOOTSTRAP."""
+    host, _, port = settings.kafka_bootstrap.split(",")[0].rpartition(":")
+    settings.broker_dir.mkdir(parents=True, exist_ok=True)
+    return EmbeddedBroker(state_dir=settings.broker_dir, port=int(port or DEFAULT_KAFKA_PORT),
+                          host=host or "127.0.0.1")
+
+
+def yesterday() -> date:
+    """The last complete UTC day."""
+    return datetime.now(UTC).date() - timedelta(days=1)
+
+
+def cmd_services(args: argparse.Namespace, settings: Settings) -> int:
+    broker = embedded_broker(settings)
+    if args.action == "up":
+        broker.start()
+    elif args.action == "down":
+        broker.stop()
+    print(broker.status())
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
+    from lakeloop.movielens import load_movielens
+    from lakeloop.replay import replay
+
+    report = replay(load_movielens(args.dataset_dir or settings.dataset_dir), settings.kafka_bootstrap,
+                    settings.ratings_topic, settings.lake_path, args.days, args.end_date)
+    print(f"published {report.total} events to topic {report.topic!r}:")
+    for day, count in report.events_per_day.items():
+        print(f"  {day}: {count}")
+    print(f"movie catalog: {report.catalog_path}")
+    return 0
+
+
+def cmd_airflow(args: argparse.Namespace, settings: Settings) -> int:
+    from lakeloop.airflow_env import run_airflow
+
+    return run_airflow(args.airflow_args, settings, check=False)
+
+
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from lakeloop.airflow_env import run_airflow
+    from lakeloop.lake import window_days
+    from lakeloop.summary import print_summary
+
+    embedded_broker(settings).start()
+    cmd_replay(args, settings)
+    days = window_days(args.end_date, args.days)
+    for day in days:
+        print(f"--- running {DAG_ID} for {day} ---", flush=True)
+        run_airflow(["dags", "test", DAG_ID, day.isoformat()], settings)
+    print_summary(settings, days)
+    return 0
+
+
+def cmd_summary(args: argparse.Namespace, settings: Settings) -> int:
+    from lakeloop.lake import window_days
+    from lakeloop.summary import print_summary, summarise
+
+    days = window_days(args.end_date, args.days)
+    if args.json:
+        print(json.dumps(summarise(settings, days), indent=2, default=str))
+    else:
+        print_summary(settings, days)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface."""
+    parser = argparse.ArgumentParser(prog="lakeloop", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    services = commands.add_parser("services", help="the embedded Kafka-protocol broker")
+    services.add_argument("action", choices=["up", "down", "status"])
+    services.set_defaults(handler=cmd_services)
+
+    def add_days(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--days", type=int, default=3, help="number of days (default 3)")
+        sub.add_argument("--end-date", type=date.fromisoformat, default=yesterday(),
+                         help="last day, YYYY-MM-DD (default yesterday, UTC)")
+
+    for name, handler, help_text in [("replay", cmd_replay, "publish MovieLens ratings as Kafka events"),
+                                     ("run", cmd_run, "replay, run the DAG for each replayed day, summarise")]:
+        sub = commands.add_parser(name, help=help_text)
+        add_days(sub)
+        sub.add_argument("--dataset-dir", help="MovieLens 100K directory (default: the one make setup fetched)")
+        sub.set_defaults(handler=handler)
+
+    summary = commands.add_parser("summary", help="what the lake and the registry hold for recent days")
+    add_days(summary)
+    summary.add_argument("--json", action="store_true")
+    summary.set_defaults(handler=cmd_summary)
+
+    airflow = commands.add_parser("airflow", help="the Airflow CLI with the project's environment",
+                                  add_help=False)
+    airflow.add_argument("airflow_args", nargs=argparse.REMAINDER)
+    airflow.set_defaults(handler=cmd_airflow)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `lakeloop` console script."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["airflow"]:
+        return cmd_airflow(argparse.Namespace(airflow_args=argv[1:]), load_settings())
+    args = build_parser().parse_args(argv)
+    return args.handler(args, load_settings())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

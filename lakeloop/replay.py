@@ -1,0 +1,118 @@
+"""Replay MovieLens into Kafka as a stream of rating events spread over recent days.
+
+The data set's 7-month span is mapped, in order, onto the N days ending on `end_day`, so a fresh clone
+has a few "yesterdays" of realistic traffic for the daily DAG. Each rating becomes one event with the
+Kafka record timestamp equal to its (mapped) event time, keyed by user id.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from lakeloop.lake import atomic_partition
+from lakeloop.movielens import MovieLens
+
+log = logging.getLogger(__name__)
+DAY_MS = 86_400_000
+
+
+@dataclass(frozen=True)
+class ReplayReport:
+    """What a replay published: events per replayed day, and where the catalog went."""
+
+    topic: str
+    events_per_day: dict[str, int]
+    catalog_path: Path
+
+    @property
+    def total(self) -> int:
+        """All events published."""
+        return sum(self.events_per_day.values())
+
+
+def map_event_times(timestamps_s: pa.Array, days: int, end_day: date) -> pa.Array:
+    """Map epoch-second timestamps, in order, onto [end_day - days + 1, end_day + 1) as epoch ms."""
+    first = pc.min(timestamps_s).as_py()
+    span = pc.max(timestamps_s).as_py() - first + 1
+    start_ms = int(datetime.combine(end_day - timedelta(days=days - 1), datetime.min.time(), UTC)
+                   .timestamp() * 1000)
+    offsets = pc.divide(pc.multiply(pc.subtract(pc.cast(timestamps_s, pa.float64()), first), days * DAY_MS),
+                        float(span))
+    return pc.add(pc.cast(pc.floor(offsets), pa.int64()), start_ms)
+
+
+def build_events(movielens: MovieLens, days: int, end_day: date) -> pa.Table:
+    """One event per rating: event_id, user_id (int), item_id (int), rating, ts (epoch ms), sorted by ts."""
+    ratings = movielens.ratings
+    event_ts = map_event_times(ratings["timestamp"].combine_chunks(), days, end_day)
+    events = pa.table({
+        "event_id": pc.binary_join_element_wise("ml100k", ratings["user_id"], ratings["item_id"], "-"),
+        "user_id": pc.cast(ratings["user_id"], pa.int64()),
+        "item_id": pc.cast(ratings["item_id"], pa.int64()),
+        "rating": ratings["rating"],
+        "ts": event_ts,
+    })
+    return events.sort_by([("ts", "ascending"), ("event_id", "ascending")])
+
+
+def write_catalog(movielens: MovieLens, lake: Path) -> Path:
+    """Write the movie catalog to `<lake>/reference/movies/` (replacing it atomically)."""
+    final = lake / "reference" / "movies"
+    with atomic_partition(final) as staged:
+        pq.write_table(movielens.movies, staged / "movies.parquet")
+    return final
+
+
+def ensure_topic(bootstrap: str, topic: str, partitions: int = 3) -> None:
+    """Create `topic` with `partitions` partitions unless it exists."""
+    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="lakeloop-replay")
+    try:
+        if topic not in admin.list_topics():
+            admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
+    except TopicAlreadyExistsError:
+        pass
+    finally:
+        admin.close()
+
+
+def publish_events(events: pa.Table, bootstrap: str, topic: str) -> None:
+    """Publish each event as UTF-8 JSON keyed by user id, with the record timestamp set to `ts`."""
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, batch_size=256 * 1024,
+                             acks="all", client_id="lakeloop-replay")
+    started = time.monotonic()
+    rows = events.to_pylist()
+    for index, event in enumerate(rows, start=1):
+        producer.send(topic, key=str(event["user_id"]).encode(), timestamp_ms=event["ts"],
+                      value=json.dumps(event, separators=(",", ":")).encode())
+        if index % 20_000 == 0:
+            log.info("published %d/%d events (%.0f/s)", index, len(rows), index / (time.monotonic() - started))
+    producer.flush()
+    producer.close()
+
+
+def replay(movielens: MovieLens, bootstrap: str, topic: str, lake: Path, days: int, end_day: date) -> ReplayReport:
+    """Publish every rating to `topic` over the `days` days ending on `end_day`, and write the catalog."""
+    if days < 1:
+        raise ValueError("days must be at least 1")
+    events = build_events(movielens, days, end_day)
+    ensure_topic(bootstrap, topic)
+    publish_events(events, bootstrap, topic)
+    day_of = pc.cast(pc.cast(events["ts"], pa.timestamp("ms", tz="UTC")), pa.date32())
+    counts = pc.value_counts(day_of)
+    per_day = {str(item["values"]): item["counts"] for item in counts.to_pylist()}
+    return ReplayReport(topic=topic, events_per_day=dict(sorted(per_day.items())),
+                        catalog_path=write_catalog(movielens, lake))

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Install the Debian packages lakeloop's tests need beyond the Python venv, only when missing.
+#   kcat: an independent Kafka client, used to prove the ingestion accepts a producer nobody here wrote.
+# Idempotent: does nothing (and needs no root) when everything is already installed.
+set -euo pipefail
+
+missing=()
+command -v kcat >/dev/null 2>&1 || missing+=(kcat)
+
+if [ "${#missing[@]}" -eq 0 ]; then
+    exit 0
+fi
+
+if [ "$(id -u)" -eq 0 ]; then
+    sudo=()
+elif command -v sudo >/dev/null 2>&1; then
+    sudo=(sudo)
+else
+    echo "install-system-packages: need root (or sudo) to install: ${missing[*]}" >&2
+    exit 1
+fi
+
+echo "install-system-packages: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+"${sudo[@]}" apt-get update -qq
+"${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
