@@ -11,7 +11,7 @@ from pathlib import Path
 from pyspark.sql import DataFrame, SparkSession
 
 from lakeloop.config import lake_url_to_path
-from lakeloop.lake import clean_stale_staging, partition_path, staging_path, swap_in, window_days
+from lakeloop.lake import clean_stale_staging, partition_path, staging_path, swap_in
 
 log = logging.getLogger("lakeloop.jobs")
 

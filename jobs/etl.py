@@ -7,6 +7,10 @@ empty genres, and counted in the manifest (`rows_in == rows_out`).
 
 from __future__ import annotations
 
+from datetime import date
+from pathlib import Path
+
+from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from jobs.common import day_job_parser, lake_path, read_partitions, spark_session, write_partition
@@ -15,12 +19,9 @@ RAW = "raw/ratings"
 CURATED = "curated/ratings"
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Run the ETL for one day."""
-    args = day_job_parser(__doc__.splitlines()[0]).parse_args(argv)
-    lake = lake_path(args.lake)
-    spark = spark_session(f"lakeloop-etl-{args.day}")
-    raw = read_partitions(spark, lake, RAW, [args.day]).drop("dt")
+def run(spark: SparkSession, lake: Path, day: date) -> dict:
+    """Curate one day's raw ratings; return the manifest written beside the partition."""
+    raw = read_partitions(spark, lake, RAW, [day]).drop("dt")
     movies = spark.read.parquet(str(lake / "reference" / "movies"))
     curated = (
         raw.join(movies, on="item_id", how="left")
@@ -33,9 +34,17 @@ def main(argv: list[str] | None = None) -> None:
     missing = curated.filter(~F.col("in_catalog")).count()
     if rows_in != rows_out:
         raise RuntimeError(f"ETL changed the row count: {rows_in} raw vs {rows_out} curated (catalog has dup ids?)")
-    write_partition(curated.coalesce(1), lake, CURATED, args.day,
-                    {"day": str(args.day), "rows_in": rows_in, "rows_out": rows_out,
-                     "rows_missing_from_catalog": missing})
+    manifest = {"day": str(day), "rows_in": rows_in, "rows_out": rows_out, "rows_missing_from_catalog": missing}
+    write_partition(curated.coalesce(1), lake, CURATED, day, manifest)
+    curated.unpersist()
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the ETL for one day (spark-submit entry point)."""
+    args = day_job_parser(__doc__.splitlines()[0]).parse_args(argv)
+    spark = spark_session(f"lakeloop-etl-{args.day}")
+    run(spark, lake_path(args.lake), args.day)
     spark.stop()
 
 

@@ -7,7 +7,10 @@ a hash of `event_id`, so a rerun gives the same split). `fm_inputs` is reused by
 
 from __future__ import annotations
 
-from pyspark.sql import Column, DataFrame
+from datetime import date
+from pathlib import Path
+
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobs.common import day_job_parser, lake_path, read_partitions, spark_session, write_partition
@@ -49,12 +52,9 @@ def fm_inputs(df: DataFrame) -> DataFrame:
               .withColumn("genres", genre_multi_hot("genres")))
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Build the day's feature partition."""
-    args = day_job_parser(__doc__.splitlines()[0]).parse_args(argv)
-    lake = lake_path(args.lake)
-    spark = spark_session(f"lakeloop-features-{args.day}")
-    curated = read_partitions(spark, lake, CURATED, [args.day]).drop("dt")
+def run(spark: SparkSession, lake: Path, day: date) -> dict:
+    """Build one day's feature partition; return the manifest written beside it."""
+    curated = read_partitions(spark, lake, CURATED, [day]).drop("dt")
     split = F.when(F.pmod(F.xxhash64(F.col("event_id"), F.lit("split")), F.lit(100)) < TEST_FRACTION_PERCENT,
                    F.lit("test")).otherwise(F.lit("train"))
     features = (fm_inputs(curated)
@@ -63,9 +63,18 @@ def main(argv: list[str] | None = None) -> None:
                 .select("event_id", "user_id", "item_id", *FEATURE_COLUMNS, "label", "split")).cache()
     counts = {row["split"]: row["count"] for row in features.groupBy("split").count().collect()}
     rows_in = curated.count()
-    write_partition(features.coalesce(1), lake, FEATURES, args.day,
-                    {"day": str(args.day), "rows_in": rows_in, "rows_out": sum(counts.values()),
-                     "train": counts.get("train", 0), "test": counts.get("test", 0)})
+    manifest = {"day": str(day), "rows_in": rows_in, "rows_out": sum(counts.values()),
+                "train": counts.get("train", 0), "test": counts.get("test", 0)}
+    write_partition(features.coalesce(1), lake, FEATURES, day, manifest)
+    features.unpersist()
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Build the day's feature partition (spark-submit entry point)."""
+    args = day_job_parser(__doc__.splitlines()[0]).parse_args(argv)
+    spark = spark_session(f"lakeloop-features-{args.day}")
+    run(spark, lake_path(args.lake), args.day)
     spark.stop()
 
 

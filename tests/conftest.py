@@ -25,3 +25,30 @@ def lake(tmp_path: Path) -> Path:
     path = tmp_path / "lake"
     path.mkdir()
     return path
+
+
+@pytest.fixture(scope="session")
+def movielens():
+    """MovieLens 100K as fetched by `make setup` (real data; never committed)."""
+    from lakeloop.config import load_settings
+    from lakeloop.movielens import load_movielens
+
+    return load_movielens(load_settings().dataset_dir)
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """One local Spark session (2 cores) shared by the tests that run Spark jobs in-process."""
+    import os
+    import sys
+
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    from pyspark.sql import SparkSession
+
+    session = (SparkSession.builder.master("local[2]").appName("lakeloop-tests")
+               .config("spark.sql.shuffle.partitions", "4").config("spark.ui.enabled", "false")
+               .getOrCreate())
+    session.sparkContext.setLogLevel("WARN")
+    yield session
+    session.stop()

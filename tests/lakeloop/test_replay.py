@@ -1,0 +1,57 @@
+"""Replaying MovieLens into a real broker: one event per rating, in order, over the requested days."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime
+
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from kafka import KafkaConsumer, TopicPartition
+
+from lakeloop.movielens import MovieLens
+from lakeloop.replay import build_events, map_event_times, replay
+
+END = date(2026, 11, 20)
+
+
+def day_start_ms(day: date) -> int:
+    return int(datetime.combine(day, datetime.min.time(), UTC).timestamp() * 1000)
+
+
+def test_event_times_keep_order_and_fill_the_days(movielens):
+    mapped = map_event_times(movielens.ratings["timestamp"].combine_chunks(), 3, END)
+    order = pc.sort_indices(movielens.ratings["timestamp"])
+    assert pc.all(pc.greater_equal(pc.subtract(pc.take(mapped, order)[1:], pc.take(mapped, order)[:-1]), 0)).as_py()
+    assert pc.min(mapped).as_py() == day_start_ms(date(2026, 11, 18))
+    assert pc.max(mapped).as_py() < day_start_ms(date(2026, 11, 21))
+
+
+def test_replay_publishes_every_rating_with_record_time_equal_to_event_time(movielens, kafka_broker, lake):
+    small = MovieLens(movielens.ratings.slice(0, 2000), movielens.movies)
+    report = replay(small, kafka_broker.bootstrap, "replay-test", lake, days=2, end_day=END)
+    assert report.total == 2000
+    assert set(report.events_per_day) == {"2026-11-19", "2026-11-20"}
+
+    consumer = KafkaConsumer(bootstrap_servers=kafka_broker.bootstrap, enable_auto_commit=False)
+    partitions = [TopicPartition("replay-test", p) for p in consumer.partitions_for_topic("replay-test")]
+    consumer.assign(partitions)
+    consumer.seek_to_beginning()
+    end_offsets = consumer.end_offsets(partitions)
+    records = []
+    while sum(consumer.position(tp) for tp in partitions) < sum(end_offsets.values()):
+        for batch in consumer.poll(timeout_ms=2000).values():
+            records.extend(batch)
+    consumer.close()
+
+    assert len(records) == 2000
+    events = [json.loads(record.value) for record in records]
+    assert all(record.timestamp == event["ts"] for record, event in zip(records, events, strict=True))
+    assert all(record.key.decode() == str(event["user_id"]) for record, event in zip(records, events, strict=True))
+    assert len({event["event_id"] for event in events}) == 2000
+    expected = build_events(small, 2, END).to_pylist()
+    assert sorted(events, key=lambda e: e["event_id"]) == sorted(expected, key=lambda e: e["event_id"])
+
+    catalog = pq.read_table(report.catalog_path)
+    assert catalog.num_rows == 1682
+    assert catalog.column_names == ["item_id", "title", "year", "genres"]

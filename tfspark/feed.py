@@ -1,0 +1,348 @@
+"""The Arrow feed: a worker's partition → a local cache → equal-size `tf.data` batches, no per-row Python.
+
+Each barrier task receives its partition as Arrow record batches. `ArrowCache` keeps them for all epochs,
+in memory up to a limit and in a local Arrow IPC file past it, so a worker's memory does not grow with its
+partition. `BatchFeed` cycles over the cache and cuts it into batches of exactly `batch_size` rows with numpy
+slicing (one vectorised operation per record batch), so every worker can be told to yield the same number
+of batches whatever the size of its partition. TensorFlow is imported only by `BatchFeed.dataset`.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pyarrow as pa
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+DEFAULT_CACHE_MEMORY_BYTES = 512 * 1024 * 1024
+
+NumpyBatch = dict[str, np.ndarray]
+
+
+class ArrowCache:
+    """A worker's partition as Arrow record batches, held in memory up to a limit, then spilled to disk.
+
+    Once the batches held in memory pass `memory_limit_bytes`, they and every later batch go to an Arrow
+    IPC file in `spill_dir`; `batch(i)` then reads one record batch back at a time, so memory stays at
+    about one record batch while training cycles over the partition.
+    """
+
+    def __init__(self, spill_dir: str | None = None, memory_limit_bytes: int = DEFAULT_CACHE_MEMORY_BYTES):
+        self._spill_dir = spill_dir
+        self._memory_limit = memory_limit_bytes
+        self._in_memory: list[pa.RecordBatch] = []
+        self._memory_bytes = 0
+        self._lengths: list[int] = []
+        self._schema: pa.Schema | None = None
+        self._spill_path: str | None = None
+        self._writer: pa.ipc.RecordBatchFileWriter | None = None
+        self._reader: pa.ipc.RecordBatchFileReader | None = None
+        self._source: pa.NativeFile | None = None
+
+    @property
+    def schema(self) -> pa.Schema | None:
+        """The schema of the cached batches (None before the first batch)."""
+        return self._schema
+
+    @property
+    def num_rows(self) -> int:
+        """Rows cached so far."""
+        return sum(self._lengths)
+
+    @property
+    def num_batches(self) -> int:
+        """Non-empty record batches cached so far."""
+        return len(self._lengths)
+
+    @property
+    def spilled(self) -> bool:
+        """Whether the cache went to disk."""
+        return self._spill_path is not None
+
+    def batch_length(self, index: int) -> int:
+        """Rows of record batch `index`, without reading it."""
+        return self._lengths[index]
+
+    def append(self, batch: pa.RecordBatch) -> None:
+        """Add one record batch (empty batches are dropped)."""
+        if batch.num_rows == 0:
+            return
+        if self._schema is None:
+            self._schema = batch.schema
+        elif not batch.schema.equals(self._schema):
+            raise ValueError(f"record batch schema changed from {self._schema} to {batch.schema}")
+        self._lengths.append(batch.num_rows)
+        if self._writer is not None:
+            self._writer.write_batch(batch)
+            return
+        self._in_memory.append(batch)
+        self._memory_bytes += batch.nbytes
+        if self._memory_bytes > self._memory_limit:
+            self._spill()
+
+    def _spill(self) -> None:
+        handle, self._spill_path = tempfile.mkstemp(prefix="tfspark-cache-", suffix=".arrow", dir=self._spill_dir)
+        os.close(handle)
+        self._writer = pa.ipc.new_file(self._spill_path, self._schema)
+        for batch in self._in_memory:
+            self._writer.write_batch(batch)
+        self._in_memory = []
+        self._memory_bytes = 0
+
+    def finish(self) -> None:
+        """Stop accepting batches; a spilled cache is closed and reopened for reading."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+            self._source = pa.OSFile(self._spill_path, "rb")
+            self._reader = pa.ipc.open_file(self._source)
+
+    def batch(self, index: int) -> pa.RecordBatch:
+        """Record batch `index` (read from disk when spilled)."""
+        if self._reader is not None:
+            return self._reader.get_batch(index)
+        if self._writer is not None:
+            raise RuntimeError("call finish() before reading a spilled cache")
+        return self._in_memory[index]
+
+    def close(self) -> None:
+        """Release memory and delete the spill file."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        if self._source is not None:
+            self._source.close()
+            self._source = None
+        self._reader = None
+        self._in_memory = []
+        if self._spill_path is not None and os.path.exists(self._spill_path):
+            os.remove(self._spill_path)
+
+    def __enter__(self) -> ArrowCache:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def cache_partition(
+    batches: Iterable[pa.RecordBatch],
+    spill_dir: str | None = None,
+    memory_limit_bytes: int = DEFAULT_CACHE_MEMORY_BYTES,
+) -> ArrowCache:
+    """Consume a partition's record batches into a finished `ArrowCache`."""
+    cache = ArrowCache(spill_dir=spill_dir, memory_limit_bytes=memory_limit_bytes)
+    try:
+        for batch in batches:
+            cache.append(batch)
+        cache.finish()
+    except BaseException:
+        cache.close()
+        raise
+    return cache
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    """How one Arrow column becomes a tensor: numpy dtype and, for fixed-length lists, the row width."""
+
+    name: str
+    dtype: np.dtype
+    width: int | None = None
+
+    @property
+    def shape_suffix(self) -> tuple[int, ...]:
+        """The tensor shape after the batch dimension: () for scalars, (width,) for fixed-length lists."""
+        return () if self.width is None else (self.width,)
+
+
+def _numpy_dtype(arrow_type: pa.DataType, column: str) -> np.dtype:
+    if pa.types.is_floating(arrow_type):
+        return np.dtype(np.float32)
+    if pa.types.is_int64(arrow_type) or pa.types.is_uint32(arrow_type):
+        return np.dtype(np.int64)
+    if pa.types.is_integer(arrow_type) and arrow_type.bit_width <= 32:
+        return np.dtype(np.int32)
+    if pa.types.is_boolean(arrow_type):
+        return np.dtype(np.bool_)
+    raise TypeError(
+        f"column {column!r} has type {arrow_type}; the feed takes numeric scalars and fixed-length numeric "
+        "arrays (turn strings into ids and timestamps into numbers in pre_train)"
+    )
+
+
+def _is_list(arrow_type: pa.DataType) -> bool:
+    return pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type) or pa.types.is_fixed_size_list(
+        arrow_type
+    )
+
+
+def column_specs(batch: pa.RecordBatch) -> dict[str, ColumnSpec]:
+    """Tensor specs of every column of `batch`; list columns take their width from this batch.
+
+    Floating columns become float32 (Spark's doubles would otherwise meet float32 weights), integers keep
+    64 or 32 bits, booleans stay booleans.
+    """
+    specs = {}
+    for name, column in zip(batch.schema.names, batch.columns, strict=True):
+        if _is_list(column.type):
+            widths = np.diff(column.offsets.to_numpy()) if not pa.types.is_fixed_size_list(column.type) else None
+            width = column.type.list_size if widths is None else int(widths[0]) if len(widths) else 0
+            specs[name] = ColumnSpec(name, _numpy_dtype(column.type.value_type, name), width)
+        else:
+            specs[name] = ColumnSpec(name, _numpy_dtype(column.type, name))
+    return specs
+
+
+def column_to_numpy(column: pa.Array, spec: ColumnSpec) -> np.ndarray:
+    """One Arrow column → a numpy array of `spec`'s dtype: (rows,) for scalars, (rows, width) for lists."""
+    if column.null_count:
+        raise ValueError(f"column {spec.name!r} has {column.null_count} nulls; fill or drop them in pre_train")
+    if spec.width is None:
+        values = column.to_numpy(zero_copy_only=False)
+        return values.astype(spec.dtype, copy=False)
+    if not pa.types.is_fixed_size_list(column.type):
+        widths = np.diff(column.offsets.to_numpy())
+        if len(widths) and (widths.min() != spec.width or widths.max() != spec.width):
+            raise ValueError(
+                f"column {spec.name!r} must hold arrays of one length ({spec.width}); "
+                f"found lengths {widths.min()}..{widths.max()}"
+            )
+    flat = column.flatten()
+    if flat.null_count:
+        raise ValueError(f"column {spec.name!r} has null array elements; fill them in pre_train")
+    return flat.to_numpy(zero_copy_only=False).astype(spec.dtype, copy=False).reshape(len(column), spec.width)
+
+
+def record_batch_to_numpy(batch: pa.RecordBatch, specs: dict[str, ColumnSpec]) -> NumpyBatch:
+    """A record batch → {column: numpy array}, vectorised per column (zero-copy where Arrow allows)."""
+    return {name: column_to_numpy(batch.column(name), spec) for name, spec in specs.items()}
+
+
+def _take(columns: NumpyBatch, index: slice | np.ndarray) -> NumpyBatch:
+    return {name: values[index] for name, values in columns.items()}
+
+
+def _concat(first: NumpyBatch, second: NumpyBatch) -> NumpyBatch:
+    return {name: np.concatenate([first[name], second[name]]) for name in first}
+
+
+class BatchFeed:
+    """Cuts an `ArrowCache` into `total_batches` batches of exactly `batch_size` rows.
+
+    The cache is read as an endless stream of passes; each pass visits the record batches in a seeded
+    random order and shuffles rows within each record batch (when `shuffle`), so a worker whose partition is
+    short simply starts its next pass earlier and every worker yields the same number of batches.
+    Batch k always holds the same rows for a given seed, so a resumed run starts at `start_batch` by
+    arithmetic, skipping whole record batches without reading them.
+    """
+
+    def __init__(
+        self,
+        cache: ArrowCache,
+        label_column: str,
+        batch_size: int,
+        total_batches: int,
+        *,
+        shuffle: bool = True,
+        seed: int = 0,
+        rank: int = 0,
+    ) -> None:
+        if cache.num_rows == 0:
+            raise ValueError("the feed has no rows")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        first = cache.batch(0)
+        if label_column not in first.schema.names:
+            raise ValueError(f"label column {label_column!r} not in {first.schema.names}")
+        self.cache = cache
+        self.label_column = label_column
+        self.batch_size = batch_size
+        self.total_batches = total_batches
+        self.shuffle = shuffle
+        self.seed = seed
+        self.rank = rank
+        self.specs = column_specs(first)
+        self.start_batch = 0
+
+    @property
+    def feature_names(self) -> list[str]:
+        """Every column but the label."""
+        return [name for name in self.specs if name != self.label_column]
+
+    def _pass_order(self, pass_index: int) -> np.ndarray:
+        if not self.shuffle:
+            return np.arange(self.cache.num_batches)
+        return np.random.default_rng([self.seed, self.rank, pass_index]).permutation(self.cache.num_batches)
+
+    def _load(self, batch_index: int, pass_index: int) -> NumpyBatch:
+        columns = record_batch_to_numpy(self.cache.batch(batch_index), self.specs)
+        if self.shuffle:
+            rows = self.cache.batch_length(batch_index)
+            order = np.random.default_rng([self.seed, self.rank, pass_index, batch_index]).permutation(rows)
+            columns = _take(columns, order)
+        return columns
+
+    def iter_numpy(self, start_batch: int = 0) -> Iterator[tuple[NumpyBatch, np.ndarray]]:
+        """Yield `(features, label)` numpy batches number `start_batch` .. `total_batches - 1`."""
+        remaining = self.total_batches - start_batch
+        if remaining <= 0:
+            return
+        pass_index, offset = divmod(start_batch * self.batch_size, self.cache.num_rows)
+        carry: NumpyBatch | None = None
+        while True:
+            for batch_index in self._pass_order(pass_index):
+                length = self.cache.batch_length(batch_index)
+                if offset >= length:
+                    offset -= length
+                    continue
+                columns = self._load(batch_index, pass_index)
+                if offset:
+                    columns, offset = _take(columns, slice(offset, None)), 0
+                if carry is not None:
+                    columns = _concat(carry, columns)
+                rows = len(columns[self.label_column])
+                start = 0
+                while rows - start >= self.batch_size:
+                    batch = _take(columns, slice(start, start + self.batch_size))
+                    label = batch.pop(self.label_column)
+                    yield batch, label
+                    start += self.batch_size
+                    remaining -= 1
+                    if remaining == 0:
+                        return
+                carry = _take(columns, slice(start, None)) if start < rows else None
+            pass_index += 1
+
+    def element_spec(self) -> tuple[dict[str, tf.TensorSpec], tf.TensorSpec]:
+        """The `tf.data` element spec: ({feature: TensorSpec}, label TensorSpec), batch dimension fixed."""
+        import tensorflow as tf
+
+        def spec(column: ColumnSpec) -> tf.TensorSpec:
+            return tf.TensorSpec((self.batch_size, *column.shape_suffix), tf.as_dtype(column.dtype), column.name)
+
+        features = {name: spec(self.specs[name]) for name in self.feature_names}
+        return features, spec(self.specs[self.label_column])
+
+    def dataset(self) -> tf.data.Dataset:
+        """A `tf.data.Dataset` of `(features, label)` batches starting at `self.start_batch` when iterated.
+
+        `start_batch` is read each time an iterator is created, so a training loop that restores a
+        checkpoint sets it before iterating and the feed resumes there. Auto-sharding is off: the
+        partition already is this worker's shard.
+        """
+        import tensorflow as tf
+
+        dataset = tf.data.Dataset.from_generator(
+            lambda: self.iter_numpy(self.start_batch), output_signature=self.element_spec()
+        ).prefetch(tf.data.AUTOTUNE)
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+        return dataset.with_options(options)
