@@ -50,19 +50,20 @@ def airflow_environment(settings: Settings, base: dict[str, str] | None = None) 
 def run_airflow(args: list[str], settings: Settings, check: bool = True) -> int:
     """Run the Airflow CLI with the project's environment, initialising it on first use."""
     env = airflow_environment(settings)
-    ensure_airflow_ready(settings, env)
+    ensure_airflow_ready(env)
     completed = subprocess.run([_airflow_binary(), *args], env=env, check=False)
     if check and completed.returncode != 0:
         raise SystemExit(completed.returncode)
     return completed.returncode
 
 
-def ensure_airflow_ready(settings: Settings, env: dict[str, str]) -> None:
+def ensure_airflow_ready(env: dict[str, str]) -> None:
     """Migrate the SQLite metadata database and create the pools, once per Airflow home."""
-    marker = settings.airflow_home / ".lakeloop-initialised"
+    home = Path(env["AIRFLOW_HOME"])
+    marker = home / ".lakeloop-initialised"
     if marker.exists():
         return
-    settings.airflow_home.mkdir(parents=True, exist_ok=True)
+    home.mkdir(parents=True, exist_ok=True)
     airflow = _airflow_binary()
     subprocess.run([airflow, "db", "migrate"], env=env, check=True, stdout=subprocess.DEVNULL)
     subprocess.run([airflow, "pools", "set", GPU_POOL, str(GPU_POOL_SLOTS), "GPU training (TFOnSparkOperator)"],

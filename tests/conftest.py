@@ -2,12 +2,35 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from lakeloop.services import EmbeddedBroker, free_port
+
+REPO = Path(__file__).resolve().parents[1]
+TEST_AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="lakeloop-airflow-"))
+# Airflow reads its configuration when first imported: point it at a throwaway home before any test does.
+os.environ["AIRFLOW_HOME"] = str(TEST_AIRFLOW_HOME)
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO / "dags")
+os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(REPO / "plugins")
+os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> Path:
+    """A migrated SQLite Airflow metadata database (in the session's throwaway AIRFLOW_HOME)."""
+    subprocess.run([str(Path(sys.executable).parent / "airflow"), "db", "migrate"], check=True,
+                   stdout=subprocess.DEVNULL, env=dict(os.environ))
+    return TEST_AIRFLOW_HOME
 
 
 @pytest.fixture(scope="session")
@@ -39,11 +62,6 @@ def movielens():
 @pytest.fixture(scope="session")
 def spark():
     """One local Spark session (2 cores) shared by the tests that run Spark jobs in-process."""
-    import os
-    import sys
-
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     from pyspark.sql import SparkSession
 
     session = (SparkSession.builder.master("local[2]").appName("lakeloop-tests")

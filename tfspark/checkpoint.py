@@ -31,8 +31,8 @@ def url_to_path(url: str) -> str:
 class TrainingCheckpoint:
     """A `tf.train.Checkpoint` of model, optimizer, global step and the running epoch loss.
 
-    Create it inside nothing in particular: it enters `strategy.scope()` itself to create its variables.
-    The model and the optimizer must already be built so that restoring fills existing variables.
+    It creates its own variables under `strategy.scope()`. The model and the optimizer must already be
+    built, so that restoring fills existing variables instead of deferring.
     """
 
     def __init__(

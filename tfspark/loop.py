@@ -1,0 +1,132 @@
+"""The distributed custom training loop behind `TrainContext.fit`.
+
+Keras 3 `model.fit` fails under `MultiWorkerMirroredStrategy` on this stack, so the loop is written out:
+`strategy.distribute_datasets_from_function` (each worker's dataset already holds per-replica batches),
+`strategy.run` of a gradient step with `tf.nn.compute_average_loss`, several steps per `tf.function` call
+(a `tf.range` loop) between the points where Python must act: checkpoints, progress logs, epoch ends.
+Every worker derives those points from the global step alone, so all of them call the same collectives.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from tfspark.checkpoint import TrainingCheckpoint
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+    from tfspark.trainer import LossFn, StepCallback, TrainContext
+
+logger = logging.getLogger("tfspark")
+
+
+def _ensure_built(strategy: Any, model: Any, optimizer: Any, dataset: tf.data.Dataset) -> None:
+    """Create the model's and the optimizer's variables (under the strategy) before restoring."""
+    with strategy.scope():
+        if not model.built:
+            features, _ = next(iter(dataset.take(1)))
+            model(features)
+        if not optimizer.built:
+            optimizer.build(model.trainable_variables)
+
+
+def make_train_steps(strategy: Any, model: Any, optimizer: Any, loss_fn: LossFn) -> Any:
+    """A `tf.function(iterator, steps)` running `steps` synchronous steps; returns the summed step losses."""
+    import tensorflow as tf
+
+    def replica_step(features: Any, labels: Any) -> tf.Tensor:
+        with tf.GradientTape() as tape:
+            predictions = model(features, training=True)
+            loss = tf.nn.compute_average_loss(tf.cast(loss_fn(labels, predictions), tf.float32))
+            if model.losses:
+                loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
+        gradients = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(gradients, model.trainable_variables, strict=True))
+        return loss
+
+    @tf.function
+    def train_steps(iterator: Any, steps: tf.Tensor) -> tf.Tensor:
+        total = tf.constant(0.0, tf.float32)
+        for _ in tf.range(steps):
+            per_replica_loss = strategy.run(replica_step, args=next(iterator))
+            total += strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica_loss, axis=None)
+        return total
+
+    return train_steps
+
+
+def _steps_until(step: int, every: int) -> int:
+    return every - step % every if every > 0 else 1 << 62
+
+
+def run_fit(
+    ctx: TrainContext,
+    model: Any,
+    optimizer: Any,
+    loss_fn: LossFn,
+    dataset: tf.data.Dataset,
+    on_step_end: StepCallback | None = None,
+) -> dict[str, Any]:
+    """Train for `ctx.total_steps`, resuming from the latest checkpoint in `ctx.checkpoint_dir`."""
+    import tensorflow as tf
+
+    strategy = ctx.strategy
+    _ensure_built(strategy, model, optimizer, dataset)
+    checkpoint = TrainingCheckpoint(strategy, model, optimizer, ctx.checkpoint_dir, is_chief=ctx.is_chief)
+    try:
+        resumed_from = checkpoint.restore()
+        step = resumed_from or 0
+        loss_sum = float(checkpoint.epoch_loss_sum.numpy()) if resumed_from else 0.0
+        loss_steps = int(checkpoint.epoch_loss_steps.numpy()) if resumed_from else 0
+        total = ctx.total_steps
+        if resumed_from is not None:
+            logger.info("rank %d resumes from step %d of %d", ctx.rank, resumed_from, total)
+        if ctx.feed is not None:
+            ctx.feed.start_batch = step * ctx.replicas_per_worker
+        iterator = iter(strategy.distribute_datasets_from_function(lambda _: dataset))
+        train_steps = make_train_steps(strategy, model, optimizer, loss_fn)
+        epoch_losses: list[float] = []
+        log_step, log_time = step, time.monotonic()
+        while step < total:
+            chunk = min(
+                total - step,
+                _steps_until(step, ctx.steps_per_epoch),
+                _steps_until(step, ctx.checkpoint_every),
+                _steps_until(step, ctx.log_every),
+                1 if on_step_end is not None else total,
+            )
+            chunk_loss = float(train_steps(iterator, tf.constant(chunk, tf.int64)))
+            step += chunk
+            loss_sum += chunk_loss
+            loss_steps += chunk
+            if on_step_end is not None:
+                on_step_end(step, chunk_loss / chunk)
+            epoch_done = step % ctx.steps_per_epoch == 0
+            if step % ctx.log_every == 0 or epoch_done or step == total:
+                now = time.monotonic()
+                rate = (step - log_step) * ctx.batch_size / max(now - log_time, 1e-9)
+                logger.info(
+                    "rank %d step %d/%d epoch %d/%d loss %.5f examples/s %.0f",
+                    ctx.rank, step, total, -(-step // ctx.steps_per_epoch), ctx.epochs,
+                    loss_sum / loss_steps, rate,
+                )
+                log_step, log_time = step, now
+            if epoch_done and step < total:
+                epoch_losses.append(loss_sum / loss_steps)
+                loss_sum, loss_steps = 0.0, 0
+            if step % ctx.checkpoint_every == 0 or step == total:
+                checkpoint.save(step, loss_sum, loss_steps)
+        final_loss = loss_sum / loss_steps if loss_steps else None
+        if step == total and resumed_from != total and final_loss is not None:
+            epoch_losses.append(final_loss)
+        return {
+            "loss": final_loss,
+            "global_step": step,
+            "resumed_from_step": resumed_from,
+            "epoch_losses": epoch_losses,
+        }
+    finally:
+        checkpoint.close()
