@@ -1,0 +1,308 @@
+"""The barrier job: the DataFrame's N partitions become N TensorFlow workers training one model.
+
+Driver side, `run_trainer` calls the trainer's `pre_train`, runs `train_on_spark`, writes
+`<output_dir>/train_summary.json` and always calls `shutdown`. `train_on_spark` hands each partition to a
+barrier task through `DataFrame.mapInArrow(..., barrier=True)`. Task side, `_barrier_task` sets the GPUs the
+task owns (before TensorFlow is imported), caches its Arrow batches, meets the other tasks through
+`allGather`, builds `TF_CONFIG` and the strategy, and runs the user's `train`. A failed task fails the whole
+barrier stage, Spark reruns every task, and training resumes from the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import pickle
+import resource
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from tfspark.checkpoint import url_to_path
+from tfspark.feed import DEFAULT_CACHE_MEMORY_BYTES, BatchFeed, cache_partition
+from tfspark.rendezvous import (
+    WorkerInfo,
+    assign_gpus,
+    gather_workers,
+    plan_steps,
+    reserve_port,
+    set_tf_config,
+    task_host,
+)
+from tfspark.trainer import TFSparkTrainer, TrainContext
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql.types import StructType
+
+logger = logging.getLogger("tfspark")
+
+SUMMARY_FILE = "train_summary.json"
+RESULT_SCHEMA = "rank long, attempt long, result string"
+_RESULT_ARROW_SCHEMA = pa.schema([("rank", pa.int64()), ("attempt", pa.int64()), ("result", pa.string())])
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Where and how wide to train; the trainer's own attributes say how (batch size, epochs...)."""
+
+    checkpoint_dir: str
+    output_dir: str
+    num_workers: int = 1
+    gpus_per_worker: int = 0
+    cache_memory_bytes: int = DEFAULT_CACHE_MEMORY_BYTES
+    log_every: int = 100
+    trainer_name: str = ""
+
+
+@dataclass(frozen=True)
+class _TaskPayload:
+    """Everything a barrier task receives: plain values plus the pickled trainer.
+
+    The trainer travels as bytes and is unpickled only after `CUDA_VISIBLE_DEVICES` is set, because
+    unpickling imports the trainer's module, which may import TensorFlow.
+    """
+
+    trainer: bytes
+    config: RunConfig
+    batch_size: int
+    epochs: int
+    label_column: str
+    checkpoint_every: int
+    shuffle: bool
+    seed: int
+
+
+def run_trainer(spark: SparkSession, trainer: TFSparkTrainer, config: RunConfig) -> dict[str, Any]:
+    """Run a whole training job on `spark`: pre_train, barrier training, summary; `shutdown` always."""
+    started = time.monotonic()
+    try:
+        frame = trainer.pre_train(spark)
+        summary = train_on_spark(frame, trainer, config)
+        summary["wall_seconds"] = round(time.monotonic() - started, 3)
+        path = write_summary(config.output_dir, summary)
+        logger.info("training summary written to %s", path)
+        return summary
+    finally:
+        _shutdown(trainer)
+
+
+def _shutdown(trainer: TFSparkTrainer) -> None:
+    """Call `trainer.shutdown()`; if training already failed, log a shutdown error instead of masking it."""
+    failing = sys.exc_info()[1] is not None
+    try:
+        trainer.shutdown()
+    except Exception:
+        if not failing:
+            raise
+        logger.exception("trainer.shutdown() failed after a training failure")
+
+
+def write_summary(output_dir: str, summary: dict[str, Any]) -> str:
+    """Write `summary` atomically to `<output_dir>/train_summary.json`; return the path."""
+    directory = url_to_path(output_dir)
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, SUMMARY_FILE)
+    partial = path + ".partial"
+    with open(partial, "w") as handle:
+        json.dump(summary, handle, indent=2, sort_keys=True)
+    os.replace(partial, path)
+    return path
+
+
+def validate_schema(schema: StructType, label_column: str) -> None:
+    """Refuse column types the Arrow feed cannot turn into tensors, on the driver, before any task starts."""
+    from pyspark.sql import types as T
+
+    numeric = (T.ByteType, T.ShortType, T.IntegerType, T.LongType, T.FloatType, T.DoubleType, T.BooleanType)
+    if label_column not in schema.names:
+        raise ValueError(f"label column {label_column!r} is not in the DataFrame columns {schema.names}")
+    if len(schema.names) < 2:
+        raise ValueError("the DataFrame needs at least one feature column besides the label")
+    for field in schema.fields:
+        kind = field.dataType
+        if isinstance(kind, T.ArrayType):
+            kind = kind.elementType
+        if not isinstance(kind, numeric):
+            raise TypeError(
+                f"column {field.name!r} is {field.dataType.simpleString()}; the feed takes numeric columns and "
+                "fixed-length numeric arrays (index strings and convert timestamps in pre_train)"
+            )
+
+
+def train_on_spark(frame: DataFrame, trainer: TFSparkTrainer, config: RunConfig) -> dict[str, Any]:
+    """Train `trainer` on `frame` with `config.num_workers` barrier tasks; return the run's summary."""
+    from pyspark import cloudpickle
+
+    spark = frame.sparkSession
+    validate_schema(frame.schema, trainer.label_column)
+    if spark.sparkContext.getConf().get("spark.python.worker.reuse", "true").lower() == "true":
+        logger.warning(
+            "spark.python.worker.reuse is true: a second training job in this application would find "
+            "TensorFlow already configured in a reused worker (tfspark-submit sets it to false)"
+        )
+    if frame.rdd.getNumPartitions() != config.num_workers:
+        frame = frame.repartition(config.num_workers)
+    payload = _TaskPayload(
+        trainer=cloudpickle.dumps(trainer),
+        config=config,
+        batch_size=trainer.batch_size,
+        epochs=trainer.epochs,
+        label_column=trainer.label_column,
+        checkpoint_every=trainer.checkpoint_every,
+        shuffle=trainer.shuffle,
+        seed=trainer.seed,
+    )
+    spark.sparkContext.setJobDescription(f"tfspark train {config.trainer_name} on {config.num_workers} workers")
+    rows = frame.mapInArrow(functools.partial(_barrier_task, payload=payload), RESULT_SCHEMA, barrier=True)
+    results = sorted(rows.collect(), key=lambda row: row["rank"])
+    return _summarise(config, payload, [json.loads(row["result"]) for row in results], results)
+
+
+def _summarise(
+    config: RunConfig, payload: _TaskPayload, workers: list[dict[str, Any]], rows: list[Any]
+) -> dict[str, Any]:
+    chief = workers[0]
+    trained = chief.get("train") or {}
+    fitted = chief.get("fit") or {}
+    summary: dict[str, Any] = dict(trained)
+    for key in ("loss", "global_step", "resumed_from_step"):
+        summary[key] = fitted[key] if key in fitted else trained.get(key)
+    summary.update(
+        trainer=config.trainer_name,
+        workers=len(workers),
+        rows=sum(worker["rows"] for worker in workers),
+        worker_rows=[worker["rows"] for worker in workers],
+        epochs=payload.epochs,
+        steps_per_epoch=chief["steps_per_epoch"],
+        batch_size=chief["batch_size"],
+        epoch_losses=fitted.get("epoch_losses"),
+        checkpoint_dir=config.checkpoint_dir,
+        output_dir=config.output_dir,
+        cuda_visible_devices=[worker["cuda_visible_devices"] for worker in workers],
+        cache_spilled=[worker["cache_spilled"] for worker in workers],
+        peak_rss_bytes=[worker["peak_rss_bytes"] for worker in workers],
+        task_attempts=[row["attempt"] for row in rows],
+    )
+    return summary
+
+
+def _configure_task_logging(rank: int) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"%(asctime)s tfspark[rank {rank}] %(levelname)s %(message)s"))
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
+def make_strategy(num_workers: int) -> Any:
+    """MultiWorkerMirroredStrategy for several workers (reads TF_CONFIG); one worker: its local devices."""
+    import tensorflow as tf
+
+    if num_workers > 1:
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    gpus = tf.config.list_physical_devices("GPU")
+    if len(gpus) > 1:
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
+
+
+def _jsonable(value: Any) -> Any:
+    """Turn numpy/TensorFlow scalars and arrays (and containers of them) into JSON values."""
+    if isinstance(value, dict):
+        return {str(key): _jsonable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(item) for item in value]
+    if hasattr(value, "numpy"):
+        value = value.numpy()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
+
+
+def _barrier_task(batches: Iterator[pa.RecordBatch], payload: _TaskPayload) -> Iterator[pa.RecordBatch]:
+    """One TensorFlow worker: GPUs, local cache, rendezvous, strategy, the user's `train`."""
+    from pyspark import BarrierTaskContext
+
+    barrier = BarrierTaskContext.get()
+    rank = barrier.partitionId()
+    config = payload.config
+    _configure_task_logging(rank)
+    devices = assign_gpus(barrier.resources(), config.gpus_per_worker)
+    cache = cache_partition(batches, memory_limit_bytes=config.cache_memory_bytes)
+    try:
+        port = reserve_port()
+        host = task_host(barrier.getTaskInfos()[rank].address)
+        me = WorkerInfo(f"{host}:{port.getsockname()[1]}", cache.num_rows, devices)
+        try:
+            workers = gather_workers(barrier, me)
+        finally:
+            port.close()
+        plan = plan_steps([worker.rows for worker in workers], payload.batch_size, payload.epochs)
+        logger.info(
+            "rank %d of %d: %d rows (spilled: %s), cuda_visible_devices=%r, %d steps/epoch of %d rows",
+            rank, len(workers), cache.num_rows, cache.spilled, devices, plan.steps_per_epoch,
+            plan.global_batch_size,
+        )
+        set_tf_config([worker.address for worker in workers], rank)
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+        trainer: TFSparkTrainer = pickle.loads(payload.trainer)
+        strategy = make_strategy(len(workers))
+        replicas = max(1, strategy.num_replicas_in_sync // len(workers))
+        if plan.per_worker_batch_size % replicas:
+            raise ValueError(
+                f"per-worker batch {plan.per_worker_batch_size} does not split over {replicas} local replicas"
+            )
+        feed = BatchFeed(
+            cache,
+            payload.label_column,
+            plan.per_worker_batch_size // replicas,
+            plan.total_steps * replicas,
+            shuffle=payload.shuffle,
+            seed=payload.seed,
+            rank=rank,
+        )
+        ctx = TrainContext(
+            strategy=strategy,
+            rank=rank,
+            num_workers=len(workers),
+            steps_per_epoch=plan.steps_per_epoch,
+            epochs=plan.epochs,
+            batch_size=plan.global_batch_size,
+            per_worker_batch_size=plan.per_worker_batch_size,
+            checkpoint_dir=url_to_path(config.checkpoint_dir),
+            output_dir=url_to_path(config.output_dir),
+            checkpoint_every=payload.checkpoint_every,
+            log_every=config.log_every,
+            rows=sum(worker.rows for worker in workers),
+            feed=feed,
+        )
+        trained = trainer.train(feed.dataset(), ctx)
+        barrier.barrier()
+        result = {
+            "train": _jsonable(trained or {}),
+            "fit": _jsonable(ctx.fit_result),
+            "rows": cache.num_rows,
+            "steps_per_epoch": plan.steps_per_epoch,
+            "batch_size": plan.global_batch_size,
+            "cuda_visible_devices": devices,
+            "cache_spilled": cache.spilled,
+            "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        }
+    finally:
+        cache.close()
+    record = {"rank": rank, "attempt": barrier.attemptNumber(), "result": json.dumps(result)}
+    yield pa.RecordBatch.from_pylist([record], schema=_RESULT_ARROW_SCHEMA)
+
+
+def config_dict(config: RunConfig) -> dict[str, Any]:
+    """`RunConfig` as a plain dict (for logs)."""
+    return asdict(config)
