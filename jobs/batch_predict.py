@@ -17,6 +17,7 @@ from pyspark.sql import functions as F
 
 from jobs.common import day_job_parser, lake_path, read_partitions, spark_session, window_days, write_partition
 from jobs.features import FEATURE_COLUMNS, fm_inputs
+from lakeloop.evaluation import model_inputs
 
 CURATED = "curated/ratings"
 PREDICTIONS = "predictions"
@@ -40,14 +41,7 @@ def score_batches(local_model_path: str):
         for batch in batches:
             if batch.num_rows == 0:
                 continue
-            genres = batch.column("genres")
-            inputs = {
-                "user_idx": batch.column("user_idx").to_numpy(),
-                "item_idx": batch.column("item_idx").to_numpy(),
-                "year_idx": batch.column("year_idx").to_numpy(),
-                "genres": genres.flatten().to_numpy().reshape(batch.num_rows, -1).astype(np.float32),
-            }
-            scores = np.asarray(model.predict(inputs)).reshape(-1).astype(np.float64)
+            scores = np.asarray(model.predict(model_inputs(batch))).reshape(-1).astype(np.float64)
             yield pa.RecordBatch.from_arrays([batch.column("user_id"), batch.column("item_id"), pa.array(scores)],
                                              names=["user_id", "item_id", "score"])
 

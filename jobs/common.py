@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
@@ -22,6 +23,17 @@ def day_job_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--lake", required=True, help="lake URL (file://...) or path")
     parser.add_argument("--day", required=True, type=date.fromisoformat, help="the day processed, YYYY-MM-DD")
     return parser
+
+
+def run_day_job(description: str, app_name: str, run: Callable[[SparkSession, Path, date], dict],
+                argv: list[str] | None = None) -> dict:
+    """The spark-submit entry point of a job that processes one day: parse, run, stop Spark."""
+    args = day_job_parser(description).parse_args(argv)
+    spark = spark_session(f"{app_name}-{args.day}")
+    try:
+        return run(spark, lake_path(args.lake), args.day)
+    finally:
+        spark.stop()
 
 
 def spark_session(app_name: str) -> SparkSession:

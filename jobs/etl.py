@@ -13,7 +13,7 @@ from pathlib import Path
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from jobs.common import day_job_parser, lake_path, read_partitions, spark_session, write_partition
+from jobs.common import read_partitions, run_day_job, write_partition
 
 RAW = "raw/ratings"
 CURATED = "curated/ratings"
@@ -41,11 +41,8 @@ def run(spark: SparkSession, lake: Path, day: date) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the ETL for one day (spark-submit entry point)."""
-    args = day_job_parser(__doc__.splitlines()[0]).parse_args(argv)
-    spark = spark_session(f"lakeloop-etl-{args.day}")
-    run(spark, lake_path(args.lake), args.day)
-    spark.stop()
+    """spark-submit entry point."""
+    run_day_job(__doc__.splitlines()[0], "lakeloop-etl", run, argv)
 
 
 if __name__ == "__main__":

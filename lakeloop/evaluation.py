@@ -28,14 +28,16 @@ def read_features(lake: Path, days: list[date], split: str) -> pa.Table:
     return dataset.to_table(columns=[*INPUTS, "label"], filter=ds.field("split") == split)
 
 
-def model_inputs(table: pa.Table) -> dict[str, np.ndarray]:
-    """The FM's input dict from a feature table, without per-row Python."""
-    genres = table["genres"].combine_chunks()
+def model_inputs(data: pa.Table | pa.RecordBatch) -> dict[str, np.ndarray]:
+    """The FM's input dict from a feature table or batch, without per-row Python."""
+    genres = data.column("genres")
+    if isinstance(genres, pa.ChunkedArray):
+        genres = genres.combine_chunks()
     return {
-        "user_idx": table["user_idx"].to_numpy(),
-        "item_idx": table["item_idx"].to_numpy(),
-        "year_idx": table["year_idx"].to_numpy(),
-        "genres": genres.flatten().to_numpy().reshape(len(table), -1).astype(np.float32),
+        "user_idx": data.column("user_idx").to_numpy(),
+        "item_idx": data.column("item_idx").to_numpy(),
+        "year_idx": data.column("year_idx").to_numpy(),
+        "genres": genres.flatten().to_numpy().reshape(data.num_rows, -1).astype(np.float32),
     }
 
 
