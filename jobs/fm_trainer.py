@@ -9,9 +9,17 @@ from __future__ import annotations
 
 from datetime import date
 
-from jobs.common import lake_path, read_partitions, window_days
+from jobs.common import lake_path, read_partitions
 from jobs.features import FEATURE_COLUMNS, FEATURES
+from lakeloop.lake import window_days
 from tfspark import TFSparkTrainer, TrainContext
+
+
+def squared_error(labels, predictions):
+    """Per-example squared error (the runtime averages it over the global batch)."""
+    from keras import ops
+
+    return ops.square(ops.cast(labels, predictions.dtype) - predictions)
 
 
 class FMTrainer(TFSparkTrainer):
@@ -43,8 +51,7 @@ class FMTrainer(TFSparkTrainer):
         with ctx.strategy.scope():
             model = build_fm_model(factors=self.factors)
             optimizer = keras.optimizers.Adam(self.learning_rate)
-        loss = keras.losses.MeanSquaredError(reduction=None)
-        result = ctx.fit(model, optimizer, loss, dataset)
+        result = ctx.fit(model, optimizer, squared_error, dataset)
         ctx.save_model(model)
         return {"factors": self.factors, "learning_rate": self.learning_rate, "window_days": self.window_days,
                 **result}

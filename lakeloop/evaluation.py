@@ -24,7 +24,7 @@ def read_features(lake: Path, days: list[date], split: str) -> pa.Table:
     existing = [str(path) for path in paths if path.exists()]
     if not existing:
         raise FileNotFoundError(f"no feature partitions under {lake / FEATURES} for {days[0]}..{days[-1]}")
-    dataset = ds.dataset(existing, format="parquet")
+    dataset = ds.dataset([ds.dataset(path, format="parquet") for path in existing])
     return dataset.to_table(columns=[*INPUTS, "label"], filter=ds.field("split") == split)
 
 

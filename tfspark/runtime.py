@@ -160,8 +160,10 @@ def train_on_spark(frame: DataFrame, trainer: TFSparkTrainer, config: RunConfig)
         seed=trainer.seed,
     )
     spark.sparkContext.setJobDescription(f"tfspark train {config.trainer_name} on {config.num_workers} workers")
-    rows = frame.mapInArrow(functools.partial(_barrier_task, payload=payload), RESULT_SCHEMA, barrier=True)
-    results = sorted(rows.collect(), key=lambda row: row["rank"])
+    trained = frame.mapInArrow(functools.partial(_barrier_task, payload=payload), RESULT_SCHEMA, barrier=True)
+    # The shuffle makes the barrier stage a ShuffleMapStage: Spark reruns a failed one whole, while a
+    # failed barrier ResultStage aborts the job ("Could not recover from a failed barrier ResultStage").
+    results = sorted(trained.repartition(1).collect(), key=lambda row: row["rank"])
     return _summarise(config, payload, [json.loads(row["result"]) for row in results], results)
 
 
