@@ -15,9 +15,10 @@ import pyarrow as pa
 from pyspark.sql import Window
 from pyspark.sql import functions as F
 
-from jobs.common import day_job_parser, lake_path, read_partitions, spark_session, window_days, write_partition
+from jobs.common import day_job_parser, lake_path, read_partitions, spark_session, write_partition
 from jobs.features import FEATURE_COLUMNS, fm_inputs
 from lakeloop.evaluation import model_inputs
+from lakeloop.lake import window_days
 
 CURATED = "curated/ratings"
 PREDICTIONS = "predictions"
@@ -26,9 +27,9 @@ SCORED_SCHEMA = "user_id string, item_id string, score double"
 
 @lru_cache(maxsize=1)
 def _load_model(local_path: str):
-    import mlflow
+    import mlflow.tensorflow
 
-    return mlflow.pyfunc.load_model(local_path)
+    return mlflow.tensorflow.load_model(local_path)
 
 
 def score_batches(local_model_path: str):
@@ -41,7 +42,8 @@ def score_batches(local_model_path: str):
         for batch in batches:
             if batch.num_rows == 0:
                 continue
-            scores = np.asarray(model.predict(model_inputs(batch))).reshape(-1).astype(np.float64)
+            predictions = model.predict(model_inputs(batch), batch_size=8192, verbose=0)
+            scores = np.asarray(predictions).reshape(-1).astype(np.float64)
             yield pa.RecordBatch.from_arrays([batch.column("user_id"), batch.column("item_id"), pa.array(scores)],
                                              names=["user_id", "item_id", "score"])
 
@@ -85,4 +87,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # Run through the importable module, so Python workers can unpickle the scoring function by reference.
+    from jobs.batch_predict import main as batch_predict_main
+
+    batch_predict_main()

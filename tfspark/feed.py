@@ -179,9 +179,7 @@ def _numpy_dtype(arrow_type: pa.DataType, column: str) -> np.dtype:
 
 
 def _is_list(arrow_type: pa.DataType) -> bool:
-    return pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type) or pa.types.is_fixed_size_list(
-        arrow_type
-    )
+    return pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type) or pa.types.is_fixed_size_list(arrow_type)
 
 
 def column_specs(batch: pa.RecordBatch) -> dict[str, ColumnSpec]:

@@ -110,8 +110,13 @@ def run_fit(
                 rate = (step - log_step) * ctx.batch_size / max(now - log_time, 1e-9)
                 logger.info(
                     "rank %d step %d/%d epoch %d/%d loss %.5f examples/s %.0f",
-                    ctx.rank, step, total, -(-step // ctx.steps_per_epoch), ctx.epochs,
-                    loss_sum / loss_steps, rate,
+                    ctx.rank,
+                    step,
+                    total,
+                    -(-step // ctx.steps_per_epoch),
+                    ctx.epochs,
+                    loss_sum / loss_steps,
+                    rate,
                 )
                 log_step, log_time = step, now
             if epoch_done and step < total:

@@ -19,7 +19,7 @@ import resource
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -44,8 +44,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("tfspark")
 
 SUMMARY_FILE = "train_summary.json"
-RESULT_SCHEMA = "rank long, attempt long, result string"
-_RESULT_ARROW_SCHEMA = pa.schema([("rank", pa.int64()), ("attempt", pa.int64()), ("result", pa.string())])
+RESULT_SCHEMA = "rank long, result string"
+_RESULT_ARROW_SCHEMA = pa.schema([("rank", pa.int64()), ("result", pa.string())])
 
 
 @dataclass(frozen=True)
@@ -84,16 +84,20 @@ def run_trainer(spark: SparkSession, trainer: TFSparkTrainer, config: RunConfig)
     started = time.monotonic()
     try:
         frame = trainer.pre_train(spark)
+        prepared = time.monotonic()
         summary = train_on_spark(frame, trainer, config)
-        summary["wall_seconds"] = round(time.monotonic() - started, 3)
+        finished = time.monotonic()
+        summary["pre_train_seconds"] = round(prepared - started, 3)
+        summary["train_seconds"] = round(finished - prepared, 3)
+        summary["wall_seconds"] = round(finished - started, 3)
         path = write_summary(config.output_dir, summary)
         logger.info("training summary written to %s", path)
         return summary
     finally:
-        _shutdown(trainer)
+        shutdown_trainer(trainer)
 
 
-def _shutdown(trainer: TFSparkTrainer) -> None:
+def shutdown_trainer(trainer: TFSparkTrainer) -> None:
     """Call `trainer.shutdown()`; if training already failed, log a shutdown error instead of masking it."""
     failing = sys.exc_info()[1] is not None
     try:
@@ -164,12 +168,10 @@ def train_on_spark(frame: DataFrame, trainer: TFSparkTrainer, config: RunConfig)
     # The shuffle makes the barrier stage a ShuffleMapStage: Spark reruns a failed one whole, while a
     # failed barrier ResultStage aborts the job ("Could not recover from a failed barrier ResultStage").
     results = sorted(trained.repartition(1).collect(), key=lambda row: row["rank"])
-    return _summarise(config, payload, [json.loads(row["result"]) for row in results], results)
+    return _summarise(config, payload, [json.loads(row["result"]) for row in results])
 
 
-def _summarise(
-    config: RunConfig, payload: _TaskPayload, workers: list[dict[str, Any]], rows: list[Any]
-) -> dict[str, Any]:
+def _summarise(config: RunConfig, payload: _TaskPayload, workers: list[dict[str, Any]]) -> dict[str, Any]:
     chief = workers[0]
     trained = chief.get("train") or {}
     fitted = chief.get("fit") or {}
@@ -190,7 +192,6 @@ def _summarise(
         cuda_visible_devices=[worker["cuda_visible_devices"] for worker in workers],
         cache_spilled=[worker["cache_spilled"] for worker in workers],
         peak_rss_bytes=[worker["peak_rss_bytes"] for worker in workers],
-        task_attempts=[row["attempt"] for row in rows],
     )
     return summary
 
@@ -251,7 +252,12 @@ def _barrier_task(batches: Iterator[pa.RecordBatch], payload: _TaskPayload) -> I
         plan = plan_steps([worker.rows for worker in workers], payload.batch_size, payload.epochs)
         logger.info(
             "rank %d of %d: %d rows (spilled: %s), cuda_visible_devices=%r, %d steps/epoch of %d rows",
-            rank, len(workers), cache.num_rows, cache.spilled, devices, plan.steps_per_epoch,
+            rank,
+            len(workers),
+            cache.num_rows,
+            cache.spilled,
+            devices,
+            plan.steps_per_epoch,
             plan.global_batch_size,
         )
         set_tf_config([worker.address for worker in workers], rank)
@@ -301,10 +307,5 @@ def _barrier_task(batches: Iterator[pa.RecordBatch], payload: _TaskPayload) -> I
         }
     finally:
         cache.close()
-    record = {"rank": rank, "attempt": barrier.attemptNumber(), "result": json.dumps(result)}
+    record = {"rank": rank, "result": json.dumps(result)}
     yield pa.RecordBatch.from_pylist([record], schema=_RESULT_ARROW_SCHEMA)
-
-
-def config_dict(config: RunConfig) -> dict[str, Any]:
-    """`RunConfig` as a plain dict (for logs)."""
-    return asdict(config)

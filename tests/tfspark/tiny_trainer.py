@@ -52,9 +52,9 @@ class TinyRatingsTrainer(TFSparkTrainer):
         bounds = ratings.agg(F.max("user_id"), F.max("item_id")).first()
         self.num_users, self.num_items = int(bounds[0]) + 1, int(bounds[1]) + 1
         if self.args.get("uneven"):
-            few = ratings.filter(F.col("user_id") < 2).coalesce(1)
-            many = ratings.filter(F.col("user_id") >= 2).coalesce(1)
-            return few.union(many)
+            keyed = ratings.rdd.map(lambda row: (0 if row.user_id < 2 else 1, row))
+            split = keyed.partitionBy(2, lambda key: key).values()
+            return spark.createDataFrame(split, ratings.schema)
         return ratings
 
     def _maybe_fail(self, ctx: TrainContext, step: int, loss: float) -> None:
@@ -90,8 +90,10 @@ class TinyRatingsTrainer(TFSparkTrainer):
             optimizer = keras.optimizers.Adam(0.05)
         on_step = None
         if "fail_at_step" in self.args:
+
             def on_step(step: int, loss: float) -> None:
                 self._maybe_fail(ctx, step, loss)
+
         fitted = ctx.fit(model, optimizer, lambda y, p: tf.square(y - p), dataset, on_step_end=on_step)
         ctx.save_model(model)
         return {"num_users": self.num_users, "num_items": self.num_items, "final_loss": fitted["loss"]}

@@ -1,0 +1,87 @@
+"""The spark-submit application of tfspark: load the trainer, open the SparkSession, run the job.
+
+`tfspark-submit` (or `TFOnSparkOperator`) runs `spark-submit ... tfspark/driver.py --trainer module:Class
+...`. On success the training summary is written to `<output-dir>/train_summary.json` and printed as one
+`TFSPARK_SUMMARY {...}` line on stdout; any failure exits non-zero after `shutdown` has run.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
+    # Run as a script, Python put tfspark/ itself first on sys.path; a user module named like one of
+    # ours ("trainer", "runtime"...) must not resolve to tfspark's.
+    sys.path.pop(0)
+
+import argparse  # noqa: E402
+import importlib  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import tempfile  # noqa: E402
+from typing import Any  # noqa: E402
+
+from tfspark.feed import DEFAULT_CACHE_MEMORY_BYTES  # noqa: E402
+from tfspark.runtime import RunConfig, run_trainer, shutdown_trainer  # noqa: E402
+from tfspark.submit import parse_key_values  # noqa: E402
+from tfspark.trainer import TFSparkTrainer  # noqa: E402
+
+SUMMARY_PREFIX = "TFSPARK_SUMMARY "
+
+
+def load_trainer(spec: str, trainer_args: dict[str, str]) -> TFSparkTrainer:
+    """Import `module:Class` and instantiate it with the trainer args."""
+    module_name, sep, class_name = spec.partition(":")
+    if not sep or not module_name or not class_name:
+        raise ValueError(f"--trainer must look like module:Class, got {spec!r}")
+    trainer_class: Any = getattr(importlib.import_module(module_name), class_name)
+    if not (isinstance(trainer_class, type) and issubclass(trainer_class, TFSparkTrainer)):
+        raise TypeError(f"{spec} is not a subclass of tfspark.TFSparkTrainer")
+    return trainer_class(**trainer_args)
+
+
+def parser() -> argparse.ArgumentParser:
+    """The driver's command line (what `tfspark-submit` passes after the application path)."""
+    args = argparse.ArgumentParser(prog="tfspark driver", description=__doc__)
+    args.add_argument("--trainer", required=True, help="module:Class of a TFSparkTrainer subclass")
+    args.add_argument("--num-workers", type=int, default=1)
+    args.add_argument("--gpus-per-worker", type=int, default=0)
+    args.add_argument("--checkpoint-dir", help="file:// URL or path (default: <output-dir>/checkpoints)")
+    args.add_argument("--output-dir", help="file:// URL or path (default: a new temporary directory)")
+    args.add_argument("--trainer-arg", action="append", default=[], metavar="KEY=VALUE")
+    args.add_argument("--cache-memory-mb", type=int, default=DEFAULT_CACHE_MEMORY_BYTES // 2**20)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one training job; return the process exit code."""
+    options = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    trainer = load_trainer(options.trainer, parse_key_values(options.trainer_arg))
+    output_dir = options.output_dir or tempfile.mkdtemp(prefix="tfspark-")
+    config = RunConfig(
+        checkpoint_dir=options.checkpoint_dir or os.path.join(output_dir, "checkpoints"),
+        output_dir=output_dir,
+        num_workers=options.num_workers,
+        gpus_per_worker=options.gpus_per_worker,
+        cache_memory_bytes=options.cache_memory_mb * 2**20,
+        trainer_name=options.trainer,
+    )
+    try:
+        from pyspark.sql import SparkSession
+
+        spark = SparkSession.builder.appName(f"tfspark {options.trainer}").getOrCreate()
+    except BaseException:
+        shutdown_trainer(trainer)
+        raise
+    try:
+        summary = run_trainer(spark, trainer, config)
+    finally:
+        spark.stop()
+    print(SUMMARY_PREFIX + json.dumps(summary, sort_keys=True), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
