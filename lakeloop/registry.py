@@ -45,7 +45,7 @@ def register_model(lake: Path, model_name: str, day: date, tracking_uri: str) ->
     existing = client.search_model_versions(
         f"name = '{model_name}' and tag.`lakeloop.day` = '{day}' and tag.`lakeloop.model_sha256` = '{sha}'")
     if existing:
-        version = existing[0].version
+        version = str(existing[0].version)
         run_id = existing[0].run_id
         log.info("model for %s already registered as %s version %s", day, model_name, version)
     else:

@@ -136,7 +136,11 @@ def build_plan(
         gpus = str(options.gpus_per_worker)
         conf["spark.task.resource.gpu.amount"] = gpus
         if local:
-            conf["spark.driver.resource.gpu.amount"] = str(options.gpus_per_worker * options.num_workers)
+            # Local tasks take their GPUs from the driver's resources; the executor amount only has to
+            # satisfy Spark's check that executors offer what tasks ask for.
+            all_gpus = str(options.gpus_per_worker * options.num_workers)
+            conf["spark.driver.resource.gpu.amount"] = all_gpus
+            conf["spark.executor.resource.gpu.amount"] = all_gpus
             if "spark.driver.resource.gpu.discoveryScript" not in taken:
                 conf["spark.driver.resource.gpu.discoveryScript"] = gpu_discovery_script()
         else:

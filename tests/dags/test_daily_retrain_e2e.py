@@ -72,14 +72,14 @@ def test_daily_retrain_end_to_end(kafka_broker, movielens, tmp_path):
 
     champion = MlflowClient(tracking_uri=settings.mlflow_tracking_uri).get_model_version_by_alias(
         settings.model_name, "champion")
-    assert champion.version == registration["version"]
+    assert str(champion.version) == registration["version"]
     assert champion.tags["lakeloop.day"] == DAY.isoformat()
 
     predictions = pq.read_table(partition_path(lake, "predictions", DAY))
     users = pc.count_distinct(curated["user_id"]).as_py()
     assert predictions.num_rows == users * 10
     assert set(predictions["rank"].to_pylist()) == set(range(1, 11))
-    assert set(predictions["model_version"].to_pylist()) == {champion.version}
+    assert set(predictions["model_version"].to_pylist()) == {str(champion.version)}
     rated = set(zip(curated["user_id"].to_pylist(), curated["item_id"].to_pylist(), strict=True))
     recommended = zip(predictions["user_id"].to_pylist(), predictions["item_id"].to_pylist(), strict=True)
     assert not rated.intersection(recommended)

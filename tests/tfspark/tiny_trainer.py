@@ -18,7 +18,8 @@ from pyspark.sql import functions as F
 
 from tfspark import TFSparkTrainer, TrainContext
 
-RATINGS_FILE = Path(pyspark.__file__).parent / "data" / "mllib" / "als" / "sample_movielens_ratings.txt"
+SPARK_HOME = Path(os.environ.get("SPARK_HOME") or Path(pyspark.__file__).parent)
+RATINGS_FILE = SPARK_HOME / "data" / "mllib" / "als" / "sample_movielens_ratings.txt"
 
 
 class TinyRatingsTrainer(TFSparkTrainer):

@@ -1,0 +1,491 @@
+"""Kafka → lake ingestion against the real embedded broker: exact slices, idempotence, atomicity, rejects."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import subprocess
+import sys
+import uuid
+from datetime import UTC, date, datetime, timedelta
+from itertools import zip_longest
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pytest
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import KafkaAdminClient
+
+from lakeloop.ingest import (
+    COMMIT_GROUP_ID,
+    RATINGS_SCHEMA,
+    REJECTED_SCHEMA,
+    FieldKind,
+    FieldSpec,
+    IngestOptions,
+    JsonChunkDecoder,
+    KafkaSliceError,
+    KafkaUnavailableError,
+    LakeWriteError,
+    RecordSchema,
+    RejectionRateExceeded,
+    SeenIds,
+    client_config_from_env,
+    ingest_interval,
+    normalize_client_options,
+    read_manifest,
+)
+from lakeloop.lake import partition_path
+from lakeloop.services import free_port
+
+HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
+# Recent days: the broker deletes records older than its retention (7 days by record timestamp).
+MIDDLE = datetime.combine(date.today() - timedelta(days=2), datetime.min.time(), UTC)
+SMALL = IngestOptions(chunk_size=7, row_group_size=10, progress_interval_s=0.0)
+EXPECTED_COLUMNS = pa.schema([("event_id", pa.string()), ("user_id", pa.string()), ("item_id", pa.string()),
+                              ("rating", pa.float64()), ("ts", pa.timestamp("ms", tz="UTC"))])
+
+
+def ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def event(event_id: str, at: datetime, user: int | str = 1, item: int | str = 10, rating: float = 4.0) -> bytes:
+    return json.dumps({"event_id": event_id, "user_id": user, "item_id": item, "rating": rating,
+                       "ts": ms(at)}).encode()
+
+
+def new_topic(bootstrap: str, partitions: int) -> str:
+    topic = f"ingest-{uuid.uuid4().hex[:10]}"
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin.create_topics({topic: {"num_partitions": partitions, "replication_factor": 1,
+                                 "configs": {"retention.ms": "-1"}}}, wait_for_metadata=True)
+    admin.close()
+    return topic
+
+
+def produce(bootstrap: str, topic: str, records: list[tuple[int, datetime, bytes | None, bytes | None]]) -> list[int]:
+    """Send (partition, record timestamp, key, value) in order; return the offsets."""
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    futures = [producer.send(topic, partition=partition, timestamp_ms=ms(at), key=key, value=value)
+               for partition, at, key, value in records]
+    producer.flush()
+    offsets = [future.get(timeout=30).offset for future in futures]
+    producer.close()
+    return offsets
+
+
+def ingest(broker, topic: str, lake: Path, start: datetime, options: IngestOptions = SMALL, **kwargs):
+    return ingest_interval({"bootstrap_servers": broker.bootstrap}, topic, lake, start, start + DAY,
+                           options=options, **kwargs)
+
+
+def raw_rows(lake: Path, day: date) -> pa.Table:
+    return pq.read_table(partition_path(lake, "raw/ratings", day))
+
+
+def rejected_rows(lake: Path, day: date) -> pa.Table:
+    return pq.read_table(partition_path(lake, "rejected/ratings", day)).sort_by([("partition", "ascending"),
+                                                                                 ("offset", "ascending")])
+
+
+def file_digests(directory: Path) -> dict[str, str]:
+    return {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in sorted(directory.iterdir())}
+
+
+@pytest.fixture
+def three_days(kafka_broker):
+    """A 2-partition topic with 20 events on each of the days around MIDDLE, in time order."""
+    topic = new_topic(kafka_broker.bootstrap, partitions=2)
+    per_day: dict[date, set[str]] = {}
+    records = []
+    for day_index, day_start in enumerate([MIDDLE - DAY, MIDDLE, MIDDLE + DAY]):
+        for n in range(20):
+            at = day_start + n * (DAY / 20) + timedelta(minutes=7)
+            event_id = f"d{day_index}-{n}"
+            per_day.setdefault(day_start.date(), set()).add(event_id)
+            records.append((n % 2, at, str(n).encode(), event(event_id, at, user=n, item=100 + n)))
+    produce(kafka_broker.bootstrap, topic, records)
+    return topic, per_day
+
+
+def test_backfill_of_a_middle_day_reads_exactly_its_slice(kafka_broker, lake, three_days):
+    topic, per_day = three_days
+    result = ingest(kafka_broker, topic, lake, MIDDLE)
+
+    rows = raw_rows(lake, MIDDLE.date())
+    assert rows.schema.remove_metadata() == EXPECTED_COLUMNS
+    assert set(rows["event_id"].to_pylist()) == per_day[MIDDLE.date()]
+    assert rows.num_rows == result.read == result.written == 20
+    assert all(MIDDLE <= ts < MIDDLE + DAY for ts in rows["ts"].to_pylist())
+    assert sorted(rows["user_id"].to_pylist(), key=int) == [str(n) for n in range(20)]  # ints → decimal strings
+
+    manifest = read_manifest(lake, "raw/ratings", MIDDLE.date())
+    assert manifest["counts"] == {"read": 20, "written": 20, "rejected": 0, "rejected_by_reason": {}}
+    assert [(p["partition"], p["start_offset"], p["end_offset"]) for p in manifest["partitions"]] == [
+        (0, 10, 20), (1, 10, 20)]
+    assert manifest["topic"] == topic and manifest["schema_version"] == RATINGS_SCHEMA.version
+    assert manifest["interval"] == {"start": MIDDLE.isoformat(), "end": (MIDDLE + DAY).isoformat()}
+
+    ingest(kafka_broker, topic, lake, MIDDLE - DAY)
+    ingest(kafka_broker, topic, lake, MIDDLE + DAY)
+    everything = ds.dataset(lake / "raw" / "ratings", partitioning="hive").to_table()
+    assert everything.num_rows == 60
+    assert set(everything["event_id"].to_pylist()) == set().union(*per_day.values())
+
+
+def test_rerun_rewrites_byte_identical_partitions(kafka_broker, lake):
+    topic = new_topic(kafka_broker.bootstrap, partitions=2)
+    records = [(n % 2, MIDDLE + n * HOUR, b"k", event(f"e{n}", MIDDLE + n * HOUR, user=n)) for n in range(20)]
+    records.insert(5, (1, MIDDLE + 5 * HOUR, b"k", b"{not json"))
+    produce(kafka_broker.bootstrap, topic, records)
+    ingest(kafka_broker, topic, lake, MIDDLE)
+    data, rejected = partition_path(lake, "raw/ratings", MIDDLE.date()), partition_path(
+        lake, "rejected/ratings", MIDDLE.date())
+    first = file_digests(data), file_digests(rejected)
+
+    ingest(kafka_broker, topic, lake, MIDDLE)
+
+    assert (file_digests(data), file_digests(rejected)) == first
+    assert raw_rows(lake, MIDDLE.date()).num_rows == 20
+    assert rejected_rows(lake, MIDDLE.date()).num_rows == 1
+    assert [path.name for path in data.parent.iterdir()] == [data.name]  # no staging or retired leftovers
+
+
+CRASHING_CHILD = """
+import json, os, signal, sys
+from datetime import datetime
+from pathlib import Path
+import lakeloop.lake
+from lakeloop.ingest import IngestOptions, ingest_interval
+
+bootstrap, topic, lake, start, end, kill_at_swap = json.loads(sys.argv[1])
+swaps = []
+real_swap_in = lakeloop.lake.swap_in
+
+def swap_in_or_die(staged, final):
+    swaps.append(final)
+    if len(swaps) == kill_at_swap:
+        os.kill(os.getpid(), signal.SIGKILL)  # the data is fully written to staging; the swap never happens
+    real_swap_in(staged, final)
+
+lakeloop.lake.swap_in = swap_in_or_die
+ingest_interval({"bootstrap_servers": bootstrap}, topic, Path(lake), datetime.fromisoformat(start),
+                datetime.fromisoformat(end), options=IngestOptions(chunk_size=7, row_group_size=10))
+"""
+
+
+def run_crashing_ingest(broker, topic: str, lake: Path, start: datetime, kill_at_swap: int) -> None:
+    args = json.dumps([broker.bootstrap, topic, str(lake), start.isoformat(), (start + DAY).isoformat(),
+                       kill_at_swap])
+    child = subprocess.run([sys.executable, "-c", CRASHING_CHILD, args], capture_output=True, text=True, timeout=120)
+    assert child.returncode == -9, child.stderr[-3000:]
+
+
+@pytest.mark.parametrize("kill_at_swap", [1, 2], ids=["before-any-swap", "after-rejects-swap"])
+def test_crash_between_write_and_swap_leaves_the_previous_partition(kafka_broker, lake, three_days, kill_at_swap):
+    topic, per_day = three_days
+    last_day = MIDDLE + DAY  # the newest interval: a record stamped inside it and appended later belongs to it
+    ingest(kafka_broker, topic, lake, last_day)
+    data = partition_path(lake, "raw/ratings", last_day.date())
+    before = file_digests(data)
+    produce(kafka_broker.bootstrap, topic, [(1, last_day + 2 * HOUR, b"1", event("late-arrival", last_day))])
+
+    run_crashing_ingest(kafka_broker, topic, lake, last_day, kill_at_swap)
+
+    assert file_digests(data) == before
+    visible = ds.dataset(lake / "raw" / "ratings", partitioning="hive").to_table()
+    assert set(visible["event_id"].to_pylist()) == per_day[last_day.date()]
+    assert list(data.parent.glob(".staging-*"))  # the killed run's leftovers stay hidden from readers
+
+    result = ingest(kafka_broker, topic, lake, last_day)
+    assert result.written == 21 and "late-arrival" in raw_rows(lake, last_day.date())["event_id"].to_pylist()
+    assert not list(data.parent.glob(".staging-*"))
+
+
+def test_crash_on_the_first_run_leaves_no_partition(kafka_broker, lake, three_days):
+    topic, _ = three_days
+    run_crashing_ingest(kafka_broker, topic, lake, MIDDLE, kill_at_swap=1)
+    assert not partition_path(lake, "raw/ratings", MIDDLE.date()).exists()
+    assert not partition_path(lake, "rejected/ratings", MIDDLE.date()).exists()
+    assert ds.dataset(lake / "raw" / "ratings", partitioning="hive").to_table().num_rows == 0
+
+
+MALFORMED = {
+    b"\xff\xfe{}": ("invalid_utf8", "can't decode"),
+    b'{"event_id": "m1", "user_id": 1,': ("invalid_json", "Expecting"),
+    b"": ("invalid_json", "blank value"),
+    None: ("invalid_json", "tombstone"),
+    b'{"event_id": "m2", "user_id": 1, "user_id": 2, "item_id": 3, "rating": 4, "ts": %d}': ("invalid_json",
+                                                                                              "duplicate key"),
+    b"[1, 2, 3]": ("wrong_type", "expected a JSON object"),
+    b'{"event_id": "m3", "user_id": 1.5, "item_id": 3, "rating": 4, "ts": %d}': ("wrong_type", "user_id"),
+    b'{"event_id": "m4", "user_id": 1, "item_id": true, "rating": 4, "ts": %d}': ("wrong_type", "item_id"),
+    b'{"event_id": "m5", "user_id": 1, "item_id": 3, "rating": "4.5", "ts": %d}': ("wrong_type", "rating"),
+    b'{"event_id": "m6", "user_id": 1, "item_id": 3, "rating": 4, "ts": "yesterday"}': ("wrong_type", "ts"),
+    b'{"event_id": "m7", "item_id": 3, "rating": 4, "ts": %d}': ("missing_field", "user_id"),
+    b'{"event_id": "m8", "user_id": null, "item_id": 3, "rating": 4, "ts": %d}': ("missing_field", "user_id"),
+    b'{"event_id": "", "user_id": 1, "item_id": 3, "rating": 4, "ts": %d}': ("missing_field", "event_id"),
+    b'{"event_id": "m9", "user_id": 1, "item_id": 3, "rating": 5.5, "ts": %d}': ("out_of_range", "rating"),
+    b'{"event_id": "m10", "user_id": 1, "item_id": 3, "rating": 0, "ts": %d}': ("out_of_range", "rating"),
+    b'{"event_id": "m11", "user_id": 1, "item_id": 3, "rating": NaN, "ts": %d}': ("out_of_range", "rating"),
+    b'{"event_id": "m12", "pad": "%s"}' % (b"x" * 20_000): ("oversize", "bytes"),
+    b'{"event_id": "good-3", "user_id": 9, "item_id": 9, "rating": 1, "ts": %d}': ("duplicate", "event_id"),
+    b'{"event_id": "good-4", "user_id": 9, "item_id": 9, "rating": 1, "ts": %d}': ("duplicate", "event_id"),
+}
+
+
+def test_each_malformed_kind_is_rejected_with_its_reason_and_counts_reconcile(kafka_broker, lake):
+    topic = new_topic(kafka_broker.bootstrap, partitions=2)
+    at = MIDDLE + 6 * HOUR
+    good = [(n % 2, at, str(n).encode(), event(f"good-{n}", at, user=n if n % 3 else f"u{n}")) for n in range(30)]
+    bad = [(n % 2, at + timedelta(seconds=n), b"bad", value if value is None or b"%d" not in value else
+            value % ms(at)) for n, value in enumerate(MALFORMED)]
+    records = [record for pair in zip_longest(good, bad) for record in pair if record]
+    offsets = produce(kafka_broker.bootstrap, topic, records)
+    sent = {(partition, offset): value for (partition, _, _, value), offset in zip(records, offsets, strict=True)}
+
+    result = ingest(kafka_broker, topic, lake, MIDDLE,
+                    options=IngestOptions(chunk_size=8, row_group_size=10, max_rejected_fraction=1.0))
+
+    rejected = rejected_rows(lake, MIDDLE.date())
+    assert rejected.schema.remove_metadata() == REJECTED_SCHEMA
+    by_value = {}
+    for row in rejected.to_pylist():
+        assert row["topic"] == topic and row["key"] == b"bad"
+        assert row["value"] == sent[(row["partition"], row["offset"])]  # the raw bytes, untouched
+        by_value[row["value"]] = (row["reason"], row["detail"])
+    expected = {value if value is None or b"%d" not in value else value % ms(at): reason
+                for value, reason in MALFORMED.items()}
+    assert set(by_value) == set(expected)
+    for value, (reason, detail_part) in expected.items():
+        assert by_value[value][0] == reason, value
+        assert detail_part in by_value[value][1], (value, by_value[value])
+
+    written = raw_rows(lake, MIDDLE.date())
+    assert sorted(written["event_id"].to_pylist()) == sorted(f"good-{n}" for n in range(30))
+    assert result.read == len(records) == result.written + result.rejected
+    manifest = read_manifest(lake, "raw/ratings", MIDDLE.date())
+    assert manifest["counts"]["read"] == manifest["counts"]["written"] + manifest["counts"]["rejected"]
+    assert sum(manifest["counts"]["rejected_by_reason"].values()) == rejected.num_rows == len(MALFORMED)
+    for piece in manifest["partitions"]:
+        assert piece["read"] == piece["written"] + piece["rejected"] == piece["end_offset"] - piece["start_offset"]
+    assert read_manifest(lake, "rejected/ratings", MIDDLE.date())["counts"] == manifest["counts"]
+
+
+def test_rejection_rate_above_the_threshold_fails_loudly_and_keeps_the_data_partition(kafka_broker, lake):
+    topic = new_topic(kafka_broker.bootstrap, partitions=1)
+    at = MIDDLE + HOUR
+    produce(kafka_broker.bootstrap, topic, [(0, at, b"1", event(f"e{n}", at)) for n in range(20)]
+            + [(0, at, b"1", b'{"schema": "v2"}'), (0, at, b"1", b'{"schema": "v2"}')])
+    ingest(kafka_broker, topic, lake, MIDDLE, options=IngestOptions(max_rejected_fraction=0.5))
+    data = partition_path(lake, "raw/ratings", MIDDLE.date())
+    before = file_digests(data)
+    shutil.rmtree(partition_path(lake, "rejected/ratings", MIDDLE.date()))
+
+    with pytest.raises(RejectionRateExceeded, match=r"2 of 22 records \(9\.1%\).*threshold of 5\.0%.*missing_field=2"):
+        ingest(kafka_broker, topic, lake, MIDDLE)
+
+    assert file_digests(data) == before
+    assert rejected_rows(lake, MIDDLE.date())["reason"].to_pylist() == ["missing_field", "missing_field"]
+
+
+def test_event_time_policy_for_late_and_early_events(kafka_broker, lake):
+    topic = new_topic(kafka_broker.bootstrap, partitions=1)
+    records = [  # (record timestamp, event time) in log order
+        ("on-time", MIDDLE + HOUR, MIDDLE + HOUR),
+        ("late-within-3-days", MIDDLE + 2 * HOUR, MIDDLE - 2 * DAY),
+        ("late-beyond", MIDDLE + 3 * HOUR, MIDDLE - 3 * DAY - HOUR),
+        ("early-within-1-hour", MIDDLE + 4 * HOUR, MIDDLE + DAY + 30 * timedelta(minutes=1)),
+        ("early-beyond", MIDDLE + 5 * HOUR, MIDDLE + DAY + 2 * HOUR),
+        # stamped by its producer an hour before MIDDLE but appended after MIDDLE's records: it arrived on MIDDLE
+        ("out-of-order-arrival", MIDDLE - HOUR, MIDDLE - HOUR),
+        ("on-time-2", MIDDLE + 6 * HOUR, MIDDLE + 6 * HOUR),
+        ("next-day", MIDDLE + DAY + HOUR, MIDDLE + DAY + HOUR),
+    ]
+    produce(kafka_broker.bootstrap, topic, [(0, stamp, b"1", event(name, ts)) for name, stamp, ts in records])
+
+    tolerant = IngestOptions(max_rejected_fraction=1.0)  # allowed_lateness=3 days, allowed_earliness=1 hour
+    before = ingest(kafka_broker, topic, lake, MIDDLE - DAY, options=tolerant)
+    middle = ingest(kafka_broker, topic, lake, MIDDLE, options=tolerant)
+    after = ingest(kafka_broker, topic, lake, MIDDLE + DAY, options=tolerant)
+
+    assert before.read == 0 and after.read == 1
+    assert sorted(raw_rows(lake, MIDDLE.date())["event_id"].to_pylist()) == sorted(
+        ["on-time", "late-within-3-days", "early-within-1-hour", "out-of-order-arrival", "on-time-2"])
+    assert middle.rejected_by_reason == {"too_late": 1, "too_early": 1}
+    reasons = {json.loads(row["value"])["event_id"]: row["reason"]
+               for row in rejected_rows(lake, MIDDLE.date()).to_pylist()}
+    assert reasons == {"late-beyond": "too_late", "early-beyond": "too_early"}
+    assert before.read + middle.read + after.read == len(records)  # the slices tile the log
+
+
+def test_duplicates_across_chunks_and_partitions_keep_the_first(kafka_broker, lake):
+    topic = new_topic(kafka_broker.bootstrap, partitions=2)
+    at = MIDDLE + HOUR
+    records = [(0, at, b"a", event(f"e{n}", at, rating=1.0)) for n in range(12)]
+    records += [(0, at, b"a", event("e3", at, rating=2.0)), (1, at, b"b", event("e5", at, rating=3.0)),
+                (1, at, b"b", event("e100", at, rating=4.0)), (1, at, b"b", event("e100", at, rating=5.0))]
+    produce(kafka_broker.bootstrap, topic, records)
+
+    result = ingest(kafka_broker, topic, lake, MIDDLE, options=IngestOptions(chunk_size=5, max_rejected_fraction=1.0))
+
+    rows = raw_rows(lake, MIDDLE.date())
+    assert sorted(rows["event_id"].to_pylist()) == sorted([f"e{n}" for n in range(12)] + ["e100"])
+    assert set(rows.filter(pa.compute.equal(rows["event_id"], "e100"))["rating"].to_pylist()) == {4.0}
+    assert result.rejected_by_reason == {"duplicate": 3}
+
+
+def test_an_empty_interval_writes_an_empty_readable_partition(kafka_broker, lake):
+    topic = new_topic(kafka_broker.bootstrap, partitions=2)
+    result = ingest(kafka_broker, topic, lake, MIDDLE)
+    assert (result.read, result.written, result.rejected) == (0, 0, 0)
+    assert raw_rows(lake, MIDDLE.date()).schema.remove_metadata() == EXPECTED_COLUMNS
+    assert raw_rows(lake, MIDDLE.date()).num_rows == 0
+    assert read_manifest(lake, "raw/ratings", MIDDLE.date())["counts"]["read"] == 0
+
+
+def test_progress_offsets_are_committed_for_lag_tools_and_never_move_back(kafka_broker, lake, three_days):
+    topic, _ = three_days
+    ingest(kafka_broker, topic, lake, MIDDLE + DAY)
+    ingest(kafka_broker, topic, lake, MIDDLE - DAY)  # a backfill of an older day
+    consumer = KafkaConsumer(bootstrap_servers=kafka_broker.bootstrap, group_id=COMMIT_GROUP_ID,
+                             enable_auto_commit=False)
+    try:
+        committed = [consumer.committed(TopicPartition(topic, partition)) for partition in (0, 1)]
+    finally:
+        consumer.close(autocommit=False)
+    assert committed == [30, 30]
+
+
+def test_unreachable_broker_fails_clearly_after_bounded_retries(lake, caplog):
+    address = f"127.0.0.1:{free_port()}"
+    options = IngestOptions(connect_attempts=2, connect_backoff_s=0.1, bootstrap_timeout_ms=300)
+    with caplog.at_level(logging.WARNING, logger="lakeloop.ingest"):
+        with pytest.raises(KafkaUnavailableError, match=rf"unreachable at {address} after 2 attempts"):
+            ingest_interval({"bootstrap_servers": address}, "ratings", lake, MIDDLE, MIDDLE + DAY, options=options)
+    attempts = [record.message for record in caplog.records if record.name == "lakeloop.ingest"]
+    assert len(attempts) == 2
+    assert attempts[0].startswith(f"Kafka at {address} not reachable (attempt 1/2)")
+    assert attempts[1].startswith(f"Kafka at {address} not reachable (attempt 2/2)")
+    assert not partition_path(lake, "raw/ratings", MIDDLE.date()).exists()
+
+
+def test_a_missing_topic_is_a_clear_error(kafka_broker, lake):
+    with pytest.raises(KafkaSliceError, match="topic 'no-such-topic' does not exist"):
+        ingest(kafka_broker, "no-such-topic", lake, MIDDLE)
+
+
+def test_kcat_as_an_independent_producer(kafka_broker, lake):
+    kcat = shutil.which("kcat")
+    assert kcat, "kcat is missing: run scripts/install-system-packages.sh"
+    topic = new_topic(kafka_broker.bootstrap, partitions=3)
+    now = datetime.now(UTC)
+    lines = [f"{n}\t" + json.dumps({"event_id": f"kcat-{n}", "user_id": n, "item_id": f"movie-{n}",
+                                   "rating": 0.5 + (n % 10) / 2, "ts": ms(now)}) for n in range(50)]
+    lines.append("7\tnot json at all")
+    subprocess.run([kcat, "-P", "-b", kafka_broker.bootstrap, "-t", topic, "-K", "\t"],
+                   input="\n".join(lines) + "\n", text=True, check=True, timeout=60)
+
+    start = now - HOUR
+    result = ingest_interval({"bootstrap_servers": kafka_broker.bootstrap}, topic, lake, start, start + 2 * HOUR,
+                             options=IngestOptions(max_rejected_fraction=0.1))
+
+    rows = pq.read_table(partition_path(lake, "raw/ratings", start.date()))
+    assert sorted(rows["event_id"].to_pylist()) == sorted(f"kcat-{n}" for n in range(50))
+    assert (result.read, result.written, result.rejected_by_reason) == (51, 50, {"invalid_json": 1})
+    assert len([piece for piece in result.slices if piece.size]) > 1  # keys spread over partitions
+
+
+def test_a_lake_that_cannot_be_written_is_a_clear_error(kafka_broker, tmp_path, three_days):
+    topic, _ = three_days
+    not_a_directory = tmp_path / "file"
+    not_a_directory.write_text("")
+    with pytest.raises(LakeWriteError, match="cannot create .*/file/lake/raw/ratings in the lake"):
+        ingest(kafka_broker, topic, not_a_directory / "lake", MIDDLE)
+
+
+# ---- units without a broker ----------------------------------------------------------------------------
+
+
+def test_fast_and_per_record_decoding_agree():
+    at = ms(MIDDLE)
+    values = [event(f"e{n}", MIDDLE, user=n if n % 4 else f"u{n}", item=-n) for n in range(300)]
+    values += [value % at if value and b"%d" in value else value for value in MALFORMED]
+    values += [b'{"event_id":"x","user_id":-0,"item_id":12345678901234567890,"rating":1,"ts":1}',
+               b'{"event_id":"y","user_id":"1","item_id":2,"rating":3,"ts":1,"note":"\\",\\"user_id\\":5,"}',
+               b' {"event_id":"z","user_id":1,"item_id":2,"rating":3,"ts":1}\t',
+               b'{"event_id":"w","user_id":1,"item_id":2,"rating":3,"ts":1}{"a":1}']
+    values = values[::3] + values[1::3] + values[2::3]  # interleave good and bad
+
+    fast = JsonChunkDecoder(RATINGS_SCHEMA, min_fast_rows=4).decode(values)
+    slow = JsonChunkDecoder(RATINGS_SCHEMA, fast_path=False).decode(values)
+
+    assert fast.positions.tolist() == slow.positions.tolist()
+    assert fast.rejects == slow.rejects
+    assert str(fast.table.to_pylist()) == str(slow.table.to_pylist())  # str(): NaN == NaN
+    decoded = dict(zip(fast.table["event_id"].to_pylist(), fast.table["item_id"].to_pylist(), strict=True))
+    assert decoded["x"] == "12345678901234567890" and decoded["e4"] == "-4"
+
+
+def test_seen_ids_marks_first_occurrences_across_calls():
+    seen = SeenIds()
+    assert seen.first_occurrences(pa.array(["a", "b", "a", "c"])).tolist() == [True, True, False, True]
+    assert seen.first_occurrences(pa.array(["c", "d", "d", "e"])).tolist() == [False, True, False, True]
+    for batch in range(40):
+        seen.first_occurrences(pa.array([f"id-{batch}-{n}" for n in range(100)]))
+    assert len(seen) == 5 + 4000
+    assert seen.first_occurrences(pa.array(["id-0-0", "id-39-99", "new"])).tolist() == [False, False, True]
+
+
+def test_client_options_accept_librdkafka_names_and_hide_values_of_unknown_ones():
+    assert normalize_client_options({"bootstrap.servers": "a:1, b:2", "security.protocol": "SASL_SSL",
+                                     "sasl.username": "u", "sasl.password": "p"}) == {
+        "bootstrap_servers": ["a:1", "b:2"], "security_protocol": "SASL_SSL", "sasl_plain_username": "u",
+        "sasl_plain_password": "p"}
+    with pytest.raises(ValueError, match=r"\['sasl\.jaas\.config'\]") as raised:
+        normalize_client_options({"sasl.jaas.config": "secret-value"})
+    assert "secret-value" not in str(raised.value)
+    env = {"LAKELOOP_KAFKA_BOOTSTRAP": "k1:9092,k2:9092", "LAKELOOP_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+           "LAKELOOP_KAFKA_SASL_MECHANISM": "PLAIN", "LAKELOOP_KAFKA_SASL_USERNAME": "u",
+           "LAKELOOP_KAFKA_SASL_PASSWORD": "p"}
+    assert client_config_from_env(env) == {
+        "bootstrap_servers": ["k1:9092", "k2:9092"], "security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "PLAIN",
+        "sasl_plain_username": "u", "sasl_plain_password": "p"}
+
+
+def test_a_declared_schema_describes_any_json_topic(kafka_broker, lake):
+    clicks = RecordSchema(name="clicks", version=3, fields=(
+        FieldSpec("click_id", FieldKind.STRING), FieldSpec("page", FieldKind.ID),
+        FieldSpec("position", FieldKind.INTEGER, minimum=1), FieldSpec("at", FieldKind.EPOCH_MILLIS),
+        FieldSpec("referrer", FieldKind.STRING, required=False)), id_field="click_id", event_time_field="at")
+    topic = new_topic(kafka_broker.bootstrap, partitions=1)
+    at = MIDDLE + HOUR
+    values = [{"click_id": "c1", "page": 7, "position": 1, "at": ms(at)},
+              {"click_id": "c2", "page": "home", "position": 3, "at": ms(at), "referrer": "mail"},
+              {"click_id": "c3", "page": 7, "position": 0, "at": ms(at)}]
+    produce(kafka_broker.bootstrap, topic, [(0, at, None, json.dumps(value).encode()) for value in values])
+
+    result = ingest(kafka_broker, topic, lake, MIDDLE, schema=clicks, dataset="raw/clicks",
+                    rejected_dataset="rejected/clicks", options=IngestOptions(max_rejected_fraction=0.5))
+
+    rows = pq.read_table(partition_path(lake, "raw/clicks", MIDDLE.date()))
+    assert rows.schema.remove_metadata() == pa.schema([
+        ("click_id", pa.string()), ("page", pa.string()), ("position", pa.int64()),
+        ("at", pa.timestamp("ms", tz="UTC")), ("referrer", pa.string())])
+    assert rows.to_pylist()[1] == {"click_id": "c2", "page": "home", "position": 3, "at": at, "referrer": "mail"}
+    assert result.rejected_by_reason == {"out_of_range": 1}
+    assert read_manifest(lake, "raw/clicks", MIDDLE.date())["schema"]["version"] == 3
+    with pytest.raises(ValueError, match="event_time_field"):
+        RecordSchema(name="bad", version=1, fields=(FieldSpec("t", FieldKind.INTEGER),), event_time_field="t")
+
+
+def test_read_manifest_names_the_missing_partition(lake):
+    with pytest.raises(FileNotFoundError, match="raw/ratings has no complete partition for 2026-01-02"):
+        read_manifest(lake, "raw/ratings", date(2026, 1, 2))
+
