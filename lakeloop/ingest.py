@@ -376,8 +376,9 @@ class JsonChunkDecoder:
             text = pa.array(values, pa.binary()).cast(pa.string())  # validates UTF-8
         except pa.ArrowInvalid:
             return None
-        # Line-based reading needs one object per line: no line breaks inside, no blank values.
-        if pc.any(pc.match_substring_regex(text, r"[\r\n]|^[ \t]*$")).as_py():
+        # Line-based reading needs one object per line: no line breaks inside, no blank values. Arrow also
+        # takes a bare `Inf` as a number where json.loads refuses it: leave such values to the slow path.
+        if pc.any(pc.match_substring_regex(text, r"[\r\n]|^[ \t]*$|[:,\[][ \t]*-?Inf([^i]|$)")).as_py():
             return None
         table = self._read_lines(b"\n".join(values), len(values), self._inferred_ids)
         if table is None and self._id_fields:
@@ -435,7 +436,7 @@ class JsonChunkDecoder:
         share it.
         """
         try:
-            text = value.decode("utf-8")
+            text = value.decode("utf-8-sig")  # a leading byte order mark is ignored, as Arrow's reader does
         except UnicodeDecodeError as error:
             raise _RecordRejected(Reason.INVALID_UTF8, str(error)) from None
         if not text.strip(" \t\r\n"):
@@ -1206,9 +1207,10 @@ def _offset_of(record: Any) -> int:
 
 
 def _as_utc(moment: datetime) -> datetime:
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
+    """A plain `datetime` in UTC (naive means UTC; pendulum's subclass is converted back to the stdlib one)."""
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
+    return datetime.combine(moment.date(), moment.time(), tzinfo=UTC)
 
 
 def _epoch_ms(moment: datetime) -> int:

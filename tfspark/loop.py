@@ -102,8 +102,6 @@ def run_fit(
             step += chunk
             loss_sum += chunk_loss
             loss_steps += chunk
-            if on_step_end is not None:
-                on_step_end(step, chunk_loss / chunk)
             epoch_done = step % ctx.steps_per_epoch == 0
             if step % ctx.log_every == 0 or epoch_done or step == total:
                 now = time.monotonic()
@@ -124,8 +122,10 @@ def run_fit(
                 loss_sum, loss_steps = 0.0, 0
             if step % ctx.checkpoint_every == 0 or step == total:
                 checkpoint.save(step, loss_sum, loss_steps)
+            if on_step_end is not None:
+                on_step_end(step, chunk_loss / chunk)
         final_loss = loss_sum / loss_steps if loss_steps else None
-        if step == total and resumed_from != total and final_loss is not None:
+        if resumed_from != total and final_loss is not None:
             epoch_losses.append(final_loss)
         return {
             "loss": final_loss,

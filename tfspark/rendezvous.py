@@ -11,32 +11,41 @@ import json
 import math
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 
-def visible_gpus(resources: Mapping[str, Any], gpus_per_worker: int) -> str:
-    """The `CUDA_VISIBLE_DEVICES` value for a task, from its Spark resources.
+def visible_gpus(
+    resources: Mapping[str, Any], gpus_per_worker: int, rank: int = 0, local_gpus: Sequence[str] = ()
+) -> str:
+    """The `CUDA_VISIBLE_DEVICES` value for the task of worker `rank`.
 
-    `resources` is `TaskContext.resources()` (name → ResourceInformation with `.addresses`). With
-    `gpus_per_worker == 0` the task is CPU-only and sees no GPU ("").
+    `resources` is `TaskContext.resources()` (name → ResourceInformation with `.addresses`): on a cluster
+    Spark assigns each task its own GPUs. Spark does not schedule GPUs on a local master, so there the
+    driver's GPUs (`local_gpus`) are split by rank instead. With `gpus_per_worker == 0` the task is
+    CPU-only and sees no GPU ("").
     """
     if gpus_per_worker <= 0:
         return ""
     gpu = resources.get("gpu")
-    addresses = list(gpu.addresses) if gpu is not None else []
+    if gpu is not None:
+        addresses = list(gpu.addresses)
+    else:
+        addresses = list(local_gpus[rank * gpus_per_worker : (rank + 1) * gpus_per_worker])
     if len(addresses) < gpus_per_worker:
         raise RuntimeError(
-            f"the task asked for {gpus_per_worker} GPU(s) but Spark assigned {addresses}; "
-            "check spark.task.resource.gpu.amount and the GPU discovery script"
+            f"worker {rank} asked for {gpus_per_worker} GPU(s) but got {addresses}; check "
+            "spark.task.resource.gpu.amount and the GPU discovery script (local masters: the driver's GPUs)"
         )
     return ",".join(addresses)
 
 
-def assign_gpus(resources: Mapping[str, Any], gpus_per_worker: int) -> str:
-    """Set `CUDA_VISIBLE_DEVICES` for this process from the task's resources; return the value set."""
-    devices = visible_gpus(resources, gpus_per_worker)
+def assign_gpus(
+    resources: Mapping[str, Any], gpus_per_worker: int, rank: int = 0, local_gpus: Sequence[str] = ()
+) -> str:
+    """Set `CUDA_VISIBLE_DEVICES` for this process (see `visible_gpus`); return the value set."""
+    devices = visible_gpus(resources, gpus_per_worker, rank, local_gpus)
     os.environ["CUDA_VISIBLE_DEVICES"] = devices
     return devices
 

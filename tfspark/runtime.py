@@ -35,6 +35,7 @@ from tfspark.rendezvous import (
     set_tf_config,
     task_host,
 )
+from tfspark.submit import SUMMARY_FILE, is_local_master
 from tfspark.trainer import TFSparkTrainer, TrainContext
 
 if TYPE_CHECKING:
@@ -43,7 +44,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("tfspark")
 
-SUMMARY_FILE = "train_summary.json"
 RESULT_SCHEMA = "rank long, result string"
 _RESULT_ARROW_SCHEMA = pa.schema([("rank", pa.int64()), ("result", pa.string())])
 
@@ -71,6 +71,7 @@ class _TaskPayload:
 
     trainer: bytes
     config: RunConfig
+    local_gpus: tuple[str, ...]
     batch_size: int
     epochs: int
     label_column: str
@@ -151,11 +152,13 @@ def train_on_spark(frame: DataFrame, trainer: TFSparkTrainer, config: RunConfig)
             "spark.python.worker.reuse is true: a second training job in this application would find "
             "TensorFlow already configured in a reused worker (tfspark-submit sets it to false)"
         )
+    local_gpus = _local_master_gpus(spark, config)
     if frame.rdd.getNumPartitions() != config.num_workers:
         frame = frame.repartition(config.num_workers)
     payload = _TaskPayload(
         trainer=cloudpickle.dumps(trainer),
         config=config,
+        local_gpus=local_gpus,
         batch_size=trainer.batch_size,
         epochs=trainer.epochs,
         label_column=trainer.label_column,
@@ -169,6 +172,22 @@ def train_on_spark(frame: DataFrame, trainer: TFSparkTrainer, config: RunConfig)
     # failed barrier ResultStage aborts the job ("Could not recover from a failed barrier ResultStage").
     results = sorted(trained.repartition(1).collect(), key=lambda row: row["rank"])
     return _summarise(config, payload, [json.loads(row["result"]) for row in results])
+
+
+def _local_master_gpus(spark: SparkSession, config: RunConfig) -> tuple[str, ...]:
+    """On a local master (no GPU scheduling in Spark) the driver's GPUs, which the workers split by rank."""
+    if config.gpus_per_worker <= 0 or not is_local_master(spark.sparkContext.master):
+        return ()
+    gpu = spark.sparkContext.resources.get("gpu")
+    addresses = tuple(gpu.addresses) if gpu is not None else ()
+    needed = config.gpus_per_worker * config.num_workers
+    if len(addresses) < needed:
+        raise ValueError(
+            f"{config.num_workers} workers x {config.gpus_per_worker} GPUs need {needed} driver GPUs on a local "
+            f"master, found {list(addresses)}; set spark.driver.resource.gpu.amount and its discoveryScript "
+            "(tfspark-submit does)"
+        )
+    return addresses
 
 
 def _summarise(config: RunConfig, payload: _TaskPayload, workers: list[dict[str, Any]]) -> dict[str, Any]:
@@ -239,7 +258,7 @@ def _barrier_task(batches: Iterator[pa.RecordBatch], payload: _TaskPayload) -> I
     rank = barrier.partitionId()
     config = payload.config
     _configure_task_logging(rank)
-    devices = assign_gpus(barrier.resources(), config.gpus_per_worker)
+    devices = assign_gpus(barrier.resources(), config.gpus_per_worker, rank, payload.local_gpus)
     cache = cache_partition(batches, memory_limit_bytes=config.cache_memory_bytes)
     try:
         port = reserve_port()

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 PYTHON_ENV_ALIAS = "environment"
+SUMMARY_FILE = "train_summary.json"
 
 GPU_DISCOVERY_SCRIPT = r"""#!/usr/bin/env bash
 # Spark resource discovery: the GPUs nvidia-smi lists, as {"name": "gpu", "addresses": [...]}.
@@ -118,8 +119,9 @@ def build_plan(
 
     Sets: fresh Python workers per task (`spark.python.worker.reuse=false`: TensorFlow's collectives
     cannot be configured twice in one process), the executors' python, no dynamic allocation (barrier
-    stages refuse it), and for `--gpus-per-worker G` the GPU resource amounts (driver resources on a local
-    master, executor resources otherwise) with an nvidia-smi discovery script on local masters.
+    stages refuse it), and for `--gpus-per-worker G` GPU resources: executor and task amounts on a cluster
+    (whose GPU discovery is the cluster's configuration), the driver's amount and an nvidia-smi discovery
+    script on a local master, where Spark does not schedule GPUs and the workers split the driver's.
     """
     taken = set(user_conf or {})
     local = is_local_master(master)
@@ -132,19 +134,14 @@ def build_plan(
     }
     if not local:
         conf["spark.dynamicAllocation.enabled"] = "false"
-    if options.gpus_per_worker > 0:
-        gpus = str(options.gpus_per_worker)
-        conf["spark.task.resource.gpu.amount"] = gpus
-        if local:
-            # Local tasks take their GPUs from the driver's resources; the executor amount only has to
-            # satisfy Spark's check that executors offer what tasks ask for.
-            all_gpus = str(options.gpus_per_worker * options.num_workers)
-            conf["spark.driver.resource.gpu.amount"] = all_gpus
-            conf["spark.executor.resource.gpu.amount"] = all_gpus
-            if "spark.driver.resource.gpu.discoveryScript" not in taken:
-                conf["spark.driver.resource.gpu.discoveryScript"] = gpu_discovery_script()
-        else:
-            conf["spark.executor.resource.gpu.amount"] = gpus
+    if options.gpus_per_worker > 0 and local:
+        # Spark schedules no GPUs on a local master: the driver discovers them, the workers split them.
+        conf["spark.driver.resource.gpu.amount"] = str(options.gpus_per_worker * options.num_workers)
+        if "spark.driver.resource.gpu.discoveryScript" not in taken:
+            conf["spark.driver.resource.gpu.discoveryScript"] = gpu_discovery_script()
+    elif options.gpus_per_worker > 0:
+        conf["spark.executor.resource.gpu.amount"] = str(options.gpus_per_worker)
+        conf["spark.task.resource.gpu.amount"] = str(options.gpus_per_worker)
     archives = f"{options.python_env}#{PYTHON_ENV_ALIAS}" if options.python_env else None
     return SubmitPlan(
         conf={key: value for key, value in conf.items() if key not in taken},

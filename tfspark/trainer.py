@@ -118,8 +118,8 @@ class TrainContext:
             optimizer: a Keras optimizer (built here if needed, inside the scope).
             loss_fn: `loss_fn(labels, predictions)` returning per-example losses of shape [batch].
             dataset: the dataset `train` received, or one derived from it batch-for-batch (e.g. `.map`).
-            on_step_end: optional `callback(step, loss)`, called on every worker after each step (makes
-                the loop run one step per call; leave None for speed).
+            on_step_end: optional `callback(step, loss)`, called on every worker after each step and after
+                that step's checkpoint, if any (makes the loop run one step per call; leave None for speed).
 
         Returns:
             `{"loss": mean loss of the final epoch, "global_step": int, "resumed_from_step": int | None,

@@ -420,7 +420,10 @@ def test_fast_and_per_record_decoding_agree():
     values += [b'{"event_id":"x","user_id":-0,"item_id":12345678901234567890,"rating":1,"ts":1}',
                b'{"event_id":"y","user_id":"1","item_id":2,"rating":3,"ts":1,"note":"\\",\\"user_id\\":5,"}',
                b' {"event_id":"z","user_id":1,"item_id":2,"rating":3,"ts":1}\t',
-               b'{"event_id":"w","user_id":1,"item_id":2,"rating":3,"ts":1}{"a":1}']
+               b'{"event_id":"w","user_id":1,"item_id":2,"rating":3,"ts":1}{"a":1}',
+               b'{"event_id":"v","user_id":1,"item_id":2,"rating":3,"ts":1,"extra":Inf}',  # Arrow alone takes Inf
+               b'{"event_id":"u","user_id":1,"item_id":2,"rating":Infinity,"ts":1}',
+               b'\xef\xbb\xbf{"event_id":"t","user_id":1,"item_id":2,"rating":3,"ts":1}']  # byte order mark
     values = values[::3] + values[1::3] + values[2::3]  # interleave good and bad
 
     fast = JsonChunkDecoder(RATINGS_SCHEMA, min_fast_rows=4).decode(values)
@@ -430,7 +433,8 @@ def test_fast_and_per_record_decoding_agree():
     assert fast.rejects == slow.rejects
     assert str(fast.table.to_pylist()) == str(slow.table.to_pylist())  # str(): NaN == NaN
     decoded = dict(zip(fast.table["event_id"].to_pylist(), fast.table["item_id"].to_pylist(), strict=True))
-    assert decoded["x"] == "12345678901234567890" and decoded["e4"] == "-4"
+    assert decoded["x"] == "12345678901234567890" and decoded["e4"] == "-4" and "t" in decoded
+    assert [reason for _, reason, _ in fast.rejects].count("invalid_json") == 6  # incl. `Inf`
 
 
 def test_seen_ids_marks_first_occurrences_across_calls():

@@ -74,6 +74,7 @@ def run_dag_test(dag, logical_date: datetime):
 
     with create_session() as session:
         DagBundlesManager().sync_bundles_to_db(session=session)
+        session.commit()
         update_dag_parsing_results_in_db("dags-folder", None, [LazyDeserializedDAG.from_dag(dag)], {}, None, set(),
                                          session=session)
     return dag.test(logical_date=logical_date)

@@ -1,9 +1,11 @@
 """A tiny rating model on Spark's MovieLens sample, the trainer the tfspark tests run.
 
-Rating ≈ user bias + item bias + a linear term over a fixed-length array feature, trained with
-`ctx.fit`. Trainer args (strings) steer the test scenarios: `epochs`, `uneven` (two very unequal
-partitions), and fault injection (`fail_at_step`, `fail_rank`, `fail_mode` = exit|raise, `fail_marker`:
-fail only while this file does not exist, creating it on the way down, so a retry succeeds).
+Rating ≈ user bias + item bias + a linear term over a fixed-length array feature, trained with `ctx.fit`.
+Trainer args (strings) steer the test scenarios: `epochs`; `uneven` (two very unequal partitions);
+`limit` (keep that many rows); `shutdown_marker` (a file `shutdown` writes); `fail_in` (pre_train|train:
+raise there); and fault injection mid-training: `fail_at_step`, `fail_rank`, `fail_mode` (exit: the
+Python worker dies; raise: an exception), `fail_marker` (fail only while this file does not exist,
+creating it on the way down, so a retry succeeds).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import pyspark
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from tfspark import TFSparkTrainer, TrainContext
+from tfspark.trainer import TFSparkTrainer, TrainContext
 
 SPARK_HOME = Path(os.environ.get("SPARK_HOME") or Path(pyspark.__file__).parent)
 RATINGS_FILE = SPARK_HOME / "data" / "mllib" / "als" / "sample_movielens_ratings.txt"
@@ -50,6 +52,8 @@ class TinyRatingsTrainer(TFSparkTrainer):
             "scaled_ids",
             F.array((F.col("user_id") / 30).cast("float"), (F.col("item_id") / 100).cast("float")),
         )
+        if "limit" in self.args:
+            ratings = ratings.limit(int(self.args["limit"]))
         bounds = ratings.agg(F.max("user_id"), F.max("item_id")).first()
         self.num_users, self.num_items = int(bounds[0]) + 1, int(bounds[1]) + 1
         if self.args.get("uneven"):

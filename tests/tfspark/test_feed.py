@@ -1,0 +1,132 @@
+"""The Arrow feed: local cache with spill, Arrow → numpy columns, equal-size cyclic batches, tf.data."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from tfspark.feed import ArrowCache, BatchFeed, cache_partition, column_specs, record_batch_to_numpy
+
+
+def ratings_batches(rows: int, per_batch: int, start: int = 0) -> list[pa.RecordBatch]:
+    """Record batches shaped like Spark's Arrow output: long ids, double label, array<float> of width 2."""
+    batches = []
+    for first in range(start, start + rows, per_batch):
+        ids = np.arange(first, min(first + per_batch, start + rows), dtype=np.int64)
+        pairs = pa.ListArray.from_arrays(
+            pa.array(np.arange(0, 2 * len(ids) + 1, 2, dtype=np.int32)),
+            pa.array(np.repeat(ids, 2).astype(np.float32) + np.tile([0.0, 0.5], len(ids)).astype(np.float32)),
+        )
+        batches.append(
+            pa.RecordBatch.from_arrays(
+                [pa.array(ids), pa.array(ids * 0.5), pairs],
+                names=["row_id", "label", "pair"],
+            )
+        )
+    return batches
+
+
+def test_cache_keeps_small_partitions_in_memory():
+    with cache_partition(ratings_batches(100, 30)) as cache:
+        assert not cache.spilled
+        assert (cache.num_rows, cache.num_batches) == (100, 4)
+        assert [cache.batch_length(i) for i in range(4)] == [30, 30, 30, 10]
+
+
+def test_cache_spills_to_local_arrow_file_past_the_limit_and_reads_back_the_same(tmp_path):
+    batches = ratings_batches(1000, 100)
+    cache = cache_partition(batches, spill_dir=str(tmp_path), memory_limit_bytes=batches[0].nbytes * 2)
+    try:
+        assert cache.spilled
+        spill_files = list(tmp_path.iterdir())
+        assert len(spill_files) == 1 and spill_files[0].suffix == ".arrow"
+        assert cache.num_rows == 1000
+        for index, original in enumerate(batches):
+            assert cache.batch(index).equals(original)
+    finally:
+        cache.close()
+    assert not os.listdir(tmp_path)
+
+
+def test_cache_drops_empty_batches_and_rejects_a_changed_schema():
+    cache = ArrowCache()
+    cache.append(ratings_batches(5, 5)[0].slice(0, 0))
+    assert cache.num_batches == 0
+    cache.append(ratings_batches(5, 5)[0])
+    with pytest.raises(ValueError, match="schema changed"):
+        cache.append(pa.RecordBatch.from_pydict({"other": [1]}))
+
+
+def test_columns_become_numpy_without_per_row_python():
+    batch = ratings_batches(4, 4)[0]
+    specs = column_specs(batch)
+    assert specs["pair"].width == 2 and specs["row_id"].width is None
+    columns = record_batch_to_numpy(batch, specs)
+    assert columns["row_id"].dtype == np.int64
+    assert columns["label"].dtype == np.float32, "doubles become float32"
+    assert columns["pair"].shape == (4, 2)
+    np.testing.assert_array_equal(columns["pair"][3], [3.0, 3.5])
+
+
+def test_columns_the_feed_cannot_take_are_refused_clearly():
+    with pytest.raises(TypeError, match="numeric"):
+        column_specs(pa.RecordBatch.from_pydict({"name": ["a"], "label": [1.0]}))
+    with_null = pa.RecordBatch.from_pydict({"x": pa.array([1.0, None]), "label": [1.0, 2.0]})
+    with pytest.raises(ValueError, match="nulls"):
+        record_batch_to_numpy(with_null, column_specs(with_null))
+    ragged = pa.RecordBatch.from_pydict({"v": pa.array([[1.0, 2.0], [3.0]]), "label": [1.0, 2.0]})
+    with pytest.raises(ValueError, match="one length"):
+        record_batch_to_numpy(ragged, column_specs(ragged))
+
+
+def test_feed_cycles_a_short_partition_into_exactly_the_batches_asked_for():
+    with cache_partition(ratings_batches(25, 10)) as cache:
+        feed = BatchFeed(cache, "label", batch_size=8, total_batches=7, shuffle=False)
+        batches = list(feed.iter_numpy())
+    assert len(batches) == 7
+    assert all(len(label) == 8 and features["pair"].shape == (8, 2) for features, label in batches)
+    row_ids = np.concatenate([features["row_id"] for features, _ in batches])
+    np.testing.assert_array_equal(row_ids, np.arange(56) % 25)
+    np.testing.assert_array_equal(np.concatenate([label for _, label in batches]), (np.arange(56) % 25) * 0.5)
+
+
+def test_shuffled_feed_visits_every_row_once_per_pass():
+    with cache_partition(ratings_batches(60, 7)) as cache:
+        feed = BatchFeed(cache, "label", batch_size=6, total_batches=20, shuffle=True, seed=3, rank=1)
+        row_ids = np.concatenate([features["row_id"] for features, _ in feed.iter_numpy()])
+    assert sorted(row_ids[:60]) == list(range(60))
+    assert sorted(row_ids[60:]) == list(range(60))
+    assert list(row_ids[:60]) != list(range(60))
+    assert list(row_ids[:60]) != list(row_ids[60:]), "each pass has its own order"
+
+
+def test_starting_at_a_batch_equals_skipping_to_it():
+    with cache_partition(ratings_batches(50, 9)) as cache:
+        feed = BatchFeed(cache, "label", batch_size=7, total_batches=30, shuffle=True, seed=11)
+        everything = [features["row_id"] for features, _ in feed.iter_numpy()]
+        resumed = [features["row_id"] for features, _ in feed.iter_numpy(start_batch=17)]
+    assert len(resumed) == 13
+    for expected, actual in zip(everything[17:], resumed, strict=True):
+        np.testing.assert_array_equal(expected, actual)
+
+
+def test_dataset_yields_fixed_shape_batches_from_its_start_batch():
+    with cache_partition(ratings_batches(40, 16)) as cache:
+        feed = BatchFeed(cache, "label", batch_size=5, total_batches=10, shuffle=False)
+        dataset = feed.dataset()
+        features_spec, label_spec = dataset.element_spec
+        assert features_spec["pair"].shape == (5, 2) and label_spec.shape == (5,)
+        assert set(features_spec) == {"row_id", "pair"}
+        assert [int(features["row_id"][0]) for features, _ in dataset] == list(range(0, 50, 5)[:8]) + [0, 5]
+        feed.start_batch = 8
+        assert [int(features["row_id"][0]) for features, _ in dataset] == [0, 5]
+
+
+def test_feed_refuses_an_empty_partition_and_a_missing_label():
+    with pytest.raises(ValueError, match="no rows"):
+        BatchFeed(cache_partition([]), "label", batch_size=4, total_batches=1)
+    with cache_partition(ratings_batches(4, 4)) as cache, pytest.raises(ValueError, match="label column"):
+        BatchFeed(cache, "rating", batch_size=4, total_batches=1)

@@ -1,0 +1,127 @@
+"""`ctx.fit`, the resumable training loop, on one local device (the Spark tests cover several workers)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from tfspark.feed import BatchFeed, cache_partition
+from tfspark.trainer import TrainContext
+
+ROWS, BATCH, EPOCHS = 200, 20, 3
+
+
+def linear_rows(rows: int = ROWS) -> list[pa.RecordBatch]:
+    """y = 2·x0 − x1 + 0.5 on a fixed grid of x, as Arrow batches with an array<float> feature."""
+    x = np.stack([np.linspace(-1, 1, rows), np.cos(np.arange(rows))], axis=1).astype(np.float32)
+    y = 2 * x[:, 0] - x[:, 1] + 0.5
+    features = pa.FixedSizeListArray.from_arrays(pa.array(x.ravel()), 2)
+    return [pa.RecordBatch.from_arrays([features, pa.array(y)], names=["x", "y"])]
+
+
+def tiny_model():
+    import keras
+
+    keras.utils.set_random_seed(1)
+    inputs = {"x": keras.Input((2,), name="x")}
+    outputs = keras.layers.Reshape(())(keras.layers.Dense(1)(inputs["x"]))
+    return keras.Model(inputs, outputs), keras.optimizers.Adam(0.2)
+
+
+def squared_error(labels, predictions):
+    import tensorflow as tf
+
+    return tf.square(labels - predictions)
+
+
+def run(tmp_path: Path, checkpoint_dir: Path, on_step_end=None, rank: int = 0) -> tuple[dict, list, TrainContext]:
+    """Train the tiny model for EPOCHS on the linear rows; return fit's result, the weights and the context."""
+    import tensorflow as tf
+
+    strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+    steps_per_epoch = ROWS // BATCH
+    with cache_partition(linear_rows()) as cache:
+        feed = BatchFeed(cache, "y", BATCH, steps_per_epoch * EPOCHS, seed=5)
+        ctx = TrainContext(
+            strategy=strategy,
+            rank=rank,
+            num_workers=1,
+            steps_per_epoch=steps_per_epoch,
+            epochs=EPOCHS,
+            batch_size=BATCH,
+            per_worker_batch_size=BATCH,
+            checkpoint_dir=str(checkpoint_dir),
+            output_dir=str(tmp_path / "output"),
+            checkpoint_every=4,
+            log_every=7,
+            feed=feed,
+        )
+        with strategy.scope():
+            model, optimizer = tiny_model()
+        result = ctx.fit(model, optimizer, squared_error, feed.dataset(), on_step_end=on_step_end)
+        return result, [weight.numpy() for weight in model.weights], ctx
+
+
+class Interrupt(Exception):
+    """Stands for a worker dying mid-training."""
+
+
+def test_fit_learns_and_checkpoints_every_k_steps(tmp_path):
+    import tensorflow as tf
+
+    result, _, _ = run(tmp_path, tmp_path / "ckpt")
+    assert result["global_step"] == 30 and result["resumed_from_step"] is None
+    assert len(result["epoch_losses"]) == EPOCHS
+    assert result["epoch_losses"][-1] < result["epoch_losses"][0] / 4
+    assert result["loss"] == result["epoch_losses"][-1]
+    assert tf.train.latest_checkpoint(str(tmp_path / "ckpt")).endswith("ckpt-30")
+    kept = sorted(int(path.name.split("-")[1].split(".")[0]) for path in (tmp_path / "ckpt").glob("ckpt-*.index"))
+    assert kept == [24, 28, 30], "every 4 steps and at the end, the last 3 kept"
+
+
+def test_an_interrupted_fit_resumes_where_it_stopped_and_ends_like_an_uninterrupted_one(tmp_path):
+    straight, straight_weights, _ = run(tmp_path / "a", tmp_path / "a" / "ckpt")
+
+    def die_at_step_14(step: int, loss: float) -> None:
+        if step == 14:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        run(tmp_path / "b", tmp_path / "b" / "ckpt", on_step_end=die_at_step_14)
+    resumed, resumed_weights, _ = run(tmp_path / "b", tmp_path / "b" / "ckpt")
+
+    assert resumed["resumed_from_step"] == 12, "the last checkpoint (every 4 steps) before the failure"
+    assert resumed["global_step"] == straight["global_step"] == 30
+    assert resumed["loss"] == pytest.approx(straight["loss"], rel=1e-4)
+    for expected, actual in zip(straight_weights, resumed_weights, strict=True):
+        np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_a_finished_run_restarted_trains_no_more_and_reports_its_final_loss(tmp_path):
+    first, weights, _ = run(tmp_path, tmp_path / "ckpt")
+    calls = []
+    again, weights_again, _ = run(tmp_path, tmp_path / "ckpt", on_step_end=lambda *args: calls.append(args))
+    assert calls == []
+    assert again["resumed_from_step"] == again["global_step"] == 30
+    assert again["loss"] == pytest.approx(first["loss"])
+    for expected, actual in zip(weights, weights_again, strict=True):
+        np.testing.assert_array_equal(actual, expected)
+
+
+def test_save_model_writes_the_chiefs_model_only(tmp_path):
+    import keras
+
+    _, weights, chief = run(tmp_path / "chief", tmp_path / "chief" / "ckpt")
+    model, _ = tiny_model()
+    for variable, value in zip(model.weights, weights, strict=True):
+        variable.assign(value)
+    path = chief.save_model(model)
+    assert path == str(tmp_path / "chief" / "output" / "model.keras")
+    np.testing.assert_allclose(keras.saving.load_model(path).weights[0].numpy(), weights[0])
+    _, _, other = run(tmp_path / "other", tmp_path / "other" / "ckpt", rank=1)
+    assert other.save_model(model) is None
+    assert not (tmp_path / "other" / "output").exists()
+    assert not (tmp_path / "other" / "ckpt").exists(), "a non-chief writes its checkpoints to a throwaway dir"

@@ -1,0 +1,169 @@
+"""The barrier runtime on real Spark (local mode) and real TensorFlow, on Spark's MovieLens sample.
+
+Each scenario is a real `tfspark-submit` application (see `tfspark_jobs`); the GPU scenario runs on
+`local-cluster`, where Spark schedules GPUs, with a discovery-script stub. The schema checks and the
+`run_trainer` contract (shutdown always runs) need no Spark at all.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pyspark.sql import types as T
+from tfspark_jobs import TINY_TRAINER, ConcurrentRuns
+from tiny_trainer import RATINGS_FILE
+
+from tfspark.runtime import RunConfig, run_trainer, validate_schema
+from tfspark.trainer import TFSparkTrainer
+
+
+def ratings_variance() -> float:
+    """The loss of always predicting the mean rating: what training must beat."""
+    ratings = np.array([float(line.split("::")[2]) for line in RATINGS_FILE.read_text().splitlines()])
+    return float(ratings.var())
+
+
+def gpu_stub(path: Path, addresses: list[str]) -> str:
+    """A Spark GPU discovery script reporting fake GPUs (there is no GPU here)."""
+    path.write_text(f"#!/bin/sh\necho '{json.dumps({'name': 'gpu', 'addresses': addresses})}'\n")
+    path.chmod(0o755)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConcurrentRuns]:
+    """The module's Spark applications, started together; each test waits for and checks its own."""
+    runs = ConcurrentRuns(tmp_path_factory.mktemp("tfspark-runs"))
+    tiny = ["--trainer", TINY_TRAINER]
+    runs.start("one-worker", [*tiny, "--num-workers", "1"])
+    runs.start("two-workers", [*tiny, "--num-workers", "2"])
+    runs.start(
+        "killed-worker",
+        [
+            *tiny, "--num-workers", "2", "--master", "local[2,2]",
+            "--trainer-arg", "uneven=1",
+            "--trainer-arg", "fail_at_step=30",
+            "--trainer-arg", "fail_rank=1",
+            "--trainer-arg", f"fail_marker={runs.path('killed-worker.marker')}",
+        ],
+    )  # fmt: skip
+    runs.start(
+        "empty-partition",
+        [
+            *tiny, "--num-workers", "2",
+            "--trainer-arg", "limit=1",
+            "--trainer-arg", f"shutdown_marker={runs.path('empty-partition.shutdown')}",
+        ],
+    )  # fmt: skip
+    runs.start(
+        "gpu-stub",
+        [
+            *tiny, "--num-workers", "2", "--gpus-per-worker", "1", "--trainer-arg", "epochs=1",
+            "--master", "local-cluster[1,2,1024]",
+            "--conf", "spark.executor.cores=2",
+            "--conf", "spark.executor.resource.gpu.amount=2",
+            "--conf", "spark.worker.resource.gpu.amount=2",
+            "--conf", f"spark.worker.resource.gpu.discoveryScript={gpu_stub(runs.path('gpus.sh'), ['6', '7'])}",
+        ],
+    )  # fmt: skip
+    yield runs
+    runs.stop_all()
+
+
+@pytest.mark.slow
+def test_one_and_two_workers_train_the_same_model_to_the_same_loss(runs):
+    results = {1: runs.result("one-worker"), 2: runs.result("two-workers")}
+    for result in results.values():
+        assert result.returncode == 0, result.log_tail()
+
+    one, two = results[1].summary, results[2].summary
+    assert (one["workers"], two["workers"]) == (1, 2)
+    assert one["rows"] == two["rows"] == 1501
+    assert two["worker_rows"] == [750, 751]
+    assert one["global_step"] == two["global_step"] == 24 * 4, "ceil(1501 / 64) steps for each of 4 epochs"
+    assert one["resumed_from_step"] is None and two["resumed_from_step"] is None
+    assert two["loss"] == pytest.approx(one["loss"], rel=0.05)
+    assert one["loss"] < 0.95 * ratings_variance()
+    assert two["epoch_losses"][-1] < two["epoch_losses"][0]
+    assert one["cuda_visible_devices"] == [""] and two["cuda_visible_devices"] == ["", ""], "CPU only"
+    for result in results.values():
+        assert (result.output_dir / "model.keras").is_file()
+        assert (result.output_dir / "checkpoints" / "ckpt-96.index").is_file()
+        summary_line = [line for line in result.stdout.splitlines() if line.startswith("TFSPARK_SUMMARY ")]
+        assert len(summary_line) == 1
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_training_on_uneven_partitions_resumes_from_the_checkpoint(runs):
+    result = runs.result("killed-worker")
+    assert result.returncode == 0, result.log_tail()
+    assert runs.path("killed-worker.marker").exists(), "rank 1 really died at step 30"
+    assert "Python worker exited unexpectedly" in result.stderr
+    summary = result.summary
+    assert summary["worker_rows"] == [98, 1403], "two very unequal partitions, kept as they were"
+    assert summary["global_step"] == 96, "the short partition was cycled, the workers stayed in step"
+    # Rank 1 dies right after step 30's checkpoint; the chief has saved it too unless Spark killed it first.
+    assert summary["resumed_from_step"] in (20, 30), "resumed from a checkpoint (every 10 steps)"
+
+
+@pytest.mark.slow
+def test_a_partition_without_rows_fails_every_worker_instead_of_hanging_and_shutdown_runs(runs):
+    result = runs.result("empty-partition")
+    assert result.returncode != 0
+    assert "received no rows" in result.stderr
+    assert runs.path("empty-partition.shutdown").read_text() == "shutdown called\n"
+    assert not (result.output_dir / "train_summary.json").exists()
+
+
+@pytest.mark.slow
+def test_each_worker_sees_only_the_gpus_spark_assigned_its_task(runs):
+    result = runs.result("gpu-stub")
+    assert result.returncode == 0, result.log_tail()
+    summary = result.summary
+    assert sorted(summary["cuda_visible_devices"]) == ["6", "7"], "one fake GPU each, never both"
+    assert summary["global_step"] == 24
+
+
+class RecordingTrainer(TFSparkTrainer):
+    """Fails where told and records whether shutdown ran."""
+
+    def __init__(self, **kwargs: str) -> None:
+        super().__init__(**kwargs)
+        self.shutdowns = 0
+
+    def pre_train(self, spark):
+        raise RuntimeError("the lake is unreachable")
+
+    def shutdown(self) -> None:
+        self.shutdowns += 1
+        if self.args.get("shutdown_fails"):
+            raise OSError("could not close the connection pool")
+
+
+def test_shutdown_runs_when_pre_train_fails(tmp_path):
+    trainer = RecordingTrainer()
+    with pytest.raises(RuntimeError, match="lake is unreachable"):
+        run_trainer(None, trainer, RunConfig(checkpoint_dir=str(tmp_path), output_dir=str(tmp_path)))
+    assert trainer.shutdowns == 1
+
+
+def test_a_failing_shutdown_does_not_hide_the_training_failure(tmp_path):
+    trainer = RecordingTrainer(shutdown_fails="1")
+    with pytest.raises(RuntimeError, match="lake is unreachable"):
+        run_trainer(None, trainer, RunConfig(checkpoint_dir=str(tmp_path), output_dir=str(tmp_path)))
+    assert trainer.shutdowns == 1
+
+
+def test_columns_are_checked_on_the_driver_before_any_task_starts():
+    fields = [T.StructField("user_id", T.LongType()), T.StructField("label", T.DoubleType())]
+    validate_schema(T.StructType([*fields, T.StructField("v", T.ArrayType(T.FloatType()))]), "label")
+    with pytest.raises(TypeError, match="'title' is string"):
+        validate_schema(T.StructType([*fields, T.StructField("title", T.StringType())]), "label")
+    with pytest.raises(ValueError, match="label column 'rating'"):
+        validate_schema(T.StructType(fields), "rating")
+    with pytest.raises(ValueError, match="at least one feature"):
+        validate_schema(T.StructType(fields[1:]), "label")
