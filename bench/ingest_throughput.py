@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
+import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -165,8 +166,17 @@ def rss_child(bootstrap: str, topic: str, day: datetime, workdir: Path) -> None:
 
     baseline = psutil.Process().memory_info().rss / 2**20
     records = lakeloop_ingest(bootstrap, topic, day, Path(tempfile.mkdtemp(dir=workdir)))
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_rss_mib()
     print(json.dumps({"records": records, "baseline_mib": baseline, "peak_mib": peak}))
+
+
+def peak_rss_mib() -> float:
+    """This process's peak RSS. VmHWM, not getrusage: ru_maxrss survives exec, so a child would report
+    its parent's peak when that was higher."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def rss_table(bootstrap: str, sizes: list[int], day: datetime, partitions: int, workdir: Path) -> None:
@@ -192,9 +202,20 @@ def rss_table(bootstrap: str, sizes: list[int], day: datetime, partitions: int, 
               f"{measured['peak_mib'] / smallest:10.2f}x |")
 
 
+def stop_broker(broker) -> None:
+    """Stop the embedded broker and the noida-db binary its launcher spawned (same process group)."""
+    group = broker.pid()
+    broker.stop()
+    if group is not None:
+        try:
+            os.killpg(group, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--events", type=int, default=500_000, help="events in the benchmarked slice")
+    parser.add_argument("--events", type=int, default=500_000, help="events in the benchmarked slice (0: skip)")
     parser.add_argument("--partitions", type=int, default=3)
     parser.add_argument("--repeat", type=int, default=2, help="rounds of the throughput comparison (best kept)")
     parser.add_argument("--rss-sizes", default="200000,2000000",
@@ -220,13 +241,14 @@ def main(argv: list[str] | None = None) -> None:
         broker.start()
         try:
             print(f"broker {broker.bootstrap}; slice day {day.date()}; {args.partitions} partitions", flush=True)
-            publish(broker.bootstrap, "ratings-bench", args.events, day, args.partitions)
-            throughput(broker.bootstrap, "ratings-bench", day, args.events, args.repeat, workdir)
+            if args.events:
+                publish(broker.bootstrap, "ratings-bench", args.events, day, args.partitions)
+                throughput(broker.bootstrap, "ratings-bench", day, args.events, args.repeat, workdir)
             sizes = [int(size) for size in args.rss_sizes.split(",") if size.strip()]
             if sizes:
                 rss_table(broker.bootstrap, sizes, day, args.partitions, workdir)
         finally:
-            broker.stop()
+            stop_broker(broker)
 
 
 if __name__ == "__main__":

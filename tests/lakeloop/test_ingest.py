@@ -425,6 +425,10 @@ def test_fast_and_per_record_decoding_agree():
                b'{"event_id":"u","user_id":1,"item_id":2,"rating":Infinity,"ts":1}',
                b'\xef\xbb\xbf{"event_id":"t","user_id":1,"item_id":2,"rating":3,"ts":1}']  # byte order mark
     values = values[::3] + values[1::3] + values[2::3]  # interleave good and bad
+    # a value that would merge with the next, then one holding two documents: rows must not shift
+    values[150:150] = [b'{"event_id":"s","user_id":1,"item_id":2,"rating":3,"ts":1,"x":',
+                       b'{"event_id":"r","user_id":1,"item_id":2,"rating":3,"ts":1}}',
+                       b'{"event_id":"q","user_id":1,"item_id":2,"rating":3,"ts":1} {"event_id":"p"}']
 
     fast = JsonChunkDecoder(RATINGS_SCHEMA, min_fast_rows=4).decode(values)
     slow = JsonChunkDecoder(RATINGS_SCHEMA, fast_path=False).decode(values)
@@ -434,7 +438,7 @@ def test_fast_and_per_record_decoding_agree():
     assert str(fast.table.to_pylist()) == str(slow.table.to_pylist())  # str(): NaN == NaN
     decoded = dict(zip(fast.table["event_id"].to_pylist(), fast.table["item_id"].to_pylist(), strict=True))
     assert decoded["x"] == "12345678901234567890" and decoded["e4"] == "-4" and "t" in decoded
-    assert [reason for _, reason, _ in fast.rejects].count("invalid_json") == 6  # incl. `Inf`
+    assert [reason for _, reason, _ in fast.rejects].count("invalid_json") == 9  # incl. `Inf`
 
 
 def test_seen_ids_marks_first_occurrences_across_calls():
