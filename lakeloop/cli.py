@@ -43,8 +43,9 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     from lakeloop.replay import replay
 
     report = replay(load_movielens(args.dataset_dir or settings.dataset_dir), settings.kafka_bootstrap,
-                    settings.ratings_topic, settings.lake_path, args.days, args.end_date)
-    print(f"published {report.total} events to topic {report.topic!r}:")
+                    settings.ratings_topic, settings.lake_path, args.days, args.end_date, force=args.force)
+    verb = "published" if report.published else "already in the topic (not published again):"
+    print(f"{verb} {report.total} events to topic {report.topic!r}:")
     for day, count in report.events_per_day.items():
         print(f"  {day}: {count}")
     print(f"movie catalog: {report.catalog_path}")
@@ -103,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text)
         add_days(sub)
         sub.add_argument("--dataset-dir", help="MovieLens 100K directory (default: the one make setup fetched)")
+        sub.add_argument("--force", action="store_true", help="publish even if the topic already holds those days")
         sub.set_defaults(handler=handler)
 
     summary = commands.add_parser("summary", help="what the lake and the registry hold for recent days")

@@ -32,6 +32,7 @@ class ReplayReport:
     topic: str
     events_per_day: dict[str, int]
     catalog_path: Path
+    published: bool = True
 
     @property
     def total(self) -> int:
@@ -87,6 +88,24 @@ def ensure_topic(bootstrap: str, topic: str, partitions: int = 3) -> None:
         admin.close()
 
 
+def records_in_time_range(bootstrap: str, topic: str, start_ms: int, end_ms: int) -> int:
+    """How many records of `topic` have a timestamp in [start_ms, end_ms) (0 if the topic is absent)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, client_id="lakeloop-replay")
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        if not partitions:
+            return 0
+        end_offsets = consumer.end_offsets(partitions)
+        starts = consumer.offsets_for_times({tp: start_ms for tp in partitions})
+        ends = consumer.offsets_for_times({tp: end_ms for tp in partitions})
+        return sum((ends[tp].offset if ends[tp] else end_offsets[tp]) - (starts[tp].offset if starts[tp] else
+                                                                         end_offsets[tp]) for tp in partitions)
+    finally:
+        consumer.close()
+
+
 def publish_events(events: pa.Table, bootstrap: str, topic: str) -> None:
     """Publish each event as UTF-8 JSON keyed by user id, with the record timestamp set to `ts`."""
     from kafka import KafkaProducer
@@ -104,15 +123,26 @@ def publish_events(events: pa.Table, bootstrap: str, topic: str) -> None:
     producer.close()
 
 
-def replay(movielens: MovieLens, bootstrap: str, topic: str, lake: Path, days: int, end_day: date) -> ReplayReport:
-    """Publish every rating to `topic` over the `days` days ending on `end_day`, and write the catalog."""
+def replay(movielens: MovieLens, bootstrap: str, topic: str, lake: Path, days: int, end_day: date,
+           force: bool = False) -> ReplayReport:
+    """Publish every rating to `topic` over the `days` days ending on `end_day`, and write the catalog.
+
+    Replaying the same days twice would put every event in the topic twice (ingestion would reject the
+    copies as duplicates), so a topic that already holds records in those days is left alone unless `force`.
+    """
     if days < 1:
         raise ValueError("days must be at least 1")
     events = build_events(movielens, days, end_day)
     ensure_topic(bootstrap, topic)
-    publish_events(events, bootstrap, topic)
+    first_ms, last_ms = pc.min(events["ts"]).as_py(), pc.max(events["ts"]).as_py()
+    present = records_in_time_range(bootstrap, topic, first_ms, last_ms + 1)
+    if present and not force:
+        log.warning("topic %r already holds %d records in the replayed days: not publishing again "
+                    "(use --force to publish anyway)", topic, present)
+    else:
+        publish_events(events, bootstrap, topic)
     day_of = pc.cast(pc.cast(events["ts"], pa.timestamp("ms", tz="UTC")), pa.date32())
     counts = pc.value_counts(day_of)
     per_day = {str(item["values"]): item["counts"] for item in counts.to_pylist()}
     return ReplayReport(topic=topic, events_per_day=dict(sorted(per_day.items())),
-                        catalog_path=write_catalog(movielens, lake))
+                        catalog_path=write_catalog(movielens, lake), published=not present or force)

@@ -5,9 +5,10 @@
                    [spark-submit options ...]
 
 Options tfspark does not know are passed to spark-submit unchanged (`--master`, `--conf k=v`,
-`--driver-memory`...). The master defaults to `local[N]`; use `local[N,F]` for Spark to retry a failed
-barrier stage locally. `SubmitPlan` is shared with `TFOnSparkOperator`, which hands the same pieces to
-the Airflow Spark provider's `SparkSubmitHook`.
+`--driver-memory`...). The master defaults to `local[N]`. When a worker fails, Spark reruns the whole
+barrier stage, on local masters too, up to `spark.stage.maxConsecutiveAttempts` (default 4) times, and
+training resumes from the last checkpoint. `SubmitPlan` is shared with `TFOnSparkOperator`, which hands
+the same pieces to the Airflow Spark provider's `SparkSubmitHook`.
 
 `--python-env` ships a packed environment to the executors (`spark.archives`) and makes them use its
 python; build one with `venv-pack -o env.tar.gz` (venv-pack) or `conda pack -o env.tar.gz` (conda-pack)

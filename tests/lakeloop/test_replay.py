@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 from kafka import KafkaConsumer, TopicPartition
 
 from lakeloop.movielens import MovieLens
-from lakeloop.replay import build_events, map_event_times, replay
+from lakeloop.replay import build_events, map_event_times, records_in_time_range, replay
 
 END = date(2026, 11, 20)
 
@@ -55,3 +55,16 @@ def test_replay_publishes_every_rating_with_record_time_equal_to_event_time(movi
     catalog = pq.read_table(report.catalog_path)
     assert catalog.num_rows == 1682
     assert catalog.column_names == ["item_id", "title", "year", "genres"]
+
+
+def test_replaying_the_same_days_again_publishes_nothing(movielens, kafka_broker, lake):
+    small = MovieLens(movielens.ratings.slice(0, 500), movielens.movies)
+    assert replay(small, kafka_broker.bootstrap, "replay-twice", lake, days=1, end_day=END).published
+    again = replay(small, kafka_broker.bootstrap, "replay-twice", lake, days=1, end_day=END)
+    assert not again.published
+    assert records_in_time_range(kafka_broker.bootstrap, "replay-twice", day_start_ms(END),
+                                 day_start_ms(END) + 86_400_000) == 500
+    forced = replay(small, kafka_broker.bootstrap, "replay-twice", lake, days=1, end_day=END, force=True)
+    assert forced.published
+    assert records_in_time_range(kafka_broker.bootstrap, "replay-twice", day_start_ms(END),
+                                 day_start_ms(END) + 86_400_000) == 1000

@@ -44,7 +44,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConcurrentRuns]:
     runs.start(
         "killed-worker",
         [
-            *tiny, "--num-workers", "2", "--master", "local[2,2]",
+            *tiny, "--num-workers", "2",
             "--trainer-arg", "uneven=1",
             "--trainer-arg", "fail_at_step=30",
             "--trainer-arg", "fail_rank=1",

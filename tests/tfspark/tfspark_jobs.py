@@ -1,7 +1,7 @@
 """Running real tfspark jobs from tests: `tfspark-submit` as a user runs it, one Spark application each.
 
-Every job is its own application (a fresh JVM), so each test chooses its master (`local[N,F]` for stage
-retries, `local-cluster` for GPU scheduling) and no SparkSession leaks between tests.
+Every job is its own application (a fresh JVM), so each test chooses its master and Spark settings
+(`local-cluster` for GPU scheduling, say) and no SparkSession leaks between tests.
 """
 
 from __future__ import annotations
