@@ -10,6 +10,7 @@ import hashlib
 import logging
 from datetime import date
 from pathlib import Path
+from urllib.parse import urlparse
 
 from lakeloop.models import EVALUATION, MODEL_FILE, REGISTRATION, TRAIN_SUMMARY, model_dir, read_json, write_json
 
@@ -24,6 +25,19 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _use_experiment(client, name: str, lake: Path) -> None:
+    """Make `name` the active experiment; a new one on a local store keeps its artifacts in the lake.
+
+    Without an artifact location, MLflow on a SQLite store writes artifacts to `./mlruns` of whatever
+    directory the task happens to run in.
+    """
+    import mlflow
+
+    if client.get_experiment_by_name(name) is None and urlparse(mlflow.get_tracking_uri()).scheme in ("sqlite", ""):
+        client.create_experiment(name, artifact_location=(lake / "mlflow-artifacts").as_uri())
+    mlflow.set_experiment(name)
 
 
 def register_model(lake: Path, model_name: str, day: date, tracking_uri: str) -> dict:
@@ -51,7 +65,7 @@ def register_model(lake: Path, model_name: str, day: date, tracking_uri: str) ->
     else:
         model = keras.saving.load_model(model_path)
         example = model_inputs(read_features(lake, [day], "test").slice(0, 5))
-        mlflow.set_experiment(model_name)
+        _use_experiment(client, model_name, lake)
         with mlflow.start_run(run_name=f"{model_name}-{day}") as run:
             mlflow.log_params({key: value for key, value in summary.items() if not isinstance(value, dict | list)})
             mlflow.log_metrics({key: float(value) for key, value in evaluation.items()

@@ -69,9 +69,14 @@ def main(argv: list[str] | None = None) -> int:
         trainer_name=options.trainer,
     )
     try:
+        from pyspark import SparkConf
         from pyspark.sql import SparkSession
 
-        spark = SparkSession.builder.appName(f"tfspark {options.trainer}").getOrCreate()
+        builder = SparkSession.builder
+        if SparkConf().get("spark.app.name", "driver.py") == "driver.py":
+            # spark-submit names an unnamed application after its script; name it after the trainer.
+            builder = builder.appName(f"tfspark {options.trainer}")
+        spark = builder.getOrCreate()
     except BaseException:
         shutdown_trainer(trainer)
         raise

@@ -103,7 +103,7 @@ def run_fit(
             loss_sum += chunk_loss
             loss_steps += chunk
             epoch_done = step % ctx.steps_per_epoch == 0
-            if step % ctx.log_every == 0 or epoch_done or step == total:
+            if ctx.is_chief and (step % ctx.log_every == 0 or epoch_done or step == total):
                 now = time.monotonic()
                 rate = (step - log_step) * ctx.batch_size / max(now - log_time, 1e-9)
                 logger.info(

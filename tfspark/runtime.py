@@ -209,6 +209,7 @@ def _summarise(config: RunConfig, payload: _TaskPayload, workers: list[dict[str,
         checkpoint_dir=config.checkpoint_dir,
         output_dir=config.output_dir,
         cuda_visible_devices=[worker["cuda_visible_devices"] for worker in workers],
+        tensorflow_preloaded=[worker["tensorflow_preloaded"] for worker in workers],
         cache_spilled=[worker["cache_spilled"] for worker in workers],
         peak_rss_bytes=[worker["peak_rss_bytes"] for worker in workers],
     )
@@ -258,6 +259,9 @@ def _barrier_task(batches: Iterator[pa.RecordBatch], payload: _TaskPayload) -> I
     rank = barrier.partitionId()
     config = payload.config
     _configure_task_logging(rank)
+    tensorflow_preloaded = "tensorflow" in sys.modules
+    if tensorflow_preloaded:
+        logger.warning("TensorFlow was imported before CUDA_VISIBLE_DEVICES was set; GPU isolation may not hold")
     devices = assign_gpus(barrier.resources(), config.gpus_per_worker, rank, payload.local_gpus)
     cache = cache_partition(batches, memory_limit_bytes=config.cache_memory_bytes)
     try:
@@ -321,6 +325,7 @@ def _barrier_task(batches: Iterator[pa.RecordBatch], payload: _TaskPayload) -> I
             "steps_per_epoch": plan.steps_per_epoch,
             "batch_size": plan.global_batch_size,
             "cuda_visible_devices": devices,
+            "tensorflow_preloaded": tensorflow_preloaded,
             "cache_spilled": cache.spilled,
             "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         }

@@ -22,7 +22,6 @@ import argparse
 import os
 import shlex
 import stat
-import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -244,7 +243,7 @@ def build_command(argv: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console entry point: print the spark-submit command, run it, return its exit code."""
+    """Console entry point: print the spark-submit command and become it (signals and exit code included)."""
     parsed, spark_args = _parser().parse_known_args(sys.argv[1:] if argv is None else argv)
     command = _command(parsed, spark_args)
     if parsed.dry_run:
@@ -252,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print("tfspark-submit: " + shlex.join(command), file=sys.stderr, flush=True)
     env = dict(os.environ, PYSPARK_PYTHON=os.environ.get("PYSPARK_PYTHON", sys.executable))
-    return subprocess.run(command, env=env, check=False).returncode
+    os.execvpe(command[0], command, env)
 
 
 if __name__ == "__main__":

@@ -150,6 +150,7 @@ def test_an_airflow_retry_starts_a_new_application_that_resumes_from_the_checkpo
                 # fail instead, as a lost driver or exhausted stage attempts would, so that Airflow retries.
                 "spark.stage.maxConsecutiveAttempts": "1",
                 "spark.ui.enabled": "false",
+                "spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC",
                 "spark.executorEnv.PYTHONPATH": str(TESTS_TFSPARK),
             },
             env_vars={"PYTHONPATH": str(TESTS_TFSPARK), "SPARK_LOCAL_IP": "127.0.0.1"},

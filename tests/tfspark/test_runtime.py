@@ -125,6 +125,7 @@ def test_each_worker_sees_only_the_gpus_spark_assigned_its_task(runs):
     assert result.returncode == 0, result.log_tail()
     summary = result.summary
     assert sorted(summary["cuda_visible_devices"]) == ["6", "7"], "one fake GPU each, never both"
+    assert summary["tensorflow_preloaded"] == [False, False], "set before TensorFlow was imported"
     assert summary["global_step"] == 24
 
 
