@@ -9,7 +9,10 @@ day's slice three ways, side by side in this process, on the same topic and cons
   naive json+pandas  per-message `json.loads` into a list of dicts, `pandas.DataFrame`, `to_parquet`
 
 and prints records/s and the ratio to raw consume (best of `--repeat` rounds). Then, for each of
-`--rss-sizes`, a child process ingests a topic of that many events and reports its peak RSS.
+`--rss-sizes`, child processes read a topic of that many events (raw consume, then lakeloop's ingestion)
+and report their peak RSS. Note: the embedded broker ignores fetch size limits (a fetch returns the rest
+of the partition's log), so on it even a raw consumer's memory grows with the slice; the table separates
+what the ingestion adds. A real Kafka broker honours `max_partition_fetch_bytes`.
 
     .venv/bin/python bench/ingest_throughput.py --events 500000
     .venv/bin/python bench/ingest_throughput.py --events 100000 --rss-sizes 50000,500000 --repeat 1
@@ -157,17 +160,17 @@ def throughput(bootstrap: str, topic: str, day: datetime, events: int, repeat: i
         print(f"| {name:<30} | {best[name]:8.2f} | {events / best[name]:10,.0f} | {raw / best[name]:5.2f}x |")
 
 
-def rss_child(bootstrap: str, topic: str, day: datetime, workdir: Path) -> None:
-    """In a fresh process: ingest the slice and print the RSS after imports and the peak RSS (MiB)."""
-    import pandas  # noqa: F401  (the duplicate index imports it on the first chunk)
+def rss_child(variant: str, bootstrap: str, topic: str, day: datetime, workdir: Path) -> None:
+    """In a fresh process: read the slice one way and print the RSS after imports and the peak RSS (MiB)."""
+    import pandas  # noqa: F401  (the duplicate index imports it on the first chunk: count it in the baseline)
     import psutil
 
-    import lakeloop.ingest  # noqa: F401  (imports counted in the baseline)
+    import lakeloop.ingest  # noqa: F401
 
     baseline = psutil.Process().memory_info().rss / 2**20
-    records = lakeloop_ingest(bootstrap, topic, day, Path(tempfile.mkdtemp(dir=workdir)))
-    peak = peak_rss_mib()
-    print(json.dumps({"records": records, "baseline_mib": baseline, "peak_mib": peak}))
+    read = dict(VARIANTS)[variant]
+    records = read(bootstrap, topic, day, Path(tempfile.mkdtemp(dir=workdir)))
+    print(json.dumps({"records": records, "baseline_mib": baseline, "peak_mib": peak_rss_mib()}))
 
 
 def peak_rss_mib() -> float:
@@ -179,27 +182,43 @@ def peak_rss_mib() -> float:
     raise RuntimeError("no VmHWM in /proc/self/status")
 
 
+def measure_rss(variant: str, bootstrap: str, topic: str, day: datetime, workdir: Path, expected: int) -> dict:
+    """Run `rss_child` for one variant in a child process and return its measurements."""
+    child = subprocess.run(
+        [sys.executable, __file__, "--child-rss", variant, "--bootstrap", bootstrap, "--topic", topic,
+         "--day", day.date().isoformat(), "--workdir", str(workdir)],
+        capture_output=True, text=True, check=True)
+    measured = json.loads(child.stdout.strip().splitlines()[-1])
+    if measured["records"] != expected:
+        raise SystemExit(f"{variant} read {measured['records']} records, expected {expected}")
+    return measured
+
+
 def rss_table(bootstrap: str, sizes: list[int], day: datetime, partitions: int, workdir: Path) -> None:
-    """Peak RSS of an ingestion child process per slice size, and the ratio of the largest to the smallest."""
-    results = []
+    """Peak RSS per slice size of lakeloop's ingestion, next to a raw consume of the same slice.
+
+    The raw column is the client's own footprint: the embedded broker ignores fetch size limits and
+    returns a partition's whole log from the fetch offset in one response, so any kafka-python consumer
+    grows with the slice there. The last column is what the ingestion adds on top of that.
+    """
+    rows = []
     for size in sizes:
         topic = f"rss-{size}"
         publish(bootstrap, topic, size, day, partitions)
-        child = subprocess.run(
-            [sys.executable, __file__, "--child-rss", "--bootstrap", bootstrap, "--topic", topic,
-             "--day", day.date().isoformat(), "--workdir", str(workdir)],
-            capture_output=True, text=True, check=True)
-        measured = json.loads(child.stdout.strip().splitlines()[-1])
-        if measured["records"] != size:
-            raise SystemExit(f"RSS child read {measured['records']} records, expected {size}")
-        results.append((size, measured))
-    smallest = results[0][1]["peak_mib"]
-    print("\nPeak RSS of one ingestion process:")
-    print(f"| {'events':>10} | {'after imports MiB':>17} | {'peak MiB':>8} | {'vs smallest':>11} |")
-    print(f"|{'-' * 11}:|{'-' * 18}:|{'-' * 9}:|{'-' * 12}:|")
-    for size, measured in results:
-        print(f"| {size:>10,} | {measured['baseline_mib']:17.0f} | {measured['peak_mib']:8.0f} | "
-              f"{measured['peak_mib'] / smallest:10.2f}x |")
+        raw = measure_rss(VARIANTS[0][0], bootstrap, topic, day, workdir, size)
+        ingest = measure_rss(VARIANTS[1][0], bootstrap, topic, day, workdir, size)
+        rows.append((size, raw["baseline_mib"], raw["peak_mib"], ingest["peak_mib"]))
+    print("\nPeak RSS of one process reading the slice (MiB; the same imports, "
+          f"{rows[0][1]:.0f} MiB, before reading):")
+    print(f"| {'events':>10} | {'raw consume':>11} | {'lakeloop ingest':>15} | {'ingest - raw':>12} |")
+    print(f"|{'-' * 11}:|{'-' * 12}:|{'-' * 16}:|{'-' * 13}:|")
+    for size, _, raw_peak, ingest_peak in rows:
+        print(f"| {size:>10,} | {raw_peak:11.0f} | {ingest_peak:15.0f} | {ingest_peak - raw_peak:12.0f} |")
+    if len(rows) > 1:
+        (small, _, raw_small, ingest_small), (large, _, raw_large, ingest_large) = rows[0], rows[-1]
+        added_ratio = (ingest_large - raw_large) / (ingest_small - raw_small)
+        print(f"{large:,} vs {small:,} events: raw consume {raw_large / raw_small:.2f}x, lakeloop ingest "
+              f"{ingest_large / ingest_small:.2f}x, ingest - raw {added_ratio:.2f}x")
 
 
 def stop_broker(broker) -> None:
@@ -220,14 +239,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeat", type=int, default=2, help="rounds of the throughput comparison (best kept)")
     parser.add_argument("--rss-sizes", default="200000,2000000",
                         help="comma-separated slice sizes for the peak-RSS table ('' to skip)")
-    parser.add_argument("--child-rss", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--child-rss", metavar="VARIANT", help=argparse.SUPPRESS)
     parser.add_argument("--bootstrap", help=argparse.SUPPRESS)
     parser.add_argument("--topic", help=argparse.SUPPRESS)
     parser.add_argument("--day", type=date.fromisoformat, help=argparse.SUPPRESS)
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child_rss:
-        rss_child(args.bootstrap, args.topic, datetime.combine(args.day, datetime.min.time(), UTC), args.workdir)
+        rss_child(args.child_rss, args.bootstrap, args.topic, datetime.combine(args.day, datetime.min.time(), UTC),
+                  args.workdir)
         return
 
     from lakeloop.services import EmbeddedBroker, free_port

@@ -555,10 +555,12 @@ class SeenIds:
     """Exact-enough membership of the ids already written from a slice, in bounded memory.
 
     Each id is reduced to a 128-bit fingerprint (two independent SipHash-2-4 keys, via pandas), kept in
-    a few sorted numpy arrays merged like an LSM tree: 16 bytes per id, lookups by binary search.
+    a few sorted numpy arrays merged like an LSM tree: 16 bytes per id, lookups by binary search. Levels
+    stop merging at `MERGE_LIMIT` fingerprints, so a merge never needs a second copy of the whole index.
     """
 
     _KEYS = ("lakeloop-ingest1", "lakeloop-ingest2")
+    MERGE_LIMIT = 1 << 18
 
     def __init__(self) -> None:
         self._levels: list[np.ndarray] = []
@@ -600,7 +602,8 @@ class SeenIds:
         if not len(sorted_new):
             return
         self._levels.append(sorted_new)
-        while len(self._levels) > 1 and len(self._levels[-2]) <= 2 * len(self._levels[-1]):
+        while (len(self._levels) > 1 and len(self._levels[-2]) <= 2 * len(self._levels[-1])
+               and len(self._levels[-2]) + len(self._levels[-1]) <= self.MERGE_LIMIT):
             newest = self._levels.pop()
             merged = np.concatenate([self._levels.pop(), newest])
             merged.sort(kind="stable")

@@ -17,6 +17,7 @@ import os
 import pickle
 import resource
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -155,8 +156,15 @@ def train_on_spark(frame: DataFrame, trainer: TFSparkTrainer, config: RunConfig)
     local_gpus = _local_master_gpus(spark, config)
     if frame.rdd.getNumPartitions() != config.num_workers:
         frame = frame.repartition(config.num_workers)
+    try:
+        pickled_trainer = cloudpickle.dumps(trainer)
+    except Exception as error:
+        raise TypeError(
+            f"{type(trainer).__name__} must be picklable to reach the workers: keep the SparkSession, "
+            f"DataFrames and open connections off `self` ({error})"
+        ) from error
     payload = _TaskPayload(
-        trainer=cloudpickle.dumps(trainer),
+        trainer=pickled_trainer,
         config=config,
         local_gpus=local_gpus,
         batch_size=trainer.batch_size,
@@ -171,7 +179,9 @@ def train_on_spark(frame: DataFrame, trainer: TFSparkTrainer, config: RunConfig)
     # The shuffle makes the barrier stage a ShuffleMapStage: Spark reruns a failed one whole, while a
     # failed barrier ResultStage aborts the job ("Could not recover from a failed barrier ResultStage").
     results = sorted(trained.repartition(1).collect(), key=lambda row: row["rank"])
-    return _summarise(config, payload, [json.loads(row["result"]) for row in results])
+    summary = _summarise(config, payload, [json.loads(row["result"]) for row in results])
+    summary["application_id"] = spark.sparkContext.applicationId
+    return summary
 
 
 def _local_master_gpus(spark: SparkSession, config: RunConfig) -> tuple[str, ...]:
@@ -251,6 +261,17 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+def _use_spark_local_dir() -> None:
+    """Keep this task's temporary files (feed spill, non-chief checkpoints) in Spark's local directory.
+
+    Spark deletes it with the application, also when a killed worker could not clean up after itself.
+    The Python worker runs only this task (`spark.python.worker.reuse=false`), so the setting is ours.
+    """
+    local_dirs = os.environ.get("SPARK_LOCAL_DIRS")
+    if local_dirs:
+        tempfile.tempdir = tempfile.mkdtemp(prefix="tfspark-", dir=local_dirs.split(",")[0])
+
+
 def _barrier_task(batches: Iterator[pa.RecordBatch], payload: _TaskPayload) -> Iterator[pa.RecordBatch]:
     """One TensorFlow worker: GPUs, local cache, rendezvous, strategy, the user's `train`."""
     from pyspark import BarrierTaskContext
@@ -259,6 +280,7 @@ def _barrier_task(batches: Iterator[pa.RecordBatch], payload: _TaskPayload) -> I
     rank = barrier.partitionId()
     config = payload.config
     _configure_task_logging(rank)
+    _use_spark_local_dir()
     tensorflow_preloaded = "tensorflow" in sys.modules
     if tensorflow_preloaded:
         logger.warning("TensorFlow was imported before CUDA_VISIBLE_DEVICES was set; GPU isolation may not hold")

@@ -38,14 +38,33 @@ class SubmitResult:
         return "\n".join((self.stdout + self.stderr).splitlines()[-lines:])
 
 
+def spark_home_in(work_dir: Path) -> Path:
+    """A SPARK_HOME mirroring pyspark's (symlinks) whose `work/` is under `work_dir`.
+
+    `local-cluster` workers put executor logs in `$SPARK_HOME/work` and ignore SPARK_WORKER_DIR; pointed at
+    pyspark's own directory, that would write into the virtualenv.
+    """
+    import pyspark
+
+    real_home = Path(pyspark.__file__).resolve().parent
+    home = work_dir / "spark-home"
+    if not home.exists():
+        home.mkdir(parents=True)
+        for entry in real_home.iterdir():
+            if entry.name != "work":
+                (home / entry.name).symlink_to(entry)
+        (home / "work").mkdir()
+    return home
+
+
 def submit_env(work_dir: Path) -> dict[str, str]:
     """The environment of a test job: the venv's python everywhere, the tiny trainer importable."""
     env = dict(os.environ)
     env.update(
         PYTHONPATH=os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH")])),
         PYSPARK_PYTHON=sys.executable,
+        SPARK_HOME=str(spark_home_in(work_dir)),
         SPARK_LOCAL_IP="127.0.0.1",
-        SPARK_WORKER_DIR=str(work_dir),
         TF_CPP_MIN_LOG_LEVEL="2",
     )
     return env
