@@ -16,12 +16,12 @@ from datetime import UTC, datetime, timedelta
 
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import DAG, task
-from lakeloop.ingest import RATINGS_SCHEMA
-from operators.kafka_to_lake import KafkaToLakeOperator
-from operators.tf_on_spark import TFOnSparkOperator
 
 from lakeloop.config import load_settings
+from lakeloop.ingest import RATINGS_SCHEMA
 from lakeloop.timetable import DailyIntervalTimetable
+from operators.kafka_to_lake import KafkaToLakeOperator
+from operators.tf_on_spark import TFOnSparkOperator
 
 settings = load_settings()
 DAY = "{{ data_interval_start | ds }}"

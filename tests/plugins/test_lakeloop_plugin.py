@@ -19,7 +19,8 @@ from airflow.sdk import DAG, task
 from lakeloop.timetable import DailyIntervalTimetable
 
 with DAG(dag_id="interval_probe", schedule=DailyIntervalTimetable(),
-         start_date=datetime(2026, 11, 1, tzinfo=timezone.utc), catchup=True, default_args={"owner": "lakeloop", "retries": 0}) as dag:
+         start_date=datetime(2026, 11, 1, tzinfo=timezone.utc), catchup=True,
+         default_args={"owner": "lakeloop", "retries": 0}) as dag:
     @task
     def record(data_interval_start=None, data_interval_end=None, run_id=None):
         out = Path(__file__).with_name("intervals.jsonl")
