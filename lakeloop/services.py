@@ -104,14 +104,14 @@ class EmbeddedBroker:
         if pid is None:
             self.pid_file.unlink(missing_ok=True)
             return
-        os.kill(pid, signal.SIGTERM)
+        _signal_group(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.pid() is None or _is_zombie(pid):
                 break
             time.sleep(0.1)
         else:
-            os.kill(pid, signal.SIGKILL)
+            _signal_group(pid, signal.SIGKILL)
         self.pid_file.unlink(missing_ok=True)
 
     def status(self) -> str:
@@ -121,6 +121,14 @@ class EmbeddedBroker:
             return "kafka broker: stopped"
         reachable = "listening" if port_open(self.host, self.port) else "not answering"
         return f"kafka broker: running (pid {pid}) on {self.bootstrap}, {reachable}; data in {self.state_dir}"
+
+
+def _signal_group(pid: int, signum: int) -> None:
+    """Signal the broker's whole process group: the `noida-db` launcher runs the server as a child."""
+    try:
+        os.killpg(os.getpgid(pid), signum)
+    except ProcessLookupError:
+        pass
 
 
 def _is_zombie(pid: int) -> bool:
