@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -221,17 +219,6 @@ def rss_table(bootstrap: str, sizes: list[int], day: datetime, partitions: int, 
               f"{ingest_large / ingest_small:.2f}x, ingest - raw {added_ratio:.2f}x")
 
 
-def stop_broker(broker) -> None:
-    """Stop the embedded broker and the noida-db binary its launcher spawned (same process group)."""
-    group = broker.pid()
-    broker.stop()
-    if group is not None:
-        try:
-            os.killpg(group, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=500_000, help="events in the benchmarked slice (0: skip)")
@@ -268,7 +255,7 @@ def main(argv: list[str] | None = None) -> None:
             if sizes:
                 rss_table(broker.bootstrap, sizes, day, args.partitions, workdir)
         finally:
-            stop_broker(broker)
+            broker.stop()
 
 
 if __name__ == "__main__":

@@ -947,7 +947,7 @@ def _rejection_message(result: IngestResult, options: IngestOptions) -> str:
     return (f"{result.rejected} of {result.read} records ({result.rejected_fraction:.1%}) of {result.topic} for "
             f"{result.day} were rejected, above the threshold of {options.max_rejected_fraction:.1%} "
             f"({reasons}). This usually means an upstream schema change. The data partition {result.path} was "
-            f"left as it was; inspect the rejected records under {result.rejected_path.parent}.")
+            f"left as it was; the rejected records, with their reasons, are in {result.rejected_path}.")
 
 
 def read_manifest(lake: Path, dataset: str, day: date) -> dict[str, Any]:
@@ -1020,7 +1020,7 @@ def plan_slices(consumer: Any, topic: str, start: datetime, end: datetime,
         log_end = consumer.end_offsets(tps, timeout_ms=timeout)
         at_start = consumer.offsets_for_times({tp: _epoch_ms(start) for tp in tps}, timeout_ms=timeout)
         at_end = consumer.offsets_for_times({tp: _epoch_ms(end) for tp in tps}, timeout_ms=timeout)
-    except KafkaError as error:
+    except (KafkaError, OSError) as error:
         raise KafkaSliceError(f"could not look up the offsets of {topic!r} for [{start.isoformat()}, "
                               f"{end.isoformat()}): {error}") from error
     slices = []
@@ -1112,7 +1112,7 @@ class _Run:
                     raise KafkaSliceError(
                         f"{self.topic}[{piece.partition}]: no record for {self.options.idle_timeout_s:.0f}s at "
                         f"offset {position}, before the slice end {piece.end_offset}; is the broker still up?")
-        except KafkaError as error:
+        except (KafkaError, OSError) as error:  # raised by the client only: the caller writes the lake
             raise KafkaSliceError(f"reading {self.topic}[{piece.partition}] at offsets "
                                   f"[{piece.start_offset}, {piece.end_offset}) failed: {error}") from error
         if buffer:

@@ -1,0 +1,793 @@
+"""Feeding a Spark DataFrame to TensorFlow: this runtime's Arrow feed against the alternatives, side by side.
+
+One Parquet feature table (MovieLens 100K ratings re-sampled with replacement to `--rows` rows, mapped to the
+FM's inputs `user_idx`, `item_idx`, `year_idx`, `genres` and the `label`) is fed, in one run, on one local[2]
+Spark session, into batches of 1024 rows as TensorFlow tensors, five ways:
+
+  (a) TFoS-style     TensorFlowOnSpark's InputMode.SPARK: Spark rows (`df.rdd.toLocalIterator()`) pickled one
+                     by one through a `multiprocessing.Queue` into a TensorFlow process that batches them.
+  (b) toPandas       `df.toPandas()` (Arrow enabled) + `tf.data.Dataset.from_tensor_slices`.
+  (c) petastorm      `make_spark_converter`, if petastorm installs with this stack (checked with uv, dry run).
+  (d) tfspark Arrow  this runtime, the real path: `tfspark.runtime.run_trainer` → `mapInArrow` barrier task →
+                     `tfspark.feed` cache → `tf.data`, timed from the end of `pre_train` on the driver to the
+                     last tensor in the task (Spark job, shuffle to one worker, Arrow transfer, cache, batches).
+  (e) pyarrow limit  `pyarrow.parquet.read_table` → numpy → `from_tensor_slices` of pre-cut batches, no Spark.
+
+(a) is built to be generous to TFoS: a plain `multiprocessing.Queue` instead of TFoS's manager proxy (one
+network round trip per row), rows leave the JVM straight to the feeding process (no Python worker hop), and
+the TensorFlow side cuts 1024-row batches into numpy columns before `tf.data` (no per-row `from_generator`).
+(b) and (e) share the fastest `tf.data` idiom found here (slicing pre-cut batches); the common idiom
+`from_tensor_slices(rows).batch(1024)` is printed as (e') for reference.
+
+Then the FM (`jobs.fm_model.build_fm_model`, Adam, squared error) is trained for the same steps inside the
+same barrier task with the runtime's loop (`ctx.fit`), once fed by the Arrow feed and once by in-memory numpy
+arrays, and examples/s are compared. Last, the peak RSS of each worker with the spill cache is read from the
+training summary (`peak_rss_bytes`) for each of `--rss-rows`.
+
+    .venv/bin/python bench/feed_benchmark.py                       # 1M rows; RSS at 1M and 5M rows
+    .venv/bin/python bench/feed_benchmark.py --rows 2000000 --rss-rows 1000000
+    .venv/bin/python bench/feed_benchmark.py --quick               # a smoke run on 5,000 rows
+
+The feature tables are generated once into `--data-dir` and reused. Figures are one run on a shared machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import multiprocessing
+import os
+import queue
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from jobs.features import GENRES, YEAR_BUCKETS
+from tfspark.feed import DEFAULT_CACHE_MEMORY_BYTES
+from tfspark.trainer import TFSparkTrainer, TrainContext
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+    from pyspark.sql import DataFrame, SparkSession
+
+    from lakeloop.movielens import MovieLens
+
+if __name__ != "__main__":
+    # Imported (by the tests) rather than run: ship the trainer to the Spark workers by value, since the
+    # workers cannot import this file by name.
+    from pyspark import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+BATCH_SIZE = 1024
+FEATURES = ("user_idx", "item_idx", "year_idx", "genres")
+LABEL = "label"
+GENRE_WIDTH = len(GENRES)
+FEATURE_SCHEMA = pa.schema([
+    ("user_idx", pa.int64()),
+    ("item_idx", pa.int64()),
+    ("year_idx", pa.int64()),
+    ("genres", pa.list_(pa.float32())),
+    ("label", pa.float32()),
+])
+GENERATE_CHUNK_ROWS = 1_000_000
+ROW_GROUP_ROWS = 1 << 17
+RSS_CACHE_MEMORY_MB = 32
+PETASTORM_IMPORT_NOTE = (
+    "petastorm 0.13.1 also imports pyarrow.filesystem, which pyarrow removed in 16.0 (this stack: "
+    f"pyarrow {pa.__version__})"
+)
+TARGETS = {"feed_vs_tfos": 10.0, "feed_vs_limit": 0.5, "train_vs_numpy": 0.9}
+
+Columns = dict[str, np.ndarray]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The data set
+
+
+@dataclass(frozen=True)
+class RatingFeatures:
+    """MovieLens ratings as FM inputs, one entry per rating; the genre rows are shared through `catalog_row`."""
+
+    user_idx: np.ndarray
+    item_idx: np.ndarray
+    label: np.ndarray
+    catalog_row: np.ndarray
+    year_idx_by_movie: np.ndarray
+    genres_by_movie: np.ndarray
+
+
+def year_buckets(years: pa.Array) -> np.ndarray:
+    """Five-year buckets from 1920 (bucket 1, as `jobs.features.year_index`); 0 for an unknown year."""
+    known = np.asarray(pc.fill_null(years, 1920).to_numpy(zero_copy_only=False), dtype=np.int64)
+    buckets = np.clip((known - 1920) // 5, 0, YEAR_BUCKETS - 2) + 1
+    return np.where(np.asarray(years.is_null().to_numpy(zero_copy_only=False)), 0, buckets)
+
+
+def genre_multi_hot(genres: pa.ListArray) -> np.ndarray:
+    """A (movies, 19) float32 matrix with 1.0 at each genre of each movie, in `GENRES` order."""
+    matrix = np.zeros((len(genres), GENRE_WIDTH), dtype=np.float32)
+    flat = genres.flatten()
+    position = pc.index_in(flat, value_set=pa.array(GENRES)).to_numpy(zero_copy_only=False)
+    parent = pc.list_parent_indices(genres).to_numpy()
+    known = ~np.isnan(position.astype(np.float64))
+    matrix[parent[known], position[known].astype(np.int64)] = 1.0
+    return matrix
+
+
+def rating_features(movielens: MovieLens) -> RatingFeatures:
+    """Map MovieLens 100K to the FM inputs, vectorised: dense id indices, year bucket, genre multi-hot."""
+    ratings, movies = movielens.ratings, movielens.movies.combine_chunks()
+    _, user_idx = np.unique(ratings["user_id"].to_numpy(), return_inverse=True)
+    _, item_idx = np.unique(ratings["item_id"].to_numpy(), return_inverse=True)
+    catalog_row = pc.index_in(ratings["item_id"], value_set=movies["item_id"])
+    if catalog_row.null_count:
+        raise ValueError(f"{catalog_row.null_count} ratings name a movie missing from the catalog")
+    return RatingFeatures(
+        user_idx=user_idx.astype(np.int64),
+        item_idx=item_idx.astype(np.int64),
+        label=ratings["rating"].to_numpy().astype(np.float32),
+        catalog_row=catalog_row.to_numpy().astype(np.int64),
+        year_idx_by_movie=year_buckets(movies["year"]),
+        genres_by_movie=genre_multi_hot(movies["genres"].combine_chunks()),
+    )
+
+
+def sample_table(features: RatingFeatures, rng: np.random.Generator, rows: int) -> pa.Table:
+    """`rows` ratings drawn with replacement, as an Arrow table of `FEATURE_SCHEMA`."""
+    picks = rng.integers(0, len(features.label), rows)
+    movie = features.catalog_row[picks]
+    genres = pa.ListArray.from_arrays(
+        pa.array(np.arange(0, (rows + 1) * GENRE_WIDTH, GENRE_WIDTH, dtype=np.int32)),
+        pa.array(features.genres_by_movie[movie].ravel()),
+    )
+    return pa.Table.from_arrays(
+        [
+            pa.array(features.user_idx[picks]),
+            pa.array(features.item_idx[picks]),
+            pa.array(features.year_idx_by_movie[movie]),
+            genres,
+            pa.array(features.label[picks]),
+        ],
+        schema=FEATURE_SCHEMA,
+    )
+
+
+def ensure_dataset(data_dir: Path, rows: int, seed: int = 0) -> Path:
+    """The Parquet feature table of `rows` rows in `data_dir`, generated on the first call and then reused."""
+    path = Path(data_dir) / f"fm-features-{rows}-seed{seed}.parquet"
+    if path.exists():
+        return path
+    from lakeloop.config import load_settings
+    from lakeloop.movielens import load_movielens
+
+    started = time.monotonic()
+    features = rating_features(load_movielens(load_settings().dataset_dir))
+    rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    with pq.ParquetWriter(partial, FEATURE_SCHEMA) as writer:
+        for start in range(0, rows, GENERATE_CHUNK_ROWS):
+            writer.write_table(sample_table(features, rng, min(GENERATE_CHUNK_ROWS, rows - start)),
+                               row_group_size=ROW_GROUP_ROWS)
+    os.replace(partial, path)
+    print(f"generated {rows:,} rows into {path} ({path.stat().st_size / 2**20:.0f} MiB) "
+          f"in {time.monotonic() - started:.1f}s", flush=True)
+    return path
+
+
+def read_parquet_numpy(path: Path) -> tuple[Columns, np.ndarray]:
+    """The feature table as numpy columns with pyarrow alone: ({feature: array}, label)."""
+    table = pq.read_table(path)
+    features = {name: table[name].to_numpy() for name in ("user_idx", "item_idx", "year_idx")}
+    features["genres"] = table["genres"].combine_chunks().flatten().to_numpy().reshape(-1, GENRE_WIDTH)
+    return features, table[LABEL].to_numpy()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Feeding: the alternatives
+
+
+@dataclass(frozen=True)
+class FeedResult:
+    """Rows delivered to TensorFlow as tensors, and the seconds it took."""
+
+    name: str
+    rows: int
+    seconds: float
+    note: str = ""
+
+    @property
+    def rows_per_second(self) -> float:
+        """Delivered rows per second."""
+        return self.rows / self.seconds
+
+
+def batched_dataset(features: Columns, label: np.ndarray, batch_size: int = BATCH_SIZE) -> tf.data.Dataset:
+    """Full batches of in-memory columns as a `tf.data.Dataset`: slices of pre-cut batches (fastest here)."""
+    import tensorflow as tf
+
+    batches = len(label) // batch_size
+    used = batches * batch_size
+
+    def cut(values: np.ndarray) -> np.ndarray:
+        return values[:used].reshape(batches, batch_size, *values.shape[1:])
+
+    dataset = tf.data.Dataset.from_tensor_slices(({name: cut(values) for name, values in features.items()},
+                                                  cut(label)))
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def count_rows(dataset: tf.data.Dataset) -> int:
+    """Iterate `dataset` to the end (each batch a tensor in this process); return the rows seen."""
+    rows = 0
+    for _, label in dataset:
+        rows += int(label.shape[0])
+    return rows
+
+
+def measure_pyarrow_limit(path: Path) -> FeedResult:
+    """(e): pyarrow reads the Parquet into numpy, `from_tensor_slices` batches it; no Spark."""
+    started = time.monotonic()
+    features, label = read_parquet_numpy(path)
+    rows = count_rows(batched_dataset(features, label))
+    return FeedResult("(e) pyarrow → numpy → tf.data (limit)", rows, time.monotonic() - started)
+
+
+def measure_common_idiom(path: Path) -> FeedResult:
+    """(e'): as (e), with the common idiom `from_tensor_slices(rows).batch(1024)` (slices row by row)."""
+    import tensorflow as tf
+
+    started = time.monotonic()
+    features, label = read_parquet_numpy(path)
+    dataset = tf.data.Dataset.from_tensor_slices((features, label)).batch(BATCH_SIZE, drop_remainder=True)
+    rows = count_rows(dataset.prefetch(tf.data.AUTOTUNE))
+    return FeedResult("(e') as (e), .batch(1024) idiom", rows, time.monotonic() - started, "reference")
+
+
+def measure_to_pandas(frame: DataFrame) -> FeedResult:
+    """(b): `toPandas()` with Arrow enabled, numpy columns (genre arrays stacked), then the batched dataset."""
+    arrow_setting = "spark.sql.execution.arrow.pyspark.enabled"
+    conf = frame.sparkSession.conf
+    previous = conf.get(arrow_setting)
+    conf.set(arrow_setting, "true")
+    try:
+        started = time.monotonic()
+        pandas = frame.toPandas()
+    finally:
+        conf.set(arrow_setting, previous)
+    features = {name: pandas[name].to_numpy(np.int64) for name in ("user_idx", "item_idx", "year_idx")}
+    features["genres"] = np.stack(pandas["genres"].to_numpy()).astype(np.float32, copy=False)
+    label = pandas[LABEL].to_numpy(np.float32)
+    del pandas
+    rows = count_rows(batched_dataset(features, label))
+    return FeedResult("(b) toPandas + from_tensor_slices", rows, time.monotonic() - started)
+
+
+def rows_to_columns(rows: list[tuple]) -> tuple[Columns, np.ndarray]:
+    """What a TFoS TensorFlow process does with a batch of rows: one numpy array per column."""
+    user, item, year, genres, label = zip(*rows, strict=True)
+    features = {
+        "user_idx": np.array(user, dtype=np.int64),
+        "item_idx": np.array(item, dtype=np.int64),
+        "year_idx": np.array(year, dtype=np.int64),
+        "genres": np.array(genres, dtype=np.float32),
+    }
+    return features, np.array(label, dtype=np.float32)
+
+
+def tfos_consumer(rows: multiprocessing.Queue, reports: multiprocessing.Queue, batch_size: int, rounds: int) -> None:
+    """The TensorFlow process of (a): get rows one by one, cut batches, iterate them as `tf.data` tensors.
+
+    Reports `"ready"` once TensorFlow is imported, then, for each of `rounds` rounds, `(rows, monotonic
+    time)` after that round's end-of-data marker (None) has been read and every batch iterated.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    def batches():
+        pending = []
+        while (row := rows.get()) is not None:
+            pending.append(row)
+            if len(pending) == batch_size:
+                yield rows_to_columns(pending)
+                pending = []
+        if pending:
+            yield rows_to_columns(pending)
+
+    signature = (
+        {
+            "user_idx": tf.TensorSpec((None,), tf.int64),
+            "item_idx": tf.TensorSpec((None,), tf.int64),
+            "year_idx": tf.TensorSpec((None,), tf.int64),
+            "genres": tf.TensorSpec((None, GENRE_WIDTH), tf.float32),
+        },
+        tf.TensorSpec((None,), tf.float32),
+    )
+    dataset = tf.data.Dataset.from_generator(batches, output_signature=signature).prefetch(tf.data.AUTOTUNE)
+    reports.put("ready")
+    for _ in range(rounds):
+        delivered = count_rows(dataset)
+        reports.put((delivered, time.monotonic()))
+
+
+class TFoSStyleFeed:
+    """(a): a TensorFlow process fed row by row through a `multiprocessing.Queue`, as TFoS InputMode.SPARK.
+
+    The process is started (and imports TensorFlow) before timing starts, like TFoS's long-lived nodes,
+    and serves `rounds` calls of `measure`.
+    """
+
+    def __init__(self, rounds: int = 1, batch_size: int = BATCH_SIZE, queue_size: int = 10 * BATCH_SIZE) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.rows = context.Queue(queue_size)
+        self.reports = context.Queue()
+        self.process = context.Process(target=tfos_consumer, args=(self.rows, self.reports, batch_size, rounds),
+                                       name="tfos-style-consumer", daemon=True)
+        self.process.start()
+        self.ready = False
+
+    def _report(self) -> Any:
+        while True:
+            try:
+                return self.reports.get(timeout=1)
+            except queue.Empty:
+                if not self.process.is_alive():
+                    raise RuntimeError(f"the TFoS-style consumer died (exit code {self.process.exitcode})") from None
+
+    def measure(self, frame: DataFrame) -> FeedResult:
+        """Feed every row of `frame` and return the rate seen by the TensorFlow process."""
+        if not self.ready:
+            if self._report() != "ready":
+                raise RuntimeError("the TFoS-style consumer did not start")
+            self.ready = True
+        started = time.monotonic()
+        for row in frame.rdd.toLocalIterator(prefetchPartitions=True):
+            self.rows.put(tuple(row))
+        self.rows.put(None)
+        delivered, finished = self._report()
+        return FeedResult("(a) TFoS-style rows via mp.Queue", delivered, finished - started)
+
+    def close(self) -> None:
+        """Stop the consumer process if it is still running."""
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join(timeout=10)
+
+
+def parse_dry_run(output: str) -> tuple[dict[str, str], dict[str, str]]:
+    """`uv pip install --dry-run` output → ({package: version removed}, {package: version added})."""
+    removed, added = {}, {}
+    for sign, name, version in re.findall(r"^\s*([+-])\s+([A-Za-z0-9_.\-]+)==(\S+)", output, re.MULTILINE):
+        (added if sign == "+" else removed)[name.lower()] = version
+    return removed, added
+
+
+def petastorm_verdict(removed: dict[str, str], added: dict[str, str]) -> str:
+    """What a dry run's changes mean for (c): a package of the stack replaced means it does not install."""
+    replaced = [f"{name} {version} → {added.get(name, 'removed')}" for name, version in sorted(removed.items())]
+    if replaced:
+        return (f"does not install with this stack: it would replace {', '.join(replaced)} (pinned in "
+                f"requirements.lock); {PETASTORM_IMPORT_NOTE}")
+    if "petastorm" in added:
+        return f"installs without changing the stack, but is not installed here; {PETASTORM_IMPORT_NOTE}"
+    return "petastorm not found by the installer"
+
+
+def check_petastorm(quick: bool) -> str:
+    """(c): petastorm is not in the lock, so ask uv (dry run, never installing) whether it would fit."""
+    try:
+        import petastorm  # noqa: F401
+    except ImportError as error:
+        if not isinstance(error, ModuleNotFoundError) or error.name != "petastorm":
+            return f"installed but does not import: {error}"
+    else:
+        return "installed; not measured by this script"
+    if quick:
+        return "not checked (--quick); a full run asks `uv pip install --dry-run petastorm`"
+    uv = Path(sys.executable).parent / "uv"
+    try:
+        done = subprocess.run([str(uv), "pip", "install", "--dry-run", "--python", sys.executable, "petastorm"],
+                              capture_output=True, text=True, timeout=180)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return f"could not check ({error})"
+    if done.returncode:
+        return f"does not install with this stack: {done.stderr.strip().splitlines()[-1]}"
+    return petastorm_verdict(*parse_dry_run(done.stdout + done.stderr))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# (d) and training: a trainer run by the real runtime
+
+
+class ArrowFeedProbe(TFSparkTrainer):
+    """A trainer that times the runtime's feed, and optionally FM training fed by it vs by numpy.
+
+    `pre_train` reads the Parquet table and stamps the time; the object travels to the barrier task and
+    stamps the time again when unpickled, which the runtime does after the task has cached its whole
+    partition: the difference is the Spark → Arrow → cache part of the feed. `train` then iterates the
+    dataset for `epochs` passes (cache → `tf.data` tensors) and, with `train_fm`, fits the FM for the same
+    steps with `ctx.fit` twice: on the Arrow feed and on the same Parquet read into numpy (untimed), in
+    the order `numpy_first` says (alternate it between runs: the second fit finds TensorFlow warmer).
+    """
+
+    batch_size = BATCH_SIZE
+    label_column = LABEL
+    checkpoint_every = 1 << 40
+
+    def __init__(self, path: str, epochs: int = 2, train_fm: bool = False, numpy_first: bool = True,
+                 factors: int = 16, learning_rate: float = 0.01) -> None:
+        super().__init__()
+        self.path = path
+        self.epochs = epochs
+        self.train_fm = train_fm
+        self.numpy_first = numpy_first
+        self.factors = factors
+        self.learning_rate = learning_rate
+        self.pre_train_done_at: float | None = None
+        self.unpickled_at: float | None = None
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.unpickled_at = time.monotonic()
+
+    def pre_train(self, spark: SparkSession) -> DataFrame:
+        """The feature table, as a trainer would read it from the lake."""
+        frame = spark.read.parquet(self.path)
+        self.pre_train_done_at = time.monotonic()
+        return frame
+
+    def train(self, dataset: tf.data.Dataset, ctx: TrainContext) -> dict[str, Any]:
+        """Time the passes over `dataset`; with `train_fm`, time FM training on the feed and on numpy."""
+        started = time.monotonic()
+        pass_ends, steps, rows = [], 0, 0
+        for _, label in dataset:
+            steps += 1
+            rows += int(label.shape[0])
+            if steps % ctx.steps_per_epoch == 0:
+                pass_ends.append(time.monotonic())
+        marks = [started, *pass_ends]
+        result: dict[str, Any] = {
+            "fill_seconds": self.unpickled_at - self.pre_train_done_at,
+            "pass_seconds": [end - start for start, end in zip(marks, marks[1:], strict=False)],
+            "pass_rows": rows // max(len(pass_ends), 1),
+        }
+        if self.train_fm:
+            result["training"] = {}
+            for source in ("numpy", "arrow") if self.numpy_first else ("arrow", "numpy"):
+                if source == "arrow":
+                    result["training"]["arrow"] = self._fit(ctx, ctx.feed.dataset(), keep_feed=True)
+                else:
+                    in_memory = batched_dataset(*read_parquet_numpy(Path(self.path)), ctx.per_worker_batch_size)
+                    result["training"]["numpy"] = self._fit(ctx, in_memory.repeat(), keep_feed=False)
+        return result
+
+    def _fit(self, ctx: TrainContext, dataset: tf.data.Dataset, keep_feed: bool) -> dict[str, Any]:
+        import keras
+
+        from jobs.fm_model import build_fm_model
+        from jobs.fm_trainer import squared_error
+
+        checkpoints = tempfile.mkdtemp(prefix="feed-bench-ckpt-")
+        run_ctx = dataclasses.replace(ctx, checkpoint_dir=checkpoints, feed=ctx.feed if keep_feed else None,
+                                      fit_result=None)
+        try:
+            keras.utils.set_random_seed(self.seed)
+            with ctx.strategy.scope():
+                model = build_fm_model(factors=self.factors)
+                optimizer = keras.optimizers.Adam(self.learning_rate)
+            started = time.monotonic()
+            fitted = run_ctx.fit(model, optimizer, squared_error, dataset)
+            seconds = time.monotonic() - started
+        finally:
+            shutil.rmtree(checkpoints, ignore_errors=True)
+        return {"seconds": seconds, "examples": fitted["global_step"] * ctx.batch_size, "loss": fitted["loss"]}
+
+
+def run_probe(spark: SparkSession, trainer: ArrowFeedProbe, workdir: Path, num_workers: int = 1,
+              cache_memory_bytes: int | None = None) -> dict[str, Any]:
+    """Run `trainer` through `tfspark.runtime.run_trainer` in this process; return the training summary."""
+    from tfspark.runtime import RunConfig, run_trainer
+
+    output = Path(tempfile.mkdtemp(prefix="probe-", dir=workdir))
+    config = RunConfig(
+        checkpoint_dir=str(output / "checkpoints"),
+        output_dir=str(output),
+        num_workers=num_workers,
+        cache_memory_bytes=cache_memory_bytes or DEFAULT_CACHE_MEMORY_BYTES,
+        log_every=1 << 40,
+        trainer_name="feed_benchmark.ArrowFeedProbe",
+    )
+    try:
+        return run_trainer(spark, trainer, config)
+    finally:
+        shutil.rmtree(output, ignore_errors=True)
+
+
+def arrow_feed_results(summary: dict[str, Any]) -> tuple[FeedResult, FeedResult]:
+    """(d)'s first pass (Spark → cache → tensors) and its later passes (cache → tensors)."""
+    rows, passes = summary["pass_rows"], summary["pass_seconds"]
+    first = FeedResult("(d) tfspark Arrow feed, first pass", rows, summary["fill_seconds"] + passes[0],
+                       f"Spark → cache {summary['fill_seconds']:.2f}s + cache → tensors {passes[0]:.2f}s")
+    later = passes[1:] or passes
+    cached = FeedResult("(d) tfspark Arrow feed, cached passes", rows * len(later), sum(later), "from the cache")
+    return first, cached
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Reporting
+
+
+def ratio_line(name: str, value: float, target: float) -> str:
+    """One target check: the ratio, the target and whether it is met."""
+    verdict = "met" if value >= target else "NOT met"
+    return f"- {name}: {value:.2f}× (target ≥ {target:g}×) — {verdict}"
+
+
+def feed_table(results: list[FeedResult], petastorm: str, tfos: FeedResult, limit: FeedResult) -> list[str]:
+    """The feed table in markdown, with each row's ratio to (a) and to (e)."""
+    lines = [
+        "| feed (batches of 1024 → TF tensors) | rows | seconds | rows/s | vs (a) | vs (e) | note |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for result in results:
+        lines.append(
+            f"| {result.name} | {result.rows:,} | {result.seconds:.2f} | {result.rows_per_second:,.0f} | "
+            f"{result.rows_per_second / tfos.rows_per_second:.2f}× | "
+            f"{result.rows_per_second / limit.rows_per_second:.2f}× | {result.note} |"
+        )
+        if result.name.startswith("(b)"):
+            lines.append(f"| (c) petastorm make_spark_converter | – | – | – | – | – | {petastorm} |")
+    return lines
+
+
+def training_table(training: dict[str, dict[str, Any]]) -> list[str]:
+    """FM training examples/s fed by the Arrow feed vs by in-memory numpy, in markdown."""
+    numpy_rate = examples_per_second(training["numpy"])
+    lines = ["| FM training (ctx.fit, 1 worker) | examples | seconds | examples/s | vs numpy | final loss | rounds |",
+             "|---|---:|---:|---:|---:|---:|---|"]
+    for key, name in (("numpy", "in-memory numpy → tf.data"), ("arrow", "tfspark Arrow feed (cache)")):
+        run = training[key]
+        rate = examples_per_second(run)
+        rounds = ", ".join(f"{value:,.0f}" for value in run.get("rounds", [rate]))
+        lines.append(f"| {name} | {run['examples']:,} | {run['seconds']:.2f} | {rate:,.0f} | "
+                     f"{rate / numpy_rate:.2f}× | {run['loss']:.4f} | {rounds} |")
+    return lines
+
+
+def rss_table(rss_runs: list[tuple[int, int, dict[str, Any]]]) -> list[str]:
+    """Peak RSS of each worker at each size and cache limit, in markdown."""
+    lines = ["| rows | workers | rows per worker | cache memory limit | spilled | peak RSS per worker (MiB) |",
+             "|---:|---:|---|---:|---|---|"]
+    for rows, limit_bytes, summary in rss_runs:
+        peaks = ", ".join(f"{peak / 2**20:,.0f}" for peak in summary["peak_rss_bytes"])
+        per_worker = ", ".join(f"{count:,}" for count in summary["worker_rows"])
+        spilled = ", ".join("yes" if flag else "no" for flag in summary["cache_spilled"])
+        limit = f"{limit_bytes / 2**20:g} MiB"
+        lines.append(f"| {rows:,} | {summary['workers']} | {per_worker} | {limit} | {spilled} | {peaks} |")
+    return lines
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The run
+
+
+@dataclass
+class BenchmarkResults:
+    """Every figure of one run: the best round of each feed and of each training source."""
+
+    rows: int
+    epochs: int
+    repeat: int
+    feeds: list[FeedResult]
+    petastorm: str
+    training: dict[str, dict[str, Any]]
+    rss_runs: list[tuple[int, int, dict[str, Any]]]
+    rss_workers: int
+
+    def feed(self, prefix: str) -> FeedResult:
+        """The feed result whose name starts with `prefix`, e.g. "(a)"."""
+        return next(result for result in self.feeds if result.name.startswith(prefix))
+
+    @property
+    def ratios(self) -> dict[str, float]:
+        """The three target ratios: feed (d)/(a), feed (d)/(e), training (d)/numpy."""
+        arrow = self.feed("(d) tfspark Arrow feed, first").rows_per_second
+        return {
+            "feed_vs_tfos": arrow / self.feed("(a)").rows_per_second,
+            "feed_vs_limit": arrow / self.feed("(e)").rows_per_second,
+            "train_vs_numpy": examples_per_second(self.training["arrow"])
+            / examples_per_second(self.training["numpy"]),
+        }
+
+
+def examples_per_second(run: dict[str, Any]) -> float:
+    """Training examples per second of one `ArrowFeedProbe` fit."""
+    return run["examples"] / run["seconds"]
+
+
+def best_feed(rounds: list[FeedResult]) -> FeedResult:
+    """The fastest round, its note saying how many rounds ran and their spread."""
+    best = max(rounds, key=lambda result: result.rows_per_second)
+    if len(rounds) == 1:
+        return best
+    rates = [result.rows_per_second for result in rounds]
+    spread = f"best of {len(rounds)} ({min(rates):,.0f}–{max(rates):,.0f} rows/s)"
+    return dataclasses.replace(best, note=f"{best.note}; {spread}" if best.note else spread)
+
+
+def best_training(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """The fastest fit of one source, with every round's examples/s."""
+    best = max(rounds, key=examples_per_second)
+    return {**best, "rounds": [examples_per_second(run) for run in rounds]}
+
+
+def warm_up_tensorflow() -> None:
+    """Import TensorFlow and run one tiny `tf.data` pipeline, so no measurement pays for either."""
+    features = {"user_idx": np.zeros(2 * BATCH_SIZE, np.int64)}
+    count_rows(batched_dataset(features, np.zeros(2 * BATCH_SIZE, np.float32)))
+
+
+def run_benchmark(spark: SparkSession, data_dir: Path, rows: int, rss_sizes: list[int], *, epochs: int = 2,
+                  repeat: int = 1, rss_workers: int = 2, rss_cache_mb: float = RSS_CACHE_MEMORY_MB,
+                  quick: bool = False) -> BenchmarkResults:
+    """Measure every feed and FM training on (d) vs numpy `repeat` times, then the RSS runs, on `spark`.
+
+    The rounds interleave the alternatives (a machine shared with other work slows whatever runs while it
+    is busy); the best round of each is kept. Progress is printed as it goes.
+    """
+    path = ensure_dataset(data_dir, rows)
+    for size in rss_sizes:
+        ensure_dataset(data_dir, size)
+    tfos = TFoSStyleFeed(rounds=repeat)
+    workdir = Path(tempfile.mkdtemp(prefix="feed-bench-"))
+    feeds: dict[str, list[FeedResult]] = {}
+    training: dict[str, list[dict[str, Any]]] = {"numpy": [], "arrow": []}
+
+    def record(result: FeedResult) -> None:
+        feeds.setdefault(result.name, []).append(result)
+        print(f"  {result.name}: {result.rows_per_second:,.0f} rows/s {result.note}", flush=True)
+
+    try:
+        petastorm = check_petastorm(quick)
+        print(f"(c) petastorm: {petastorm}", flush=True)
+        warm_up_tensorflow()
+        frame = spark.read.parquet(str(path))
+        for round_index in range(repeat):
+            print(f"round {round_index + 1} of {repeat}", flush=True)
+            record(measure_pyarrow_limit(path))
+            record(measure_common_idiom(path))
+            record(measure_to_pandas(frame))
+            record(tfos.measure(frame))
+            trainer = ArrowFeedProbe(str(path), epochs=epochs, train_fm=True, numpy_first=round_index % 2 == 0)
+            probe = run_probe(spark, trainer, workdir)
+            for result in arrow_feed_results(probe):
+                record(result)
+            for source, run in probe["training"].items():
+                training[source].append(run)
+                print(f"  FM training on {source}: {examples_per_second(run):,.0f} examples/s", flush=True)
+        rss_runs = []
+        memory_only = [] if quick else [(max(rss_sizes), DEFAULT_CACHE_MEMORY_BYTES)]
+        for size, limit_bytes in [(size, int(rss_cache_mb * 2**20)) for size in rss_sizes] + memory_only:
+            trainer = ArrowFeedProbe(str(ensure_dataset(data_dir, size)), epochs=1)
+            summary = run_probe(spark, trainer, workdir, rss_workers, limit_bytes)
+            rss_runs.append((size, limit_bytes, summary))
+            print(f"peak RSS at {size:,} rows, cache limit {limit_bytes / 2**20:g} MiB: "
+                  f"{[round(peak / 2**20) for peak in summary['peak_rss_bytes']]} MiB per worker "
+                  f"(spilled: {summary['cache_spilled']})", flush=True)
+    finally:
+        tfos.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+    order = ("(a)", "(b)", "(d) tfspark Arrow feed, first", "(d) tfspark Arrow feed, cached", "(e)", "(e')")
+    return BenchmarkResults(
+        rows=rows,
+        epochs=epochs,
+        repeat=repeat,
+        feeds=[best_feed(rounds) for prefix in order for name, rounds in feeds.items() if name.startswith(prefix)],
+        petastorm=petastorm,
+        training={source: best_training(runs) for source, runs in training.items()},
+        rss_runs=rss_runs,
+        rss_workers=rss_workers,
+    )
+
+
+def markdown_report(results: BenchmarkResults) -> str:
+    """The tables and the target checks, ready to paste into the README."""
+    ratios = results.ratios
+    steps = results.training["arrow"]["examples"] // BATCH_SIZE
+    rounds = f"best of {results.repeat} rounds" if results.repeat > 1 else "one round"
+    lines = [
+        f"### Feed: {results.rows:,} rows → batches of {BATCH_SIZE} as TF tensors, one consumer, local[2] "
+        f"({os.cpu_count()} cores, {rounds})",
+        "",
+        *feed_table(results.feeds, results.petastorm, results.feed("(a)"), results.feed("(e)")),
+        "",
+        f"### FM training: {steps:,} steps ({results.epochs} epochs) of {BATCH_SIZE}, one worker, same task, "
+        f"same loop (`ctx.fit`), {rounds}",
+        "",
+        *training_table(results.training),
+        "",
+        f"### Peak RSS per worker ({results.rss_workers} workers, one pass over the data)",
+        "",
+        *rss_table(results.rss_runs),
+        "",
+        "### Targets",
+        "",
+        ratio_line("feed (d) first pass / (a) TFoS-style", ratios["feed_vs_tfos"], TARGETS["feed_vs_tfos"]),
+        ratio_line("feed (d) first pass / (e) pyarrow limit", ratios["feed_vs_limit"], TARGETS["feed_vs_limit"]),
+        ratio_line("FM training (d) / in-memory numpy", ratios["train_vs_numpy"], TARGETS["train_vs_numpy"]),
+    ]
+    return "\n".join(lines)
+
+
+def start_spark() -> SparkSession:
+    """The one local[2] session of the run; Python workers are not reused, as `tfspark-submit` sets."""
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    from pyspark.sql import SparkSession
+
+    spark = (SparkSession.builder.master("local[2]").appName("lakeloop feed benchmark")
+             .config("spark.python.worker.reuse", "false")
+             .config("spark.sql.shuffle.partitions", "2")
+             .config("spark.ui.enabled", "false")
+             .config("spark.ui.showConsoleProgress", "false")
+             .config("spark.driver.memory", "4g")
+             .getOrCreate())
+    spark.sparkContext.setLogLevel("ERROR")
+    return spark
+
+
+def parse_sizes(text: str) -> list[int]:
+    """`"1000000,5000000"` → [1000000, 5000000]."""
+    return [int(part.replace("_", "")) for part in text.split(",") if part.strip()]
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line."""
+    args = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    args.add_argument("--rows", type=int, help="rows of the feed/training table (default 1,000,000; --quick 5,000)")
+    args.add_argument("--rss-rows", type=parse_sizes, help="sizes of the RSS runs (default 1M,5M; --quick: --rows)")
+    args.add_argument("--rss-workers", type=int, default=2, help="workers of the RSS runs")
+    args.add_argument("--rss-cache-mb", type=float, default=RSS_CACHE_MEMORY_MB,
+                      help="in-memory cache limit per worker in the RSS runs (spills past it)")
+    args.add_argument("--epochs", type=int, default=2, help="feed passes and FM training epochs (at least 2)")
+    args.add_argument("--repeat", type=int, help="rounds of the feed and training comparison, best kept "
+                                                 "(default 3; --quick 1)")
+    args.add_argument("--data-dir", type=Path, default=Path(tempfile.gettempdir()) / "lakeloop-feed-bench",
+                      help="where the generated Parquet tables are kept and reused")
+    args.add_argument("--quick", action="store_true", help="smoke run: 5,000 rows, one round, no installer check")
+    return args
+
+
+def main(argv: list[str] | None = None) -> BenchmarkResults:
+    """Run the benchmark on its own local[2] session and print the markdown report."""
+    options = parser().parse_args(argv)
+    rows = options.rows or (5_000 if options.quick else 1_000_000)
+    rss_sizes = options.rss_rows or ([rows] if options.quick else [1_000_000, 5_000_000])
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    spark = start_spark()
+    try:
+        results = run_benchmark(spark, options.data_dir, rows, rss_sizes, epochs=max(options.epochs, 2),
+                                repeat=options.repeat or (1 if options.quick else 3),
+                                rss_workers=options.rss_workers, rss_cache_mb=options.rss_cache_mb,
+                                quick=options.quick)
+    finally:
+        spark.stop()
+    print("\n" + markdown_report(results), flush=True)
+    return results
+
+
+if __name__ == "__main__":
+    main()
