@@ -74,14 +74,19 @@ def write_catalog(movielens: MovieLens, lake: Path) -> Path:
 
 
 def ensure_topic(bootstrap: str, topic: str, partitions: int = 3) -> None:
-    """Create `topic` with `partitions` partitions unless it exists."""
+    """Create `topic` with `partitions` partitions unless it exists, keeping records forever.
+
+    Replayed events carry past timestamps; with a time-based retention the broker would delete them
+    before the DAG could backfill those days.
+    """
     from kafka.admin import KafkaAdminClient, NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="lakeloop-replay")
     try:
         if topic not in admin.list_topics():
-            admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
+            admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1,
+                                          topic_configs={"retention.ms": "-1"})])
     except TopicAlreadyExistsError:
         pass
     finally:
