@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Install the Debian packages lakeloop's tests need beyond the Python venv, only when missing.
 #   kcat: an independent Kafka client, used to prove the ingestion accepts a producer nobody here wrote.
+#   chromium, chromium-driver: headless browser for the Airflow UI test (Playwright's browser download does
+#     not work on our build machines; Debian's Chromium does).
 # Idempotent: does nothing (and needs no root) when everything is already installed.
 set -euo pipefail
 
 missing=()
 command -v kcat >/dev/null 2>&1 || missing+=(kcat)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 
 if [ "${#missing[@]}" -eq 0 ]; then
     exit 0
