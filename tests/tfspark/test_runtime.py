@@ -98,14 +98,14 @@ def test_one_and_two_workers_train_the_same_model_to_the_same_loss(runs):
 
 
 @pytest.mark.slow
-def test_a_worker_killed_mid_training_on_uneven_partitions_resumes_from_the_checkpoint(runs):
+def test_uneven_partitions_are_rebalanced_and_a_worker_killed_mid_training_resumes_from_the_checkpoint(runs):
     result = runs.result("killed-worker")
     assert result.returncode == 0, result.log_tail()
     assert runs.path("killed-worker.marker").exists(), "rank 1 really died at step 30"
     assert "Python worker exited unexpectedly" in result.stderr
     summary = result.summary
-    assert summary["worker_rows"] == [98, 1403], "two very unequal partitions, kept as they were"
-    assert summary["global_step"] == 96, "the short partition was cycled, the workers stayed in step"
+    assert sorted(summary["worker_rows"]) == [750, 751], "partitions of 98 and 1403 rows were rebalanced"
+    assert summary["global_step"] == 96
     # Rank 1 dies right after step 30's checkpoint; the chief has saved it too unless Spark killed it first.
     assert summary["resumed_from_step"] in (20, 30), "resumed from a checkpoint (every 10 steps)"
 
