@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.lakeloop-installed
 UV_VERSION := 0.13.9
 
-.PHONY: setup run test lint lock services-up services-down clean bench
+.PHONY: setup run test lint lock services-up services-down clean bench ui
 
 setup: $(STAMP) var/data/ml-100k/ml-100k.inter
 
@@ -23,6 +23,12 @@ var/data/ml-100k/ml-100k.inter: | $(STAMP)
 run: setup
 	$(BIN)/lakeloop services up
 	$(BIN)/lakeloop run $(RUN_ARGS)
+
+# Airflow UI on http://127.0.0.1:8080 (user admin, password in var/airflow/simple_auth_manager_passwords.json.generated)
+# and MLflow UI on http://127.0.0.1:5000, with the embedded broker; Ctrl-C stops both UIs.
+ui: setup
+	$(BIN)/lakeloop services up
+	$(BIN)/lakeloop ui
 
 test: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest $(PYTEST_ARGS)

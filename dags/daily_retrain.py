@@ -8,6 +8,14 @@ writes partitions `dt=D` in the lake; tasks talk through the lake, so any one of
 (→ `features/ratings`) → `train_model` (TensorFlow on Spark, pool `gpu_pool`, checkpoints in
 `checkpoints/`) → `evaluate_model` (RMSE vs the global-mean baseline) → `register_model` (MLflow,
 alias `champion`) → `batch_predict` (top-10 per user → `predictions/`).
+
+**Operations.** Every task retries (`LAKELOOP_TASK_RETRIES`, default 2) with exponential backoff from
+`LAKELOOP_RETRY_DELAY_SECONDS` (default 120 s, doubling, at most 30 min) and has an `execution_timeout`.
+One run at a time (`max_active_runs=1`); a backfill may run several days at once, so each heavy task runs
+for one day at a time (`max_active_tis_per_dag=1`), Spark applications share the pool `spark_pool` (2 slots)
+and training `gpu_pool` (1 slot). A task that fails after its last retry, a run that fails for another
+reason, and a run not finished `LAKELOOP_RUN_DEADLINE_MINUTES` (default 360) after it was queued are
+alerted by `LakeloopNotifier` (webhook `LAKELOOP_ALERT_WEBHOOK`, email via the `smtp_default` connection).
 """
 
 from __future__ import annotations
@@ -15,15 +23,21 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
-from airflow.sdk import DAG, task
+from airflow.sdk import DAG, DeadlineAlert, DeadlineReference, SyncCallback, task
 
+from lakeloop.airflow_env import GPU_POOL, SPARK_POOL
 from lakeloop.config import load_settings
 from lakeloop.ingest import RATINGS_SCHEMA
+from lakeloop.operations import MAX_RETRY_DELAY, RETRY_BACKOFF_MULTIPLIER, load_operations
 from lakeloop.timetable import DailyIntervalTimetable
 from operators.kafka_to_lake import KafkaToLakeOperator
+from operators.links import MLflowModelVersionLink, MLflowRegisteredModelLink, MLflowRunLink, SparkUILink
+from operators.notifiers import LakeloopNotifier
 from operators.tf_on_spark import TFOnSparkOperator
 
 settings = load_settings()
+operations = load_operations()
+alert = LakeloopNotifier()
 DAY = "{{ data_interval_start | ds }}"
 JOBS = settings.project_dir / "jobs"
 WINDOW_DAYS = 30
@@ -35,9 +49,22 @@ with DAG(
     start_date=datetime(2026, 11, 1, tzinfo=UTC),
     catchup=True,
     max_active_runs=1,
+    max_active_tasks=2,
     doc_md=__doc__,
     tags=["lakeloop", "recommender"],
-    default_args={"owner": "lakeloop", "retries": 2, "retry_delay": timedelta(minutes=1)},
+    on_failure_callback=alert,
+    deadline=DeadlineAlert(reference=DeadlineReference.DAGRUN_QUEUED_AT, interval=operations.run_deadline,
+                           callback=SyncCallback(LakeloopNotifier)),
+    default_args={
+        "owner": "lakeloop",
+        "retries": operations.retries,
+        "retry_delay": operations.retry_delay,
+        "retry_exponential_backoff": RETRY_BACKOFF_MULTIPLIER,
+        "max_retry_delay": MAX_RETRY_DELAY,
+        "execution_timeout": timedelta(minutes=30),
+        "max_active_tis_per_dag": 1,
+        "on_failure_callback": alert,
+    },
 ) as dag:
     ingest_ratings = KafkaToLakeOperator(
         task_id="ingest_ratings",
@@ -47,18 +74,23 @@ with DAG(
         rejected_dataset="rejected/ratings",
         schema=RATINGS_SCHEMA,
         kafka_conn_id=None,
+        execution_timeout=timedelta(minutes=20),
     )
     spark_etl = SparkSubmitOperator(
         task_id="spark_etl",
         application=str(JOBS / "etl.py"),
         application_args=["--lake", settings.lake_url, "--day", DAY],
         name="lakeloop-etl",
+        pool=SPARK_POOL,
+        durable=True,
     )
     spark_features = SparkSubmitOperator(
         task_id="spark_features",
         application=str(JOBS / "features.py"),
         application_args=["--lake", settings.lake_url, "--day", DAY],
         name="lakeloop-features",
+        pool=SPARK_POOL,
+        durable=True,
     )
     train_model = TFOnSparkOperator(
         task_id="train_model",
@@ -67,16 +99,18 @@ with DAG(
         checkpoint_dir=f"{settings.lake_url}/checkpoints/{settings.model_name}/{{{{ run_id | replace(':', '_') }}}}",
         output_dir=f"{settings.lake_url}/models/{settings.model_name}/dt={DAY}",
         trainer_args={"lake": settings.lake_url, "day": DAY, "window_days": str(WINDOW_DAYS)},
+        pool=GPU_POOL,
+        execution_timeout=timedelta(hours=2),
     )
 
-    @task
+    @task(execution_timeout=timedelta(minutes=20))
     def evaluate_model(data_interval_start: datetime | None = None) -> dict:
         """RMSE of the day's model on the held-out split, next to the global-mean baseline."""
         from lakeloop.tasks import evaluate_day
 
         return evaluate_day(settings, data_interval_start.date(), WINDOW_DAYS)
 
-    @task
+    @task(execution_timeout=timedelta(minutes=20))
     def register_model(data_interval_start: datetime | None = None) -> dict:
         """Register the day's model in MLflow and alias it `champion`."""
         from lakeloop.tasks import register_day
@@ -89,7 +123,15 @@ with DAG(
         application_args=["--lake", settings.lake_url, "--day", DAY, "--model-name", settings.model_name,
                           "--window-days", str(WINDOW_DAYS)],
         name="lakeloop-batch-predict",
+        pool=SPARK_POOL,
+        durable=True,
+        execution_timeout=timedelta(hours=1),
     )
 
-    (ingest_ratings >> spark_etl >> spark_features >> train_model >> evaluate_model() >> register_model()
-     >> batch_predict)
+    registered = register_model()
+    registered.operator.operator_extra_links = (MLflowModelVersionLink(), MLflowRunLink())
+    train_model.operator_extra_links = (MLflowRegisteredModelLink(), SparkUILink())
+    for spark_task in (spark_etl, spark_features, batch_predict):
+        spark_task.operator_extra_links = (SparkUILink(),)
+
+    ingest_ratings >> spark_etl >> spark_features >> train_model >> evaluate_model() >> registered >> batch_predict

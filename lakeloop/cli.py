@@ -58,6 +58,12 @@ def cmd_airflow(args: argparse.Namespace, settings: Settings) -> int:
     return run_airflow(args.airflow_args, settings, check=False)
 
 
+def cmd_ui(args: argparse.Namespace, settings: Settings) -> int:
+    from lakeloop.airflow_env import run_ui
+
+    return run_ui(settings)
+
+
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from lakeloop.airflow_env import run_airflow
     from lakeloop.lake import window_days
@@ -106,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--dataset-dir", help="MovieLens 100K directory (default: the one make setup fetched)")
         sub.add_argument("--force", action="store_true", help="publish even if the topic already holds those days")
         sub.set_defaults(handler=handler)
+
+    ui = commands.add_parser("ui", help="airflow standalone and the MLflow UI on 127.0.0.1, until Ctrl-C")
+    ui.set_defaults(handler=cmd_ui)
 
     summary = commands.add_parser("summary", help="what the lake and the registry hold for recent days")
     add_days(summary)

@@ -1,0 +1,192 @@
+"""`LakeloopNotifier`: tell people about a failed task, a failed run or a missed deadline.
+
+One notifier serves three Airflow hooks, so every alert has the same shape and goes the same way:
+
+- a task's `on_failure_callback`: Airflow 3 calls it only when the task ends FAILED, i.e. after its last
+  retry (a try that will be retried calls `on_retry_callback` instead), so each failed task sends one alert;
+- the DAG's `on_failure_callback`: a run that failed because a task failed is already covered by that
+  task's alert, so only the other reasons (a deadlock, a run timeout) send one;
+- a Deadline Alert's callback (`SyncCallback(LakeloopNotifier)`): a run that has not finished in time.
+
+Each alert is POSTed as JSON to `LAKELOOP_ALERT_WEBHOOK` (Slack-compatible `text`, plus `kind`, `dag_id`,
+`task_id`, `run_id`, `logical_date`, `try_number`, `exception`, `log_url`) and, when the Airflow connection
+named by `LAKELOOP_ALERT_SMTP_CONN_ID` (default `smtp_default`) exists, emailed through it: host, port,
+login, password; extra `to` (comma-separated recipients), `from_email`, `ssl` or `starttls` (booleans).
+Nothing is read at DAG-parse time and no URL or credential lives in code. A failure to deliver is logged,
+never raised: alerting must not fail or retry the task it reports on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import smtplib
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from email.message import EmailMessage
+from typing import Any
+
+from airflow.sdk.bases.notifier import BaseNotifier
+
+WEBHOOK_ENV = "LAKELOOP_ALERT_WEBHOOK"
+SMTP_CONN_ENV = "LAKELOOP_ALERT_SMTP_CONN_ID"
+DEFAULT_SMTP_CONN_ID = "smtp_default"
+EXCEPTION_SUMMARY_CHARS = 500
+ALREADY_ALERTED_REASONS = frozenset({"task_failure"})
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One alert: what failed, where, and where to look."""
+
+    kind: str
+    dag_id: str | None
+    task_id: str | None
+    run_id: str | None
+    logical_date: str | None
+    try_number: int | None
+    exception: str | None
+    log_url: str | None
+
+    @property
+    def headline(self) -> str:
+        """What happened, in a few words (the email subject)."""
+        what = f"{self.dag_id}.{self.task_id}" if self.task_id else f"{self.dag_id} run {self.run_id}"
+        return {"task_failed": f"{what} failed after {self.try_number} tries",
+                "dag_run_failed": f"{what} failed",
+                "deadline_missed": f"{what} has not finished by its deadline"}.get(self.kind, f"{what}: {self.kind}")
+
+    @property
+    def text(self) -> str:
+        """The one-line, Slack-compatible message."""
+        parts = [f":red_circle: {self.headline}", f"(logical date {self.logical_date})"]
+        if self.exception:
+            parts.append(f"— {self.exception}")
+        if self.log_url:
+            parts.append(f"<{self.log_url}|log>")
+        return " ".join(parts)
+
+    def payload(self) -> dict[str, Any]:
+        """The JSON body posted to the webhook."""
+        return {"text": self.text, **asdict(self)}
+
+
+def summarise_exception(error: BaseException | str | None) -> str | None:
+    """`Type: message`, cut to a length a chat message can carry."""
+    if error is None:
+        return None
+    summary = f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else str(error)
+    return summary if len(summary) <= EXCEPTION_SUMMARY_CHARS else summary[: EXCEPTION_SUMMARY_CHARS - 1] + "…"
+
+
+def _iso(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value.isoformat() if isinstance(value, datetime) else str(value)
+
+
+def alert_from_context(context: Mapping[str, Any]) -> Alert | None:
+    """The alert for a callback context, or None when the failure was already alerted on.
+
+    Tells the three callers apart by their contexts: a deadline callback gets `deadline` and a `dag_run`
+    dictionary; a DAG callback gets `reason`; a task callback gets neither.
+    """
+    if "deadline" in context:
+        run = context.get("dag_run") or {}
+        return Alert(kind="deadline_missed", dag_id=run.get("dag_id"), task_id=None, run_id=run.get("dag_run_id"),
+                     logical_date=_iso(run.get("logical_date")), try_number=None,
+                     exception=f"deadline was {_iso(context['deadline'].get('deadline_time'))}", log_url=None)
+    ti = context.get("ti") or context.get("task_instance")
+    dag_run = context.get("dag_run")
+    logical_date = _iso(context.get("logical_date") or getattr(dag_run, "logical_date", None))
+    if "reason" in context:
+        if context["reason"] in ALREADY_ALERTED_REASONS:
+            return None
+        dag = context.get("dag")
+        return Alert(kind="dag_run_failed", dag_id=getattr(dag, "dag_id", None) or getattr(ti, "dag_id", None),
+                     task_id=None, run_id=context.get("run_id") or getattr(ti, "run_id", None),
+                     logical_date=logical_date, try_number=None, exception=f"reason: {context['reason']}",
+                     log_url=None)
+    return Alert(kind="task_failed", dag_id=getattr(ti, "dag_id", None), task_id=getattr(ti, "task_id", None),
+                 run_id=getattr(ti, "run_id", None), logical_date=logical_date,
+                 try_number=getattr(ti, "try_number", None), exception=summarise_exception(context.get("exception")),
+                 log_url=getattr(ti, "log_url", None))
+
+
+class LakeloopNotifier(BaseNotifier):
+    """Send a failure or deadline alert to the webhook and, if an SMTP connection exists, by email.
+
+    :param webhook_url: Where to POST the JSON alert; None reads `LAKELOOP_ALERT_WEBHOOK` when notifying
+        (unset: no webhook).
+    :param smtp_conn_id: The Airflow SMTP connection; None reads `LAKELOOP_ALERT_SMTP_CONN_ID`, else
+        `smtp_default` (absent: no email).
+    :param timeout: Seconds allowed for each delivery.
+    """
+
+    def __init__(self, webhook_url: str | None = None, smtp_conn_id: str | None = None, timeout: float = 10.0,
+                 context: Mapping[str, Any] | None = None) -> None:
+        super().__init__(context=context)
+        self.webhook_url = webhook_url
+        self.smtp_conn_id = smtp_conn_id
+        self.timeout = timeout
+
+    def notify(self, context: Mapping[str, Any]) -> None:
+        """Deliver the context's alert through every configured channel; log delivery failures."""
+        alert = alert_from_context(context)
+        if alert is None:
+            self.log.info("run failed because a task failed: that task's alert already went out")
+            return
+        webhook_url = self.webhook_url or os.environ.get(WEBHOOK_ENV)
+        if webhook_url:
+            try:
+                self.post_webhook(webhook_url, alert)
+            except Exception as error:  # alerting never fails the task it reports on
+                self.log.error("could not post the %s alert to the webhook: %s", alert.kind, error)
+        try:
+            self.send_email(alert)
+        except Exception as error:
+            self.log.error("could not email the %s alert: %s", alert.kind, error)
+
+    def post_webhook(self, url: str, alert: Alert) -> None:
+        """POST the alert as JSON."""
+        request = urllib.request.Request(url, data=json.dumps(alert.payload()).encode(), method="POST",
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            response.read()
+        self.log.info("posted the %s alert to the webhook", alert.kind)
+
+    def send_email(self, alert: Alert) -> None:
+        """Email the alert through the SMTP connection, if that connection exists."""
+        from airflow.sdk import BaseHook
+        from airflow.sdk.exceptions import AirflowNotFoundException
+
+        conn_id = self.smtp_conn_id or os.environ.get(SMTP_CONN_ENV, DEFAULT_SMTP_CONN_ID)
+        try:
+            connection = BaseHook.get_connection(conn_id)
+        except AirflowNotFoundException:
+            self.log.debug("no SMTP connection %r: not emailing", conn_id)
+            return
+        extra = connection.extra_dejson
+        recipients = [address.strip() for address in str(extra.get("to", "")).split(",") if address.strip()]
+        if not recipients:
+            self.log.warning("SMTP connection %r has no `to` in its extra: not emailing", conn_id)
+            return
+        message = EmailMessage()
+        message["Subject"] = f"[lakeloop] {alert.headline}"
+        message["From"] = extra.get("from_email") or connection.login or "lakeloop@localhost"
+        message["To"] = ", ".join(recipients)
+        message.set_content(alert.text + "\n\n" + json.dumps(asdict(alert), indent=2))
+        smtp_class = smtplib.SMTP_SSL if _truthy(extra.get("ssl")) else smtplib.SMTP
+        with smtp_class(connection.host or "localhost", connection.port or 25, timeout=self.timeout) as smtp:
+            if _truthy(extra.get("starttls")):
+                smtp.starttls()
+            if connection.login:
+                smtp.login(connection.login, connection.password or "")
+            smtp.send_message(message)
+        self.log.info("emailed the %s alert to %s", alert.kind, ", ".join(recipients))
+
+
+def _truthy(value: Any) -> bool:
+    return str(value).strip().lower() in ("1", "true", "yes", "on")
