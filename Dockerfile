@@ -1,0 +1,38 @@
+# The one lakeloop image: every Airflow component, the MLflow server, the Spark master and workers, and the
+# replay job. Built from requirements.lock exactly like the development venv (uv pip sync), so the Spark driver
+# (inside an Airflow task) and the executors (on the workers) run identical Python, pyspark and TensorFlow.
+FROM python:3.11-slim-bookworm
+
+ARG UV_VERSION=0.13.9
+ARG LAKELOOP_UID=50000
+
+# Java 17 for Spark; curl for the health checks; tini reaps the JVMs and Python workers Spark forks.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends openjdk-17-jre-headless curl procps tini \
+    && rm -rf /var/lib/apt/lists/* \
+    && ln -s "$(dirname "$(dirname "$(readlink -f "$(command -v java)")")")" /usr/lib/jvm/java-17
+
+WORKDIR /opt/lakeloop
+ENV JAVA_HOME=/usr/lib/jvm/java-17 \
+    VIRTUAL_ENV=/opt/lakeloop/.venv \
+    PATH=/opt/lakeloop/.venv/bin:$PATH \
+    PYSPARK_PYTHON=/opt/lakeloop/.venv/bin/python \
+    PYSPARK_DRIVER_PYTHON=/opt/lakeloop/.venv/bin/python \
+    SPARK_HOME=/opt/lakeloop/.venv/lib/python3.11/site-packages/pyspark \
+    AIRFLOW_HOME=/opt/airflow \
+    PYTHONUNBUFFERED=1
+
+COPY requirements.lock ./
+RUN pip install --no-cache-dir "uv==${UV_VERSION}" \
+    && uv venv --python /usr/local/bin/python3.11 .venv \
+    && uv pip sync --no-cache --python .venv/bin/python requirements.lock
+
+COPY . .
+RUN uv pip install --no-cache --python .venv/bin/python --no-deps . \
+    && useradd --uid "${LAKELOOP_UID}" --gid 0 --create-home lakeloop \
+    && mkdir -p /lake /var/lib/lakeloop /opt/airflow/logs \
+    && chown -R lakeloop:0 /lake /var/lib/lakeloop /opt/airflow
+
+USER lakeloop
+ENTRYPOINT ["/usr/bin/tini", "--"]
+CMD ["lakeloop", "--help"]
