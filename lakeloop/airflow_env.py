@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -53,6 +56,7 @@ def airflow_environment(settings: Settings, base: dict[str, str] | None = None) 
         "AIRFLOW__API__HOST": "127.0.0.1",
         "AIRFLOW__API__PORT": api_port,
         "AIRFLOW__API__WORKERS": "1",
+        "AIRFLOW__CORE__PARALLELISM": "4",
         "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{api_port}",
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api_port}/execution/",
         "LAKELOOP_MLFLOW_UI_URL": DEFAULT_MLFLOW_UI_URL,
@@ -90,23 +94,101 @@ def ensure_airflow_ready(env: dict[str, str]) -> None:
     marker.write_text(wanted)
 
 
+class AirflowServices:
+    """What `airflow standalone` runs (API server/UI, scheduler, DAG processor, triggerer), on 127.0.0.1 only.
+
+    `airflow standalone` also starts two log servers bound to every interface (ports 8793/8794, not
+    configurable); with the LocalExecutor the API server reads task logs from the local files anyway, so
+    these components run without them. Each component is a process group of its own, stopped by its id;
+    output goes to `<AIRFLOW_HOME>/services/<component>.log`.
+    """
+
+    COMPONENTS = {
+        "api-server": ["api-server"],
+        "scheduler": ["scheduler", "--skip-serve-logs"],
+        "dag-processor": ["dag-processor"],
+        "triggerer": ["triggerer", "--skip-serve-logs"],
+    }
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.log_dir = Path(env["AIRFLOW_HOME"]) / "services"
+        self.processes: dict[str, subprocess.Popen] = {}
+
+    @property
+    def base_url(self) -> str:
+        """The UI/API address."""
+        return self.env["AIRFLOW__API__BASE_URL"]
+
+    @property
+    def password_file(self) -> Path:
+        """Where the simple auth manager keeps the generated password of the user `admin`."""
+        return Path(self.env["AIRFLOW_HOME"]) / PASSWORD_FILE
+
+    def start(self) -> None:
+        """Initialise the home if needed, then start every component."""
+        ensure_airflow_ready(self.env)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        for name, args in self.COMPONENTS.items():
+            with (self.log_dir / f"{name}.log").open("ab") as log:
+                self.processes[name] = subprocess.Popen([_airflow_binary(), *args], env=self.env, stdout=log,
+                                                        stderr=subprocess.STDOUT, start_new_session=True)
+
+    def wait_until_healthy(self, timeout_s: float = 300.0) -> None:
+        """Block until the API server reports every component healthy; raise if one exits or time runs out."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            exited = {name: proc.returncode for name, proc in self.processes.items() if proc.poll() is not None}
+            if exited:
+                raise RuntimeError(f"Airflow components exited: {exited}; see {self.log_dir}")
+            try:
+                with urllib.request.urlopen(f"{self.base_url}/api/v2/monitor/health", timeout=5) as response:
+                    health = json.load(response)
+                if all(part.get("status") == "healthy" for part in health.values()):
+                    return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"Airflow not healthy after {timeout_s:.0f}s; see {self.log_dir}")
+            time.sleep(2)
+
+    def stop(self, timeout_s: float = 60.0) -> None:
+        """Stop every component (SIGTERM to its process group, SIGKILL after `timeout_s`)."""
+        for proc in self.processes.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        for proc in self.processes.values():
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        self.processes.clear()
+
+
 def run_ui(settings: Settings) -> int:
-    """Serve the MLflow UI and `airflow standalone` (UI, scheduler, DAG processor, triggerer) until Ctrl-C."""
+    """Serve the MLflow UI and the Airflow components (UI, scheduler, DAG processor, triggerer) until Ctrl-C."""
     env = airflow_environment(settings)
-    ensure_airflow_ready(env)
+    services = AirflowServices(env)
     mlflow_url = urlparse(env["LAKELOOP_MLFLOW_UI_URL"])
     mlflow_ui = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "ui", "--backend-store-uri",
                                   env["MLFLOW_TRACKING_URI"], "--host", "127.0.0.1", "--port",
-                                  str(mlflow_url.port or 5000)], env=env)
-    print(f"MLflow UI:  {env['LAKELOOP_MLFLOW_UI_URL']}\n"
-          f"Airflow UI: {env['AIRFLOW__API__BASE_URL']}  (user admin, password in "
-          f"{Path(env['AIRFLOW_HOME']) / PASSWORD_FILE})", flush=True)
+                                  str(mlflow_url.port or 5000)], env=env, start_new_session=True)
     try:
-        return subprocess.run([_airflow_binary(), "standalone"], env=env, check=False).returncode
+        services.start()
+        services.wait_until_healthy()
+        print(f"MLflow UI:  {env['LAKELOOP_MLFLOW_UI_URL']}\n"
+              f"Airflow UI: {services.base_url}  (user admin, password in {services.password_file})\n"
+              f"component logs in {services.log_dir}; Ctrl-C stops everything", flush=True)
+        while all(proc.poll() is None for proc in services.processes.values()):
+            time.sleep(1)
+        return 1
     except KeyboardInterrupt:
         return 0
     finally:
-        mlflow_ui.terminate()
+        services.stop()
+        os.killpg(mlflow_ui.pid, signal.SIGTERM)
         mlflow_ui.wait(timeout=30)
 
 
