@@ -1,11 +1,15 @@
 """The barrier job: the DataFrame's N partitions become N TensorFlow workers training one model.
 
 Driver side, `run_trainer` calls the trainer's `pre_train`, runs `train_on_spark`, writes
-`<output_dir>/train_summary.json` and always calls `shutdown`. `train_on_spark` hands each partition to a
-barrier task through `DataFrame.mapInArrow(..., barrier=True)`. Task side, `_barrier_task` sets the GPUs the
-task owns (before TensorFlow is imported), caches its Arrow batches, meets the other tasks through
-`allGather`, builds `TF_CONFIG` and the strategy, and runs the user's `train`. A failed task fails the whole
-barrier stage, Spark reruns every task, and training resumes from the last checkpoint.
+`<output_dir>/train_summary.json` and always calls `shutdown`. `train_on_spark` hands each worker its share
+of the DataFrame: when the DataFrame is a plain Parquet scan, the barrier tasks read their planned row groups
+themselves (`tfspark.parquet_direct`); otherwise the DataFrame is repartitioned into one shard per worker and
+each shard reaches its barrier task through `DataFrame.mapInArrow(..., barrier=True)`. The summary's
+`feed_path` says which (`parquet-direct` or `spark-arrow`, with `feed_path_reason`). Task side,
+`_barrier_task` sets the GPUs the task owns (before TensorFlow is imported), caches its Arrow batches, meets
+the other tasks through `allGather`, builds `TF_CONFIG` and the strategy, and runs the user's `train`. A
+failed task fails the whole barrier stage, Spark reruns every task, and training resumes from the last
+checkpoint.
 """
 
 from __future__ import annotations
@@ -27,6 +31,13 @@ import pyarrow as pa
 
 from tfspark.checkpoint import url_to_path
 from tfspark.feed import DEFAULT_CACHE_MEMORY_BYTES, BatchFeed, cache_partition
+from tfspark.parquet_direct import (
+    PARQUET_DIRECT,
+    SPARK_ARROW,
+    DirectPathUnavailable,
+    ParquetFeedPlan,
+    plan_parquet_feed,
+)
 from tfspark.rendezvous import (
     WorkerInfo,
     assign_gpus,
@@ -79,6 +90,7 @@ class _TaskPayload:
     checkpoint_every: int
     shuffle: bool
     seed: int
+    parquet: ParquetFeedPlan | None = None
 
 
 def run_trainer(spark: SparkSession, trainer: TFSparkTrainer, config: RunConfig) -> dict[str, Any]:
@@ -154,9 +166,14 @@ def train_on_spark(frame: DataFrame, trainer: TFSparkTrainer, config: RunConfig)
             "TensorFlow already configured in a reused worker (tfspark-submit sets it to false)"
         )
     local_gpus = _local_master_gpus(spark, config)
-    # Round-robin into exactly one even shard per worker: Parquet splits are often uneven (786k/214k seen),
-    # and every worker runs the same number of steps, so the small shard would be cycled many times.
-    frame = frame.repartition(config.num_workers)
+    parquet, fallback_reason = _plan_feed(frame, config.num_workers)
+    if parquet is not None:
+        # The tasks read their row groups themselves; Spark only launches them (and retries them as a gang).
+        tasks = spark.range(config.num_workers, numPartitions=config.num_workers)
+    else:
+        # Round-robin into exactly one even shard per worker: Parquet splits are often uneven (786k/214k
+        # seen), and every worker runs the same number of steps, so the small shard would be cycled many times.
+        tasks = frame.repartition(config.num_workers)
     try:
         pickled_trainer = cloudpickle.dumps(trainer)
     except Exception as error:
@@ -174,15 +191,35 @@ def train_on_spark(frame: DataFrame, trainer: TFSparkTrainer, config: RunConfig)
         checkpoint_every=trainer.checkpoint_every,
         shuffle=trainer.shuffle,
         seed=trainer.seed,
+        parquet=parquet,
     )
     spark.sparkContext.setJobDescription(f"tfspark train {config.trainer_name} on {config.num_workers} workers")
-    trained = frame.mapInArrow(functools.partial(_barrier_task, payload=payload), RESULT_SCHEMA, barrier=True)
+    trained = tasks.mapInArrow(functools.partial(_barrier_task, payload=payload), RESULT_SCHEMA, barrier=True)
     # The shuffle makes the barrier stage a ShuffleMapStage: Spark reruns a failed one whole, while a
     # failed barrier ResultStage aborts the job ("Could not recover from a failed barrier ResultStage").
     results = sorted(trained.repartition(1).collect(), key=lambda row: row["rank"])
     summary = _summarise(config, payload, [json.loads(row["result"]) for row in results])
     summary["application_id"] = spark.sparkContext.applicationId
+    summary["feed_path"] = SPARK_ARROW if parquet is None else PARQUET_DIRECT
+    summary["feed_path_reason"] = fallback_reason
     return summary
+
+
+def _plan_feed(frame: DataFrame, num_workers: int) -> tuple[ParquetFeedPlan | None, str | None]:
+    """The direct Parquet plan when `frame` qualifies, else None and why not; the choice is logged."""
+    try:
+        parquet = plan_parquet_feed(frame, num_workers)
+    except DirectPathUnavailable as reason:
+        logger.info("feed path: %s (not %s: %s)", SPARK_ARROW, PARQUET_DIRECT, reason)
+        return None, str(reason)
+    logger.info(
+        "feed path: %s (%d files, %d row groups, rows per worker %s)",
+        PARQUET_DIRECT,
+        parquet.num_files,
+        parquet.num_row_groups,
+        parquet.worker_rows,
+    )
+    return parquet, None
 
 
 def _local_master_gpus(spark: SparkSession, config: RunConfig) -> tuple[str, ...]:
@@ -286,6 +323,10 @@ def _barrier_task(batches: Iterator[pa.RecordBatch], payload: _TaskPayload) -> I
     if tensorflow_preloaded:
         logger.warning("TensorFlow was imported before CUDA_VISIBLE_DEVICES was set; GPU isolation may not hold")
     devices = assign_gpus(barrier.resources(), config.gpus_per_worker, rank, payload.local_gpus)
+    if payload.parquet is not None:
+        for _ in batches:  # the one-row launcher partition
+            pass
+        batches = payload.parquet.batches(rank)
     cache = cache_partition(batches, memory_limit_bytes=config.cache_memory_bytes)
     try:
         port = reserve_port()

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from pyspark.sql import types as T
 from tfspark_jobs import TINY_TRAINER, ConcurrentRuns
-from tiny_trainer import RATINGS_FILE
+from tiny_trainer import RATINGS_FILE, write_ratings_parquet
 
 from tfspark.runtime import RunConfig, run_trainer, validate_schema
 from tfspark.trainer import TFSparkTrainer
@@ -49,6 +49,16 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConcurrentRuns]:
             "--trainer-arg", "fail_at_step=30",
             "--trainer-arg", "fail_rank=1",
             "--trainer-arg", f"fail_marker={runs.path('killed-worker.marker')}",
+        ],
+    )  # fmt: skip
+    runs.start(
+        "parquet-direct",
+        [
+            *tiny, "--num-workers", "2",
+            "--trainer-arg", f"parquet={write_ratings_parquet(runs.path('ratings-parquet'))}",
+            "--trainer-arg", "fail_at_step=30",
+            "--trainer-arg", "fail_rank=1",
+            "--trainer-arg", f"fail_marker={runs.path('parquet-direct.marker')}",
         ],
     )  # fmt: skip
     runs.start(
@@ -90,6 +100,8 @@ def test_one_and_two_workers_train_the_same_model_to_the_same_loss(runs):
     assert one["loss"] < 0.95 * ratings_variance()
     assert two["epoch_losses"][-1] < two["epoch_losses"][0]
     assert one["cuda_visible_devices"] == [""] and two["cuda_visible_devices"] == ["", ""], "CPU only"
+    assert two["feed_path"] == "spark-arrow", "text parsed in pre_train: Spark feeds it"
+    assert two["feed_path_reason"].startswith("the projection computes")
     for result in results.values():
         assert (result.output_dir / "model.keras").is_file()
         assert (result.output_dir / "checkpoints" / "ckpt-96.index").is_file()
@@ -108,6 +120,21 @@ def test_uneven_partitions_are_rebalanced_and_a_worker_killed_mid_training_resum
     assert summary["global_step"] == 96
     # Rank 1 dies right after step 30's checkpoint; the chief has saved it too unless Spark killed it first.
     assert summary["resumed_from_step"] in (20, 30), "resumed from a checkpoint (every 10 steps)"
+
+
+@pytest.mark.slow
+def test_a_plain_parquet_scan_is_read_by_the_workers_themselves_and_a_killed_worker_resumes(runs):
+    result = runs.result("parquet-direct")
+    assert result.returncode == 0, result.log_tail()
+    assert "feed path: parquet-direct (2 files, 6 row groups, rows per worker [750, 751])" in result.stdout
+    assert runs.path("parquet-direct.marker").exists(), "rank 1 really died at step 30"
+    assert "Python worker exited unexpectedly" in result.stderr
+    summary = result.summary
+    assert (summary["feed_path"], summary["feed_path_reason"]) == ("parquet-direct", None)
+    assert summary["worker_rows"] == [750, 751]
+    assert summary["global_step"] == 96
+    assert summary["resumed_from_step"] in (20, 30), "resumed from a checkpoint (every 10 steps)"
+    assert summary["loss"] < 0.95 * ratings_variance()
 
 
 @pytest.mark.slow

@@ -1,11 +1,12 @@
 """A tiny rating model on Spark's MovieLens sample, the trainer the tfspark tests run.
 
 Rating ≈ user bias + item bias + a linear term over a fixed-length array feature, trained with `ctx.fit`.
-Trainer args (strings) steer the test scenarios: `epochs`; `uneven` (two very unequal partitions);
-`limit` (keep that many rows); `shutdown_marker` (a file `shutdown` writes); `fail_in` (pre_train|train:
-raise there); and fault injection mid-training: `fail_at_step`, `fail_rank`, `fail_mode` (exit: the
-Python worker dies; raise: an exception), `fail_marker` (fail only while this file does not exist,
-creating it on the way down, so a retry succeeds).
+Trainer args (strings) steer the test scenarios: `epochs`; `parquet` (read the ratings from this Parquet
+directory, written by `write_ratings_parquet`, instead of parsing the text file: the direct Parquet path);
+`uneven` (two very unequal partitions); `limit` (keep that many rows); `shutdown_marker` (a file
+`shutdown` writes); `fail_in` (pre_train|train: raise there); and fault injection mid-training:
+`fail_at_step`, `fail_rank`, `fail_mode` (exit: the Python worker dies; raise: an exception),
+`fail_marker` (fail only while this file does not exist, creating it on the way down, so a retry succeeds).
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pyspark
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -22,6 +26,27 @@ from tfspark.trainer import TFSparkTrainer, TrainContext
 
 SPARK_HOME = Path(os.environ.get("SPARK_HOME") or Path(pyspark.__file__).parent)
 RATINGS_FILE = SPARK_HOME / "data" / "mllib" / "als" / "sample_movielens_ratings.txt"
+
+
+def write_ratings_parquet(directory: Path, first_file_rows: int = 1000, row_group_rows: int = 300) -> Path:
+    """The sample ratings as two Parquet files in row groups, with the columns `pre_train` builds plus one more."""
+    lines = RATINGS_FILE.read_text().splitlines()
+    user, item, rating, timestamp = np.array([line.split("::") for line in lines], dtype=np.int64).T
+    table = pa.table(
+        {
+            "user_id": user,
+            "item_id": item,
+            "rating": rating.astype(np.float64),
+            "scaled_ids": pa.FixedSizeListArray.from_arrays(
+                np.column_stack([user / 30, item / 100]).astype(np.float32).ravel(), 2
+            ).cast(pa.list_(pa.float32())),
+            "timestamp": timestamp,
+        }
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table.slice(0, first_file_rows), directory / "part-0.parquet", row_group_size=row_group_rows)
+    pq.write_table(table.slice(first_file_rows), directory / "part-1.parquet", row_group_size=row_group_rows)
+    return directory
 
 
 class TinyRatingsTrainer(TFSparkTrainer):
@@ -42,16 +67,19 @@ class TinyRatingsTrainer(TFSparkTrainer):
     def pre_train(self, spark: SparkSession) -> DataFrame:
         if self.args.get("fail_in") == "pre_train":
             raise RuntimeError("injected pre_train failure")
-        parts = F.split(F.col("value"), "::")
-        ratings = spark.read.text(str(RATINGS_FILE)).select(
-            parts[0].cast("long").alias("user_id"),
-            parts[1].cast("long").alias("item_id"),
-            parts[2].cast("double").alias("rating"),
-        )
-        ratings = ratings.withColumn(
-            "scaled_ids",
-            F.array((F.col("user_id") / 30).cast("float"), (F.col("item_id") / 100).cast("float")),
-        )
+        if "parquet" in self.args:
+            ratings = spark.read.parquet(self.args["parquet"]).select("user_id", "item_id", "rating", "scaled_ids")
+        else:
+            parts = F.split(F.col("value"), "::")
+            ratings = spark.read.text(str(RATINGS_FILE)).select(
+                parts[0].cast("long").alias("user_id"),
+                parts[1].cast("long").alias("item_id"),
+                parts[2].cast("double").alias("rating"),
+            )
+            ratings = ratings.withColumn(
+                "scaled_ids",
+                F.array((F.col("user_id") / 30).cast("float"), (F.col("item_id") / 100).cast("float")),
+            )
         if "limit" in self.args:
             ratings = ratings.limit(int(self.args["limit"]))
         bounds = ratings.agg(F.max("user_id"), F.max("item_id")).first()

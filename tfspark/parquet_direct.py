@@ -1,0 +1,238 @@
+"""The direct Parquet path: workers read a plain Parquet scan's files themselves, with pyarrow.
+
+Through `mapInArrow`, Spark converts every row of the training DataFrame from its JVM row format to Arrow,
+which bounds the feed's first pass. When the DataFrame `pre_train` returns is nothing but columns of Parquet
+files (an optional projection of plain column references over a Parquet relation: no filter, no computed
+column, no join, no partition column), the rows Spark would hand over are exactly the files' rows. Then the
+driver plans which rows of which row groups each worker reads (`plan_row_groups`: contiguous, balanced to
+one row, deterministic, so a retried stage or application gets the same shards) and each barrier task reads
+its own with pyarrow (`ParquetFeedPlan.batches`), cast to the Arrow types Spark would give, in record batches
+of Spark's `maxRecordsPerBatch`, into the same cache and feed as the Spark path.
+
+`plan_parquet_feed` raises `DirectPathUnavailable`, saying why, for anything else; the runtime then takes
+the Spark path. Files are opened with `pyarrow.fs.FileSystem.from_uri`, so any filesystem pyarrow knows works
+(local, `s3://`, `gs://`, `hdfs://`...); a scheme it does not know (Hadoop's `s3a://`) falls back to Spark.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+from urllib.parse import unquote, urlsplit
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pyarrow import fs as pafs
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
+
+PARQUET_DIRECT = "parquet-direct"
+SPARK_ARROW = "spark-arrow"
+PARQUET_DIRECT_CONF = "spark.tfspark.parquetDirect"
+_FOOTER_THREADS = 8
+_LOGICAL_RELATION = "org.apache.spark.sql.execution.datasources.LogicalRelation"
+_HADOOP_FS_RELATION = "org.apache.spark.sql.execution.datasources.HadoopFsRelation"
+_PARQUET_FORMAT = "org.apache.spark.sql.execution.datasources.parquet.ParquetFileFormat"
+_ATTRIBUTE = "org.apache.spark.sql.catalyst.expressions.AttributeReference"
+
+
+class DirectPathUnavailable(Exception):
+    """Why the training DataFrame cannot be read straight from its Parquet files (Spark feeds it instead)."""
+
+
+@dataclass(frozen=True)
+class ParquetScan:
+    """A DataFrame that is only columns of Parquet files: the files (URIs, sorted) and the columns, in order."""
+
+    files: tuple[str, ...]
+    columns: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RowGroup:
+    """One row group of one Parquet file and its row count."""
+
+    path: str
+    index: int
+    num_rows: int
+
+
+@dataclass(frozen=True)
+class RowGroupSlice:
+    """Rows `[offset, offset + length)` of one row group: a worker's part of it."""
+
+    path: str
+    index: int
+    offset: int
+    length: int
+
+
+@dataclass(frozen=True)
+class ParquetFeedPlan:
+    """Which rows each worker reads, and the Arrow schema and record batch size Spark would have used."""
+
+    schema: pa.Schema
+    shards: tuple[tuple[RowGroupSlice, ...], ...]
+    batch_rows: int | None
+    num_files: int
+    num_row_groups: int
+
+    @property
+    def worker_rows(self) -> list[int]:
+        """Rows planned for each worker."""
+        return [sum(piece.length for piece in shard) for shard in self.shards]
+
+    def batches(self, rank: int) -> Iterator[pa.RecordBatch]:
+        """Worker `rank`'s rows as record batches of at most `batch_rows`, typed as Spark would type them."""
+        for uri, pieces in itertools.groupby(self.shards[rank], key=lambda piece: piece.path):
+            with open_parquet(uri) as parquet_file:
+                for piece in pieces:
+                    table = parquet_file.read_row_group(piece.index, columns=self.schema.names)
+                    table = table.select(self.schema.names).slice(piece.offset, piece.length).cast(self.schema)
+                    yield from table.to_batches(max_chunksize=self.batch_rows)
+
+
+def parquet_scan(frame: DataFrame) -> ParquetScan:
+    """The files and columns of `frame` if its optimized plan is a plain Parquet scan; else why not.
+
+    Accepted: a `LogicalRelation` over a Parquet `HadoopFsRelation`, optionally under one `Project` of
+    plain column references, selecting no partition column. Anything else (a filter, a computed or renamed
+    column, a join, a limit, a cached or in-memory frame, a DataSource V2 scan) raises `DirectPathUnavailable`.
+    """
+    try:
+        plan = frame._jdf.queryExecution().optimizedPlan()
+        if plan.nodeName() == "Project":
+            projected = plan.projectList()
+            for position in range(projected.size()):
+                expression = projected.apply(position)
+                if expression.getClass().getName() != _ATTRIBUTE:
+                    raise DirectPathUnavailable(f"the projection computes {expression.sql()}")
+            plan = plan.child()
+        if plan.getClass().getName() != _LOGICAL_RELATION:
+            raise DirectPathUnavailable(f"the plan is not a plain file scan: {_first_line(plan.toString())}")
+        relation = plan.relation()
+        if relation.getClass().getName() != _HADOOP_FS_RELATION:
+            raise DirectPathUnavailable(f"the relation is {relation.getClass().getSimpleName()}, not files")
+        if relation.fileFormat().getClass().getName() != _PARQUET_FORMAT:
+            raise DirectPathUnavailable(f"the files are {relation.fileFormat().toString()}, not Parquet")
+        partition_columns = set(relation.partitionSchema().fieldNames())
+        files = tuple(sorted(relation.location().inputFiles()))
+    except DirectPathUnavailable:
+        raise
+    except Exception as error:  # Spark Connect frames have no JVM plan; py4j errors on unexpected plans
+        raise DirectPathUnavailable(f"could not inspect the plan ({type(error).__name__}: {error})") from error
+    columns = tuple(frame.columns)
+    selected_partitions = sorted(partition_columns.intersection(columns))
+    if selected_partitions:
+        raise DirectPathUnavailable(f"partition column(s) {selected_partitions} come from directory names")
+    if len(set(columns)) != len(columns):
+        raise DirectPathUnavailable(f"duplicate column names in {list(columns)}")
+    return ParquetScan(files, columns)
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else text
+
+
+@functools.lru_cache(maxsize=16)
+def _filesystem(root: str) -> tuple[pafs.FileSystem, str]:
+    return pafs.FileSystem.from_uri(root)
+
+
+def resolve_uri(uri: str) -> tuple[pafs.FileSystem, str]:
+    """A file URI as Spark lists it → (pyarrow filesystem, path in it); one filesystem per scheme and host."""
+    parts = urlsplit(uri)
+    if not parts.scheme:
+        return pafs.LocalFileSystem(), uri
+    filesystem, root = _filesystem(f"{parts.scheme}://{parts.netloc}/")
+    return filesystem, f"{root.rstrip('/')}/{unquote(parts.path).lstrip('/')}"
+
+
+def open_parquet(uri: str) -> pq.ParquetFile:
+    """Open a Parquet file by URI for reading (footer and row groups)."""
+    filesystem, path = resolve_uri(uri)
+    return pq.ParquetFile(path, filesystem=filesystem)
+
+
+def read_row_groups(scan: ParquetScan, schema: pa.Schema) -> list[RowGroup]:
+    """Every row group of the scan's files, from their footers, checking each file can give `schema`.
+
+    Raises `DirectPathUnavailable` when a file cannot be opened, lacks a column, or holds a column pyarrow
+    cannot cast to the type Spark reads it as.
+    """
+
+    def footer(uri: str) -> pq.FileMetaData:
+        try:
+            filesystem, path = resolve_uri(uri)
+            return pq.read_metadata(path, filesystem=filesystem)
+        except (OSError, ValueError, pa.ArrowException) as error:
+            raise DirectPathUnavailable(f"pyarrow cannot read {uri} ({error})") from error
+
+    with ThreadPoolExecutor(min(_FOOTER_THREADS, max(1, len(scan.files)))) as pool:
+        footers = list(pool.map(footer, scan.files))
+    groups = []
+    for uri, metadata in zip(scan.files, footers, strict=True):
+        file_schema = metadata.schema.to_arrow_schema()
+        for field in schema:
+            if field.name not in file_schema.names:
+                raise DirectPathUnavailable(f"{uri} has no column {field.name!r} (Spark would read nulls)")
+            found = file_schema.field(field.name).type
+            if found != field.type and not _castable(found, field.type):
+                raise DirectPathUnavailable(f"{uri}: column {field.name!r} is {found}, Spark reads {field.type}")
+        groups += [RowGroup(uri, index, metadata.row_group(index).num_rows) for index in range(metadata.num_row_groups)]
+    return groups
+
+
+def _castable(source: pa.DataType, target: pa.DataType) -> bool:
+    try:
+        pa.array([], type=source).cast(target)
+    except (pa.ArrowNotImplementedError, pa.ArrowInvalid):
+        return False
+    return True
+
+
+def plan_row_groups(row_groups: Sequence[RowGroup], num_workers: int) -> tuple[tuple[RowGroupSlice, ...], ...]:
+    """Split the row groups, in order, into `num_workers` contiguous shards whose row counts differ by one at most.
+
+    Worker k takes rows `[total*k // n, total*(k+1) // n)` of the row groups laid end to end, so a row group
+    on a boundary is read in part by two workers. Deterministic: the same row groups give the same shards.
+    """
+    if num_workers < 1:
+        raise ValueError(f"num_workers must be positive, got {num_workers}")
+    total = sum(group.num_rows for group in row_groups)
+    bounds = [total * rank // num_workers for rank in range(num_workers + 1)]
+    shards: list[list[RowGroupSlice]] = [[] for _ in range(num_workers)]
+    start = 0
+    for group in row_groups:
+        end = start + group.num_rows
+        for rank in range(num_workers):
+            low, high = max(start, bounds[rank]), min(end, bounds[rank + 1])
+            if low < high:
+                shards[rank].append(RowGroupSlice(group.path, group.index, low - start, high - low))
+        start = end
+    return tuple(tuple(shard) for shard in shards)
+
+
+def plan_parquet_feed(frame: DataFrame, num_workers: int) -> ParquetFeedPlan:
+    """Plan the direct path for `frame` over `num_workers`, or raise `DirectPathUnavailable` saying why not."""
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    spark = frame.sparkSession
+    if spark.conf.get(PARQUET_DIRECT_CONF, "true").lower() != "true":
+        raise DirectPathUnavailable(f"{PARQUET_DIRECT_CONF} is false")
+    scan = parquet_scan(frame)
+    schema = to_arrow_schema(frame.schema)
+    groups = read_row_groups(scan, schema)
+    batch_rows = int(spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch", "10000"))
+    return ParquetFeedPlan(
+        schema=schema,
+        shards=plan_row_groups(groups, num_workers),
+        batch_rows=batch_rows if batch_rows > 0 else None,
+        num_files=len(scan.files),
+        num_row_groups=len(groups),
+    )
