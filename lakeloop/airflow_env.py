@@ -88,9 +88,10 @@ def ensure_airflow_ready(env: dict[str, str]) -> None:
     home.mkdir(parents=True, exist_ok=True)
     airflow = _airflow_binary()
     subprocess.run([airflow, "db", "migrate"], env=env, check=True, stdout=subprocess.DEVNULL)
-    for pool, (slots, description) in POOLS.items():
-        subprocess.run([airflow, "pools", "set", pool, str(slots), description], env=env, check=True,
-                       stdout=subprocess.DEVNULL)
+    pools_file = home / "lakeloop-pools.json"
+    pools_file.write_text(json.dumps({pool: {"slots": slots, "description": description}
+                                      for pool, (slots, description) in POOLS.items()}))
+    subprocess.run([airflow, "pools", "import", str(pools_file)], env=env, check=True, stdout=subprocess.DEVNULL)
     marker.write_text(wanted)
 
 

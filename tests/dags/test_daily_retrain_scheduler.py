@@ -118,6 +118,7 @@ def deployment(tmp_path_factory, movielens) -> Iterator[Deployment]:
             "AIRFLOW__API__PORT": str(free_port()),
             # only the backfill and the triggered run: no catch-up of every day since the start date
             "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
         })
         settings = load_settings(base)
         env = airflow_environment(settings, base)
@@ -134,7 +135,6 @@ def deployment(tmp_path_factory, movielens) -> Iterator[Deployment]:
         services.wait_until_healthy(timeout_s=600)
         deployment = Deployment(env, settings, services, broker, webhook, smtp, report.events_per_day)
         _wait_until_parsed(deployment)
-        deployment.airflow("dags", "unpause", DAG_ID)
         yield deployment
 
 
