@@ -4,7 +4,8 @@ Each barrier task receives its partition as Arrow record batches. `ArrowCache` k
 in memory up to a limit and in a local Arrow IPC file past it, so a worker's memory does not grow with its
 partition. `BatchFeed` cycles over the cache and cuts it into batches of exactly `batch_size` rows with numpy
 slicing (one vectorised operation per record batch), so every worker can be told to yield the same number
-of batches whatever the size of its partition. TensorFlow is imported only by `BatchFeed.dataset`.
+of batches whatever the size of its partition; the batches cut from one record batch reach TensorFlow
+together, as one chunk. TensorFlow is imported only by `BatchFeed.dataset`.
 """
 
 from __future__ import annotations
@@ -288,8 +289,13 @@ class BatchFeed:
             columns = _take(columns, order)
         return columns
 
-    def iter_numpy(self, start_batch: int = 0) -> Iterator[tuple[NumpyBatch, np.ndarray]]:
-        """Yield `(features, label)` numpy batches number `start_batch` .. `total_batches - 1`."""
+    def iter_chunks(self, start_batch: int = 0) -> Iterator[tuple[NumpyBatch, np.ndarray]]:
+        """Yield batches number `start_batch` .. `total_batches - 1` in chunks of consecutive batches.
+
+        A chunk is `(features, label)` whose arrays have shape `(n, batch_size, ...)`: the n batches cut from
+        one record batch (with the rows left over from the previous one), a reshaped view where possible.
+        Handing TensorFlow one chunk instead of n batches divides the per-element cost of `from_generator`.
+        """
         remaining = self.total_batches - start_batch
         if remaining <= 0:
             return
@@ -307,17 +313,26 @@ class BatchFeed:
                 if carry is not None:
                     columns = _concat(carry, columns)
                 rows = len(columns[self.label_column])
-                start = 0
-                while rows - start >= self.batch_size:
-                    batch = _take(columns, slice(start, start + self.batch_size))
-                    label = batch.pop(self.label_column)
-                    yield batch, label
-                    start += self.batch_size
-                    remaining -= 1
+                count = min(rows // self.batch_size, remaining)
+                used = count * self.batch_size
+                if count:
+                    chunk = {
+                        name: values[:used].reshape(count, self.batch_size, *values.shape[1:])
+                        for name, values in columns.items()
+                    }
+                    label = chunk.pop(self.label_column)
+                    yield chunk, label
+                    remaining -= count
                     if remaining == 0:
                         return
-                carry = _take(columns, slice(start, None)) if start < rows else None
+                carry = _take(columns, slice(used, None)) if used < rows else None
             pass_index += 1
+
+    def iter_numpy(self, start_batch: int = 0) -> Iterator[tuple[NumpyBatch, np.ndarray]]:
+        """Yield `(features, label)` numpy batches number `start_batch` .. `total_batches - 1`, one by one."""
+        for features, label in self.iter_chunks(start_batch):
+            for index in range(len(label)):
+                yield {name: values[index] for name, values in features.items()}, label[index]
 
     def element_spec(self) -> tuple[dict[str, tf.TensorSpec], tf.TensorSpec]:
         """The `tf.data` element spec: ({feature: TensorSpec}, label TensorSpec), batch dimension fixed."""
@@ -338,9 +353,14 @@ class BatchFeed:
         """
         import tensorflow as tf
 
+        features, label = self.element_spec()
+        chunk_spec = tf.nest.map_structure(
+            lambda spec: tf.TensorSpec((None, *spec.shape), spec.dtype, spec.name), (features, label)
+        )
         dataset = tf.data.Dataset.from_generator(
-            lambda: self.iter_numpy(self.start_batch), output_signature=self.element_spec()
-        ).prefetch(tf.data.AUTOTUNE)
+            lambda: self.iter_chunks(self.start_batch), output_signature=chunk_spec
+        ).unbatch()
+        dataset = dataset.prefetch(tf.data.AUTOTUNE)
         options = tf.data.Options()
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
         return dataset.with_options(options)

@@ -103,6 +103,18 @@ def test_shuffled_feed_visits_every_row_once_per_pass():
     assert list(row_ids[:60]) != list(row_ids[60:]), "each pass has its own order"
 
 
+def test_the_batches_cut_from_one_record_batch_travel_as_one_chunk():
+    with cache_partition(ratings_batches(95, 30)) as cache:
+        feed = BatchFeed(cache, "label", batch_size=8, total_batches=20, shuffle=False)
+        chunks = list(feed.iter_chunks())
+        batches = list(feed.iter_numpy())
+    assert [len(label) for _, label in chunks] == [3, 4, 4, 4, 4, 1], "30 rows, then 30 + the rows left over"
+    assert chunks[1][0]["pair"].shape == (4, 8, 2)
+    row_ids = np.concatenate([features["row_id"].ravel() for features, _ in chunks])
+    np.testing.assert_array_equal(row_ids, np.arange(160) % 95)
+    np.testing.assert_array_equal(row_ids, np.concatenate([features["row_id"] for features, _ in batches]))
+
+
 def test_starting_at_a_batch_equals_skipping_to_it():
     with cache_partition(ratings_batches(50, 9)) as cache:
         feed = BatchFeed(cache, "label", batch_size=7, total_batches=30, shuffle=True, seed=11)
