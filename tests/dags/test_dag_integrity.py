@@ -12,6 +12,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 HEAVY_MODULES = ("tensorflow", "keras", "pyspark", "mlflow", "torch")
+SPARK_TASK_IDS = {"spark_etl", "spark_features", "batch_predict"}
 TASK_IDS = ["ingest_ratings", "spark_etl", "spark_features", "train_model", "evaluate_model", "register_model",
             "batch_predict"]
 
@@ -42,6 +43,24 @@ def test_daily_retrain_runs_the_loop_in_order(dagbag):
     assert [task.task_id for task in dag.topological_sort()] == TASK_IDS
     assert dag.catchup is True
     assert dag.get_task("train_model").pool == "gpu_pool"
+
+
+def test_daily_retrain_is_bounded_retried_and_alerted(dagbag):
+    from operators.notifiers import LakeloopNotifier
+
+    dag = dagbag.dags["daily_retrain"]
+    assert dag.max_active_runs == 1
+    assert isinstance(dag.on_failure_callback, LakeloopNotifier)
+    [deadline] = dag.deadline
+    assert deadline.callback.path == "operators.notifiers.LakeloopNotifier"
+    assert {task.task_id for task in dag.tasks if task.pool == "spark_pool"} == SPARK_TASK_IDS
+    for task in dag.tasks:
+        assert task.retry_exponential_backoff > 1 and task.max_retry_delay, task.task_id
+        assert task.execution_timeout is not None, task.task_id
+        assert task.max_active_tis_per_dag == 1, task.task_id
+        assert any(isinstance(callback, LakeloopNotifier) for callback in task.on_failure_callback), task.task_id
+        assert not task.on_retry_callback, task.task_id
+    assert all(dag.get_task(task_id).durable for task_id in SPARK_TASK_IDS)
 
 
 def test_parsing_imports_nothing_heavy():
