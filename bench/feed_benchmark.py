@@ -1,16 +1,21 @@
 """Feeding a Spark DataFrame to TensorFlow: this runtime's Arrow feed against the alternatives, side by side.
 
 One Parquet feature table (MovieLens 100K ratings re-sampled with replacement to `--rows` rows, mapped to the
-FM's inputs `user_idx`, `item_idx`, `year_idx`, `genres` and the `label`) is fed, in one run, on one local[2]
-Spark session, into batches of 1024 rows as TensorFlow tensors, five ways:
+FM's inputs `jobs.feature_spec.FEATURE_COLUMNS` and the `label`) is fed, in one run, on one local[2] Spark
+session, into batches of 1024 rows as TensorFlow tensors, five ways:
 
   (a) TFoS-style     TensorFlowOnSpark's InputMode.SPARK: Spark rows (`df.rdd.toLocalIterator()`) pickled one
                      by one through a `multiprocessing.Queue` into a TensorFlow process that batches them.
   (b) toPandas       `df.toPandas()` (Arrow enabled) + `tf.data.Dataset.from_tensor_slices`.
   (c) petastorm      `make_spark_converter`, if petastorm installs with this stack (checked with uv, dry run).
-  (d) tfspark Arrow  this runtime, the real path: `tfspark.runtime.run_trainer` → `mapInArrow` barrier task →
-                     `tfspark.feed` cache → `tf.data`, timed from the end of `pre_train` on the driver to the
-                     last tensor in the task (Spark job, shuffle to one worker, Arrow transfer, cache, batches).
+  (d) tfspark        this runtime, the real thing: `tfspark.runtime.run_trainer` → barrier task → `tfspark.feed`
+                     cache → `tf.data`, timed from the end of `pre_train` on the driver to the last tensor of
+                     the first pass in the task, on both of its paths:
+      (d1)           the direct Parquet path, which the FM trainer takes: the driver plans the row groups, the
+                     barrier task reads them with pyarrow (driver plan, Spark job, read, cache, batches);
+      (d2)           the Spark path (`spark.tfspark.parquetDirect=false`): a shuffle to one worker, Spark's
+                     row → Arrow conversion, `mapInArrow` into the task, cache, batches;
+                     and the passes after the first, from the cache, the same on both.
   (e) pyarrow limit  `pyarrow.parquet.read_table` → numpy → `from_tensor_slices` of pre-cut batches, no Spark.
 
 (a) is built to be generous to TFoS: a plain `multiprocessing.Queue` instead of TFoS's manager proxy (one
@@ -20,7 +25,7 @@ the TensorFlow side cuts 1024-row batches into numpy columns before `tf.data` (n
 `from_tensor_slices(rows).batch(1024)` is printed as (e') for reference.
 
 Then the FM (`jobs.fm_model.build_fm_model`, Adam, squared error) is trained for the same steps inside the
-same barrier task with the runtime's loop (`ctx.fit`), once fed by the Arrow feed and once by in-memory numpy
+same barrier task with the runtime's loop (`ctx.fit`), once fed by the feed (d1) and once by in-memory numpy
 arrays, and examples/s are compared. Last, the peak RSS of each worker with the spill cache is read from the
 training summary (`peak_rss_bytes`) for each of `--rss-rows`.
 
@@ -57,8 +62,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from jobs.features import GENRES, YEAR_BUCKETS
+from jobs.feature_spec import FEATURE_COLUMNS, GENRES, HISTORY_COLUMNS, INDEX_COLUMNS, LABEL, YEAR_BUCKETS, FeatureSpec
+from jobs.fm_model import FMHyperParameters
 from tfspark.feed import DEFAULT_CACHE_MEMORY_BYTES
+from tfspark.parquet_direct import PARQUET_DIRECT, PARQUET_DIRECT_CONF, SPARK_ARROW
 from tfspark.trainer import TFSparkTrainer, TrainContext
 
 if TYPE_CHECKING:
@@ -75,15 +82,14 @@ if __name__ != "__main__":
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 BATCH_SIZE = 1024
-LABEL = "label"
 GENRE_WIDTH = len(GENRES)
 FEATURE_SCHEMA = pa.schema([
-    ("user_idx", pa.int64()),
-    ("item_idx", pa.int64()),
-    ("year_idx", pa.int64()),
+    *[(name, pa.int64()) for name in INDEX_COLUMNS],
     ("genres", pa.list_(pa.float32())),
-    ("label", pa.float32()),
+    *[(name, pa.float32()) for name in HISTORY_COLUMNS],
+    (LABEL, pa.float32()),
 ])
+FEATURE_DTYPES = {field.name: np.int64 if pa.types.is_int64(field.type) else np.float32 for field in FEATURE_SCHEMA}
 GENERATE_CHUNK_ROWS = 1_000_000
 ROW_GROUP_ROWS = 1 << 17
 RSS_CACHE_MEMORY_MB = 32
@@ -93,9 +99,11 @@ PETASTORM_IMPORT_NOTE = (
 )
 TARGETS = {"feed_vs_tfos": 10.0, "feed_vs_limit": 0.5, "train_vs_numpy": 0.9}
 RATIO_NAMES = {
-    "feed_vs_tfos": "feed (d) first pass / (a) TFoS-style",
-    "feed_vs_limit": "feed (d) first pass / (e) pyarrow limit",
+    "feed_vs_tfos": "feed (d1) first pass, the FM pipeline's path / (a) TFoS-style",
+    "feed_vs_limit": "feed (d1) first pass, the FM pipeline's path / (e) pyarrow limit",
     "train_vs_numpy": "FM training (d) / in-memory numpy",
+    "spark_arrow_vs_tfos": "for information, no target: feed (d2) Spark → Arrow first pass / (a) TFoS-style",
+    "spark_arrow_vs_limit": "for information, no target: feed (d2) Spark → Arrow first pass / (e) pyarrow limit",
     "cached_vs_limit": "for information, no target: feed (d) cached passes / (e) pyarrow limit",
 }
 
@@ -108,7 +116,12 @@ Columns = dict[str, np.ndarray]
 
 @dataclass(frozen=True)
 class RatingFeatures:
-    """MovieLens ratings as FM inputs, one entry per rating; the genre rows are shared through `catalog_row`."""
+    """MovieLens ratings as FM inputs, one entry per rating; the genre rows are shared through `catalog_row`.
+
+    Indices start at 1 (0 is the out-of-vocabulary bucket, as in `jobs.features`); the history columns are
+    each user's and item's mean rating and count over the whole data set (the real table counts only the
+    ratings before each one: same shape and types, which is what a feed benchmark needs).
+    """
 
     user_idx: np.ndarray
     item_idx: np.ndarray
@@ -116,6 +129,14 @@ class RatingFeatures:
     catalog_row: np.ndarray
     year_idx_by_movie: np.ndarray
     genres_by_movie: np.ndarray
+    history: dict[str, np.ndarray]
+
+
+def history_statistics(index: np.ndarray, label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each rating's entity's mean rating and rating count (float32), entities numbered by `index`."""
+    counts = np.bincount(index).astype(np.float64)
+    means = np.bincount(index, weights=label) / np.maximum(counts, 1)
+    return means[index].astype(np.float32), counts[index].astype(np.float32)
 
 
 def year_buckets(years: pa.Array) -> np.ndarray:
@@ -144,13 +165,18 @@ def rating_features(movielens: MovieLens) -> RatingFeatures:
     catalog_row = pc.index_in(ratings["item_id"], value_set=movies["item_id"])
     if catalog_row.null_count:
         raise ValueError(f"{catalog_row.null_count} ratings name a movie missing from the catalog")
+    label = ratings["rating"].to_numpy().astype(np.float32)
+    history = {}
+    for entity, index in (("user", user_idx), ("item", item_idx)):
+        history[f"{entity}_mean_rating"], history[f"{entity}_rating_count"] = history_statistics(index, label)
     return RatingFeatures(
-        user_idx=user_idx.astype(np.int64),
-        item_idx=item_idx.astype(np.int64),
-        label=ratings["rating"].to_numpy().astype(np.float32),
+        user_idx=user_idx.astype(np.int64) + 1,
+        item_idx=item_idx.astype(np.int64) + 1,
+        label=label,
         catalog_row=catalog_row.to_numpy().astype(np.int64),
         year_idx_by_movie=year_buckets(movies["year"]),
         genres_by_movie=genre_multi_hot(movies["genres"].combine_chunks()),
+        history=history,
     )
 
 
@@ -162,21 +188,20 @@ def sample_table(features: RatingFeatures, rng: np.random.Generator, rows: int) 
         pa.array(np.arange(0, (rows + 1) * GENRE_WIDTH, GENRE_WIDTH, dtype=np.int32)),
         pa.array(features.genres_by_movie[movie].ravel()),
     )
-    return pa.Table.from_arrays(
-        [
-            pa.array(features.user_idx[picks]),
-            pa.array(features.item_idx[picks]),
-            pa.array(features.year_idx_by_movie[movie]),
-            genres,
-            pa.array(features.label[picks]),
-        ],
-        schema=FEATURE_SCHEMA,
-    )
+    columns = {
+        "user_idx": features.user_idx[picks],
+        "item_idx": features.item_idx[picks],
+        "year_idx": features.year_idx_by_movie[movie],
+        "genres": genres,
+        **{name: values[picks] for name, values in features.history.items()},
+        LABEL: features.label[picks],
+    }
+    return pa.Table.from_arrays([pa.array(columns[name]) for name in FEATURE_SCHEMA.names], schema=FEATURE_SCHEMA)
 
 
 def ensure_dataset(data_dir: Path, rows: int, seed: int = 0) -> Path:
     """The Parquet feature table of `rows` rows in `data_dir`, generated on the first call and then reused."""
-    path = Path(data_dir) / f"fm-features-{rows}-seed{seed}.parquet"
+    path = Path(data_dir) / f"fm-features-v2-{rows}-seed{seed}.parquet"
     if path.exists():
         return path
     from lakeloop.config import load_settings
@@ -197,10 +222,20 @@ def ensure_dataset(data_dir: Path, rows: int, seed: int = 0) -> Path:
     return path
 
 
+def dataset_spec(path: Path) -> FeatureSpec:
+    """The FM's `FeatureSpec` for a feature table (vocabulary sizes from the largest indices)."""
+    table = pq.read_table(path, columns=["user_idx", "item_idx", LABEL])
+    label = table[LABEL]
+    return FeatureSpec(user_vocab_size=pc.max(table["user_idx"]).as_py() + 1,
+                       item_vocab_size=pc.max(table["item_idx"]).as_py() + 1,
+                       prior_mean=pc.mean(label).as_py(), rating_min=pc.min(label).as_py(),
+                       rating_max=pc.max(label).as_py())
+
+
 def read_parquet_numpy(path: Path) -> tuple[Columns, np.ndarray]:
     """The feature table as numpy columns with pyarrow alone: ({feature: array}, label)."""
     table = pq.read_table(path)
-    features = {name: table[name].to_numpy() for name in ("user_idx", "item_idx", "year_idx")}
+    features = {name: table[name].to_numpy() for name in FEATURE_COLUMNS if name != "genres"}
     features["genres"] = table["genres"].combine_chunks().flatten().to_numpy().reshape(-1, GENRE_WIDTH)
     return features, table[LABEL].to_numpy()
 
@@ -277,7 +312,7 @@ def measure_to_pandas(frame: DataFrame) -> FeedResult:
         pandas = frame.toPandas()
     finally:
         conf.set(arrow_setting, previous)
-    features = {name: pandas[name].to_numpy(np.int64) for name in ("user_idx", "item_idx", "year_idx")}
+    features = {name: pandas[name].to_numpy(FEATURE_DTYPES[name]) for name in FEATURE_COLUMNS if name != "genres"}
     features["genres"] = np.stack(pandas["genres"].to_numpy()).astype(np.float32, copy=False)
     label = pandas[LABEL].to_numpy(np.float32)
     del pandas
@@ -286,15 +321,10 @@ def measure_to_pandas(frame: DataFrame) -> FeedResult:
 
 
 def rows_to_columns(rows: list[tuple]) -> tuple[Columns, np.ndarray]:
-    """What a TFoS TensorFlow process does with a batch of rows: one numpy array per column."""
-    user, item, year, genres, label = zip(*rows, strict=True)
-    features = {
-        "user_idx": np.array(user, dtype=np.int64),
-        "item_idx": np.array(item, dtype=np.int64),
-        "year_idx": np.array(year, dtype=np.int64),
-        "genres": np.array(genres, dtype=np.float32),
-    }
-    return features, np.array(label, dtype=np.float32)
+    """What a TFoS TensorFlow process does with a batch of rows (in `FEATURE_SCHEMA` order): numpy columns."""
+    columns = {name: np.array(values, dtype=FEATURE_DTYPES[name])
+               for name, values in zip(FEATURE_SCHEMA.names, zip(*rows, strict=True), strict=True)}
+    return columns, columns.pop(LABEL)
 
 
 def tfos_consumer(rows: multiprocessing.Queue, reports: multiprocessing.Queue, batch_size: int, rounds: int) -> None:
@@ -316,15 +346,10 @@ def tfos_consumer(rows: multiprocessing.Queue, reports: multiprocessing.Queue, b
         if pending:
             yield rows_to_columns(pending)
 
-    signature = (
-        {
-            "user_idx": tf.TensorSpec((None,), tf.int64),
-            "item_idx": tf.TensorSpec((None,), tf.int64),
-            "year_idx": tf.TensorSpec((None,), tf.int64),
-            "genres": tf.TensorSpec((None, GENRE_WIDTH), tf.float32),
-        },
-        tf.TensorSpec((None,), tf.float32),
-    )
+    def spec(name: str) -> tf.TensorSpec:
+        return tf.TensorSpec((None, GENRE_WIDTH) if name == "genres" else (None,), tf.as_dtype(FEATURE_DTYPES[name]))
+
+    signature = ({name: spec(name) for name in FEATURE_COLUMNS}, spec(LABEL))
     dataset = tf.data.Dataset.from_generator(batches, output_signature=signature).prefetch(tf.data.AUTOTUNE)
     reports.put("ready")
     for _ in range(rounds):
@@ -426,9 +451,11 @@ def check_petastorm(quick: bool) -> str:
 class ArrowFeedProbe(TFSparkTrainer):
     """A trainer that times the runtime's feed, and optionally FM training fed by it vs by numpy.
 
-    `pre_train` reads the Parquet table and stamps the time; the object travels to the barrier task and
+    `pre_train` reads the Parquet table as `jobs.fm_trainer.FMTrainer` reads its training examples (a
+    projection of the model's columns) and stamps the time; the object travels to the barrier task and
     stamps the time again when unpickled, which the runtime does after the task has cached its whole
-    partition: the difference is the Spark → Arrow → cache part of the feed. `train` then iterates the
+    partition: the difference is the files → cache part of the feed (read by the task itself on the direct
+    Parquet path, converted by Spark and shipped through `mapInArrow` on the other). `train` then iterates the
     dataset for `epochs` passes (cache → `tf.data` tensors) and, with `train_fm`, fits the FM for the same
     steps with `ctx.fit` twice: on the Arrow feed and on the same Parquet read into numpy (untimed), in
     the order `numpy_first` says (alternate it between runs: the second fit finds TensorFlow warmer).
@@ -438,15 +465,14 @@ class ArrowFeedProbe(TFSparkTrainer):
     label_column = LABEL
     checkpoint_every = 1 << 40
 
-    def __init__(self, path: str, epochs: int = 2, train_fm: bool = False, numpy_first: bool = True,
-                 factors: int = 16, learning_rate: float = 0.01) -> None:
+    def __init__(self, path: str, epochs: int = 2, train_fm: bool = False, numpy_first: bool = True) -> None:
         super().__init__()
         self.path = path
         self.epochs = epochs
         self.train_fm = train_fm
         self.numpy_first = numpy_first
-        self.factors = factors
-        self.learning_rate = learning_rate
+        self.hparams = FMHyperParameters(batch_size=BATCH_SIZE)
+        self.spec: FeatureSpec | None = None
         self.pre_train_done_at: float | None = None
         self.unpickled_at: float | None = None
 
@@ -455,8 +481,9 @@ class ArrowFeedProbe(TFSparkTrainer):
         self.unpickled_at = time.monotonic()
 
     def pre_train(self, spark: SparkSession) -> DataFrame:
-        """The feature table, as a trainer would read it from the lake."""
-        frame = spark.read.parquet(self.path)
+        """The feature table, as the FM trainer reads it from the lake."""
+        self.spec = dataset_spec(Path(self.path))
+        frame = spark.read.parquet(self.path).select(*FEATURE_COLUMNS, LABEL)
         self.pre_train_done_at = time.monotonic()
         return frame
 
@@ -495,10 +522,10 @@ class ArrowFeedProbe(TFSparkTrainer):
         run_ctx = dataclasses.replace(ctx, checkpoint_dir=checkpoints, feed=ctx.feed if keep_feed else None,
                                       fit_result=None)
         try:
-            keras.utils.set_random_seed(self.seed)
+            keras.utils.set_random_seed(self.hparams.seed)
             with ctx.strategy.scope():
-                model = build_fm_model(factors=self.factors)
-                optimizer = keras.optimizers.Adam(self.learning_rate)
+                model = build_fm_model(self.spec, self.hparams)
+                optimizer = keras.optimizers.Adam(self.hparams.learning_rate)
             started = time.monotonic()
             fitted = run_ctx.fit(model, optimizer, squared_error, dataset)
             seconds = time.monotonic() - started
@@ -508,8 +535,12 @@ class ArrowFeedProbe(TFSparkTrainer):
 
 
 def run_probe(spark: SparkSession, trainer: ArrowFeedProbe, workdir: Path, num_workers: int = 1,
-              cache_memory_bytes: int | None = None) -> dict[str, Any]:
-    """Run `trainer` through `tfspark.runtime.run_trainer` in this process; return the training summary."""
+              cache_memory_bytes: int | None = None, feed_path: str = PARQUET_DIRECT) -> dict[str, Any]:
+    """Run `trainer` through `tfspark.runtime.run_trainer` in this process; return the training summary.
+
+    `feed_path` is the path the run must take: `SPARK_ARROW` turns the direct Parquet path off for this run;
+    a run that did not take the path asked for is an error (its figures would be mislabelled).
+    """
     from tfspark.runtime import RunConfig, run_trainer
 
     output = Path(tempfile.mkdtemp(prefix="probe-", dir=workdir))
@@ -521,20 +552,37 @@ def run_probe(spark: SparkSession, trainer: ArrowFeedProbe, workdir: Path, num_w
         log_every=1 << 40,
         trainer_name="feed_benchmark.ArrowFeedProbe",
     )
+    if feed_path == SPARK_ARROW:
+        spark.conf.set(PARQUET_DIRECT_CONF, "false")
     try:
-        return run_trainer(spark, trainer, config)
+        summary = run_trainer(spark, trainer, config)
     finally:
+        spark.conf.unset(PARQUET_DIRECT_CONF)
         shutil.rmtree(output, ignore_errors=True)
+    if summary["feed_path"] != feed_path:
+        raise RuntimeError(f"the probe took the {summary['feed_path']} path, not {feed_path}: "
+                           f"{summary['feed_path_reason']}")
+    return summary
 
 
-def arrow_feed_results(summary: dict[str, Any]) -> tuple[FeedResult, FeedResult]:
-    """(d)'s first pass (Spark → cache → tensors) and its later passes (cache → tensors)."""
-    rows, passes = summary["pass_rows"], summary["pass_seconds"]
-    first = FeedResult("(d) tfspark Arrow feed, first pass", rows, summary["fill_seconds"] + passes[0],
-                       f"Spark → cache {summary['fill_seconds']:.2f}s + cache → tensors {passes[0]:.2f}s")
+FIRST_PASS = {PARQUET_DIRECT: ("(d1) tfspark feed, direct Parquet, first pass", "pyarrow → cache"),
+              SPARK_ARROW: ("(d2) tfspark feed, Spark → Arrow, first pass", "Spark → cache")}
+CACHED_PASSES = "(d) tfspark feed, cached passes"
+
+
+def first_pass_result(summary: dict[str, Any]) -> FeedResult:
+    """(d1) or (d2), whichever path the run took: files → cache → tensors, timed from the end of pre_train."""
+    name, fill = FIRST_PASS[summary["feed_path"]]
+    first = summary["pass_seconds"][0]
+    return FeedResult(name, summary["pass_rows"], summary["fill_seconds"] + first,
+                      f"{fill} {summary['fill_seconds']:.2f}s + cache → tensors {first:.2f}s")
+
+
+def cached_passes_result(summary: dict[str, Any]) -> FeedResult:
+    """(d)'s passes after the first: cache → tensors (the same on both paths)."""
+    passes = summary["pass_seconds"]
     later = passes[1:] or passes
-    cached = FeedResult("(d) tfspark Arrow feed, cached passes", rows * len(later), sum(later), "from the cache")
-    return first, cached
+    return FeedResult(CACHED_PASSES, summary["pass_rows"] * len(later), sum(later), "from the cache")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -542,17 +590,23 @@ def arrow_feed_results(summary: dict[str, Any]) -> tuple[FeedResult, FeedResult]
 
 
 def target_ratios(feeds: list[FeedResult], training: dict[str, dict[str, Any]]) -> dict[str, float]:
-    """The target ratios (feed (d)/(a), feed (d)/(e), training (d)/numpy), plus (d)'s cached passes/(e)."""
+    """The target ratios (feed (d1)/(a), (d1)/(e), training (d)/numpy), plus (d2)/(a), (d2)/(e), cached/(e).
+
+    The feed targets are checked on (d1), the direct Parquet path, which `jobs.fm_trainer.FMTrainer` takes (its
+    `pre_train` is a projection of the feature table's columns).
+    """
 
     def rate(prefix: str) -> float:
         return next(result for result in feeds if result.name.startswith(prefix)).rows_per_second
 
-    arrow, limit = rate("(d) tfspark Arrow feed, first"), rate("(e)")
+    direct, spark_arrow, tfos, limit = rate("(d1)"), rate("(d2)"), rate("(a)"), rate("(e)")
     return {
-        "feed_vs_tfos": arrow / rate("(a)"),
-        "feed_vs_limit": arrow / limit,
-        "cached_vs_limit": rate("(d) tfspark Arrow feed, cached") / limit,
+        "feed_vs_tfos": direct / tfos,
+        "feed_vs_limit": direct / limit,
         "train_vs_numpy": examples_per_second(training["arrow"]) / examples_per_second(training["numpy"]),
+        "spark_arrow_vs_tfos": spark_arrow / tfos,
+        "spark_arrow_vs_limit": spark_arrow / limit,
+        "cached_vs_limit": rate(CACHED_PASSES) / limit,
     }
 
 
@@ -598,7 +652,7 @@ def training_table(training: dict[str, dict[str, Any]]) -> list[str]:
     numpy_rate = examples_per_second(training["numpy"])
     lines = ["| FM training (ctx.fit, 1 worker) | examples | seconds | examples/s | vs numpy | final loss | rounds |",
              "|---|---:|---:|---:|---:|---:|---|"]
-    for key, name in (("numpy", "in-memory numpy → tf.data"), ("arrow", "tfspark Arrow feed (cache)")):
+    for key, name in (("numpy", "in-memory numpy → tf.data"), ("arrow", "tfspark feed (cache; direct Parquet)")):
         run = training[key]
         rate = examples_per_second(run)
         rounds = ", ".join(f"{value:,.0f}" for value in run.get("rounds", [rate]))
@@ -609,14 +663,16 @@ def training_table(training: dict[str, dict[str, Any]]) -> list[str]:
 
 def rss_table(rss_runs: list[tuple[int, int, dict[str, Any]]]) -> list[str]:
     """Peak RSS of each worker at each size and cache limit, in markdown."""
-    lines = ["| rows | workers | rows per worker | cache memory limit | spilled | peak RSS per worker (MiB) |",
-             "|---:|---:|---|---:|---|---|"]
+    lines = ["| rows | workers | feed path | rows per worker | cache memory limit | spilled | "
+             "peak RSS per worker (MiB) |",
+             "|---:|---:|---|---|---:|---|---|"]
     for rows, limit_bytes, summary in rss_runs:
         peaks = ", ".join(f"{peak / 2**20:,.0f}" for peak in summary["peak_rss_bytes"])
         per_worker = ", ".join(f"{count:,}" for count in summary["worker_rows"])
         spilled = ", ".join("yes" if flag else "no" for flag in summary["cache_spilled"])
         limit = f"{limit_bytes / 2**20:g} MiB"
-        lines.append(f"| {rows:,} | {summary['workers']} | {per_worker} | {limit} | {spilled} | {peaks} |")
+        lines.append(f"| {rows:,} | {summary['workers']} | {summary['feed_path']} | {per_worker} | {limit} | "
+                     f"{spilled} | {peaks} |")
     return lines
 
 
@@ -706,9 +762,18 @@ def run_benchmark(spark: SparkSession, data_dir: Path, rows: int, rss_sizes: lis
             print(f"round {round_index + 1} of {repeat}", flush=True)
             this_round = [record(measure_pyarrow_limit(path)), record(measure_common_idiom(path)),
                           record(measure_to_pandas(frame)), record(tfos.measure(frame))]
-            trainer = ArrowFeedProbe(str(path), epochs=epochs, train_fm=True, numpy_first=round_index % 2 == 0)
-            probe = run_probe(spark, trainer, workdir)
-            this_round += [record(result) for result in arrow_feed_results(probe)]
+            # (d1) trains the FM too; (d2) only needs its first pass. Their order alternates between rounds.
+            paths = (PARQUET_DIRECT, SPARK_ARROW) if round_index % 2 == 0 else (SPARK_ARROW, PARQUET_DIRECT)
+            for feed_path in paths:
+                if feed_path == PARQUET_DIRECT:
+                    trainer = ArrowFeedProbe(str(path), epochs=epochs, train_fm=True,
+                                             numpy_first=round_index % 2 == 0)
+                    probe = run_probe(spark, trainer, workdir)
+                    this_round += [record(first_pass_result(probe)), record(cached_passes_result(probe))]
+                else:
+                    spark_arrow = run_probe(spark, ArrowFeedProbe(str(path), epochs=1), workdir,
+                                            feed_path=SPARK_ARROW)
+                    this_round.append(record(first_pass_result(spark_arrow)))
             for source, run in probe["training"].items():
                 training[source].append(run)
                 print(f"  FM training on {source}: {examples_per_second(run):,.0f} examples/s", flush=True)
@@ -725,7 +790,7 @@ def run_benchmark(spark: SparkSession, data_dir: Path, rows: int, rss_sizes: lis
     finally:
         tfos.close()
         shutil.rmtree(workdir, ignore_errors=True)
-    order = ("(a)", "(b)", "(d) tfspark Arrow feed, first", "(d) tfspark Arrow feed, cached", "(e)", "(e')")
+    order = ("(a)", "(b)", "(d1)", "(d2)", CACHED_PASSES, "(e)", "(e')")
     return BenchmarkResults(
         rows=rows,
         epochs=epochs,

@@ -38,10 +38,13 @@ def test_sampled_rows_carry_the_catalog_features_spark_computes(movielens, spark
     item_ids = np.unique(movielens.ratings["item_id"].to_numpy())
     columns = table.to_pydict()
     for item, year, genres in zip(columns["item_idx"], columns["year_idx"], columns["genres"], strict=True):
-        spark_year, spark_genres = expected[item_ids[item]]
+        spark_year, spark_genres = expected[item_ids[item - 1]]
         assert year == spark_year
         assert genres == spark_genres
+    assert min(columns["user_idx"]) >= 1 and min(columns["item_idx"]) >= 1, "0 is the out-of-vocabulary index"
     assert set(columns["label"]) <= {1.0, 2.0, 3.0, 4.0, 5.0}
+    assert all(1.0 <= mean <= 5.0 for mean in columns["user_mean_rating"] + columns["item_mean_rating"])
+    assert min(columns["user_rating_count"] + columns["item_rating_count"]) >= 1.0
 
 
 def test_dataset_is_generated_once_and_reads_back_as_numpy(tmp_path):
@@ -51,7 +54,9 @@ def test_dataset_is_generated_once_and_reads_back_as_numpy(tmp_path):
     features, label = bench.read_parquet_numpy(path)
     assert features["genres"].shape == (3_000, bench.GENRE_WIDTH)
     assert {name: values.dtype for name, values in features.items()} == {
-        "user_idx": np.int64, "item_idx": np.int64, "year_idx": np.int64, "genres": np.float32}
+        "user_idx": np.int64, "item_idx": np.int64, "year_idx": np.int64, "genres": np.float32,
+        "user_mean_rating": np.float32, "user_rating_count": np.float32,
+        "item_mean_rating": np.float32, "item_rating_count": np.float32}
     assert label.dtype == np.float32 and len(label) == 3_000
 
 
@@ -75,10 +80,12 @@ def test_a_target_is_met_only_when_the_best_rounds_and_the_median_round_agree():
 
 
 def test_tfos_style_rows_become_numpy_columns():
-    rows = [(1, 2, 3, [0.0] * 18 + [1.0], 4.0), (5, 6, 7, [1.0] + [0.0] * 18, 2.5)]
+    rows = [(1, 2, 3, [0.0] * 18 + [1.0], 3.5, 10.0, 4.0, 7.0, 4.0),
+            (5, 6, 7, [1.0] + [0.0] * 18, 2.0, 1.0, 3.0, 2.0, 2.5)]
     features, label = bench.rows_to_columns(rows)
     assert features["genres"].shape == (2, bench.GENRE_WIDTH)
-    assert features["user_idx"].tolist() == [1, 5]
+    assert features["user_idx"].tolist() == [1, 5] and features["user_idx"].dtype == np.int64
+    assert features["item_rating_count"].tolist() == [7.0, 2.0] and features["item_rating_count"].dtype == np.float32
     assert label.tolist() == [4.0, 2.5]
 
 
@@ -86,10 +93,12 @@ def test_the_whole_benchmark_runs_at_a_tiny_size(spark, tmp_path):
     results = bench.run_benchmark(spark, tmp_path / "data", 5_000, [3_000], epochs=2, rss_workers=1,
                                   rss_cache_mb=0.1, quick=True)
 
-    assert [feed.name[:4] for feed in results.feeds] == ["(a) ", "(b) ", "(d) ", "(d) ", "(e) ", "(e')"]
+    assert [feed.name[:4] for feed in results.feeds] == ["(a) ", "(b) ", "(d1)", "(d2)", "(d) ", "(e) ", "(e')"]
     assert results.feed("(a)").rows == 5_000
     steps_per_pass = math.ceil(5_000 / bench.BATCH_SIZE)
-    assert results.feed("(d) tfspark Arrow feed, first").rows == steps_per_pass * bench.BATCH_SIZE
+    assert results.feed("(d1)").rows == results.feed("(d2)").rows == steps_per_pass * bench.BATCH_SIZE
+    assert results.feed("(d1)").note.startswith("pyarrow → cache")
+    assert results.feed("(d2)").note.startswith("Spark → cache")
     assert all(feed.seconds > 0 for feed in results.feeds)
     for run in results.training.values():
         assert run["examples"] == 2 * steps_per_pass * bench.BATCH_SIZE
@@ -97,9 +106,11 @@ def test_the_whole_benchmark_runs_at_a_tiny_size(spark, tmp_path):
     ((size, limit_bytes, summary),) = results.rss_runs
     assert size == 3_000 and limit_bytes == int(0.1 * 2**20) and summary["rows"] == 3_000
     assert summary["cache_spilled"] == [True]
+    assert summary["feed_path"] == "parquet-direct"
     assert summary["peak_rss_bytes"][0] > 0
     report = bench.markdown_report(results)
-    for name in ("(a) TFoS", "(b) toPandas", "(c) petastorm", "(d) tfspark", "(e) pyarrow", "Targets"):
+    for name in ("(a) TFoS", "(b) toPandas", "(c) petastorm", "(d1) tfspark", "(d2) tfspark", "(e) pyarrow",
+                 "Targets"):
         assert name in report
     assert set(bench.TARGETS) <= set(results.ratios)
     assert len(results.round_ratios) == 1
