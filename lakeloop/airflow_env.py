@@ -98,9 +98,9 @@ def ensure_airflow_ready(env: dict[str, str]) -> None:
 class AirflowServices:
     """What `airflow standalone` runs (API server/UI, scheduler, DAG processor, triggerer), on 127.0.0.1 only.
 
-    `airflow standalone` also starts two log servers bound to every interface (ports 8793/8794, not
-    configurable); with the LocalExecutor the API server reads task logs from the local files anyway, so
-    these components run without them. Each component is a process group of its own, stopped by its id;
+    `airflow standalone` also starts two log servers (ports 8793/8794) bound to every interface, a host
+    no setting changes; with the LocalExecutor the API server reads task logs from the local files anyway,
+    so these components run without them. Each component is a process group of its own, stopped by its id;
     output goes to `<AIRFLOW_HOME>/services/<component>.log`.
     """
 
@@ -155,27 +155,38 @@ class AirflowServices:
 
     def stop(self, timeout_s: float = 60.0) -> None:
         """Stop every component (SIGTERM to its process group, SIGKILL after `timeout_s`)."""
-        for proc in self.processes.values():
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
-        for proc in self.processes.values():
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_process_groups(list(self.processes.values()), timeout_s)
         self.processes.clear()
+
+
+def start_mlflow_ui(env: dict[str, str]) -> subprocess.Popen:
+    """The MLflow UI for `MLFLOW_TRACKING_URI` on 127.0.0.1 at the port of `LAKELOOP_MLFLOW_UI_URL`, in a
+    process group of its own (it forks workers); stop it with `stop_process_groups`."""
+    port = urlparse(env["LAKELOOP_MLFLOW_UI_URL"]).port or 5000
+    return subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "ui", "--backend-store-uri",
+                             env["MLFLOW_TRACKING_URI"], "--host", "127.0.0.1", "--port", str(port)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def stop_process_groups(processes: list[subprocess.Popen], timeout_s: float = 60.0) -> None:
+    """SIGTERM the process group each process leads, then SIGKILL the groups still there after `timeout_s`."""
+    for proc in processes:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    for proc in processes:
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 def run_ui(settings: Settings) -> int:
     """Serve the MLflow UI and the Airflow components (UI, scheduler, DAG processor, triggerer) until Ctrl-C."""
     env = airflow_environment(settings)
     services = AirflowServices(env)
-    mlflow_url = urlparse(env["LAKELOOP_MLFLOW_UI_URL"])
-    mlflow_ui = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "ui", "--backend-store-uri",
-                                  env["MLFLOW_TRACKING_URI"], "--host", "127.0.0.1", "--port",
-                                  str(mlflow_url.port or 5000)], env=env, start_new_session=True)
+    mlflow_ui = start_mlflow_ui(env)
     try:
         services.start()
         services.wait_until_healthy()
@@ -189,8 +200,7 @@ def run_ui(settings: Settings) -> int:
         return 0
     finally:
         services.stop()
-        os.killpg(mlflow_ui.pid, signal.SIGTERM)
-        mlflow_ui.wait(timeout=30)
+        stop_process_groups([mlflow_ui])
 
 
 def _airflow_binary() -> str:

@@ -30,7 +30,13 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from lakeloop.airflow_env import SPARK_POOL, AirflowServices, airflow_environment
+from lakeloop.airflow_env import (
+    SPARK_POOL,
+    AirflowServices,
+    airflow_environment,
+    start_mlflow_ui,
+    stop_process_groups,
+)
 from lakeloop.config import Settings, load_settings
 from lakeloop.ingest import RATINGS_SCHEMA, IngestOptions, ingest_interval
 from lakeloop.lake import partition_path
@@ -124,11 +130,7 @@ def deployment(tmp_path_factory, movielens) -> Iterator[Deployment]:
         env = airflow_environment(settings, base)
         report = replay(MovieLens(movielens.ratings.slice(0, EVENTS), movielens.movies), settings.kafka_bootstrap,
                         settings.ratings_topic, settings.lake_path, days=len(DAYS), end_day=DAYS[-1])
-        mlflow_ui = subprocess.Popen([str(BIN / "mlflow"), "ui", "--backend-store-uri", settings.mlflow_tracking_uri,
-                                      "--host", "127.0.0.1", "--port", env["LAKELOOP_MLFLOW_UI_URL"].rsplit(":", 1)[1]],
-                                     env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        stack.callback(mlflow_ui.wait, 30)
-        stack.callback(mlflow_ui.terminate)
+        stack.callback(stop_process_groups, [start_mlflow_ui(env)])
         services = AirflowServices(env)
         stack.callback(services.stop)
         services.start()
