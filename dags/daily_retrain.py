@@ -49,7 +49,6 @@ with DAG(
     start_date=datetime(2026, 11, 1, tzinfo=UTC),
     catchup=True,
     max_active_runs=1,
-    max_active_tasks=2,
     doc_md=__doc__,
     tags=["lakeloop", "recommender"],
     on_failure_callback=alert,
