@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -73,3 +78,105 @@ def spark():
     session.sparkContext.setLogLevel("WARN")
     yield session
     session.stop()
+
+
+def _postgres_bin_dir() -> Path:
+    """Where Debian's `postgresql` package keeps `initdb` and `postgres` (not on PATH there)."""
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).resolve().parent
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda path: int(path.parts[-3]))
+    if not candidates:
+        pytest.fail("PostgreSQL is not installed: run scripts/install-system-packages.sh")
+    return candidates[-1].parent
+
+
+@dataclass
+class PostgresCluster:
+    """A throwaway PostgreSQL cluster on 127.0.0.1 (`initdb` into a temp dir), the server a child process.
+
+    PostgreSQL refuses to run as root, so under root `initdb` and the server run as the `postgres` account
+    that Debian's package creates. Password authentication (scram) as in production, no Unix socket in /run.
+    """
+
+    root: Path
+    port: int
+    password: str
+    user: str = "lakeloop"
+    process: subprocess.Popen | None = None
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    def url(self, database: str, driver: str = "postgresql") -> str:
+        """The SQLAlchemy URL of `database` (`driver` e.g. `postgresql+psycopg2` for Airflow)."""
+        return f"{driver}://{self.user}:{self.password}@127.0.0.1:{self.port}/{database}"
+
+    def execute(self, database: str, sql: str, params: tuple = ()) -> list[tuple]:
+        """Run one statement in autocommit mode and return its rows (empty for statements without rows)."""
+        import psycopg2
+
+        connection = psycopg2.connect(host="127.0.0.1", port=self.port, user=self.user, password=self.password,
+                                      dbname=database, connect_timeout=5)
+        try:
+            connection.autocommit = True
+            with connection.cursor() as cursor:
+                cursor.execute(sql, params)
+                return cursor.fetchall() if cursor.description else []
+        finally:
+            connection.close()
+
+    def start(self, timeout: float = 60.0) -> None:
+        """`initdb`, then start the server and wait until it accepts a login."""
+        import psycopg2
+
+        bin_dir = _postgres_bin_dir()
+        account = {"user": "postgres", "group": "postgres"} if os.geteuid() == 0 else {}
+        if account:
+            shutil.chown(self.root, **account)
+        password_file = self.root / "password"
+        password_file.write_text(self.password + "\n")
+        if account:
+            shutil.chown(password_file, **account)
+        subprocess.run([str(bin_dir / "initdb"), "-D", str(self.data_dir), "-U", self.user, "--auth=scram-sha-256",
+                        f"--pwfile={password_file}", "-E", "UTF8", "--locale=C.UTF-8", "--no-sync"],
+                       check=True, capture_output=True, **account)
+        with open(self.root / "server.log", "ab") as log:
+            self.process = subprocess.Popen(
+                [str(bin_dir / "postgres"), "-D", str(self.data_dir), "-h", "127.0.0.1", "-p", str(self.port),
+                 "-k", str(self.root), "-c", "fsync=off", "-c", "full_page_writes=off"],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, **account)
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"postgres exited with {self.process.returncode}: {self.root / 'server.log'}")
+            try:
+                self.execute("postgres", "SELECT 1")
+                return
+            except psycopg2.OperationalError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise
+                time.sleep(0.2)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Fast shutdown of the server we started (SIGINT to its pid), then remove the cluster."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    """A running throwaway PostgreSQL cluster on a free 127.0.0.1 port, removed after the session."""
+    cluster = PostgresCluster(root=Path(tempfile.mkdtemp(prefix="lakeloop-postgres-")), port=free_port(),
+                              password=secrets.token_urlsafe(16))
+    cluster.start()
+    yield cluster
+    cluster.stop()

@@ -1,0 +1,95 @@
+"""Helpers of the end-to-end DAG tests: publish a MovieLens slice, run `dags test`, check a day's outputs.
+
+Shared by the SQLite run (`test_daily_retrain_e2e`) and the PostgreSQL run (`test_postgres_run`), so both
+prove the same things about the lake and the registry whatever the metadata database.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from lakeloop.config import Settings
+from lakeloop.lake import partition_path
+from lakeloop.models import EVALUATION, REGISTRATION, TRAIN_SUMMARY, model_dir
+from lakeloop.movielens import MovieLens
+from lakeloop.replay import replay
+
+DAY = date(2026, 11, 20)
+
+
+def loop_environment(kafka_bootstrap: str, state_dir: Path, topic: str, model_name: str,
+                     mlflow_tracking_uri: str) -> dict[str, str]:
+    """This process's environment without its Airflow/lakeloop settings, plus those of one isolated run."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("AIRFLOW", "LAKELOOP_"))}
+    env.update({
+        "LAKELOOP_STATE_DIR": str(state_dir),
+        "LAKELOOP_KAFKA_BOOTSTRAP": kafka_bootstrap,
+        "LAKELOOP_RATINGS_TOPIC": topic,
+        "LAKELOOP_MODEL_NAME": model_name,
+        "MLFLOW_TRACKING_URI": mlflow_tracking_uri,
+    })
+    return env
+
+
+def publish_day(settings: Settings, movielens: MovieLens, events: int, day: date = DAY) -> None:
+    """Replay the first `events` MovieLens ratings into the settings' topic, all on `day`."""
+    published = replay(MovieLens(movielens.ratings.slice(0, events), movielens.movies), settings.kafka_bootstrap,
+                       settings.ratings_topic, settings.lake_path, days=1, end_day=day)
+    assert published.events_per_day == {day.isoformat(): events}
+
+
+def run_dags_test(env: dict[str, str], day: date = DAY) -> None:
+    """`lakeloop airflow dags test daily_retrain <day>` in `env`; fails the test with the output's tail."""
+    lakeloop = str(Path(sys.executable).parent / "lakeloop")
+    run = subprocess.run([lakeloop, "airflow", "dags", "test", "daily_retrain", day.isoformat()], env=env,
+                         capture_output=True, text=True, timeout=1200)
+    assert run.returncode == 0, run.stdout[-5000:] + run.stderr[-5000:]
+
+
+def check_day_outputs(settings: Settings, events: int, day: date = DAY) -> None:
+    """Counts reconcile from Kafka to the lake, the model beats the baseline and is the champion, and its
+    top-10 predictions for every user (of movies the user has not rated) are in the lake."""
+    lake = settings.lake_path
+    raw_manifest = json.loads((partition_path(lake, "raw/ratings", day) / "_manifest.json").read_text())
+    counts = raw_manifest["counts"]
+    assert counts["read"] == events
+    assert counts["read"] == counts["written"] + counts["rejected"]
+    raw = pq.read_table(partition_path(lake, "raw/ratings", day))
+    assert raw.num_rows == counts["written"] == events
+    curated = pq.read_table(partition_path(lake, "curated/ratings", day))
+    assert curated.num_rows == raw.num_rows
+    features = pq.read_table(partition_path(lake, "features/ratings", day))
+    assert features.num_rows == curated.num_rows
+
+    models = model_dir(lake, settings.model_name, day)
+    summary = json.loads((models / TRAIN_SUMMARY).read_text())
+    assert summary["rows"] == pc.sum(pc.equal(features["split"], "train")).as_py()
+    assert summary["global_step"] > 0
+    evaluation = json.loads((models / EVALUATION).read_text())
+    assert evaluation["rmse"] < evaluation["baseline_rmse"]
+    registration = json.loads((models / REGISTRATION).read_text())
+
+    from mlflow import MlflowClient
+
+    champion = MlflowClient(tracking_uri=settings.mlflow_tracking_uri).get_model_version_by_alias(
+        settings.model_name, "champion")
+    assert str(champion.version) == registration["version"]
+    assert champion.tags["lakeloop.day"] == day.isoformat()
+
+    predictions = pq.read_table(partition_path(lake, "predictions", day))
+    users = pc.count_distinct(curated["user_id"]).as_py()
+    assert predictions.num_rows == users * 10
+    assert set(predictions["rank"].to_pylist()) == set(range(1, 11))
+    assert set(predictions["model_version"].to_pylist()) == {str(champion.version)}
+    rated = set(zip(curated["user_id"].to_pylist(), curated["item_id"].to_pylist(), strict=True))
+    recommended = zip(predictions["user_id"].to_pylist(), predictions["item_id"].to_pylist(), strict=True)
+    assert not rated.intersection(recommended)
+    assert (lake / "checkpoints" / settings.model_name).is_dir()
