@@ -53,14 +53,19 @@ depends on them.
 from __future__ import annotations
 
 import bisect
+import itertools
 import json
 import logging
+import operator
 import os
+import queue
 import re
 import shutil
+import sys
+import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
@@ -337,9 +342,12 @@ class JsonChunkDecoder:
         elif len(candidates):
             self._decode_range([values[i] for i in candidates], binary.take(pa.array(candidates)), candidates,
                                tables, positions, rejects)
-        table = pa.concat_tables(tables) if tables else self.schema.parsed_schema.empty_table()
+        if len(tables) == 1:
+            table = tables[0]  # the common case: one parse of the whole chunk, columns in one piece each
+        else:
+            table = pa.concat_tables(tables).combine_chunks() if tables else self.schema.parsed_schema.empty_table()
         rejects.sort()
-        return DecodedChunk(table=table.combine_chunks(),
+        return DecodedChunk(table=table,
                             positions=np.concatenate(positions) if positions else np.empty(0, np.int64),
                             rejects=rejects)
 
@@ -347,9 +355,10 @@ class JsonChunkDecoder:
                 rejects: list[tuple[int, str, str]]) -> np.ndarray | None:
         """Reject tombstones and oversize values up front; None means every value is a candidate."""
         lengths = pc.binary_length(binary)
-        too_big = pc.fill_null(pc.greater(lengths, self.schema.max_value_bytes), False)
-        if lengths.null_count == 0 and not pc.any(too_big).as_py():
+        longest = pc.max(lengths).as_py()
+        if lengths.null_count == 0 and (longest is None or longest <= self.schema.max_value_bytes):
             return None
+        too_big = pc.fill_null(pc.greater(lengths, self.schema.max_value_bytes), False)
         missing = pc.is_null(lengths).to_numpy(zero_copy_only=False)
         oversize = too_big.to_numpy(zero_copy_only=False)
         for position in np.flatnonzero(missing):
@@ -386,10 +395,12 @@ class JsonChunkDecoder:
         # `}`. Then no value can merge with the next into one document (after a `}` inside an unfinished
         # object or array, JSON never allows a `{`), and a value holding several documents shows up in the
         # row count. Anything else (blank values, a byte order mark, trailing spaces) takes the slow path.
-        if not (pc.all(pc.starts_with(binary, "{")).as_py() and pc.all(pc.ends_with(binary, "}")).as_py()):
-            return None
+        # Checked on the joined bytes: when the only newlines are the n - 1 separators, each value is
+        # braced exactly when the text starts with `{`, ends with `}` and every separator reads `}\n{`.
         joined = b"\n".join(values)
-        if joined.count(b"\n") != len(values) - 1 or b"\r" in joined:
+        separators = len(values) - 1
+        if not (joined.startswith(b"{") and joined.endswith(b"}") and joined.count(b"\n") == separators
+                and joined.count(b"}\n{") == separators) or b"\r" in joined:
             return None
         # Arrow takes a bare `Inf` as a number where json.loads refuses it: leave those to the slow path.
         if b"I" in joined and b"Inf" in joined and pc.any(
@@ -416,7 +427,8 @@ class JsonChunkDecoder:
             if spec.name not in table.column_names:
                 columns.append(pa.nulls(table.num_rows, parsed_type))
                 continue
-            column = table.column(spec.name).combine_chunks()
+            column = table.column(spec.name)
+            column = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
             if column.type == parsed_type:
                 columns.append(column)
             elif spec.kind == FieldKind.ID and (pa.types.is_int64(column.type) or pa.types.is_null(column.type)):
@@ -515,6 +527,8 @@ class RowValidator:
 
     def rejections(self, table: pa.Table) -> tuple[np.ndarray, list[tuple[int, str, str]]]:
         """Return (valid mask, [(row, reason, detail)]) with the first failing check per rejected row."""
+        if self._passes_all(table):
+            return np.ones(table.num_rows, dtype=bool), []
         rejected = np.zeros(table.num_rows, dtype=bool)
         found: list[tuple[int, str, str]] = []
 
@@ -550,64 +564,122 @@ class RowValidator:
                  f"{self.schema.event_time_field} at or after {_iso(self.window.upper_ms)} (allowed earliness)")
         return ~rejected, found
 
+    def _passes_all(self, table: pa.Table) -> bool:
+        """Whether no row fails any check, from a few whole-column aggregates (the common case).
+
+        False only means "look row by row": nulls in a ranged optional field, for instance, send the chunk
+        to the per-row checks even when they would all pass.
+        """
+        for spec in self.schema.fields:
+            column = table.column(spec.name)
+            if spec.required and column.null_count:
+                return False
+            if (spec.required and spec.kind in (FieldKind.ID, FieldKind.STRING)
+                    and pc.index(column, "").as_py() != -1):
+                return False
+            limits = self._limits(spec)
+            if not limits or not table.num_rows:
+                continue
+            if column.null_count:
+                return False
+            values = column.to_numpy()
+            lowest, highest = values.min(), values.max()  # NaN propagates, and fails the comparisons below
+            for minimum, maximum in limits:
+                if not ((minimum is None or lowest >= minimum) and (maximum is None or highest <= maximum)):
+                    return False
+        return True
+
+    def _limits(self, spec: FieldSpec) -> list[tuple[float | None, float | None]]:
+        """The inclusive (minimum, maximum) pairs that every value of `spec` must meet."""
+        limits = []
+        if spec.minimum is not None or spec.maximum is not None:
+            limits.append((spec.minimum, spec.maximum))
+        if self.window is not None and spec.name == self.schema.event_time_field:
+            limits.append((self.window.lower_ms, self.window.upper_ms - 1))
+        return limits
+
 
 class SeenIds:
     """Exact-enough membership of the ids already written from a slice, in bounded memory.
 
-    Each id is reduced to a 128-bit fingerprint (two independent SipHash-2-4 keys, via pandas), kept in
-    a few sorted numpy arrays merged like an LSM tree: 16 bytes per id, lookups by binary search. Levels
-    stop merging at `MERGE_LIMIT` fingerprints, so a merge never needs a second copy of the whole index.
+    Each id is reduced to a 128-bit fingerprint (two independent SipHash-2-4 keys, via pandas) held as
+    two uint64 halves, in a few numpy arrays sorted by the first half and merged like an LSM tree: 16 bytes
+    per id, lookups by binary search on the first half (machine integers sort and search several times
+    faster than 16-byte strings), confirmed on the second. Ids sharing a first half (odds ~ n^2 / 2^65)
+    sit side by side and are told apart by the second. Levels stop merging at `MERGE_LIMIT` fingerprints,
+    so a merge never needs a second copy of the whole index.
     """
 
     _KEYS = ("lakeloop-ingest1", "lakeloop-ingest2")
     MERGE_LIMIT = 1 << 18
 
     def __init__(self) -> None:
-        self._levels: list[np.ndarray] = []
+        self._levels: list[tuple[np.ndarray, np.ndarray]] = []  # (high, low) halves, sorted by high
 
     def __len__(self) -> int:
-        return sum(len(level) for level in self._levels)
+        return sum(len(high) for high, _ in self._levels)
 
-    def first_occurrences(self, ids: pa.Array) -> np.ndarray:
+    def first_occurrences(self, ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
         """Mark the ids not seen before (in earlier calls or earlier in `ids`), and remember them."""
         if len(ids) == 0:
             return np.zeros(0, dtype=bool)
-        keys = self._fingerprints(ids)
-        unique, first_index = np.unique(keys, return_index=True)
-        already = self._contains(unique)
-        first = np.zeros(len(keys), dtype=bool)
-        first[first_index[~already]] = True
-        self._add(unique[~already])
+        ids_high, ids_low = self._fingerprints(ids)
+        order = np.argsort(ids_high, kind="stable")  # stable: among equal ids, the earliest comes first
+        high, low = ids_high[order], ids_low[order]
+        if ((high[1:] == high[:-1]) & (low[1:] != low[:-1])).any():  # different ids share a first half
+            order = np.lexsort((ids_low, ids_high))
+            high, low = ids_high[order], ids_low[order]
+        distinct = np.ones(len(order), dtype=bool)
+        distinct[1:] = (high[1:] != high[:-1]) | (low[1:] != low[:-1])
+        order, high, low = order[distinct], high[distinct], low[distinct]
+        new = ~self._contains(high, low)
+        first = np.zeros(len(ids), dtype=bool)
+        first[order[new]] = True
+        self._add(high[new], low[new])
         return first
 
     @classmethod
-    def _fingerprints(cls, ids: pa.Array) -> np.ndarray:
+    def _fingerprints(cls, ids: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
         from pandas.util import hash_array  # pandas is heavy to import: only when ingesting
 
         values = ids.to_numpy(zero_copy_only=False)
-        pair = np.empty((len(values), 2), dtype=np.uint64)
-        for column, key in enumerate(cls._KEYS):
-            pair[:, column] = hash_array(values, hash_key=key, categorize=False)
-        return pair.view("S16").ravel()
+        high, low = (hash_array(values, hash_key=key, categorize=False) for key in cls._KEYS)
+        return high, low
 
-    def _contains(self, sorted_keys: np.ndarray) -> np.ndarray:
-        found = np.zeros(len(sorted_keys), dtype=bool)
-        for level in self._levels:
-            index = np.searchsorted(level, sorted_keys)
-            inside = index < len(level)
-            found[inside] |= level[index[inside]] == sorted_keys[inside]
+    def _contains(self, high: np.ndarray, low: np.ndarray) -> np.ndarray:
+        found = np.zeros(len(high), dtype=bool)
+        for level_high, level_low in self._levels:
+            index = np.searchsorted(level_high, high)
+            same_high = level_high.take(index, mode="clip") == high
+            found |= same_high & (level_low.take(index, mode="clip") == low)
+            for row in np.flatnonzero(same_high & ~found):  # a first half shared by several ids: its whole run
+                run_end = np.searchsorted(level_high, high[row], side="right")
+                found[row] = bool((level_low[index[row]:run_end] == low[row]).any())
         return found
 
-    def _add(self, sorted_new: np.ndarray) -> None:
-        if not len(sorted_new):
+    def _add(self, high: np.ndarray, low: np.ndarray) -> None:
+        if not len(high):
             return
-        self._levels.append(sorted_new)
-        while (len(self._levels) > 1 and len(self._levels[-2]) <= 2 * len(self._levels[-1])
-               and len(self._levels[-2]) + len(self._levels[-1]) <= self.MERGE_LIMIT):
-            newest = self._levels.pop()
-            merged = np.concatenate([self._levels.pop(), newest])
-            merged.sort(kind="stable")
-            self._levels.append(merged)
+        self._levels.append((high, low))
+        while (len(self._levels) > 1 and len(self._levels[-2][0]) <= 2 * len(self._levels[-1][0])
+               and len(self._levels[-2][0]) + len(self._levels[-1][0]) <= self.MERGE_LIMIT):
+            newer, older = self._levels.pop(), self._levels.pop()
+            self._levels.append(self._merged(older, newer))
+
+    @staticmethod
+    def _merged(older: tuple[np.ndarray, np.ndarray], newer: tuple[np.ndarray, np.ndarray]
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """Two levels as one, still sorted by the first half (a linear merge, not a sort)."""
+        into = np.searchsorted(older[0], newer[0], side="right") + np.arange(len(newer[0]))
+        from_older = np.ones(len(older[0]) + len(newer[0]), dtype=bool)
+        from_older[into] = False
+        merged = []
+        for old_half, new_half in zip(older, newer, strict=True):
+            half = np.empty(len(from_older), dtype=np.uint64)
+            half[into] = new_half
+            half[from_older] = old_half
+            merged.append(half)
+        return merged[0], merged[1]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -660,7 +732,9 @@ class _RowGroupFile:
         if self._writer is None:
             self._writer = pq.ParquetWriter(self.path, self.schema, compression=self.compression,
                                             use_dictionary=self.dictionary_columns)
-        self._writer.write_table(table, row_group_size=self.row_group_size)
+        # One contiguous piece per column: the encoder's pages then depend on the rows only, not on how
+        # they were batched, so reruns write byte-identical files.
+        self._writer.write_table(table.combine_chunks(), row_group_size=self.row_group_size)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -747,7 +821,8 @@ class IngestOptions:
         max_rejected_fraction: Fail (after publishing the rejects) when rejected/read exceeds this.
         allowed_lateness: Event times this far before the interval start are still accepted.
         allowed_earliness: Event times less than this past the interval end are still accepted.
-        chunk_size: Records decoded together (fixed, so reruns decode identically).
+        chunk_size: Records per chunk read from Kafka; chunks read ahead are decoded together (the files
+            written do not depend on that batching).
         row_group_size: Rows per Parquet row group.
         connect_attempts: Tries to reach the bootstrap brokers before failing.
         connect_backoff_s: Pause after the first failed try, doubled after each further one.
@@ -759,6 +834,8 @@ class IngestOptions:
         commit_group_id: Group whose committed offsets show progress to lag tools (None: no commit).
         compression: Parquet compression codec.
         fetch_max_partition_bytes: kafka-python `max_partition_fetch_bytes`.
+        read_ahead_chunks: Chunks read from Kafka ahead of the one being decoded (a background thread).
+        switch_interval_s: Interpreter thread switch interval while reading ahead (see `_ReadAhead`).
     """
 
     max_rejected_fraction: float = 0.05
@@ -776,6 +853,8 @@ class IngestOptions:
     commit_group_id: str | None = COMMIT_GROUP_ID
     compression: str = "zstd"
     fetch_max_partition_bytes: int = 4 * 1024 * 1024
+    read_ahead_chunks: int = 2
+    switch_interval_s: float = 0.0005
 
 
 @dataclass(frozen=True)
@@ -1058,20 +1137,22 @@ class _Run:
         self._total = 0
 
     def read(self, slices: list[PartitionSlice]) -> dict[str, Any]:
+        """Stream every slice into its part files; Kafka is read ahead in a background thread."""
         self._total = sum(piece.size for piece in slices)
-        counts = {}
+        counts = {piece.partition: PartitionCounts() for piece in slices}
         any_data = any_rejects = False
-        for piece in slices:
-            name = f"part-{piece.partition:05d}.parquet"
-            data = _RowGroupFile(self.staged / name, self.schema.output_schema, self.options.row_group_size,
-                                 self.options.compression, unique_column=self.schema.id_field)
-            rejects = _RowGroupFile(self.rejected_staged / name, REJECTED_SCHEMA, self.options.row_group_size,
-                                    self.options.compression)
-            counts[piece.partition] = partition_counts = PartitionCounts()
-            for records in self._chunks(piece):
-                self._process(piece.partition, records, data, rejects, partition_counts)
-            any_data |= data.close()
-            any_rejects |= rejects.close()
+        with _ReadAhead(lambda stop: self._chunks(slices, stop), self.options.read_ahead_chunks,
+                        self.options.switch_interval_s) as batches:
+            for piece, piece_chunks in itertools.groupby(_joined_by_slice(batches), key=operator.itemgetter(0)):
+                name = f"part-{piece.partition:05d}.parquet"
+                data = _RowGroupFile(self.staged / name, self.schema.output_schema, self.options.row_group_size,
+                                     self.options.compression, unique_column=self.schema.id_field)
+                rejects = _RowGroupFile(self.rejected_staged / name, REJECTED_SCHEMA, self.options.row_group_size,
+                                        self.options.compression)
+                for _, records in piece_chunks:
+                    self._process(piece.partition, records, data, rejects, counts[piece.partition])
+                any_data |= data.close()
+                any_rejects |= rejects.close()
         if not any_data:  # keep the partition readable by Spark/pyarrow even when it has no rows
             _RowGroupFile(self.staged / "part-00000.parquet", self.schema.output_schema, 1,
                           self.options.compression).close(write_if_empty=True)
@@ -1080,57 +1161,65 @@ class _Run:
                           self.options.compression).close(write_if_empty=True)
         return {"partition_counts": counts, "rejected_by_reason": dict(self.reasons)}
 
-    def _chunks(self, piece: PartitionSlice) -> Iterator[list[Any]]:
-        """The records of a slice in offset order, in chunks of exactly `chunk_size` (the last may be short)."""
+    def _chunks(self, slices: list[PartitionSlice], stop: threading.Event
+                ) -> Generator[tuple[PartitionSlice, list], None, None]:
+        """(slice, records) in partition then offset order, in chunks of exactly `chunk_size` records (the
+        last of each slice may be short). Runs in the read-ahead thread, the only user of the consumer
+        until it ends; returns early once `stop` is set."""
         from kafka import TopicPartition
         from kafka.errors import KafkaError
 
-        if piece.size <= 0:
-            return
-        tp = TopicPartition(self.topic, piece.partition)
         chunk_size = self.options.chunk_size
-        buffer: list[Any] = []
-        try:
-            self.consumer.assign([tp])
-            self.consumer.seek(tp, piece.start_offset)
-            last_record_at = time.monotonic()
-            position = piece.start_offset
-            while position < piece.end_offset:
-                records = self.consumer.poll(timeout_ms=self.options.poll_timeout_ms,
-                                             max_records=chunk_size).get(tp, [])
-                position = self.consumer.position(tp)
-                if records:
-                    last_record_at = time.monotonic()
-                    if records[-1].offset >= piece.end_offset:
-                        records = records[:bisect.bisect_left(records, piece.end_offset, key=_offset_of)]
-                    buffer.extend(records)
-                    while len(buffer) >= chunk_size:
-                        yield buffer[:chunk_size]
-                        del buffer[:chunk_size]
-                    self._progress(piece, position)
-                elif time.monotonic() - last_record_at > self.options.idle_timeout_s:
-                    raise KafkaSliceError(
-                        f"{self.topic}[{piece.partition}]: no record for {self.options.idle_timeout_s:.0f}s at "
-                        f"offset {position}, before the slice end {piece.end_offset}; is the broker still up?")
-        except (KafkaError, OSError) as error:  # raised by the client only: the caller writes the lake
-            raise KafkaSliceError(f"reading {self.topic}[{piece.partition}] at offsets "
-                                  f"[{piece.start_offset}, {piece.end_offset}) failed: {error}") from error
-        if buffer:
-            yield buffer
+        for piece in slices:
+            if piece.size <= 0:
+                continue
+            tp = TopicPartition(self.topic, piece.partition)
+            buffer: list[Any] = []
+            try:
+                self.consumer.assign([tp])
+                self.consumer.seek(tp, piece.start_offset)
+                last_record_at = time.monotonic()
+                position = piece.start_offset
+                while position < piece.end_offset and not stop.is_set():
+                    records = self.consumer.poll(timeout_ms=self.options.poll_timeout_ms,
+                                                 max_records=chunk_size).get(tp, [])
+                    position = self.consumer.position(tp)
+                    if records:
+                        last_record_at = time.monotonic()
+                        if records[-1].offset >= piece.end_offset:
+                            records = records[:bisect.bisect_left(records, piece.end_offset, key=_offset_of)]
+                        buffer.extend(records)
+                        while len(buffer) >= chunk_size:
+                            yield piece, buffer[:chunk_size]
+                            del buffer[:chunk_size]
+                        self._progress(piece, position)
+                    elif time.monotonic() - last_record_at > self.options.idle_timeout_s:
+                        raise KafkaSliceError(
+                            f"{self.topic}[{piece.partition}]: no record for {self.options.idle_timeout_s:.0f}s "
+                            f"at offset {position}, before the slice end {piece.end_offset}; is the broker still up?")
+            except (KafkaError, OSError) as error:  # raised by the client only: the lake is written elsewhere
+                raise KafkaSliceError(f"reading {self.topic}[{piece.partition}] at offsets "
+                                      f"[{piece.start_offset}, {piece.end_offset}) failed: {error}") from error
+            if buffer:
+                yield piece, buffer
 
     def _process(self, partition: int, records: list[Any], data: _RowGroupFile, rejects: _RowGroupFile,
                  counts: PartitionCounts) -> None:
         decoded = self.decoder.decode([record.value for record in records])
         valid, invalid = self.validator.rejections(decoded.table)
         rejected = decoded.rejects + [(int(decoded.positions[row]), reason, detail) for row, reason, detail in invalid]
+        all_valid = not invalid
         if self.seen is not None:
+            ids = decoded.table.column(self.schema.id_field)
             valid_rows = np.flatnonzero(valid)
-            first = self.seen.first_occurrences(decoded.table.column(self.schema.id_field).take(valid_rows))
-            for row in valid_rows[~first]:
-                rejected.append((int(decoded.positions[row]), Reason.DUPLICATE,
-                                 f"{self.schema.id_field} already written from this slice"))
-            valid[valid_rows[~first]] = False
-        kept = decoded.table.filter(pa.array(valid))
+            first = self.seen.first_occurrences(ids if all_valid else ids.take(valid_rows))
+            if not first.all():
+                for row in valid_rows[~first]:
+                    rejected.append((int(decoded.positions[row]), Reason.DUPLICATE,
+                                     f"{self.schema.id_field} already written from this slice"))
+                valid[valid_rows[~first]] = False
+                all_valid = False
+        kept = decoded.table if all_valid else decoded.table.filter(pa.array(valid))
         data.append(self._output(kept))
         if rejected:
             rejected.sort()
@@ -1142,7 +1231,9 @@ class _Run:
         self._done += len(records)
 
     def _output(self, table: pa.Table) -> pa.Table:
-        columns = [table.column(spec.name).cast(spec.output_type) for spec in self.schema.fields]
+        columns = [table.column(spec.name) for spec in self.schema.fields]
+        columns = [column if column.type == spec.output_type else column.cast(spec.output_type)
+                   for spec, column in zip(self.schema.fields, columns, strict=True)]
         return pa.Table.from_arrays(columns, schema=self.schema.output_schema)
 
     def _rejected_rows(self, partition: int, records: list[Any], rejected: list[tuple[int, str, str]]) -> pa.Table:
@@ -1166,6 +1257,90 @@ class _Run:
         rate = self._done / max(now - self._started, 1e-9)
         log.info("%s[%d]: offset %d of [%d, %d); %d/%d records of the slice done, %.0f records/s", self.topic,
                  piece.partition, position, piece.start_offset, piece.end_offset, self._done, self._total, rate)
+
+
+class _ReadAhead:
+    """Runs an iterator in a background thread, at most `depth` items ahead of the thread consuming it.
+
+    Reading Kafka is pure Python (kafka-python unpacks every record), while decoding, validating and
+    writing run mostly in Arrow's and numpy's C++ without the GIL; on two cores, reading the next chunks
+    while the current one is decoded overlaps the two. But each return from C++ to Python waits until
+    the reading thread, which never blocks, is made to yield the GIL: after `sys.getswitchinterval()`,
+    5 ms by default, which a chunk's few dozen Arrow and numpy calls turn into most of its decoding
+    time. So while reading ahead the interval is lowered to `switch_interval_s` (restored afterwards),
+    and the consuming thread takes all the items ready (at least one) in one batch: if it falls behind,
+    it catches up with fewer switches per item. An exception of the iterator is raised in the consuming
+    thread at its place in the order; leaving the `with` block stops the background thread and waits for
+    it (so the Kafka consumer is free again afterwards).
+
+    Args:
+        make_items: Called in the background thread with a stop event, which the iterator should check
+            between blocking calls so that an early exit does not wait for them.
+        depth: Items produced but not yet consumed, at most (bounds the memory held).
+        switch_interval_s: The interpreter's thread switch interval while reading ahead (if lower).
+    """
+
+    _END = object()
+
+    def __init__(self, make_items: Callable[[threading.Event], Generator[Any, None, None]], depth: int,
+                 switch_interval_s: float) -> None:
+        self._make_items = make_items
+        self._switch_interval_s = switch_interval_s
+        self._saved_switch_interval_s = sys.getswitchinterval()
+        self._handoff: queue.Queue[tuple[Any, BaseException | None]] = queue.Queue(maxsize=max(depth, 1))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._produce, name="lakeloop-ingest-read-ahead", daemon=True)
+
+    def __enter__(self) -> Iterator[list[Any]]:
+        sys.setswitchinterval(min(self._saved_switch_interval_s, self._switch_interval_s))
+        self._thread.start()
+        return self._consume()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        sys.setswitchinterval(self._saved_switch_interval_s)
+
+    def _produce(self) -> None:
+        items = self._make_items(self._stop)
+        try:
+            for item in items:
+                if not self._put((item, None)):
+                    return
+            self._put((self._END, None))
+        except BaseException as error:  # handed to the consuming thread, which raises it
+            self._put((self._END, error))
+        finally:
+            items.close()
+
+    def _put(self, entry: tuple[Any, BaseException | None]) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._handoff.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _consume(self) -> Iterator[list[Any]]:
+        while True:
+            entries = [self._handoff.get()]
+            while not self._handoff.empty():
+                entries.append(self._handoff.get_nowait())  # this thread is the only one taking entries
+            items = [item for item, _ in entries if item is not self._END]
+            if items:
+                yield items
+            if entries[-1][0] is self._END:
+                if entries[-1][1] is not None:
+                    raise entries[-1][1]
+                return
+
+
+def _joined_by_slice(batches: Iterator[list[tuple[PartitionSlice, list]]]) -> Iterator[tuple[PartitionSlice, list]]:
+    """Each batch's consecutive chunks of one slice as one list of records (in order)."""
+    for batch in batches:
+        for piece, chunks in itertools.groupby(batch, key=operator.itemgetter(0)):
+            yield piece, list(itertools.chain.from_iterable(records for _, records in chunks))
 
 
 def _commit_progress(consumer: Any, topic: str, slices: list[PartitionSlice], options: IngestOptions) -> None:
