@@ -1,0 +1,34 @@
+"""The ingestion benchmark runs end to end at a tiny size on the real broker and prints what the README quotes."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from bench import ingest_throughput as bench
+
+
+def test_targets_are_met_only_when_the_best_and_the_median_round_agree():
+    assert bench.verdict(0.85, 0.81, 0.8) == "met"
+    assert bench.verdict(0.79, 0.62, 0.8) == "NOT met"
+    assert bench.verdict(0.83, 0.74, 0.8) == "inconclusive (the rounds disagree)"
+
+
+@pytest.mark.slow
+def test_benchmark_compares_the_three_paths_and_probes_fetch_sizes_and_memory(kafka_broker, capsys):
+    bench.main(["--events", "2000", "--repeat", "2", "--partitions", "2", "--rss-sizes", "1000,3000",
+                "--bootstrap", kafka_broker.bootstrap])
+    out = capsys.readouterr().out
+
+    rows = dict(re.findall(r"^\| (raw kafka-python consume|lakeloop ingest \(end to end\)|naive json\.loads "
+                           r"\+ pandas) .*\| +([0-9.]+)x \|$", out, re.MULTILINE))
+    assert set(rows) == {name for name, _ in bench.VARIANTS} and rows["raw kafka-python consume"] == "1.00"
+    assert re.search(r"^lakeloop ingest vs raw consume: best [0-9.]+x, per round [0-9.]+x, [0-9.]+x \(median "
+                     r"[0-9.]+x\); target >= 0.8x: (met|NOT met|inconclusive \(the rounds disagree\))$", out,
+                     re.MULTILINE)
+    probe = re.findall(r"^\| +([0-9,]+) \| +([0-9,]+) \| +([0-9,]+) \| +([0-9,]+) \| +([0-9,]+) \|$", out, re.MULTILINE)
+    assert len(probe) == 3 and all(int(row[2].replace(",", "")) > 0 for row in probe)
+    assert re.search(r"^\| +3,000 \| +\d+ \| +\d+ \| +-?\d+ \|$", out, re.MULTILINE)
+    assert re.search(r"^3,000 vs 1,000 events: raw consume [0-9.]+x, lakeloop ingest [0-9.]+x \(target <= 1.5x: "
+                     r"(met|NOT met)\), ingest - raw -?[0-9.]+x$", out, re.MULTILINE)
