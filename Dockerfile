@@ -22,13 +22,14 @@ ENV JAVA_HOME=/usr/lib/jvm/java-17 \
     AIRFLOW_HOME=/opt/airflow \
     PYTHONUNBUFFERED=1
 
+# The same steps as `make setup` (a venv with pip, which scripts/fetch-movielens.sh uses in the replay service).
 COPY requirements.lock ./
-RUN pip install --no-cache-dir "uv==${UV_VERSION}" \
-    && uv venv --python /usr/local/bin/python3.11 .venv \
-    && uv pip sync --no-cache --python .venv/bin/python requirements.lock
+RUN python -m venv .venv \
+    && .venv/bin/python -m pip install --no-cache-dir --disable-pip-version-check "uv==${UV_VERSION}" \
+    && .venv/bin/uv pip sync --no-cache --python .venv/bin/python requirements.lock
 
 COPY . .
-RUN uv pip install --no-cache --python .venv/bin/python --no-deps . \
+RUN .venv/bin/uv pip install --no-cache --python .venv/bin/python --no-deps . \
     && useradd --uid "${LAKELOOP_UID}" --gid 0 --create-home lakeloop \
     && mkdir -p /lake /var/lib/lakeloop /opt/airflow/logs \
     && chown -R lakeloop:0 /lake /var/lib/lakeloop /opt/airflow
