@@ -259,6 +259,7 @@ def _summarise(config: RunConfig, payload: _TaskPayload, workers: list[dict[str,
         cuda_visible_devices=[worker["cuda_visible_devices"] for worker in workers],
         tensorflow_preloaded=[worker["tensorflow_preloaded"] for worker in workers],
         cache_spilled=[worker["cache_spilled"] for worker in workers],
+        cache_fill_seconds=[worker["cache_fill_seconds"] for worker in workers],
         peak_rss_bytes=[worker["peak_rss_bytes"] for worker in workers],
     )
     return summary
@@ -327,7 +328,9 @@ def _barrier_task(batches: Iterator[pa.RecordBatch], payload: _TaskPayload) -> I
         for _ in batches:  # the one-row launcher partition
             pass
         batches = payload.parquet.batches(rank)
+    filling = time.monotonic()
     cache = cache_partition(batches, memory_limit_bytes=config.cache_memory_bytes)
+    fill_seconds = time.monotonic() - filling
     try:
         port = reserve_port()
         host = task_host(barrier.getTaskInfos()[rank].address)
@@ -391,6 +394,7 @@ def _barrier_task(batches: Iterator[pa.RecordBatch], payload: _TaskPayload) -> I
             "cuda_visible_devices": devices,
             "tensorflow_preloaded": tensorflow_preloaded,
             "cache_spilled": cache.spilled,
+            "cache_fill_seconds": round(fill_seconds, 3),
             "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         }
     finally:
