@@ -164,8 +164,8 @@ def start_mlflow_ui(env: dict[str, str]) -> subprocess.Popen:
     process group of its own (it forks workers); stop it with `stop_process_groups`."""
     port = urlparse(env["LAKELOOP_MLFLOW_UI_URL"]).port or 5000
     return subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "ui", "--backend-store-uri",
-                             env["MLFLOW_TRACKING_URI"], "--host", "127.0.0.1", "--port", str(port)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                             env["MLFLOW_TRACKING_URI"], "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
 
 def stop_process_groups(processes: list[subprocess.Popen], timeout_s: float = 60.0) -> None:
