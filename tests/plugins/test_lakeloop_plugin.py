@@ -69,19 +69,6 @@ def test_plugin_registers_the_extra_links():
         "MLflow model version", "MLflow run", "MLflow model", "Spark UI"}
 
 
-def test_the_spark_ui_link_comes_from_the_spark_connection(monkeypatch):
-    from types import SimpleNamespace
-
-    from operators.links import SparkUILink
-
-    operator = SimpleNamespace(conn_id="spark_cluster")
-    monkeypatch.setenv("AIRFLOW_CONN_SPARK_CLUSTER", json.dumps(
-        {"conn_type": "spark", "host": "spark://master:7077", "extra": {"ui_url": "http://history:18080"}}))
-    assert SparkUILink().get_link(operator, ti_key=None) == "http://history:18080"
-    monkeypatch.setenv("AIRFLOW_CONN_SPARK_CLUSTER", json.dumps({"conn_type": "spark", "host": "local[*]"}))
-    assert SparkUILink().get_link(operator, ti_key=None) == ""
-
-
 @pytest.mark.slow
 def test_dags_test_and_tasks_test_process_the_named_day(probe_env):
     env, dags = probe_env
