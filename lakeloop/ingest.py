@@ -53,6 +53,7 @@ depends on them.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import itertools
 import json
 import logging
@@ -1286,20 +1287,20 @@ class _ReadAhead:
                  switch_interval_s: float) -> None:
         self._make_items = make_items
         self._switch_interval_s = switch_interval_s
-        self._saved_switch_interval_s = sys.getswitchinterval()
+        self._cleanup = contextlib.ExitStack()
         self._handoff: queue.Queue[tuple[Any, BaseException | None]] = queue.Queue(maxsize=max(depth, 1))
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._produce, name="lakeloop-ingest-read-ahead", daemon=True)
 
     def __enter__(self) -> Iterator[list[Any]]:
-        sys.setswitchinterval(min(self._saved_switch_interval_s, self._switch_interval_s))
+        self._cleanup.enter_context(_short_switch_interval(self._switch_interval_s))
         self._thread.start()
         return self._consume()
 
     def __exit__(self, *exc_info: object) -> None:
         self._stop.set()
         self._thread.join()
-        sys.setswitchinterval(self._saved_switch_interval_s)
+        self._cleanup.close()
 
     def _produce(self) -> None:
         items = self._make_items(self._stop)
@@ -1334,6 +1335,33 @@ class _ReadAhead:
                 if entries[-1][1] is not None:
                     raise entries[-1][1]
                 return
+
+
+_switch_interval_lock = threading.Lock()
+_switch_interval_users = 0
+_switch_interval_saved = 0.0
+
+
+@contextlib.contextmanager
+def _short_switch_interval(seconds: float) -> Iterator[None]:
+    """Lower the interpreter's thread switch interval to `seconds` (if higher) while any user is inside.
+
+    Process-wide, so counted: the first user saves the interval, the last one restores it, even when
+    ingestions overlap in several threads.
+    """
+    global _switch_interval_users, _switch_interval_saved
+    with _switch_interval_lock:
+        if _switch_interval_users == 0:
+            _switch_interval_saved = sys.getswitchinterval()
+        _switch_interval_users += 1
+        sys.setswitchinterval(min(_switch_interval_saved, seconds))
+    try:
+        yield
+    finally:
+        with _switch_interval_lock:
+            _switch_interval_users -= 1
+            if _switch_interval_users == 0:
+                sys.setswitchinterval(_switch_interval_saved)
 
 
 def _joined_by_slice(batches: Iterator[list[tuple[PartitionSlice, list]]]) -> Iterator[tuple[PartitionSlice, list]]:

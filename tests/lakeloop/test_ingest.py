@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import shutil
 import subprocess
 import sys
+import threading
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from itertools import zip_longest
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
@@ -34,6 +37,7 @@ from lakeloop.ingest import (
     RecordSchema,
     RejectionRateExceeded,
     SeenIds,
+    _ReadAhead,
     client_config_from_env,
     ingest_interval,
     normalize_client_options,
@@ -449,6 +453,47 @@ def test_seen_ids_marks_first_occurrences_across_calls():
         seen.first_occurrences(pa.array([f"id-{batch}-{n}" for n in range(100)]))
     assert len(seen) == 5 + 4000
     assert seen.first_occurrences(pa.array(["id-0-0", "id-39-99", "new"])).tolist() == [False, False, True]
+
+
+def test_seen_ids_tell_apart_ids_that_share_the_first_half_of_their_fingerprint():
+    class FewFirstHalves(SeenIds):
+        MERGE_LIMIT = 64
+
+        @classmethod
+        def _fingerprints(cls, ids):
+            high, low = SeenIds._fingerprints(ids)
+            return high % np.uint64(3), low  # every id collides on the first half with a third of the others
+
+    seen, expected = FewFirstHalves(), set()
+    for batch in range(30):
+        ids = [f"id-{batch // 3 * 5 + n * 3 % 11}" for n in range(batch % 14 + 1)]  # repeats within a batch, too
+        firsts = [not (event_id in expected or expected.add(event_id)) for event_id in ids]
+        assert seen.first_occurrences(pa.array(ids)).tolist() == firsts
+    assert len(seen) == len(expected)
+
+
+def test_read_ahead_keeps_the_order_raises_in_place_and_always_stops_its_thread():
+    interval = sys.getswitchinterval()
+
+    def ten_then_broken(stop):
+        yield from range(10)
+        raise KafkaSliceError("broker gone")
+
+    received = []
+    with pytest.raises(KafkaSliceError, match="broker gone"):
+        with _ReadAhead(ten_then_broken, depth=2, switch_interval_s=0.0005) as batches:
+            assert sys.getswitchinterval() == pytest.approx(min(interval, 0.0005))
+            for batch in batches:
+                received.extend(batch)
+    assert received == list(range(10))
+
+    def endless(stop):
+        yield from itertools.takewhile(lambda _: not stop.is_set(), itertools.count())
+
+    with _ReadAhead(endless, depth=2, switch_interval_s=0.0005) as batches:
+        assert next(batches)[0] == 0  # leaving early: the reader must stop, not fill the queue forever
+    assert not [thread for thread in threading.enumerate() if thread.name == "lakeloop-ingest-read-ahead"]
+    assert sys.getswitchinterval() == interval
 
 
 def test_client_options_accept_librdkafka_names_and_hide_values_of_unknown_ones():
