@@ -41,9 +41,14 @@ inspection but the data partition is left as it was.
 **Fast and bounded.** No per-record Python on the hot path beyond pulling values out of kafka-python's
 records: a chunk of values is newline-joined and parsed by Arrow's JSON reader, validated with Arrow
 compute, deduplicated with 128-bit fingerprints in a sorted numpy index (16 bytes per written record;
-collision odds below 1e-20 at a billion records), and streamed to Parquet row groups, so memory stays
-flat as the slice grows. A chunk Arrow cannot parse as a whole (a malformed record, mixed int/string ids)
-is bisected; only small pieces fall back to per-record `json.loads`, which defines the semantics.
+collision odds below 1e-20 at a billion records), and streamed to Parquet row groups. A background thread
+reads Kafka a few chunks ahead while they are decoded (`_ReadAhead`), so the decoding, mostly in C++
+without the GIL, overlaps kafka-python's unpacking of the next records. Partitions are read one after the
+other; apart from the duplicate index, what the ingestion holds does not grow with the slice, and a broker
+that honours `max_partition_fetch_bytes` bounds what the client holds (the embedded noida-db broker does
+not: it answers each fetch with everything up to the high watermark). A chunk Arrow cannot parse as a whole
+(a malformed record, mixed int/string ids) is bisected; only small pieces fall back to per-record
+`json.loads`, which defines the semantics.
 
 After the partition is committed to the lake, the end offsets are committed for the group
 `lakeloop-ingest` (never moving backwards) so standard lag tools show progress; correctness never
