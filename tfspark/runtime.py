@@ -332,11 +332,13 @@ def _barrier_task(batches: Iterator[pa.RecordBatch], payload: _TaskPayload) -> I
     cache = cache_partition(batches, memory_limit_bytes=config.cache_memory_bytes)
     fill_seconds = time.monotonic() - filling
     try:
+        tasks = barrier.getTaskInfos()
+        # Spark's barrier syncs poll about once a second: a lone task has no one to wait for and skips them.
+        alone = len(tasks) == 1
         port = reserve_port()
-        host = task_host(barrier.getTaskInfos()[rank].address)
-        me = WorkerInfo(f"{host}:{port.getsockname()[1]}", cache.num_rows, devices)
+        me = WorkerInfo(f"{task_host(tasks[rank].address)}:{port.getsockname()[1]}", cache.num_rows, devices)
         try:
-            workers = gather_workers(barrier, me)
+            workers = [me] if alone else gather_workers(barrier, me)
         finally:
             port.close()
         plan = plan_steps([worker.rows for worker in workers], payload.batch_size, payload.epochs)
@@ -384,7 +386,8 @@ def _barrier_task(batches: Iterator[pa.RecordBatch], payload: _TaskPayload) -> I
             feed=feed,
         )
         trained = trainer.train(feed.dataset(), ctx)
-        barrier.barrier()
+        if not alone:
+            barrier.barrier()
         result = {
             "train": _jsonable(trained or {}),
             "fit": _jsonable(ctx.fit_result),
