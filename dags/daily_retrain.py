@@ -5,7 +5,7 @@ The recommender's daily retraining loop. The run for day D processes data interv
 writes partitions `dt=D` in the lake; tasks talk through the lake, so any one of them can be rerun alone.
 
 `ingest_ratings` (Kafka → `raw/ratings`) → `spark_etl` (→ `curated/ratings`) → `spark_features`
-(→ `features/ratings`) → `train_model` (TensorFlow on Spark, pool `gpu_pool`, checkpoints in
+(→ `features`) → `train_model` (TensorFlow on Spark, pool `gpu_pool`, checkpoints in
 `checkpoints/`) → `evaluate_model` (RMSE vs the global-mean baseline) → `register_model` (MLflow,
 alias `champion`) → `batch_predict` (top-10 per user → `predictions/`).
 
@@ -86,7 +86,7 @@ with DAG(
     spark_features = SparkSubmitOperator(
         task_id="spark_features",
         application=str(JOBS / "features.py"),
-        application_args=["--lake", settings.lake_url, "--day", DAY],
+        application_args=["--lake", settings.lake_url, "--day", DAY, "--window-days", str(WINDOW_DAYS)],
         name="lakeloop-features",
         pool=SPARK_POOL,
         durable=True,
@@ -97,17 +97,17 @@ with DAG(
         num_workers=2,
         checkpoint_dir=f"{settings.lake_url}/checkpoints/{settings.model_name}/{{{{ run_id | replace(':', '_') }}}}",
         output_dir=f"{settings.lake_url}/models/{settings.model_name}/dt={DAY}",
-        trainer_args={"lake": settings.lake_url, "day": DAY, "window_days": str(WINDOW_DAYS)},
+        trainer_args={"lake": settings.lake_url, "day": DAY},
         pool=GPU_POOL,
         execution_timeout=timedelta(hours=2),
     )
 
     @task(execution_timeout=timedelta(minutes=20))
     def evaluate_model(data_interval_start: datetime | None = None) -> dict:
-        """RMSE of the day's model on the held-out split, next to the global-mean baseline."""
+        """RMSE of the day's model on the evaluation set, next to the global-mean and user/item-bias baselines."""
         from lakeloop.tasks import evaluate_day
 
-        return evaluate_day(settings, data_interval_start.date(), WINDOW_DAYS)
+        return evaluate_day(settings, data_interval_start.date())
 
     @task(execution_timeout=timedelta(minutes=20))
     def register_model(data_interval_start: datetime | None = None) -> dict:
@@ -119,8 +119,7 @@ with DAG(
     batch_predict = SparkSubmitOperator(
         task_id="batch_predict",
         application=str(JOBS / "batch_predict.py"),
-        application_args=["--lake", settings.lake_url, "--day", DAY, "--model-name", settings.model_name,
-                          "--window-days", str(WINDOW_DAYS)],
+        application_args=["--lake", settings.lake_url, "--day", DAY, "--model-name", settings.model_name],
         name="lakeloop-batch-predict",
         pool=SPARK_POOL,
         durable=True,

@@ -1,28 +1,41 @@
-"""Spark batch prediction: the top-10 unseen movies per user, scored by the `champion` model.
+"""Spark batch prediction: the top-k unseen movies per user, scored by the `champion` model.
 
-Candidates are every catalog movie a user has not rated in the window; users are those active in the
-window. The model is resolved from the MLflow alias once on the driver, downloaded, and loaded once per
-Python worker; each partition is scored as Arrow batches (`mapInArrow`), no per-row Python.
+Users are those of the day's feature window (`<lake>/features/dt=D/`); candidates are every catalog movie a
+user has not rated in that window. Their inputs are built by `jobs.features.serving_inputs` — the same
+transformation as the training examples, with the partition's vocabularies and history statistics as of
+the end of the window. The model is resolved from the MLflow alias once on the driver, downloaded, and loaded
+once per Python worker; each partition is scored as Arrow batches (`mapInArrow`), no per-row Python.
 Writes `<lake>/predictions/dt=D/` (`user_id`, `item_id`, `score`, `rank`, `model_version`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import date
 from functools import lru_cache
+from pathlib import Path
 
 import pyarrow as pa
-from pyspark.sql import Window
+from pyspark.sql import SparkSession, Window
 from pyspark.sql import functions as F
 
-from jobs.common import day_job_parser, lake_path, read_partitions, spark_session, write_partition
-from jobs.features import FEATURE_COLUMNS, fm_inputs
+from jobs.common import MOVIES, run_day_job, write_partition
+from jobs.feature_spec import EVAL, FEATURE_COLUMNS, TRAIN, USER_HISTORY, feature_table_path
+from jobs.features import serving_inputs
 from lakeloop.evaluation import model_inputs
-from lakeloop.lake import window_days
 
-CURATED = "curated/ratings"
 PREDICTIONS = "predictions"
 SCORED_SCHEMA = "user_id string, item_id string, score double"
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """The batch prediction's parameters (command-line flags of the job)."""
+
+    model_name: str = field(metadata={"help": "registered model name"})
+    alias: str = field(default="champion", metadata={"help": "registry alias of the version to score with"})
+    top_k: int = field(default=10, metadata={"help": "movies kept per user"})
 
 
 @lru_cache(maxsize=1)
@@ -50,40 +63,38 @@ def score_batches(local_model_path: str):
     return score
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Score and write the day's top-k predictions."""
-    parser = day_job_parser(__doc__.splitlines()[0])
-    parser.add_argument("--model-name", required=True)
-    parser.add_argument("--alias", default="champion")
-    parser.add_argument("--window-days", type=int, default=30)
-    parser.add_argument("--top-k", type=int, default=10)
-    args = parser.parse_args(argv)
-
+def run(spark: SparkSession, lake: Path, day: date, options: PredictOptions) -> dict:
+    """Score and write the day's top-k predictions; return the manifest."""
     import mlflow
     from mlflow import MlflowClient
 
-    lake = lake_path(args.lake)
-    spark = spark_session(f"lakeloop-batch-predict-{args.day}")
-    version = MlflowClient().get_model_version_by_alias(args.model_name, args.alias)
-    local_model = mlflow.artifacts.download_artifacts(f"models:/{args.model_name}/{version.version}")
+    version = MlflowClient().get_model_version_by_alias(options.model_name, options.alias)
+    local_model = mlflow.artifacts.download_artifacts(f"models:/{options.model_name}/{version.version}")
 
-    rated = read_partitions(spark, lake, CURATED, window_days(args.day, args.window_days)).select("user_id", "item_id")
-    movies = spark.read.parquet(str(lake / "reference" / "movies")).select("item_id", "year", "genres")
-    users = rated.select("user_id").distinct()
-    candidates = fm_inputs(users.crossJoin(movies).join(rated.distinct(), ["user_id", "item_id"], "left_anti"))
-    candidates = (candidates.select("user_id", "item_id", *FEATURE_COLUMNS)
+    def table(name: str):
+        return spark.read.parquet(str(feature_table_path(lake, day, name)))
+
+    rated = table(TRAIN).select("user_id", "item_id").union(table(EVAL).select("user_id", "item_id")).distinct()
+    movies = spark.read.parquet(str(lake / MOVIES)).select("item_id", "year", "genres")
+    pairs = table(USER_HISTORY).select("user_id").crossJoin(movies).join(rated, ["user_id", "item_id"], "left_anti")
+    candidates = (serving_inputs(spark, lake, day, pairs).select("user_id", "item_id", *FEATURE_COLUMNS)
                   .repartition(spark.sparkContext.defaultParallelism))
     scored = candidates.mapInArrow(score_batches(local_model), SCORED_SCHEMA)
     by_score = Window.partitionBy("user_id").orderBy(F.col("score").desc(), F.col("item_id"))
-    top = (scored.withColumn("rank", F.row_number().over(by_score)).filter(F.col("rank") <= args.top_k)
+    top = (scored.withColumn("rank", F.row_number().over(by_score)).filter(F.col("rank") <= options.top_k)
            .withColumn("model_version", F.lit(str(version.version)))
            .select("user_id", "item_id", "score", "rank", "model_version")).cache()
-    users_scored = top.select("user_id").distinct().count()
-    rows = top.count()
-    write_partition(top.coalesce(1), lake, PREDICTIONS, args.day,
-                    {"day": str(args.day), "model_name": args.model_name, "alias": args.alias,
-                     "model_version": str(version.version), "users": users_scored, "rows": rows, "top_k": args.top_k})
-    spark.stop()
+    manifest = {"day": str(day), "model_name": options.model_name, "alias": options.alias,
+                "model_version": str(version.version), "users": top.select("user_id").distinct().count(),
+                "rows": top.count(), "top_k": options.top_k}
+    write_partition({"": top.coalesce(1)}, lake, PREDICTIONS, day, manifest)
+    top.unpersist()
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> None:
+    """spark-submit entry point."""
+    run_day_job(__doc__.splitlines()[0], "lakeloop-batch-predict", run, PredictOptions, argv)
 
 
 if __name__ == "__main__":

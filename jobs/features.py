@@ -1,35 +1,86 @@
-"""Spark features: curated ratings → factorization-machine inputs, with a stable train/test split.
+"""Spark features: the training window of curated ratings → factorization-machine inputs, split by time.
 
-Writes `<lake>/features/ratings/dt=D/` with the model inputs `user_idx`, `item_idx`, `year_idx`,
-`genres` (multi-hot, fixed length), the `label` (the rating) and `split` (`train` or `test`, 10% test by
-a hash of `event_id`, so a rerun gives the same split). `fm_inputs` is reused by batch prediction.
+The run for day D reads the curated ratings of the `--window-days` days ending on D and writes
+`<lake>/features/dt=D/` (layout in `jobs.feature_spec`). The most recent `--eval-fraction` of the window's
+ratings (by event time) is the evaluation set, the rest the training set. Every fitted quantity comes from
+the training rows only, so nothing of the evaluation set leaks into the inputs:
+
+- user and item vocabularies (ids with at least `--min-count` training ratings; others → index 0, OOV);
+- the history statistics of each example: its user's and its item's mean rating and rating count over the
+  training rows strictly before the example's time (window functions), the training mean standing in for
+  the mean of an empty history;
+- the spec's prior mean and rating range.
+
+Release-year bucket and genre multi-hot come from the catalog columns ETL joined in. Batch prediction builds
+the inputs of (user, candidate item) pairs with the same functions (`serving_inputs`): the partition's
+vocabularies, and history statistics as of the end of the window (`_history/`).
 """
 
 from __future__ import annotations
 
-from datetime import date
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 from pathlib import Path
 
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
+from pyspark.sql.window import WindowSpec
 
-from jobs.common import read_partitions, run_day_job, write_partition
+from jobs.common import existing_partition_days, read_partitions, run_day_job, write_partition
+from jobs.feature_spec import (
+    EVAL,
+    FEATURE_COLUMNS,
+    FEATURES,
+    GENRES,
+    ITEM_HISTORY,
+    ITEM_VOCAB,
+    LABEL,
+    OOV_INDEX,
+    TRAIN,
+    USER_HISTORY,
+    USER_VOCAB,
+    YEAR_BUCKETS,
+    FeatureSpec,
+    feature_table_path,
+    read_feature_spec,
+)
+from lakeloop.lake import window_days
 
 CURATED = "curated/ratings"
-FEATURES = "features/ratings"
-USER_BUCKETS = 1 << 15
-ITEM_BUCKETS = 1 << 15
-YEAR_BUCKETS = 22
-GENRES = ["unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
-          "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller",
-          "War", "Western"]
-TEST_FRACTION_PERCENT = 10
-FEATURE_COLUMNS = ["user_idx", "item_idx", "year_idx", "genres"]
+EXAMPLE_COLUMNS = ["event_id", "user_id", "item_id", "ts", *FEATURE_COLUMNS, LABEL]
 
 
-def hashed_index(column: str, buckets: int) -> Column:
-    """A stable bucket for an id (the model's embedding row)."""
-    return F.pmod(F.xxhash64(F.col(column).cast("string")), F.lit(buckets))
+@dataclass(frozen=True)
+class FeatureOptions:
+    """The features job's parameters (command-line flags of the job)."""
+
+    window_days: int = field(default=30, metadata={"help": "days of curated ratings ending on the day"})
+    eval_fraction: float = field(default=0.1, metadata={"help": "most recent share of the window evaluated on"})
+    min_count: int = field(default=1, metadata={"help": "training ratings an id needs to get its own index"})
+
+
+@dataclass(frozen=True)
+class FeatureTables:
+    """A built feature partition: the examples of each split, vocabularies, end-of-window history, spec."""
+
+    train: DataFrame
+    eval: DataFrame
+    user_vocab: DataFrame
+    item_vocab: DataFrame
+    user_history: DataFrame
+    item_history: DataFrame
+    spec: FeatureSpec
+    cached: tuple[DataFrame, ...] = ()
+
+    def release(self) -> None:
+        """Drop the frames cached while building (once the tables are written)."""
+        for frame in self.cached:
+            frame.unpersist()
+
+    def by_table(self) -> dict[str, DataFrame]:
+        """The frames under their table names in the partition."""
+        return {TRAIN: self.train, EVAL: self.eval, USER_VOCAB: self.user_vocab, ITEM_VOCAB: self.item_vocab,
+                USER_HISTORY: self.user_history, ITEM_HISTORY: self.item_history}
 
 
 def year_index(column: str) -> Column:
@@ -44,35 +95,133 @@ def genre_multi_hot(column: str) -> Column:
                      for name in GENRES]).cast("array<float>")
 
 
-def fm_inputs(df: DataFrame) -> DataFrame:
-    """Add the model's input columns to a frame holding `user_id`, `item_id`, `year` and `genres`."""
-    return (df.withColumn("user_idx", hashed_index("user_id", USER_BUCKETS))
-              .withColumn("item_idx", hashed_index("item_id", ITEM_BUCKETS))
-              .withColumn("year_idx", year_index("year"))
-              .withColumn("genres", genre_multi_hot("genres")))
+def time_split(ratings: DataFrame, eval_fraction: float) -> tuple[DataFrame, int]:
+    """Flag the most recent `eval_fraction` of the ratings (`is_eval`); return them and the cutoff (epoch ms)."""
+    if not 0 < eval_fraction < 1:
+        raise ValueError(f"eval_fraction must be in (0, 1), got {eval_fraction}")
+    event_ms = F.unix_millis(F.col("ts"))
+    cutoff = ratings.select(F.percentile_approx(event_ms, 1 - eval_fraction, 100_000)).first()[0]
+    if cutoff is None:
+        raise ValueError("no curated ratings in the window")
+    return ratings.withColumn("is_eval", event_ms >= F.lit(cutoff)), int(cutoff)
 
 
-def run(spark: SparkSession, lake: Path, day: date) -> dict:
-    """Build one day's feature partition; return the manifest written beside it."""
-    curated = read_partitions(spark, lake, CURATED, [day]).drop("dt")
-    split = F.when(F.pmod(F.xxhash64(F.col("event_id"), F.lit("split")), F.lit(100)) < TEST_FRACTION_PERCENT,
-                   F.lit("test")).otherwise(F.lit("train"))
-    features = (fm_inputs(curated)
-                .withColumn("label", F.col("rating").cast("float"))
-                .withColumn("split", split)
-                .select("event_id", "user_id", "item_id", *FEATURE_COLUMNS, "label", "split")).cache()
-    counts = {row["split"]: row["count"] for row in features.groupBy("split").count().collect()}
-    rows_in = curated.count()
-    manifest = {"day": str(day), "rows_in": rows_in, "rows_out": sum(counts.values()),
-                "train": counts.get("train", 0), "test": counts.get("test", 0)}
-    write_partition(features.coalesce(1), lake, FEATURES, day, manifest)
-    features.unpersist()
+def fit_vocabulary(train: DataFrame, id_column: str, index_column: str, min_count: int) -> DataFrame:
+    """Index the ids with at least `min_count` training ratings from 1 (in id order); 0 is left for OOV."""
+    counts = train.groupBy(id_column).agg(F.count(F.lit(1)).alias("train_count"))
+    kept = counts.filter(F.col("train_count") >= min_count)
+    return kept.withColumn(index_column, F.row_number().over(Window.orderBy(id_column)).cast("long"))
+
+
+def history_statistics(entity: str, counted: Column, window: WindowSpec | None = None) -> list[Column]:
+    """The `<entity>_mean_rating` and `<entity>_rating_count` over the `counted` ratings (of the window, if any)."""
+    ratings = F.when(counted, F.col("rating"))
+    mean, count = F.avg(ratings), F.count(ratings)
+    if window is not None:
+        mean, count = mean.over(window), count.over(window)
+    return [mean.cast("float").alias(f"{entity}_mean_rating"), count.cast("float").alias(f"{entity}_rating_count")]
+
+
+def with_history_before(ratings: DataFrame, counted: Column) -> DataFrame:
+    """Each rating with its user's and item's history: the `counted` ratings strictly before its time."""
+    event_ms = F.unix_millis(F.col("ts"))
+    columns = []
+    for entity in ("user", "item"):
+        before = Window.partitionBy(f"{entity}_id").orderBy(event_ms).rangeBetween(Window.unboundedPreceding, -1)
+        columns += history_statistics(entity, counted, before)
+    return ratings.select("*", *columns)
+
+
+def add_model_inputs(frame: DataFrame, user_vocab: DataFrame, item_vocab: DataFrame, prior_mean: float) -> DataFrame:
+    """Add the model's inputs to rows holding ids, catalog `year`/`genres` and (possibly null) history."""
+    return (frame.join(F.broadcast(user_vocab.select("user_id", "user_idx")), "user_id", "left")
+            .join(F.broadcast(item_vocab.select("item_id", "item_idx")), "item_id", "left")
+            .fillna({"user_idx": OOV_INDEX, "item_idx": OOV_INDEX})
+            .withColumn("year_idx", year_index("year"))
+            .withColumn("genres", genre_multi_hot("genres"))
+            .fillna({"user_mean_rating": prior_mean, "item_mean_rating": prior_mean,
+                     "user_rating_count": 0.0, "item_rating_count": 0.0}))
+
+
+def build_features(ratings: DataFrame, min_count: int = 1) -> FeatureTables:
+    """The feature tables of curated ratings flagged `is_eval`; fitted on the rows that are not."""
+    train = ratings.filter(~F.col("is_eval"))
+    stats = train.agg(F.count(F.lit(1)).alias("rows"), F.avg("rating").alias("mean"),
+                      F.min("rating").alias("min"), F.max("rating").alias("max")).first()
+    total = ratings.count()
+    if not stats["rows"] or stats["rows"] == total:
+        raise ValueError(f"the split left {stats['rows']} training rows of {total}: "
+                         "both parts need ratings (widen the window or change eval_fraction)")
+    user_vocab = fit_vocabulary(train, "user_id", "user_idx", min_count).cache()
+    item_vocab = fit_vocabulary(train, "item_id", "item_idx", min_count).cache()
+    spec = FeatureSpec(user_vocab_size=user_vocab.count() + 1, item_vocab_size=item_vocab.count() + 1,
+                       prior_mean=float(stats["mean"]), rating_min=float(stats["min"]),
+                       rating_max=float(stats["max"]))
+    with_history = with_history_before(ratings, ~F.col("is_eval"))
+    examples = (add_model_inputs(with_history, user_vocab, item_vocab, spec.prior_mean)
+                .withColumn(LABEL, F.col("rating").cast("float"))
+                .select(*EXAMPLE_COLUMNS, "is_eval")).cache()
+    everything = F.lit(True)
+    return FeatureTables(
+        # Stored in a seeded random order: the training feed shuffles only within record batches.
+        train=examples.filter(~F.col("is_eval")).drop("is_eval").orderBy(F.xxhash64("event_id")),
+        eval=examples.filter(F.col("is_eval")).drop("is_eval"),
+        user_vocab=user_vocab.orderBy("user_idx"),
+        item_vocab=item_vocab.orderBy("item_idx"),
+        user_history=ratings.groupBy("user_id").agg(*history_statistics("user", everything)),
+        item_history=ratings.groupBy("item_id").agg(*history_statistics("item", everything)),
+        spec=spec,
+        cached=(user_vocab, item_vocab, examples),
+    )
+
+
+def write_features(tables: FeatureTables, lake: Path, day: date, details: dict) -> dict:
+    """Write the day's feature partition atomically; return its manifest (counts, `details`, spec)."""
+    counts = {"train": {}, "eval": {}}
+    for name, frame in (("train", tables.train), ("eval", tables.eval)):
+        row = frame.agg(F.count(F.lit(1)).alias("rows"),
+                        F.sum((F.col("user_idx") == OOV_INDEX).cast("long")).alias("unknown_user"),
+                        F.sum((F.col("item_idx") == OOV_INDEX).cast("long")).alias("unknown_item")).first()
+        counts[name] = {"rows": row["rows"], "rows_unknown_user": row["unknown_user"] or 0,
+                        "rows_unknown_item": row["unknown_item"] or 0}
+    manifest = {"day": str(day), **details, "rows_in": counts["train"]["rows"] + counts["eval"]["rows"],
+                "train_rows": counts["train"]["rows"], "eval_rows": counts["eval"]["rows"],
+                "eval_rows_unknown_user": counts["eval"]["rows_unknown_user"],
+                "eval_rows_unknown_item": counts["eval"]["rows_unknown_item"],
+                "genres": GENRES, "year_buckets": YEAR_BUCKETS, "spec": tables.spec.to_json()}
+    write_partition(tables.by_table(), lake, FEATURES, day, manifest)
+    return manifest
+
+
+def serving_inputs(spark: SparkSession, lake: Path, day: date, pairs: DataFrame) -> DataFrame:
+    """Model inputs for (user, item) pairs with catalog `year`/`genres`, as the day's partition defines them:
+    its vocabularies, and history statistics as of the end of its window."""
+    def table(name: str) -> DataFrame:
+        return spark.read.parquet(str(feature_table_path(lake, day, name)))
+
+    with_history = (pairs.join(table(USER_HISTORY), "user_id", "left")
+                    .join(F.broadcast(table(ITEM_HISTORY)), "item_id", "left"))
+    return add_model_inputs(with_history, table(USER_VOCAB), table(ITEM_VOCAB), read_feature_spec(lake, day).prior_mean)
+
+
+def run(spark: SparkSession, lake: Path, day: date, options: FeatureOptions = FeatureOptions()) -> dict:
+    """Build the day's feature partition from the window's curated ratings; return its manifest."""
+    days = existing_partition_days(lake, CURATED, window_days(day, options.window_days))
+    curated = read_partitions(spark, lake, CURATED, days or [day]).drop("dt").cache()
+    ratings, cutoff = time_split(curated, options.eval_fraction)
+    details = {"window_days": options.window_days, "curated_days_read": [str(curated_day) for curated_day in days],
+               "split": "time", "eval_fraction": options.eval_fraction,
+               "eval_cutoff": datetime.fromtimestamp(cutoff / 1000, UTC).isoformat(), "min_count": options.min_count}
+    tables = build_features(ratings, options.min_count)
+    manifest = write_features(tables, lake, day, details)
+    tables.release()
+    curated.unpersist()
     return manifest
 
 
 def main(argv: list[str] | None = None) -> None:
     """spark-submit entry point."""
-    run_day_job(__doc__.splitlines()[0], "lakeloop-features", run, argv)
+    run_day_job(__doc__.splitlines()[0], "lakeloop-features", run, FeatureOptions, argv)
 
 
 if __name__ == "__main__":

@@ -1,44 +1,94 @@
-"""The factorization machine (Rendle, 2010) over four fields: user, item, release year and genres.
+"""The factorization machine (Rendle, 2010) over the feature fields of `jobs.feature_spec`, and its
+hyper-parameters (the one place they are set).
 
-Each field has a first-order weight and a k-dimensional factor; genres, a multi-valued field, pool
-their factors (mean over the movie's genres). The prediction is the global bias plus the first-order
-terms plus all pairwise factor interactions, computed in O(fields·k) with the sum-of-squares identity.
-Built only from Keras layers and `keras.ops`, so the saved `.keras` file loads without custom code.
+Fields: user and item (vocabulary indices), release-year bucket, genres (multi-hot, each movie's genres
+averaged), and the user's and the item's rating history: the deviation of its mean from the prior, shrunk
+by the confidence c / (c + `history_pseudo_count`) of its count c (a Bayesian average; 0 without history).
+Being bounded, it keeps the larger counts of evaluation and serving time (a history as of the end of the
+training data) in the range training saw, instead of extrapolating a trend learnt on growing counts.
+
+Each field has a first-order weight and a k-dimensional factor; the prediction is the global bias
+(initialised to the training mean) plus the first-order terms plus every pairwise interaction of the
+fields' factors, computed in O(fields·k) with the sum-of-squares identity, with L2 on all weights, clipped
+to the training ratings' range. Built only from Keras layers and `keras.ops`, so the saved `.keras` file
+loads without custom code.
 """
 
 from __future__ import annotations
 
-import keras
-from keras import layers, ops
+import dataclasses
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from jobs.features import GENRES, ITEM_BUCKETS, USER_BUCKETS, YEAR_BUCKETS
+from jobs.feature_spec import GENRES, INDEX_COLUMNS, YEAR_BUCKETS, FeatureSpec
+
+if TYPE_CHECKING:
+    import keras
 
 
-def build_fm_model(factors: int = 16, l2: float = 1e-5, mean_rating: float = 3.5) -> keras.Model:
-    """A Keras FM taking `{user_idx, item_idx, year_idx, genres}` and predicting a rating."""
-    inputs = {
-        "user_idx": keras.Input((), dtype="int64", name="user_idx"),
-        "item_idx": keras.Input((), dtype="int64", name="item_idx"),
-        "year_idx": keras.Input((), dtype="int64", name="year_idx"),
-        "genres": keras.Input((len(GENRES),), dtype="float32", name="genres"),
-    }
-    regularizer = keras.regularizers.L2(l2)
-    id_fields = [("user", "user_idx", USER_BUCKETS), ("item", "item_idx", ITEM_BUCKETS),
-                 ("year", "year_idx", YEAR_BUCKETS)]
-    factors_by_field, first_order = [], []
-    for name, key, buckets in id_fields:
-        factors_by_field.append(layers.Embedding(buckets, factors, embeddings_regularizer=regularizer,
-                                                 name=f"{name}_factors")(inputs[key]))
-        first_order.append(ops.squeeze(layers.Embedding(buckets, 1, embeddings_initializer="zeros",
-                                                        name=f"{name}_weight")(inputs[key]), -1))
-    genre_share = inputs["genres"] / ops.maximum(ops.sum(inputs["genres"], axis=-1, keepdims=True), 1.0)
-    factors_by_field.append(layers.Dense(factors, use_bias=False, kernel_regularizer=regularizer,
-                                         name="genre_factors")(genre_share))
-    first_order.append(ops.squeeze(layers.Dense(1, kernel_initializer="zeros", name="genre_weight",
-                                                bias_initializer=keras.initializers.Constant(mean_rating))
-                                   (genre_share), -1))
-    summed = factors_by_field[0] + factors_by_field[1] + factors_by_field[2] + factors_by_field[3]
-    squares = sum(ops.square(field) for field in factors_by_field)
-    interactions = 0.5 * ops.sum(ops.square(summed) - squares, axis=-1)
-    prediction = ops.add(sum(first_order), interactions)
+@dataclass(frozen=True)
+class FMHyperParameters:
+    """The FM's hyper-parameters and training schedule, logged with every run."""
+
+    factors: int = 32
+    l2: float = 1e-4
+    learning_rate: float = 0.002
+    batch_size: int = 256
+    epochs: int = 11
+    seed: int = 42
+    history_pseudo_count: float = 10.0
+
+    @classmethod
+    def from_args(cls, args: dict[str, str]) -> FMHyperParameters:
+        """Override the defaults from string arguments (trainer args); unknown names are an error."""
+        types = {option.name: type(option.default) for option in dataclasses.fields(cls)}
+        unknown = sorted(set(args) - set(types))
+        if unknown:
+            raise ValueError(f"unknown FM hyper-parameters {unknown}; known: {sorted(types)}")
+        return cls(**{name: types[name](value) for name, value in args.items()})
+
+    def as_params(self) -> dict[str, int | float]:
+        """The hyper-parameters as a flat dict (training summary, MLflow params)."""
+        return dataclasses.asdict(self)
+
+
+def build_fm_model(spec: FeatureSpec, hparams: FMHyperParameters) -> keras.Model:
+    """A Keras FM taking the spec's input columns and predicting a rating."""
+    import keras
+    from keras import layers, ops
+
+    regularizer = keras.regularizers.L2(hparams.l2)
+    inputs = {name: keras.Input((), dtype="int64", name=name) for name in INDEX_COLUMNS}
+    inputs["genres"] = keras.Input((len(GENRES),), dtype="float32", name="genres")
+    inputs.update({name: keras.Input((), dtype="float32", name=name) for name in spec.history_columns})
+    factors, first_order = [], []
+
+    def dense_field(name: str, values, with_bias: bool = False) -> None:
+        factors.append(layers.Dense(hparams.factors, use_bias=False, kernel_regularizer=regularizer,
+                                    kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
+                                    name=f"{name}_factors")(values))
+        weight = layers.Dense(1, kernel_initializer="zeros", kernel_regularizer=regularizer, use_bias=with_bias,
+                              bias_initializer=keras.initializers.Constant(spec.prior_mean), name=f"{name}_weight")
+        first_order.append(ops.squeeze(weight(values), -1))
+
+    sizes = {"user_idx": spec.user_vocab_size, "item_idx": spec.item_vocab_size, "year_idx": YEAR_BUCKETS}
+    for name, size in sizes.items():
+        field = name.removesuffix("_idx")
+        factors.append(layers.Embedding(size, hparams.factors, embeddings_regularizer=regularizer,
+                                        embeddings_initializer=keras.initializers.RandomNormal(stddev=0.01),
+                                        name=f"{field}_factors")(inputs[name]))
+        first_order.append(ops.squeeze(layers.Embedding(size, 1, embeddings_initializer="zeros",
+                                                        embeddings_regularizer=regularizer,
+                                                        name=f"{field}_weight")(inputs[name]), -1))
+    genres = inputs["genres"]
+    # The genre field's first-order layer carries the global bias (a Dense bias needs no custom layer).
+    dense_field("genre", genres / ops.maximum(ops.sum(genres, axis=-1, keepdims=True), 1.0), with_bias=True)
+    for entity in ("user", "item"):
+        mean, count = f"{entity}_mean_rating", f"{entity}_rating_count"
+        if mean in inputs:
+            confidence = inputs[count] / (inputs[count] + hparams.history_pseudo_count)
+            dense_field(f"{entity}_history", ops.expand_dims((inputs[mean] - spec.prior_mean) * confidence, -1))
+    stacked = ops.stack(factors, axis=1)
+    interactions = 0.5 * ops.sum(ops.square(ops.sum(stacked, axis=1)) - ops.sum(ops.square(stacked), axis=1), axis=-1)
+    prediction = ops.clip(ops.add(sum(first_order), interactions), spec.rating_min, spec.rating_max)
     return keras.Model(inputs, prediction, name="factorization_machine")

@@ -1,17 +1,19 @@
-"""The FM trainer run by `tfspark-submit`: Spark reads the feature window, TensorFlow fits the FM.
+"""The FM trainer run by `tfspark-submit`: Spark reads the day's training examples, TensorFlow fits the FM.
 
-Trainer arguments (`--trainer-arg KEY=VALUE`): `lake` (URL), `day` (YYYY-MM-DD), `window_days`
-(default 30: train on the train split of the days [day-window+1, day]), `epochs`, `factors`,
-`learning_rate`, `batch_size`.
+Trainer arguments (`--trainer-arg KEY=VALUE`): `lake` (URL) and `day` (YYYY-MM-DD) name the feature
+partition `<lake>/features/dt=D/` (its `train/` examples and its spec); any field of
+`jobs.fm_model.FMHyperParameters` (`factors`, `l2`, `learning_rate`, `batch_size`, `epochs`, `seed`)
+overrides its default. The hyper-parameters and vocabulary sizes join the training summary (and so the
+MLflow run's params).
 """
 
 from __future__ import annotations
 
 from datetime import date
 
-from jobs.common import lake_path, read_partitions
-from jobs.features import FEATURE_COLUMNS, FEATURES
-from lakeloop.lake import window_days
+from jobs.common import lake_path
+from jobs.feature_spec import FEATURE_COLUMNS, LABEL, TRAIN, FeatureSpec, feature_table_path, read_feature_spec
+from jobs.fm_model import FMHyperParameters
 from tfspark import TFSparkTrainer, TrainContext
 
 
@@ -23,24 +25,25 @@ def squared_error(labels, predictions):
 
 
 class FMTrainer(TFSparkTrainer):
-    """Fits the factorization machine on a window of daily feature partitions."""
+    """Fits the factorization machine on the training examples of a day's feature partition."""
 
-    label_column = "label"
+    label_column = LABEL
 
     def __init__(self, **kwargs: str) -> None:
         super().__init__(**kwargs)
-        self.lake = lake_path(kwargs["lake"])
-        self.day = date.fromisoformat(kwargs["day"])
-        self.window_days = int(kwargs.get("window_days", 30))
-        self.epochs = int(kwargs.get("epochs", 5))
-        self.batch_size = int(kwargs.get("batch_size", 1024))
-        self.factors = int(kwargs.get("factors", 16))
-        self.learning_rate = float(kwargs.get("learning_rate", 0.01))
+        self.lake = lake_path(kwargs.pop("lake"))
+        self.day = date.fromisoformat(kwargs.pop("day"))
+        self.hparams = FMHyperParameters.from_args(kwargs)
+        self.batch_size = self.hparams.batch_size
+        self.epochs = self.hparams.epochs
+        self.seed = self.hparams.seed
+        self.spec: FeatureSpec | None = None
 
     def pre_train(self, spark):
-        """The train split of the feature partitions in the window."""
-        features = read_partitions(spark, self.lake, FEATURES, window_days(self.day, self.window_days))
-        return features.filter(features.split == "train").select(*FEATURE_COLUMNS, self.label_column)
+        """The partition's training examples (model inputs and label); keeps its spec for `train`."""
+        self.spec = read_feature_spec(self.lake, self.day)
+        return spark.read.parquet(str(feature_table_path(self.lake, self.day, TRAIN))).select(*FEATURE_COLUMNS,
+                                                                                               LABEL)
 
     def train(self, dataset, ctx: TrainContext) -> dict:
         """Fit the FM with the runtime's distributed loop, then save it for evaluation."""
@@ -48,10 +51,11 @@ class FMTrainer(TFSparkTrainer):
 
         from jobs.fm_model import build_fm_model
 
+        keras.utils.set_random_seed(self.hparams.seed)
         with ctx.strategy.scope():
-            model = build_fm_model(factors=self.factors)
-            optimizer = keras.optimizers.Adam(self.learning_rate)
+            model = build_fm_model(self.spec, self.hparams)
+            optimizer = keras.optimizers.Adam(self.hparams.learning_rate)
         result = ctx.fit(model, optimizer, squared_error, dataset)
         ctx.save_model(model)
-        return {"factors": self.factors, "learning_rate": self.learning_rate, "window_days": self.window_days,
-                **result}
+        return {**self.hparams.as_params(), "user_vocab_size": self.spec.user_vocab_size,
+                "item_vocab_size": self.spec.item_vocab_size, **result}

@@ -64,7 +64,7 @@ def register_model(lake: Path, model_name: str, day: date, tracking_uri: str) ->
         log.info("model for %s already registered as %s version %s", day, model_name, version)
     else:
         model = keras.saving.load_model(model_path)
-        example = model_inputs(read_features(lake, [day], "test").slice(0, 5))
+        example = model_inputs(read_features(lake, day, "eval").slice(0, 5))
         _use_experiment(client, model_name, lake)
         with mlflow.start_run(run_name=f"{model_name}-{day}") as run:
             mlflow.log_params({key: value for key, value in summary.items() if not isinstance(value, dict | list)})

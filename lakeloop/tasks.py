@@ -7,12 +7,11 @@ from datetime import date
 from lakeloop.config import Settings
 
 
-def evaluate_day(settings: Settings, day: date, window: int) -> dict:
-    """Evaluate the day's model on the test split of the training window."""
+def evaluate_day(settings: Settings, day: date) -> dict:
+    """Evaluate the day's model on the evaluation set of the day's feature partition."""
     from lakeloop.evaluation import evaluate_model
-    from lakeloop.lake import window_days
 
-    return evaluate_model(settings.lake_path, settings.model_name, day, window_days(day, window))
+    return evaluate_model(settings.lake_path, settings.model_name, day)
 
 
 def register_day(settings: Settings, day: date) -> dict:

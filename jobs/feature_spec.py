@@ -1,0 +1,87 @@
+"""The layout and contract of a day's feature partition, shared by the features job, trainer, evaluation and
+batch prediction (no Spark or TensorFlow import here, so light consumers can read it).
+
+`<lake>/features/dt=D/` holds the whole training window as seen on day D:
+
+- `train/`, `eval/`: Parquet with `event_id`, `user_id`, `item_id`, `ts`, the model inputs `FEATURE_COLUMNS`
+  and the `label`; `eval/` is the most recent part of the window.
+- `_vocab/users/`, `_vocab/items/`: the id → index vocabularies fitted on `train/` (index 0 is the
+  out-of-vocabulary bucket), with each id's training count.
+- `_history/users/`, `_history/items/`: every id of the window with its history statistics as of the end of
+  the window, the inputs batch prediction scores with.
+- `_manifest.json`: counts, the split and window, and the `spec` (`FeatureSpec`) the model is built from.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import date
+from pathlib import Path
+
+from lakeloop.lake import partition_path
+
+FEATURES = "features"
+TRAIN = "train"
+EVAL = "eval"
+USER_VOCAB = "_vocab/users"
+ITEM_VOCAB = "_vocab/items"
+USER_HISTORY = "_history/users"
+ITEM_HISTORY = "_history/items"
+MANIFEST = "_manifest.json"
+
+OOV_INDEX = 0
+YEAR_BUCKETS = 22
+GENRES = ["unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
+          "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller",
+          "War", "Western"]
+INDEX_COLUMNS = ["user_idx", "item_idx", "year_idx"]
+MULTI_HOT_COLUMNS = ["genres"]
+HISTORY_COLUMNS = ["user_mean_rating", "user_rating_count", "item_mean_rating", "item_rating_count"]
+FEATURE_COLUMNS = [*INDEX_COLUMNS, *MULTI_HOT_COLUMNS, *HISTORY_COLUMNS]
+LABEL = "label"
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """What a model needs to know about its inputs: vocabulary sizes (OOV included), the training ratings'
+    mean (the prior of missing history) and range (the output clip), and which history columns it takes."""
+
+    user_vocab_size: int
+    item_vocab_size: int
+    prior_mean: float
+    rating_min: float
+    rating_max: float
+    history_columns: list[str] = field(default_factory=lambda: list(HISTORY_COLUMNS))
+
+    def to_json(self) -> dict:
+        """The spec as a JSON object (stored in the partition's manifest)."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, payload: dict) -> FeatureSpec:
+        """The spec stored by `to_json`."""
+        return cls(**payload)
+
+
+def feature_partition(lake: Path, day: date) -> Path:
+    """The directory of day D's feature partition."""
+    return partition_path(lake, FEATURES, day)
+
+
+def feature_table_path(lake: Path, day: date, table: str) -> Path:
+    """One table of the day's feature partition (`TRAIN`, `EVAL`, `USER_VOCAB`...)."""
+    return feature_partition(lake, day) / table
+
+
+def read_feature_manifest(lake: Path, day: date) -> dict:
+    """The manifest of the day's feature partition, naming the upstream task when it is missing."""
+    path = feature_partition(lake, day) / MANIFEST
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: run spark_features for {day} first")
+    return json.loads(path.read_text())
+
+
+def read_feature_spec(lake: Path, day: date) -> FeatureSpec:
+    """The `FeatureSpec` of the day's feature partition."""
+    return FeatureSpec.from_json(read_feature_manifest(lake, day)["spec"])

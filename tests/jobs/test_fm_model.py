@@ -1,0 +1,89 @@
+"""The factorization machine: bias + first-order terms + every pairwise field interaction, clipped to the rating
+range, saved and loaded without custom code; its hyper-parameters come from trainer arguments."""
+
+from __future__ import annotations
+
+import dataclasses
+from itertools import combinations
+
+import numpy as np
+import pytest
+
+from jobs.feature_spec import GENRES, FeatureSpec
+from jobs.fm_model import FMHyperParameters, build_fm_model
+
+UNCLIPPED = FeatureSpec(user_vocab_size=6, item_vocab_size=8, prior_mean=3.5, rating_min=-1e6, rating_max=1e6)
+HPARAMS = FMHyperParameters(factors=4)
+
+
+def sample_inputs(rows: int = 32, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    genres = (rng.random((rows, len(GENRES))) < 0.2).astype(np.float32)
+    genres[0] = 0.0
+    return {
+        "user_idx": rng.integers(0, UNCLIPPED.user_vocab_size, rows),
+        "item_idx": rng.integers(0, UNCLIPPED.item_vocab_size, rows),
+        "year_idx": rng.integers(0, 22, rows),
+        "genres": genres,
+        "user_mean_rating": rng.uniform(1, 5, rows).astype(np.float32),
+        "user_rating_count": rng.integers(0, 50, rows).astype(np.float32),
+        "item_mean_rating": rng.uniform(1, 5, rows).astype(np.float32),
+        "item_rating_count": rng.integers(0, 50, rows).astype(np.float32),
+    }
+
+
+def randomised(model, seed: int = 1):
+    """The model with every weight drawn at random, so that every term of the prediction matters."""
+    rng = np.random.default_rng(seed)
+    model.set_weights([rng.normal(0, 0.5, weight.shape).astype(np.float32) for weight in model.get_weights()])
+    return model
+
+
+def reference_prediction(model, x: dict[str, np.ndarray]) -> np.ndarray:
+    """The FM written out with numpy: each field's factor vector and first-order term, then all pairs."""
+    def weights(name):
+        return model.get_layer(name).get_weights()
+
+    vectors, first_order = [], []
+    for field, column in (("user", "user_idx"), ("item", "item_idx"), ("year", "year_idx")):
+        vectors.append(weights(f"{field}_factors")[0][x[column]])
+        first_order.append(weights(f"{field}_weight")[0][x[column], 0])
+    share = x["genres"] / np.maximum(x["genres"].sum(axis=1, keepdims=True), 1.0)
+    kernel, bias = weights("genre_weight")
+    vectors.append(share @ weights("genre_factors")[0])
+    first_order.append(share @ kernel[:, 0] + bias[0])
+    for entity in ("user", "item"):
+        count = x[f"{entity}_rating_count"]
+        value = ((x[f"{entity}_mean_rating"] - UNCLIPPED.prior_mean) * count / (count + 10.0))[:, None]
+        vectors.append(value @ weights(f"{entity}_history_factors")[0])
+        first_order.append(value[:, 0] * weights(f"{entity}_history_weight")[0][0, 0])
+    pairs = sum(np.sum(first * second, axis=1) for first, second in combinations(vectors, 2))
+    return sum(first_order) + pairs
+
+
+def test_the_prediction_is_bias_plus_first_order_terms_plus_every_pairwise_interaction():
+    model = randomised(build_fm_model(UNCLIPPED, HPARAMS))
+    x = sample_inputs()
+    predicted = np.asarray(model.predict(x, verbose=0)).reshape(-1)
+    np.testing.assert_allclose(predicted, reference_prediction(model, x), rtol=1e-4, atol=1e-4)
+
+
+def test_predictions_are_clipped_and_the_saved_model_loads_without_custom_code(tmp_path):
+    import keras
+
+    spec = dataclasses.replace(UNCLIPPED, rating_min=1.0, rating_max=5.0)
+    model = randomised(build_fm_model(spec, HPARAMS), seed=2)
+    x = sample_inputs(rows=256)
+    predicted = np.asarray(model.predict(x, verbose=0)).reshape(-1)
+    assert predicted.min() == 1.0 and predicted.max() == 5.0
+
+    model.save(tmp_path / "model.keras")
+    loaded = keras.saving.load_model(tmp_path / "model.keras")
+    np.testing.assert_array_equal(np.asarray(loaded.predict(x, verbose=0)).reshape(-1), predicted)
+
+
+def test_hyper_parameters_come_from_trainer_arguments():
+    assert FMHyperParameters.from_args({"epochs": "3", "l2": "0.001"}) == FMHyperParameters(epochs=3, l2=0.001)
+    assert FMHyperParameters().as_params()["factors"] == FMHyperParameters().factors
+    with pytest.raises(ValueError, match=r"unknown FM hyper-parameters \['epoch'\]"):
+        FMHyperParameters.from_args({"epoch": "3"})
