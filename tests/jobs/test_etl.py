@@ -4,7 +4,11 @@ join, idempotent reruns, and each data-quality failure."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import sys
 from datetime import date
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -141,3 +145,27 @@ def test_a_rating_distribution_far_off_the_history_fails_unless_allowed(spark, m
         etl.run(spark, lake, DAY2)
     manifest = etl.run(spark, lake, DAY2, etl.EtlOptions(max_rating_drift=1.0))
     assert manifest["rating_drift"]["checked"] and manifest["rating_drift"]["total_variation"] > 0.9
+
+
+def test_the_job_runs_unchanged_on_the_master_of_the_spark_connection(two_days, monkeypatch):
+    """The DAG's way: spark-submit of jobs/etl.py by the Spark provider's hook, master from `spark_default`."""
+    from airflow.providers.apache.spark.hooks.spark_submit import SparkSubmitHook
+
+    monkeypatch.setenv("AIRFLOW_CONN_SPARK_DEFAULT", json.dumps({"conn_type": "spark", "host": "local[2]"}))
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    lake = two_days["lake"]
+    before = {day: curated(lake, day).sort_by("event_id") for day in (DAY1, DAY2)}
+    hook = SparkSubmitHook(conn_id="spark_default", name="lakeloop-etl-test")
+    application = str(Path(etl.__file__))
+    arguments = ["--lake", lake.as_uri(), "--day", str(DAY2)]
+    command = hook._build_spark_submit_command(application)
+    assert command[command.index("--master") + 1] == "local[2]"
+
+    for day in before:
+        shutil.rmtree(partition_path(lake, etl.CURATED, day))
+    SparkSubmitHook(conn_id="spark_default", name="lakeloop-etl-test", application_args=arguments).submit(application)
+
+    manifest = json.loads((partition_path(lake, etl.CURATED, DAY2) / "_manifest.json").read_text())
+    assert manifest["run"]["rows_out"] == two_days["second"]["rows_out"]
+    for day, table in before.items():
+        assert curated(lake, day).sort_by("event_id").equals(table)
