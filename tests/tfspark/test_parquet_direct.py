@@ -13,11 +13,14 @@ from pyspark.sql import functions as F
 from tfspark.parquet_direct import (
     PARQUET_DIRECT_CONF,
     DirectPathUnavailable,
+    ParquetScan,
     RowGroup,
     RowGroupSlice,
     parquet_scan,
     plan_parquet_feed,
     plan_row_groups,
+    read_row_groups,
+    resolve_uri,
 )
 
 
@@ -95,6 +98,14 @@ def test_the_switch_turns_the_direct_path_off(spark, lake):
     finally:
         spark.conf.unset(PARQUET_DIRECT_CONF)
     assert plan_parquet_feed(frame, 2).worker_rows == [37, 38]
+
+
+def test_file_uris_resolve_to_pyarrow_filesystems_and_unknown_schemes_fall_back():
+    filesystem, path = resolve_uri("file:///lake/features/dt=2025-01-01/part%200.parquet")
+    assert (filesystem.type_name, path) == ("local", "/lake/features/dt=2025-01-01/part 0.parquet")
+    hadoop_only = ParquetScan(("s3a://lake/features/part-0.parquet",), ("rating",))
+    with pytest.raises(DirectPathUnavailable, match="pyarrow cannot read s3a://lake"):
+        read_row_groups(hadoop_only, pa.schema([("rating", pa.float64())]))
 
 
 def test_row_groups_are_split_into_contiguous_shards_differing_by_one_row_at_most():
