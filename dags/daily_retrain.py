@@ -14,8 +14,9 @@ alias `champion`) → `batch_predict` (top-10 per user → `predictions/`).
 One run at a time (`max_active_runs=1`); a backfill may run several days at once, so each heavy task runs
 for one day at a time (`max_active_tis_per_dag=1`), Spark applications share the pool `spark_pool` (2 slots)
 and training `gpu_pool` (1 slot). A task that fails after its last retry, a run that fails for another
-reason, and a run not finished `LAKELOOP_RUN_DEADLINE_MINUTES` (default 360) after it was queued are
-alerted by `LakeloopNotifier` (webhook `LAKELOOP_ALERT_WEBHOOK`, email via the `smtp_default` connection).
+reason, and a run not finished `LAKELOOP_RUN_DEADLINE_MINUTES` after it was queued (360 under the
+scheduler of `lakeloop ui` and compose; off under `dags test`, see `lakeloop/operations.py`) are alerted
+by `LakeloopNotifier` (webhook `LAKELOOP_ALERT_WEBHOOK`, email via the `smtp_default` connection).
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ with DAG(
     tags=["lakeloop", "recommender"],
     on_failure_callback=alert,
     deadline=DeadlineAlert(reference=DeadlineReference.DAGRUN_QUEUED_AT, interval=operations.run_deadline,
-                           callback=SyncCallback(LakeloopNotifier)),
+                           callback=SyncCallback(LakeloopNotifier)) if operations.run_deadline else None,
     default_args={
         "owner": "lakeloop",
         "retries": operations.retries,

@@ -21,7 +21,9 @@ TASK_IDS = ["ingest_ratings", "spark_etl", "spark_features", "train_model", "eva
 def dagbag():
     from airflow.dag_processing.dagbag import DagBag
 
-    return DagBag(dag_folder=str(REPO / "dags"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LAKELOOP_RUN_DEADLINE_MINUTES", "360")
+        return DagBag(dag_folder=str(REPO / "dags"))
 
 
 def test_no_import_errors(dagbag):
@@ -53,6 +55,7 @@ def test_daily_retrain_is_bounded_retried_and_alerted(dagbag):
     assert isinstance(dag.on_failure_callback, LakeloopNotifier)
     [deadline] = dag.deadline
     assert deadline.callback.path == "operators.notifiers.LakeloopNotifier"
+    assert deadline.interval.total_seconds() == 360 * 60
     assert {task.task_id for task in dag.tasks if task.pool == "spark_pool"} == SPARK_TASK_IDS
     for task in dag.tasks:
         assert task.retry_exponential_backoff > 1 and task.max_retry_delay, task.task_id
@@ -61,6 +64,14 @@ def test_daily_retrain_is_bounded_retried_and_alerted(dagbag):
         assert any(isinstance(callback, LakeloopNotifier) for callback in task.on_failure_callback), task.task_id
         assert not task.on_retry_callback, task.task_id
     assert all(dag.get_task(task_id).durable for task_id in SPARK_TASK_IDS)
+
+
+def test_without_a_configured_deadline_the_dag_declares_none(monkeypatch):
+    from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch.delenv("LAKELOOP_RUN_DEADLINE_MINUTES", raising=False)
+    bag = DagBag(dag_folder=str(REPO / "dags"))
+    assert not bag.dags["daily_retrain"].deadline
 
 
 def test_parsing_imports_nothing_heavy():
