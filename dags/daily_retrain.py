@@ -6,8 +6,10 @@ writes partitions `dt=D` in the lake; tasks talk through the lake, so any one of
 
 `ingest_ratings` (Kafka → `raw/ratings`) → `spark_etl` (→ `curated/ratings`) → `spark_features`
 (→ `features`) → `train_model` (TensorFlow on Spark, pool `gpu_pool`, checkpoints in
-`checkpoints/`) → `evaluate_model` (RMSE vs the global-mean baseline) → `register_model` (MLflow,
-alias `champion`) → `batch_predict` (top-10 per user → `predictions/`).
+`checkpoints/`) → `evaluate_model` (new model vs champion vs baselines; the quality gate) →
+`register_model` (one MLflow run per DAG run; alias `champion` if promoted, else `challenger`) →
+`batch_predict` (the champion's top-10 unseen movies per user → `predictions/`, the Asset
+`lakeloop_predictions`).
 
 **Operations.** Every task retries (`LAKELOOP_TASK_RETRIES`, default 2) with exponential backoff from
 `LAKELOOP_RETRY_DELAY_SECONDS` (default 120 s, doubling, at most 30 min) and has an `execution_timeout`.
@@ -24,7 +26,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
-from airflow.sdk import DAG, DeadlineAlert, DeadlineReference, SyncCallback, task
+from airflow.sdk import DAG, Asset, DeadlineAlert, DeadlineReference, SyncCallback, task
 
 from lakeloop.airflow_env import GPU_POOL, SPARK_POOL
 from lakeloop.config import load_settings
@@ -42,6 +44,7 @@ alert = LakeloopNotifier()
 DAY = "{{ data_interval_start | ds }}"
 JOBS = settings.project_dir / "jobs"
 WINDOW_DAYS = 30
+PREDICTIONS_ASSET = Asset(name="lakeloop_predictions", uri=f"{settings.lake_url}/predictions")
 
 with DAG(
     dag_id="daily_retrain",
@@ -105,25 +108,29 @@ with DAG(
 
     @task(execution_timeout=timedelta(minutes=20))
     def evaluate_model(data_interval_start: datetime | None = None) -> dict:
-        """RMSE of the day's model on the evaluation set, next to the global-mean and user/item-bias baselines."""
+        """The day's model, the champion and the baselines on the evaluation set; the quality gate's decision."""
         from lakeloop.tasks import evaluate_day
 
         return evaluate_day(settings, data_interval_start.date())
 
     @task(execution_timeout=timedelta(minutes=20))
-    def register_model(data_interval_start: datetime | None = None) -> dict:
-        """Register the day's model in MLflow and alias it `champion`."""
+    def register_model(dag_run=None, data_interval_start: datetime | None = None,
+                       data_interval_end: datetime | None = None) -> dict:
+        """Register the day's model in the DAG run's MLflow run; alias `champion` or `challenger` per the gate."""
         from lakeloop.tasks import register_day
 
-        return register_day(settings, data_interval_start.date())
+        return register_day(settings, data_interval_start.date(), dag_run.dag_id, dag_run.run_id,
+                            data_interval_start, data_interval_end)
 
     batch_predict = SparkSubmitOperator(
         task_id="batch_predict",
         application=str(JOBS / "batch_predict.py"),
-        application_args=["--lake", settings.lake_url, "--day", DAY, "--model-name", settings.model_name],
+        application_args=["--lake", settings.lake_url, "--day", DAY, "--model-name", settings.model_name,
+                          "--generated-at", "{{ data_interval_end | ts }}"],
         name="lakeloop-batch-predict",
         pool=SPARK_POOL,
         durable=True,
+        outlets=[PREDICTIONS_ASSET],
         execution_timeout=timedelta(hours=1),
     )
 

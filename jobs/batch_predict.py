@@ -1,18 +1,24 @@
-"""Spark batch prediction: the top-k unseen movies per user, scored by the `champion` model.
+"""Spark batch prediction: the top-k unseen movies per user, scored by the registry's `champion`.
 
 Users are those of the day's feature window (`<lake>/features/dt=D/`); candidates are every catalog movie a
 user has not rated in that window. Their inputs are built by `jobs.features.serving_inputs` — the same
-transformation as the training examples, with the partition's vocabularies and history statistics as of
-the end of the window. The model is resolved from the MLflow alias once on the driver, downloaded, and loaded
-once per Python worker; each partition is scored as Arrow batches (`mapInArrow`), no per-row Python.
-Writes `<lake>/predictions/dt=D/` (`user_id`, `item_id`, `score`, `rank`, `model_version`).
+transformation as the training examples — with history statistics as of the end of the day's window and the
+vocabularies of the partition the champion was trained on (its version tag `lakeloop.day`). The version is
+resolved from the alias once on the driver and downloaded; each Python worker loads it once (an accumulator
+counts the loads) and scores its partitions as Arrow batches (`mapInArrow`), no per-row Python.
+
+Writes `<lake>/predictions/dt=D/` atomically: `user_id`, `item_id`, `score`, `rank` (1 = best; ties go to
+the smaller item id), `model_name`, `model_version`, `generated_at` (`--generated-at`, the end of the data
+interval under Airflow, so a rerun writes the same rows). Without a champion (the first model was rejected
+by the quality gate) there is nothing to score with: the job says so and writes nothing.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime
 from functools import lru_cache
 from pathlib import Path
 
@@ -25,8 +31,10 @@ from jobs.feature_spec import EVAL, FEATURE_COLUMNS, TRAIN, USER_HISTORY, featur
 from jobs.features import serving_inputs
 from lakeloop.evaluation import model_inputs
 
+log = logging.getLogger(__name__)
 PREDICTIONS = "predictions"
 SCORED_SCHEMA = "user_id string, item_id string, score double"
+OUTPUT_COLUMNS = ["user_id", "item_id", "score", "rank", "model_name", "model_version", "generated_at"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +44,7 @@ class PredictOptions:
     model_name: str = field(metadata={"help": "registered model name"})
     alias: str = field(default="champion", metadata={"help": "registry alias of the version to score with"})
     top_k: int = field(default=10, metadata={"help": "movies kept per user"})
+    generated_at: str = field(default="", metadata={"help": "ISO timestamp stamped on the rows (default: now)"})
 
 
 @lru_cache(maxsize=1)
@@ -45,12 +54,15 @@ def _load_model(local_path: str):
     return mlflow.tensorflow.load_model(local_path)
 
 
-def score_batches(local_model_path: str):
-    """A `mapInArrow` function scoring candidate rows with the model at `local_model_path`."""
+def score_batches(local_model_path: str, model_loads=None):
+    """A `mapInArrow` function scoring candidate rows with the model at `local_model_path`, loaded once per
+    Python worker; `model_loads` (an accumulator) counts the loads."""
 
     def score(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         import numpy as np
 
+        if model_loads is not None and _load_model.cache_info().currsize == 0:
+            model_loads.add(1)
         model = _load_model(local_model_path)
         for batch in batches:
             if batch.num_rows == 0:
@@ -67,9 +79,17 @@ def run(spark: SparkSession, lake: Path, day: date, options: PredictOptions) -> 
     """Score and write the day's top-k predictions; return the manifest."""
     import mlflow
     from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
 
-    version = MlflowClient().get_model_version_by_alias(options.model_name, options.alias)
+    try:
+        version = MlflowClient().get_model_version_by_alias(options.model_name, options.alias)
+    except MlflowException as error:
+        log.warning("no %s version of %s (%s): no predictions for %s", options.alias, options.model_name,
+                    error.message, day)
+        return {"day": str(day), "model_name": options.model_name, "alias": options.alias, "skipped": True}
+    model_day = date.fromisoformat(version.tags["lakeloop.day"])
     local_model = mlflow.artifacts.download_artifacts(f"models:/{options.model_name}/{version.version}")
+    generated_at = datetime.fromisoformat(options.generated_at) if options.generated_at else datetime.now(UTC)
 
     def table(name: str):
         return spark.read.parquet(str(feature_table_path(lake, day, name)))
@@ -77,18 +97,24 @@ def run(spark: SparkSession, lake: Path, day: date, options: PredictOptions) -> 
     rated = table(TRAIN).select("user_id", "item_id").union(table(EVAL).select("user_id", "item_id")).distinct()
     movies = spark.read.parquet(str(lake / MOVIES)).select("item_id", "year", "genres")
     pairs = table(USER_HISTORY).select("user_id").crossJoin(movies).join(rated, ["user_id", "item_id"], "left_anti")
-    candidates = (serving_inputs(spark, lake, day, pairs).select("user_id", "item_id", *FEATURE_COLUMNS)
+    candidates = (serving_inputs(spark, lake, day, pairs, model_day).select("user_id", "item_id", *FEATURE_COLUMNS)
                   .repartition(spark.sparkContext.defaultParallelism))
-    scored = candidates.mapInArrow(score_batches(local_model), SCORED_SCHEMA)
+    model_loads = spark.sparkContext.accumulator(0)
+    scored = candidates.mapInArrow(score_batches(local_model, model_loads), SCORED_SCHEMA)
     by_score = Window.partitionBy("user_id").orderBy(F.col("score").desc(), F.col("item_id"))
     top = (scored.withColumn("rank", F.row_number().over(by_score)).filter(F.col("rank") <= options.top_k)
+           .withColumn("model_name", F.lit(options.model_name))
            .withColumn("model_version", F.lit(str(version.version)))
-           .select("user_id", "item_id", "score", "rank", "model_version")).cache()
+           .withColumn("generated_at", F.lit(generated_at).cast("timestamp"))
+           .select(*OUTPUT_COLUMNS).orderBy("user_id", "rank")).cache()
+    counts = top.agg(F.count(F.lit(1)).alias("rows"), F.countDistinct("user_id").alias("users")).first()
     manifest = {"day": str(day), "model_name": options.model_name, "alias": options.alias,
-                "model_version": str(version.version), "users": top.select("user_id").distinct().count(),
-                "rows": top.count(), "top_k": options.top_k}
+                "model_version": str(version.version), "model_day": str(model_day), "users": counts["users"],
+                "rows": counts["rows"], "top_k": options.top_k, "generated_at": generated_at.isoformat(),
+                "model_loads": model_loads.value, "task_slots": spark.sparkContext.defaultParallelism}
     write_partition({"": top.coalesce(1)}, lake, PREDICTIONS, day, manifest)
     top.unpersist()
+    log.info("predictions for %s: %s", day, manifest)
     return manifest
 
 

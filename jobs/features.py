@@ -12,8 +12,8 @@ the training rows only, so nothing of the evaluation set leaks into the inputs:
 - the spec's prior mean and rating range.
 
 Release-year bucket and genre multi-hot come from the catalog columns ETL joined in. Batch prediction builds
-the inputs of (user, candidate item) pairs with the same functions (`serving_inputs`): the partition's
-vocabularies, and history statistics as of the end of the window (`_history/`).
+the inputs of (user, candidate item) pairs with the same functions (`serving_inputs`): the vocabularies of
+the model's partition, and history statistics as of the end of the window (`_history/`).
 """
 
 from __future__ import annotations
@@ -193,15 +193,19 @@ def write_features(tables: FeatureTables, lake: Path, day: date, details: dict) 
     return manifest
 
 
-def serving_inputs(spark: SparkSession, lake: Path, day: date, pairs: DataFrame) -> DataFrame:
-    """Model inputs for (user, item) pairs with catalog `year`/`genres`, as the day's partition defines them:
-    its vocabularies, and history statistics as of the end of its window."""
-    def table(name: str) -> DataFrame:
-        return spark.read.parquet(str(feature_table_path(lake, day, name)))
+def serving_inputs(spark: SparkSession, lake: Path, day: date, pairs: DataFrame,
+                   model_day: date | None = None) -> DataFrame:
+    """Model inputs for (user, item) pairs with catalog `year`/`genres`: history statistics as of the end of
+    the day's window, and the vocabularies and prior of the partition the model was trained on (`model_day`,
+    by default the same day: a champion kept from an earlier day still needs its own indices)."""
+    def table(table_day: date, name: str) -> DataFrame:
+        return spark.read.parquet(str(feature_table_path(lake, table_day, name)))
 
-    with_history = (pairs.join(table(USER_HISTORY), "user_id", "left")
-                    .join(F.broadcast(table(ITEM_HISTORY)), "item_id", "left"))
-    return add_model_inputs(with_history, table(USER_VOCAB), table(ITEM_VOCAB), read_feature_spec(lake, day).prior_mean)
+    model_day = model_day or day
+    with_history = (pairs.join(table(day, USER_HISTORY), "user_id", "left")
+                    .join(F.broadcast(table(day, ITEM_HISTORY)), "item_id", "left"))
+    return add_model_inputs(with_history, table(model_day, USER_VOCAB), table(model_day, ITEM_VOCAB),
+                            read_feature_spec(lake, model_day).prior_mean)
 
 
 def run(spark: SparkSession, lake: Path, day: date, options: FeatureOptions = FeatureOptions()) -> dict:

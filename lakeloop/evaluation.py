@@ -1,21 +1,57 @@
-"""Offline evaluation of a day's model: RMSE on the feature partition's evaluation set, next to two baselines
-fitted on its training set — the global mean, and the user/item-bias model (mean + user bias + item bias)."""
+"""Offline evaluation of a day's model, next to the current `champion` and two baselines, in one pass.
+
+All of them score the same data: the evaluation set of the day's feature partition (the most recent ratings
+of its window) for rating accuracy (RMSE, MAE), and, for ranking quality, the top-10 lists of the users with
+held-out positives (evaluation ratings >= 4) over the candidate items (those of the training vocabulary the
+user has not rated in training): precision@10, recall@10 and NDCG@10. The candidates' history inputs are the
+training statistics, as the evaluation examples' are (every evaluation rating comes after every training one).
+
+The baselines are fitted on the training set: the global mean (RMSE only) and the user/item-bias model
+(mean + user bias + item bias). The champion was trained on an earlier partition, so it scores with its own
+vocabularies: user and item ids are looked up in the champion day's `_vocab/` tables (unknown ids → 0).
+The quality gate (`lakeloop.gate`) then decides on the new model; `evaluation.json` holds every figure and
+the decision, and `evaluation/` the report (`lakeloop.evaluation_report`) that registration logs to MLflow.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from jobs.feature_spec import EVAL, FEATURE_COLUMNS, LABEL, TRAIN, feature_table_path
-from lakeloop.models import EVALUATION, MODEL_FILE, model_dir, write_json
+from jobs.feature_spec import (
+    EVAL,
+    FEATURE_COLUMNS,
+    ITEM_VOCAB,
+    LABEL,
+    OOV_INDEX,
+    TRAIN,
+    USER_VOCAB,
+    feature_table_path,
+    read_feature_spec,
+)
+from lakeloop.gate import DEFAULT_TOLERANCE, quality_gate
+from lakeloop.models import EVALUATION, MODEL_FILE, TRAIN_SUMMARY, model_dir, read_json, write_json
+
+if TYPE_CHECKING:
+    import keras
 
 log = logging.getLogger(__name__)
+TOP_K = 10
+POSITIVE_RATING = 4.0
+ACTIVITY_BUCKETS = ((0, 0, "new (0)"), (1, 9, "1-9"), (10, 49, "10-49"), (50, None, "50+"))
+MODEL, CHAMPION, BIAS_BASELINE = "model", "champion", "bias_baseline"
+METRIC_PREFIX = {MODEL: "", CHAMPION: "champion_", BIAS_BASELINE: "bias_baseline_"}
+RATING_COLUMNS = ["user_id", "item_id", *FEATURE_COLUMNS, LABEL]
+
 
 
 def read_features(lake: Path, day: date, split: str, columns: list[str] | None = None) -> pa.Table:
@@ -31,10 +67,8 @@ def model_inputs(data: pa.Table | pa.RecordBatch) -> dict[str, np.ndarray]:
     inputs = {}
     for name in FEATURE_COLUMNS:
         column = data.column(name)
-        if isinstance(column, pa.ChunkedArray):
-            column = column.combine_chunks()
         if pa.types.is_list(column.type) or pa.types.is_fixed_size_list(column.type):
-            inputs[name] = column.flatten().to_numpy().reshape(len(column), -1).astype(np.float32)
+            inputs[name] = multi_hot(column)
         else:
             inputs[name] = column.to_numpy()
     return inputs
@@ -43,6 +77,11 @@ def model_inputs(data: pa.Table | pa.RecordBatch) -> dict[str, np.ndarray]:
 def rmse(predictions: np.ndarray, labels: np.ndarray) -> float:
     """Root mean squared error."""
     return float(np.sqrt(np.mean((np.asarray(predictions, np.float64) - labels) ** 2)))
+
+
+def mae(predictions: np.ndarray, labels: np.ndarray) -> float:
+    """Mean absolute error."""
+    return float(np.mean(np.abs(np.asarray(predictions, np.float64) - labels)))
 
 
 @dataclass(frozen=True)
@@ -76,35 +115,209 @@ class BiasBaseline:
         return self.mean + self.user_bias[users] + self.item_bias[items]
 
 
-def baseline_metrics(train: pa.Table, evaluation: pa.Table) -> dict:
-    """RMSE of the global-mean and the user/item-bias baselines, fitted on `train`, on `evaluation`."""
-    labels = evaluation[LABEL].to_numpy().astype(np.float64)
-    train_labels = train[LABEL].to_numpy().astype(np.float64)
-    bias = BiasBaseline.fit(train["user_idx"].to_numpy(), train["item_idx"].to_numpy(), train_labels)
-    return {
-        "baseline_mean": float(train_labels.mean()),
-        "baseline_rmse": rmse(np.full_like(labels, train_labels.mean()), labels),
-        "bias_baseline_rmse": rmse(bias.predict(evaluation["user_idx"].to_numpy(),
-                                                evaluation["item_idx"].to_numpy()), labels),
-    }
+def multi_hot(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A list column of equal-length float lists (the genres) as a (rows, width) float32 matrix."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    return column.flatten().to_numpy().reshape(len(column), -1).astype(np.float32)
 
 
-def evaluate_model(lake: Path, model_name: str, day: date) -> dict:
-    """Score the day's trained model on the partition's evaluation set; write and return the metrics."""
+def history_inputs(entity: str, rating_sums: np.ndarray, rating_counts: np.ndarray,
+                   prior_mean: float) -> dict[str, np.ndarray]:
+    """The `<entity>_mean_rating` / `<entity>_rating_count` inputs; the prior mean without history."""
+    means = np.divide(rating_sums, rating_counts, out=np.full(len(rating_sums), prior_mean),
+                      where=rating_counts > 0)
+    return {f"{entity}_mean_rating": means.astype(np.float32),
+            f"{entity}_rating_count": np.asarray(rating_counts, np.float32)}
+
+
+Scorer = Callable[[dict[str, np.ndarray], pa.Array, pa.Array], np.ndarray]
+"""Predicted ratings (float64) from model inputs and the rows' user and item ids."""
+
+
+def keras_scorer(model: keras.Model) -> Scorer:
+    """Score with a model of the day's partition (its inputs use this partition's vocabularies)."""
+    def score(inputs: dict[str, np.ndarray], user_ids: pa.Array, item_ids: pa.Array) -> np.ndarray:
+        return np.asarray(model.predict(inputs, batch_size=8192, verbose=0), np.float64).reshape(-1)
+
+    return score
+
+
+def bias_scorer(baseline: BiasBaseline) -> Scorer:
+    """Score with the user/item-bias baseline fitted on the day's training set."""
+    def score(inputs: dict[str, np.ndarray], user_ids: pa.Array, item_ids: pa.Array) -> np.ndarray:
+        return baseline.predict(inputs["user_idx"], inputs["item_idx"])
+
+    return score
+
+
+def vocabulary_index(ids: pa.Array, vocabulary: pa.Table, id_column: str, index_column: str) -> np.ndarray:
+    """The index of each id in a partition's vocabulary table; `OOV_INDEX` for ids it does not hold."""
+    positions = pc.index_in(ids, value_set=vocabulary[id_column].combine_chunks())
+    indices = vocabulary[index_column].combine_chunks().take(positions)
+    return pc.fill_null(indices, OOV_INDEX).to_numpy().astype(np.int64)
+
+
+@dataclass(frozen=True)
+class Champion:
+    """The registry's current champion: its version, the day whose partition it was trained on, the model."""
+
+    version: str
+    day: date
+    model: keras.Model
+
+    def scorer(self, lake: Path) -> Scorer:
+        """Score with the champion, re-indexing users and items with its own day's vocabularies."""
+        users = pq.read_table(feature_table_path(lake, self.day, USER_VOCAB), columns=["user_id", "user_idx"])
+        items = pq.read_table(feature_table_path(lake, self.day, ITEM_VOCAB), columns=["item_id", "item_idx"])
+        predict = keras_scorer(self.model)
+
+        def score(inputs: dict[str, np.ndarray], user_ids: pa.Array, item_ids: pa.Array) -> np.ndarray:
+            own = {**inputs, "user_idx": vocabulary_index(user_ids, users, "user_id", "user_idx"),
+                   "item_idx": vocabulary_index(item_ids, items, "item_id", "item_idx")}
+            return predict(own, user_ids, item_ids)
+
+        return score
+
+
+def ranking_metrics(scores: np.ndarray, seen: np.ndarray, relevant: np.ndarray, k: int = TOP_K) -> dict[str, float]:
+    """Mean precision@k, recall@k and NDCG@k (binary relevance) of each row's top k unseen items.
+
+    `scores`, `seen` and `relevant` are (users, items); ties rank the lower item position first.
+    """
+    masked = np.where(seen, -np.inf, scores)
+    top = np.argsort(-masked, axis=1, kind="stable")[:, :k]
+    hits = np.take_along_axis(relevant & ~seen, top, axis=1)
+    relevant_count = (relevant & ~seen).sum(axis=1)
+    if not relevant_count.all():
+        raise ValueError("every ranked user needs at least one relevant unseen item")
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    ideal = np.cumsum(discounts)[np.minimum(relevant_count, k) - 1]
+    return {f"precision_at_{k}": float((hits.sum(axis=1) / k).mean()),
+            f"recall_at_{k}": float((hits.sum(axis=1) / relevant_count).mean()),
+            f"ndcg_at_{k}": float(((hits * discounts[:hits.shape[1]]).sum(axis=1) / ideal).mean())}
+
+
+@dataclass(frozen=True)
+class RankingSet:
+    """Users with held-out positives × candidate items, with what each user rated in training (`seen`) and
+    the held-out positives (`relevant`), and the model inputs of every pair."""
+
+    user_ids: pa.Array
+    user_inputs: dict[str, np.ndarray]
+    item_ids: pa.Array
+    item_inputs: dict[str, np.ndarray]
+    seen: np.ndarray
+    relevant: np.ndarray
+
+    @classmethod
+    def build(cls, train: pa.Table, evaluation: pa.Table, prior_mean: float, max_users: int) -> RankingSet:
+        """From the partition's training and evaluation examples; at most `max_users` users (a seeded sample)."""
+        item_idx = train["item_idx"].to_numpy()
+        known, first = np.unique(item_idx, return_index=True)
+        first = first[known != OOV_INDEX]
+        items = train.take(first)
+        item_ids = items["item_id"].combine_chunks()
+        item_sums = np.bincount(item_idx, train[LABEL].to_numpy().astype(np.float64))
+        item_counts = np.bincount(item_idx)
+        candidate_idx = items["item_idx"].to_numpy()
+        item_inputs = {"item_idx": candidate_idx, "year_idx": items["year_idx"].to_numpy(),
+                       "genres": multi_hot(items["genres"]),
+                       **history_inputs("item", item_sums[candidate_idx], item_counts[candidate_idx], prior_mean)}
+        positives = evaluation.filter(pc.greater_equal(evaluation[LABEL], POSITIVE_RATING))
+        item_position = pc.index_in(positives["item_id"], value_set=item_ids)
+        user_ids = pc.unique(positives["user_id"]).sort()
+        user_position = pc.index_in(positives["user_id"], value_set=user_ids).to_numpy()
+        relevant = np.zeros((len(user_ids), len(item_ids)), dtype=bool)
+        in_catalog = item_position.is_valid().to_numpy(zero_copy_only=False)
+        relevant[user_position[in_catalog], pc.drop_null(item_position).to_numpy()] = True
+        seen = np.zeros_like(relevant)
+        train_user = pc.index_in(train["user_id"], value_set=user_ids)
+        train_item = pc.index_in(train["item_id"], value_set=item_ids)
+        both = pc.and_(train_user.is_valid(), train_item.is_valid())
+        seen[pc.filter(train_user, both).to_numpy(), pc.filter(train_item, both).to_numpy()] = True
+        keep = np.flatnonzero((relevant & ~seen).any(axis=1))
+        if len(keep) > max_users:
+            keep = np.sort(np.random.default_rng(0).choice(keep, max_users, replace=False))
+        user_ids = user_ids.take(keep)
+        train_rows = pc.index_in(train["user_id"], value_set=user_ids)
+        counted = train_rows.is_valid()
+        rows = pc.filter(train_rows, counted).to_numpy()
+        sums = np.bincount(rows, pc.filter(train[LABEL], counted).to_numpy().astype(np.float64), len(keep))
+        counts = np.bincount(rows, minlength=len(keep))
+        first_eval = pc.index_in(user_ids, value_set=evaluation["user_id"].combine_chunks()).to_numpy()
+        user_inputs = {"user_idx": evaluation["user_idx"].combine_chunks().take(first_eval).to_numpy(),
+                       **history_inputs("user", sums, counts, prior_mean)}
+        return cls(user_ids, user_inputs, item_ids, item_inputs, seen[keep], relevant[keep])
+
+    def scores(self, scorer: Scorer, max_rows: int = 250_000) -> np.ndarray:
+        """The scorer's (users, items) score matrix, computed a block of users at a time."""
+        users, items = len(self.user_ids), len(self.item_ids)
+        block = max(1, max_rows // max(items, 1))
+        result = np.empty((users, items))
+        for start in range(0, users, block):
+            rows = np.arange(start, min(start + block, users))
+            user_rows, item_rows = np.repeat(rows, items), np.tile(np.arange(items), len(rows))
+            inputs = {**{name: values[user_rows] for name, values in self.user_inputs.items()},
+                      **{name: values[item_rows] for name, values in self.item_inputs.items()}}
+            result[rows] = scorer(inputs, self.user_ids.take(user_rows),
+                                  self.item_ids.take(item_rows)).reshape(len(rows), items)
+        return result
+
+
+def rmse_by_user_activity(training_counts: np.ndarray, labels: np.ndarray,
+                          predictions: dict[str, np.ndarray]) -> dict[str, dict]:
+    """Rows and each scorer's RMSE per bucket of the user's training ratings (`ACTIVITY_BUCKETS`)."""
+    buckets = {}
+    for low, high, name in ACTIVITY_BUCKETS:
+        rows = (training_counts >= low) & (training_counts <= (np.inf if high is None else high))
+        if rows.any():
+            buckets[name] = {"rows": int(rows.sum()),
+                             **{scorer: rmse(values[rows], labels[rows]) for scorer, values in predictions.items()}}
+    return buckets
+
+
+def evaluate_model(lake: Path, model_name: str, day: date, champion: Champion | None = None,
+                   tolerance: float = DEFAULT_TOLERANCE, max_ranking_users: int = 1000) -> dict:
+    """Score the day's model, the champion and the baselines on the day's evaluation data, apply the quality
+    gate, write `evaluation.json` and the report beside the model; return the metrics."""
     import keras
+
+    from lakeloop.evaluation_report import write_report
 
     directory = model_dir(lake, model_name, day)
     model = keras.saving.load_model(directory / MODEL_FILE)
-    evaluation = read_features(lake, day, EVAL)
-    train = read_features(lake, day, TRAIN, columns=["user_idx", "item_idx", LABEL])
+    evaluation = read_features(lake, day, EVAL, columns=RATING_COLUMNS)
+    train = read_features(lake, day, TRAIN, columns=["user_id", "item_id", "user_idx", "item_idx", "year_idx",
+                                                     "genres", LABEL])
+    spec = read_feature_spec(lake, day)
     labels = evaluation[LABEL].to_numpy().astype(np.float64)
-    predictions = np.asarray(model.predict(model_inputs(evaluation), batch_size=8192, verbose=0)).reshape(-1)
-    metrics = {
-        "day": day.isoformat(),
-        "eval_rows": int(len(labels)),
-        "rmse": rmse(predictions, labels),
-        **baseline_metrics(train, evaluation),
-    }
+    train_labels = train[LABEL].to_numpy().astype(np.float64)
+    bias = BiasBaseline.fit(train["user_idx"].to_numpy(), train["item_idx"].to_numpy(), train_labels)
+    scorers = {MODEL: keras_scorer(model), BIAS_BASELINE: bias_scorer(bias)}
+    if champion is not None:
+        scorers[CHAMPION] = champion.scorer(lake)
+    inputs = model_inputs(evaluation)
+    users, items = evaluation["user_id"].combine_chunks(), evaluation["item_id"].combine_chunks()
+    predictions = {name: scorer(inputs, users, items) for name, scorer in scorers.items()}
+    ranking = RankingSet.build(train, evaluation, spec.prior_mean, max_ranking_users)
+    metrics = {"day": day.isoformat(), "eval_rows": int(len(labels)), "ranking_users": len(ranking.user_ids),
+               "candidate_items": len(ranking.item_ids), "baseline_mean": float(train_labels.mean()),
+               "baseline_rmse": rmse(np.full_like(labels, train_labels.mean()), labels)}
+    for name, scorer in scorers.items():
+        scored = {"rmse": rmse(predictions[name], labels), "mae": mae(predictions[name], labels),
+                  **ranking_metrics(ranking.scores(scorer), ranking.seen, ranking.relevant)}
+        metrics.update({f"{METRIC_PREFIX[name]}{key}": value for key, value in scored.items()})
+    metrics["rmse_by_user_activity"] = rmse_by_user_activity(inputs["user_rating_count"], labels, predictions)
+    if champion is not None:
+        metrics.update(champion_version=champion.version, champion_day=champion.day.isoformat())
+    decision = quality_gate(metrics["rmse"], metrics["bias_baseline_rmse"], metrics.get("champion_rmse"),
+                            champion.version if champion else None, tolerance)
+    metrics["gate"] = decision.to_json()
+    log.info("quality gate for %s %s: %s → alias %s", model_name, day, decision.reason, decision.alias)
+    summary = read_json(directory / TRAIN_SUMMARY) if (directory / TRAIN_SUMMARY).exists() else {}
+    write_report(directory, metrics, labels, predictions, summary.get("epoch_losses") or [])
     write_json(directory / EVALUATION, metrics)
-    log.info("evaluation of %s for %s: %s", model_name, day, metrics)
+    log.info("evaluation of %s for %s: %s", model_name, day,
+             {key: value for key, value in metrics.items() if not isinstance(value, dict)})
     return metrics

@@ -1,21 +1,66 @@
-"""Register a day's model in the MLflow model registry and point the `champion` alias at it.
+"""The MLflow side of a day's model: one MLflow run per DAG run, the registered version, its alias.
 
-Registration is idempotent: a version already registered for the same day and the same model file
-(tags `lakeloop.day` and `lakeloop.model_sha256`) is reused instead of creating a duplicate.
+`register_model` logs into the run of the DAG run (tag `lakeloop.dag_run`, created on first use): the training
+summary's parameters, the evaluation's metrics, the evaluation report and summaries as artifacts, lineage tags
+(DAG id, run id, data interval, lake paths, git commit), the gate's decision as tags, and the model with a
+signature and an input example, registered under the model name. The alias follows the quality gate:
+`champion` if promoted, `challenger` if not (the champion stays). Idempotent: a version already registered by
+the same DAG run for the same model file (tag `lakeloop.model_sha256`) is reused; a retrained model in a
+rerun of the DAG run becomes a new version of the same MLflow run.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import subprocess
+from dataclasses import asdict, dataclass
 from datetime import date
 from pathlib import Path
 from urllib.parse import urlparse
 
+from lakeloop.evaluation import Champion
+from lakeloop.evaluation_report import REPORT_DIR
+from lakeloop.gate import CHAMPION, GateDecision
 from lakeloop.models import EVALUATION, MODEL_FILE, REGISTRATION, TRAIN_SUMMARY, model_dir, read_json, write_json
 
 log = logging.getLogger(__name__)
-CHAMPION = "champion"
+DAY_TAG = "lakeloop.day"
+SHA_TAG = "lakeloop.model_sha256"
+DAG_RUN_TAG = "lakeloop.dag_run"
+
+
+@dataclass(frozen=True)
+class RunLineage:
+    """Where a model comes from: the Airflow DAG run that trained it, what it read and wrote, the code."""
+
+    dag_id: str
+    run_id: str
+    data_interval_start: str
+    data_interval_end: str
+    features_path: str
+    predictions_path: str
+    git_commit: str
+
+    @property
+    def dag_run(self) -> str:
+        """The DAG run's identity, `<dag id>/<run id>`: the key of its MLflow run."""
+        return f"{self.dag_id}/{self.run_id}"
+
+    def tags(self) -> dict[str, str]:
+        """The lineage as MLflow tags (the git commit under MLflow's own source tag)."""
+        tags = {f"lakeloop.{key}": value for key, value in asdict(self).items() if key != "git_commit"}
+        return {**tags, DAG_RUN_TAG: self.dag_run, "mlflow.source.git.commit": self.git_commit}
+
+
+def git_commit(directory: Path) -> str:
+    """The commit checked out in `directory`, or `unknown` outside a git work tree."""
+    try:
+        result = subprocess.run(["git", "-C", str(directory), "rev-parse", "HEAD"], capture_output=True,
+                                text=True, check=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return result.stdout.strip()
 
 
 def file_sha256(path: Path) -> str:
@@ -27,58 +72,91 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _use_experiment(client, name: str, lake: Path) -> None:
-    """Make `name` the active experiment; a new one on a local store keeps its artifacts in the lake.
-
-    Without an artifact location, MLflow on a SQLite store writes artifacts to `./mlruns` of whatever
-    directory the task happens to run in.
-    """
+def _use_experiment(client, name: str, lake: Path) -> str:
+    """Make `name` the active experiment and return its id; a new one on a local store keeps its artifacts
+    in the lake (without an artifact location, MLflow on SQLite writes them to `./mlruns` of whatever
+    directory the task runs in)."""
     import mlflow
 
     if client.get_experiment_by_name(name) is None and urlparse(mlflow.get_tracking_uri()).scheme in ("sqlite", ""):
         client.create_experiment(name, artifact_location=(lake / "mlflow-artifacts").as_uri())
-    mlflow.set_experiment(name)
+    return mlflow.set_experiment(name).experiment_id
 
 
-def register_model(lake: Path, model_name: str, day: date, tracking_uri: str) -> dict:
-    """Log the day's model with its metrics to MLflow, register it and alias it `champion`."""
-    import keras
+def load_champion(model_name: str, tracking_uri: str) -> Champion | None:
+    """The version behind the `champion` alias with its training day and model, or None if there is none."""
     import mlflow
     from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    try:
+        version = client.get_model_version_by_alias(model_name, CHAMPION)
+    except MlflowException:
+        return None
+    mlflow.set_tracking_uri(tracking_uri)
+    model = mlflow.tensorflow.load_model(f"models:/{model_name}/{version.version}")
+    return Champion(version=str(version.version), day=date.fromisoformat(version.tags[DAY_TAG]), model=model)
+
+
+def _log_model(model_path: Path, model_name: str, lake: Path, day: date):
+    """Log and register the Keras model with a signature and an input example from the evaluation set."""
+    import keras
+    import mlflow
     from mlflow.models import infer_signature
 
     from lakeloop.evaluation import model_inputs, read_features
+
+    model = keras.saving.load_model(model_path)
+    example = model_inputs(read_features(lake, day, "eval").slice(0, 5))
+    signature = infer_signature(example, model.predict(example, verbose=0))
+    return mlflow.tensorflow.log_model(model, name="model", registered_model_name=model_name, signature=signature,
+                                       input_example=example)
+
+
+def register_model(lake: Path, model_name: str, day: date, tracking_uri: str, lineage: RunLineage) -> dict:
+    """Log the day's model in its DAG run's MLflow run, register it and alias it as the quality gate decided."""
+    import mlflow
+    from mlflow import MlflowClient
 
     directory = model_dir(lake, model_name, day)
     model_path = directory / MODEL_FILE
     evaluation = read_json(directory / EVALUATION)
     summary = read_json(directory / TRAIN_SUMMARY)
+    decision = GateDecision.from_json(evaluation["gate"])
     sha = file_sha256(model_path)
     mlflow.set_tracking_uri(tracking_uri)
     client = MlflowClient()
-    existing = client.search_model_versions(
-        f"name = '{model_name}' and tag.`lakeloop.day` = '{day}' and tag.`lakeloop.model_sha256` = '{sha}'")
-    if existing:
-        version = str(existing[0].version)
-        run_id = existing[0].run_id
-        log.info("model for %s already registered as %s version %s", day, model_name, version)
-    else:
-        model = keras.saving.load_model(model_path)
-        example = model_inputs(read_features(lake, day, "eval").slice(0, 5))
-        _use_experiment(client, model_name, lake)
-        with mlflow.start_run(run_name=f"{model_name}-{day}") as run:
-            mlflow.log_params({key: value for key, value in summary.items() if not isinstance(value, dict | list)})
-            mlflow.log_metrics({key: float(value) for key, value in evaluation.items()
-                                if isinstance(value, int | float)})
-            info = mlflow.tensorflow.log_model(
-                model, name="model", registered_model_name=model_name,
-                signature=infer_signature(example, model.predict(example, verbose=0)))
-            run_id = run.info.run_id
-        version = str(info.registered_model_version)
-        client.set_model_version_tag(model_name, version, "lakeloop.day", str(day))
-        client.set_model_version_tag(model_name, version, "lakeloop.model_sha256", sha)
-    client.set_registered_model_alias(model_name, CHAMPION, version)
-    registration = {"model_name": model_name, "version": str(version), "alias": CHAMPION, "run_id": run_id,
-                    "day": str(day), "model_sha256": sha, "model_uri": f"models:/{model_name}@{CHAMPION}"}
+    experiment_id = _use_experiment(client, model_name, lake)
+    runs = client.search_runs([experiment_id], f"tags.`{DAG_RUN_TAG}` = '{lineage.dag_run}'", max_results=1)
+    run_id = runs[0].info.run_id if runs else None
+    versions = [v for v in client.search_model_versions(f"name = '{model_name}' and run_id = '{run_id}'")
+                if v.tags.get(SHA_TAG) == sha] if run_id else []
+    with mlflow.start_run(run_id=run_id, run_name=f"{model_name}-{day}", tags=lineage.tags()) as run:
+        run_id = run.info.run_id
+        mlflow.log_params({key: value for key, value in summary.items() if not isinstance(value, dict | list)})
+        mlflow.log_metrics({key: float(value) for key, value in evaluation.items()
+                            if isinstance(value, int | float) and not isinstance(value, bool)})
+        mlflow.set_tags({f"lakeloop.gate.{key}": str(value) for key, value in decision.to_json().items()})
+        mlflow.log_artifacts(str(directory / REPORT_DIR), REPORT_DIR)
+        mlflow.log_dict(evaluation, f"{REPORT_DIR}/{EVALUATION}")
+        mlflow.log_dict(summary, TRAIN_SUMMARY)
+        if versions:
+            version = str(versions[0].version)
+            log.info("%s for %s is already version %s (DAG run %s)", model_name, day, version, lineage.dag_run)
+        else:
+            version = str(_log_model(model_path, model_name, lake, day).registered_model_version)
+    if not versions:
+        for key, value in {DAY_TAG: str(day), SHA_TAG: sha, DAG_RUN_TAG: lineage.dag_run,
+                           "lakeloop.gate.alias": decision.alias}.items():
+            client.set_model_version_tag(model_name, version, key, value)
+    client.set_registered_model_alias(model_name, decision.alias, version)
+    champion = version if decision.promote else decision.champion_version
+    log.info("%s version %s → alias %s (%s); champion is version %s", model_name, version, decision.alias,
+             decision.reason, champion)
+    registration = {"model_name": model_name, "version": version, "alias": decision.alias, "run_id": run_id,
+                    "day": str(day), "model_sha256": sha, "promoted": decision.promote,
+                    "champion_version": champion, "dag_run": lineage.dag_run,
+                    "model_uri": f"models:/{model_name}/{version}"}
     write_json(directory / REGISTRATION, registration)
     return registration

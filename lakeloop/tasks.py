@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 
 from lakeloop.config import Settings
 
 
 def evaluate_day(settings: Settings, day: date) -> dict:
-    """Evaluate the day's model on the evaluation set of the day's feature partition."""
+    """Evaluate the day's model next to the registry's champion and the baselines, and apply the quality gate."""
     from lakeloop.evaluation import evaluate_model
+    from lakeloop.registry import load_champion
 
-    return evaluate_model(settings.lake_path, settings.model_name, day)
+    champion = load_champion(settings.model_name, settings.mlflow_tracking_uri)
+    return evaluate_model(settings.lake_path, settings.model_name, day, champion, settings.gate_tolerance)
 
 
-def register_day(settings: Settings, day: date) -> dict:
-    """Register the day's model and point the `champion` alias at it."""
-    from lakeloop.registry import register_model
+def register_day(settings: Settings, day: date, dag_id: str, run_id: str, data_interval_start: datetime,
+                 data_interval_end: datetime) -> dict:
+    """Register the day's model in the DAG run's MLflow run, aliased as the quality gate decided."""
+    from jobs.feature_spec import feature_partition
+    from lakeloop.lake import partition_path
+    from lakeloop.registry import RunLineage, git_commit, register_model
 
-    return register_model(settings.lake_path, settings.model_name, day, settings.mlflow_tracking_uri)
+    lineage = RunLineage(dag_id=dag_id, run_id=run_id, data_interval_start=data_interval_start.isoformat(),
+                         data_interval_end=data_interval_end.isoformat(),
+                         features_path=feature_partition(settings.lake_path, day).as_uri(),
+                         predictions_path=partition_path(settings.lake_path, "predictions", day).as_uri(),
+                         git_commit=git_commit(settings.project_dir))
+    return register_model(settings.lake_path, settings.model_name, day, settings.mlflow_tracking_uri, lineage)

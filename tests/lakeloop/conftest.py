@@ -45,3 +45,23 @@ def untrained_model():
         return build_fm_model(read_feature_spec(lake, FEATURE_DAY), FMHyperParameters(factors=4))
 
     return build
+
+
+@pytest.fixture(scope="session")
+def fitted_model(untrained_model):
+    """Fits an FM in-process (Keras `fit`) on the day's training *and evaluation* examples: a model that beats
+    the baselines on the evaluation set by construction, better the more epochs it gets, so the tests can
+    choose whether the quality gate promotes it."""
+    import keras
+    import pyarrow as pa
+
+    from lakeloop.evaluation import model_inputs, read_features
+
+    def fit(lake, epochs: int, seed: int = 1):
+        model = untrained_model(lake, seed)
+        examples = pa.concat_tables([read_features(lake, FEATURE_DAY, split) for split in ("train", "eval")])
+        model.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse")
+        model.fit(model_inputs(examples), examples["label"].to_numpy(), batch_size=64, epochs=epochs, verbose=0)
+        return model
+
+    return fit

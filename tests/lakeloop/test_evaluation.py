@@ -1,4 +1,4 @@
-"""Evaluation of a day's model on the feature partition's evaluation set, next to both baselines."""
+"""Evaluation of a day's model next to the champion and both baselines, on the same evaluation data."""
 
 from __future__ import annotations
 
@@ -6,10 +6,20 @@ import json
 from datetime import date
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
-from lakeloop.evaluation import BiasBaseline, evaluate_model, model_inputs, read_features, rmse
-from lakeloop.models import EVALUATION, MODEL_FILE, model_dir
+from lakeloop.evaluation import (
+    BiasBaseline,
+    Champion,
+    evaluate_model,
+    model_inputs,
+    ranking_metrics,
+    read_features,
+    rmse,
+    vocabulary_index,
+)
+from lakeloop.models import EVALUATION, MODEL_FILE, TRAIN_SUMMARY, model_dir, write_json
 
 DAY = date(2026, 11, 20)
 MODEL = "evaluation-test-fm"
@@ -28,13 +38,38 @@ def test_the_bias_baseline_recovers_user_and_item_biases():
     assert 0 < abs(shrunk.user_bias[3]) < 1.0
 
 
-def test_evaluation_scores_the_eval_set_against_both_baselines(feature_lake, untrained_model):
+def test_ranking_metrics_of_hand_ranked_lists():
+    scores = np.array([[0.9, 0.8, 0.7, 0.6], [0.1, 0.2, 0.3, 0.4]])
+    seen = np.array([[True, False, False, False], [False, False, False, False]])
+    relevant = np.array([[False, False, True, True], [True, False, False, False]])
+    metrics = ranking_metrics(scores, seen, relevant, k=2)
+    # user 0: unseen ranking 1, 2, 3 → top-2 = items 1, 2, one hit at rank 2 of two relevant
+    # user 1: ranking 3, 2 → no hit
+    dcg_user0 = 1 / np.log2(3)
+    assert metrics["precision_at_2"] == pytest.approx((1 / 2 + 0) / 2)
+    assert metrics["recall_at_2"] == pytest.approx((1 / 2 + 0) / 2)
+    assert metrics["ndcg_at_2"] == pytest.approx((dcg_user0 / (1 + 1 / np.log2(3)) + 0) / 2)
+
+
+def test_a_user_without_relevant_items_cannot_be_ranked():
+    with pytest.raises(ValueError, match="relevant"):
+        ranking_metrics(np.ones((1, 3)), np.zeros((1, 3), bool), np.zeros((1, 3), bool))
+
+
+def test_ids_outside_a_vocabulary_get_the_oov_index():
+    vocabulary = pa.table({"user_id": ["a", "b", "c"], "user_idx": [1, 2, 3]})
+    indices = vocabulary_index(pa.array(["c", "zz", "a", "c"]), vocabulary, "user_id", "user_idx")
+    assert indices.tolist() == [3, 0, 1, 3]
+
+
+def test_evaluation_scores_model_champion_and_baselines_on_the_same_data(feature_lake, untrained_model):
     directory = model_dir(feature_lake, MODEL, DAY)
     directory.mkdir(parents=True)
     model = untrained_model(feature_lake, seed=1)
     model.save(directory / MODEL_FILE)
+    write_json(directory / TRAIN_SUMMARY, {"epoch_losses": [1.4, 1.1, 0.9]})
 
-    metrics = evaluate_model(feature_lake, MODEL, DAY)
+    metrics = evaluate_model(feature_lake, MODEL, DAY, champion=Champion("7", DAY, model))
 
     evaluation, train = read_features(feature_lake, DAY, "eval"), read_features(feature_lake, DAY, "train")
     labels = evaluation["label"].to_numpy().astype(np.float64)
@@ -42,9 +77,23 @@ def test_evaluation_scores_the_eval_set_against_both_baselines(feature_lake, unt
     predictions = np.asarray(model.predict(model_inputs(evaluation), verbose=0)).reshape(-1)
     assert metrics["eval_rows"] == evaluation.num_rows > 0
     assert metrics["rmse"] == pytest.approx(rmse(predictions, labels), rel=1e-6)
+    assert metrics["mae"] == pytest.approx(np.abs(predictions - labels).mean(), rel=1e-6)
     assert metrics["baseline_mean"] == pytest.approx(train_labels.mean())
     assert metrics["baseline_rmse"] == pytest.approx(rmse(np.full_like(labels, train_labels.mean()), labels))
     bias = BiasBaseline.fit(train["user_idx"].to_numpy(), train["item_idx"].to_numpy(), train_labels)
     assert metrics["bias_baseline_rmse"] == pytest.approx(
         rmse(bias.predict(evaluation["user_idx"].to_numpy(), evaluation["item_idx"].to_numpy()), labels))
+    # the champion is the same model on its own (the same) vocabularies: identical figures
+    for key in ("rmse", "mae", "precision_at_10", "recall_at_10", "ndcg_at_10"):
+        assert metrics[f"champion_{key}"] == pytest.approx(metrics[key], rel=1e-9), key
+        assert 0 <= metrics[key] and 0 <= metrics[f"bias_baseline_{key}"]
+    assert metrics["ranking_users"] > 0 and metrics["candidate_items"] > 0
+    assert sum(bucket["rows"] for bucket in metrics["rmse_by_user_activity"].values()) == evaluation.num_rows
+    assert metrics["gate"]["champion_version"] == "7" and metrics["gate"]["alias"] in ("champion", "challenger")
     assert json.loads((directory / EVALUATION).read_text()) == metrics
+    report = directory / "evaluation"
+    assert {path.name for path in report.iterdir()} == {"prediction_distribution.png", "rmse_by_user_activity.png",
+                                                         "training_curve.png", "report.md"}
+    assert all((report / name).read_bytes().startswith(b"\x89PNG") for name in
+               ("prediction_distribution.png", "rmse_by_user_activity.png", "training_curve.png"))
+    assert "Quality gate" in (report / "report.md").read_text()

@@ -1,48 +1,113 @@
-"""Evaluation and registration of a day's model against a real MLflow registry on SQLite."""
+"""The quality gate and the MLflow registry together, on a real MLflow store (SQLite): which version becomes
+`champion` or `challenger`, one MLflow run per DAG run, and reruns that register nothing twice.
+
+The models are fitted on the evaluation rows too (`fitted_model`), so more epochs mean a lower evaluation
+RMSE and each step's gate decision is known in advance; the untrained model predicts about the mean."""
 
 from __future__ import annotations
 
 import json
-from datetime import date
+from datetime import UTC, date, datetime
+from pathlib import Path
 
 import pytest
 
 from lakeloop.evaluation import evaluate_model
 from lakeloop.models import MODEL_FILE, REGISTRATION, TRAIN_SUMMARY, model_dir, write_json
-from lakeloop.registry import register_model
+from lakeloop.registry import DAG_RUN_TAG, RunLineage, git_commit, load_champion, register_model
 
 DAY = date(2026, 11, 20)
 MODEL = "registry-test-fm"
 
 
+def lineage(run_id: str) -> RunLineage:
+    """The lineage of a DAG run of the day."""
+    return RunLineage(dag_id="daily_retrain", run_id=run_id,
+                      data_interval_start=datetime(2026, 11, 20, tzinfo=UTC).isoformat(),
+                      data_interval_end=datetime(2026, 11, 21, tzinfo=UTC).isoformat(),
+                      features_path="file:///lake/features/dt=2026-11-20",
+                      predictions_path="file:///lake/predictions/dt=2026-11-20",
+                      git_commit=git_commit(Path(__file__).parent))
+
+
 @pytest.fixture
-def day_model(feature_lake, untrained_model):
-    """A real feature partition and an FM saved where `train_model` would save it."""
-    directory = model_dir(feature_lake, MODEL, DAY)
-    directory.mkdir(parents=True)
-    untrained_model(feature_lake, seed=1).save(directory / MODEL_FILE)
-    write_json(directory / TRAIN_SUMMARY, {"global_step": 10, "workers": 1, "rows": 1800})
-    return feature_lake
+def tracking(tmp_path) -> str:
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
 
 
-def test_registration_is_idempotent_and_moves_the_champion_alias(day_model, untrained_model, tmp_path):
+def retrain(lake, tracking: str, model, run_id: str) -> tuple[dict, dict]:
+    """What one DAG run does with a trained model: evaluate it against the champion, then register it."""
+    directory = model_dir(lake, MODEL, DAY)
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save(directory / MODEL_FILE)
+    write_json(directory / TRAIN_SUMMARY, {"global_step": 10, "rows": 1800, "epoch_losses": [1.2, 0.9]})
+    metrics = evaluate_model(lake, MODEL, DAY, load_champion(MODEL, tracking))
+    return metrics, register_model(lake, MODEL, DAY, tracking, lineage(run_id))
+
+
+@pytest.mark.slow
+def test_the_gate_decides_the_alias_and_reruns_register_nothing_twice(feature_lake, tracking, fitted_model,
+                                                                       untrained_model):
     from mlflow import MlflowClient
-
-    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    evaluate_model(day_model, MODEL, DAY)
-    first = register_model(day_model, MODEL, DAY, tracking)
-    again = register_model(day_model, MODEL, DAY, tracking)
-    assert again["version"] == first["version"] == "1"
-
-    untrained_model(day_model, seed=2).save(model_dir(day_model, MODEL, DAY) / MODEL_FILE)
-    retrained = register_model(day_model, MODEL, DAY, tracking)
-    assert retrained["version"] == "2"
+    from mlflow.models import get_model_info
 
     client = MlflowClient(tracking_uri=tracking)
-    champion = client.get_model_version_by_alias(MODEL, "champion")
-    assert str(champion.version) == "2"
-    assert champion.tags["lakeloop.day"] == DAY.isoformat()
-    run = client.get_run(champion.run_id)
-    assert "rmse" in run.data.metrics and "baseline_rmse" in run.data.metrics
-    on_disk = json.loads((model_dir(day_model, MODEL, DAY) / REGISTRATION).read_text())
-    assert on_disk["version"] == "2" and on_disk["model_uri"] == f"models:/{MODEL}@champion"
+
+    first_metrics, first = retrain(feature_lake, tracking, fitted_model(feature_lake, epochs=8), "run-1")
+    assert (first["version"], first["alias"], first["promoted"]) == ("1", "champion", True)
+    assert "no champion" in first_metrics["gate"]["reason"]
+
+    worse_metrics, worse = retrain(feature_lake, tracking, fitted_model(feature_lake, epochs=3), "run-2")
+    assert worse_metrics["champion_version"] == "1"
+    assert worse_metrics["champion_rmse"] == pytest.approx(first_metrics["rmse"], rel=1e-6)
+    assert worse_metrics["rmse"] > worse_metrics["champion_rmse"] * 1.01
+    assert (worse["version"], worse["alias"], worse["promoted"], worse["champion_version"]) == (
+        "2", "challenger", False, "1")
+    assert str(client.get_model_version_by_alias(MODEL, "champion").version) == "1"
+
+    better_metrics, better = retrain(feature_lake, tracking, fitted_model(feature_lake, epochs=30), "run-3")
+    assert better_metrics["rmse"] < better_metrics["champion_rmse"] == pytest.approx(first_metrics["rmse"], rel=1e-6)
+    assert (better["version"], better["alias"], better["promoted"]) == ("3", "champion", True)
+    assert str(client.get_model_version_by_alias(MODEL, "champion").version) == "3"
+    assert str(client.get_model_version_by_alias(MODEL, "challenger").version) == "2"
+
+    again = register_model(feature_lake, MODEL, DAY, tracking, lineage("run-3"))
+    assert again == better
+    assert len(client.search_model_versions(f"name = '{MODEL}'")) == 3
+    [run] = client.search_runs([client.get_experiment_by_name(MODEL).experiment_id],
+                               f"tags.`{DAG_RUN_TAG}` = 'daily_retrain/run-3'")
+    assert run.info.run_id == better["run_id"]
+    tags = run.data.tags
+    assert tags["lakeloop.dag_id"] == "daily_retrain" and tags["lakeloop.run_id"] == "run-3"
+    assert tags["lakeloop.data_interval_start"].startswith("2026-11-20")
+    assert tags["lakeloop.features_path"].endswith("features/dt=2026-11-20")
+    assert tags["lakeloop.predictions_path"].endswith("predictions/dt=2026-11-20")
+    assert tags["mlflow.source.git.commit"] == git_commit(Path(__file__).parent) != ""
+    assert tags["lakeloop.gate.alias"] == "champion" and tags["lakeloop.gate.promote"] == "True"
+    assert run.data.metrics["rmse"] == pytest.approx(better_metrics["rmse"])
+    assert run.data.metrics["champion_rmse"] == pytest.approx(better_metrics["champion_rmse"])
+    assert {"ndcg_at_10", "mae", "bias_baseline_rmse"} <= set(run.data.metrics)
+    assert run.data.params["global_step"] == "10"
+    artifacts = {item.path for item in client.list_artifacts(run.info.run_id, "evaluation")}
+    assert {"evaluation/prediction_distribution.png", "evaluation/rmse_by_user_activity.png",
+            "evaluation/training_curve.png", "evaluation/report.md", "evaluation/evaluation.json"} <= artifacts
+
+    info = get_model_info(f"models:/{MODEL}/3")
+    assert info.signature is not None and "user_idx" in info.signature.inputs.input_names()
+    assert info.saved_input_example_info is not None
+    on_disk = json.loads((model_dir(feature_lake, MODEL, DAY) / REGISTRATION).read_text())
+    assert on_disk == better and on_disk["model_uri"] == f"models:/{MODEL}/3"
+
+
+@pytest.mark.slow
+def test_a_model_that_does_not_beat_the_baseline_is_only_a_challenger(feature_lake, tracking, untrained_model):
+    from mlflow import MlflowClient
+
+    metrics, registration = retrain(feature_lake, tracking, untrained_model(feature_lake, seed=3), "run-1")
+    assert metrics["rmse"] >= metrics["bias_baseline_rmse"]
+    assert "does not beat the bias baseline" in metrics["gate"]["reason"]
+    assert (registration["alias"], registration["promoted"], registration["champion_version"]) == (
+        "challenger", False, None)
+    client = MlflowClient(tracking_uri=tracking)
+    assert str(client.get_model_version_by_alias(MODEL, "challenger").version) == registration["version"]
+    assert load_champion(MODEL, tracking) is None

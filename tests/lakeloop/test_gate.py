@@ -1,0 +1,39 @@
+"""The quality gate's decisions at and around its boundaries."""
+
+from __future__ import annotations
+
+import pytest
+
+from lakeloop.gate import GateDecision, quality_gate
+
+
+def test_without_a_champion_beating_the_baseline_promotes():
+    decision = quality_gate(0.90, baseline_rmse=0.95)
+    assert decision.promote and decision.alias == "champion"
+    assert "no champion" in decision.reason
+
+
+def test_not_beating_the_baseline_never_promotes():
+    assert quality_gate(0.95, baseline_rmse=0.95).alias == "challenger"
+    rejected = quality_gate(0.96, baseline_rmse=0.95, champion_rmse=2.0, champion_version="3")
+    assert not rejected.promote and "bias baseline" in rejected.reason
+
+
+def test_the_champion_may_win_by_at_most_the_tolerance():
+    within = quality_gate(1.01, baseline_rmse=1.2, champion_rmse=1.0, champion_version="3", tolerance=0.01)
+    assert within.promote
+    beyond = quality_gate(1.0101, baseline_rmse=1.2, champion_rmse=1.0, champion_version="3", tolerance=0.01)
+    assert not beyond.promote and "champion v3" in beyond.reason and beyond.alias == "challenger"
+    assert quality_gate(0.99, baseline_rmse=1.2, champion_rmse=1.0, champion_version="3", tolerance=0.0).promote
+
+
+def test_the_decision_round_trips_through_json():
+    decision = quality_gate(0.9, baseline_rmse=0.95, champion_rmse=0.85, champion_version="2", tolerance=0.05)
+    payload = decision.to_json()
+    assert payload["alias"] == decision.alias
+    assert GateDecision.from_json(payload) == decision
+
+
+def test_a_negative_tolerance_is_refused():
+    with pytest.raises(ValueError, match="tolerance"):
+        quality_gate(0.9, baseline_rmse=0.95, tolerance=-0.1)
