@@ -10,7 +10,7 @@ import json
 import os
 import subprocess
 import sys
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pyarrow.compute as pc
@@ -55,8 +55,9 @@ def run_dags_test(env: dict[str, str], day: date = DAY) -> None:
 
 
 def check_day_outputs(settings: Settings, events: int, day: date = DAY) -> None:
-    """Counts reconcile from Kafka to the lake, the model beats the baseline and is the champion, and its
-    top-10 predictions for every user (of movies the user has not rated) are in the lake."""
+    """Counts reconcile from Kafka to the lake, the model beats both baselines and the gate made it the
+    champion in an MLflow run that names its DAG run, and its top-10 predictions for every user (of movies
+    the user has not rated) are in the lake."""
     lake = settings.lake_path
     raw_manifest = json.loads((partition_path(lake, "raw/ratings", day) / "_manifest.json").read_text())
     counts = raw_manifest["counts"]
@@ -74,21 +75,35 @@ def check_day_outputs(settings: Settings, events: int, day: date = DAY) -> None:
     assert summary["rows"] == train.num_rows
     assert summary["global_step"] > 0
     evaluation = json.loads((models / EVALUATION).read_text())
-    assert evaluation["rmse"] < evaluation["baseline_rmse"]
+    assert evaluation["rmse"] < evaluation["bias_baseline_rmse"] < evaluation["baseline_rmse"]
+    assert evaluation["gate"]["promote"] is True, evaluation["gate"]
     registration = json.loads((models / REGISTRATION).read_text())
+    assert registration["alias"] == "champion"
 
     from mlflow import MlflowClient
 
-    champion = MlflowClient(tracking_uri=settings.mlflow_tracking_uri).get_model_version_by_alias(
-        settings.model_name, "champion")
+    client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
+    champion = client.get_model_version_by_alias(settings.model_name, "champion")
     assert str(champion.version) == registration["version"]
     assert champion.tags["lakeloop.day"] == day.isoformat()
+    run = client.get_run(registration["run_id"])
+    assert run.data.tags["lakeloop.dag_id"] == "daily_retrain"
+    assert run.data.tags["lakeloop.dag_run"] == f"daily_retrain/{run.data.tags['lakeloop.run_id']}"
+    assert run.data.tags["lakeloop.data_interval_start"].startswith(day.isoformat())
+    assert run.data.metrics["rmse"] == evaluation["rmse"]
+    assert {"evaluation/prediction_distribution.png", "evaluation/training_curve.png"} <= {
+        item.path for item in client.list_artifacts(registration["run_id"], "evaluation")}
 
     predictions = pq.read_table(partition_path(lake, "predictions", day))
     users = pc.count_distinct(curated["user_id"]).as_py()
+    assert predictions.column_names == ["user_id", "item_id", "score", "rank", "model_name", "model_version",
+                                        "generated_at"]
     assert predictions.num_rows == users * 10
     assert set(predictions["rank"].to_pylist()) == set(range(1, 11))
     assert set(predictions["model_version"].to_pylist()) == {str(champion.version)}
+    assert set(predictions["model_name"].to_pylist()) == {settings.model_name}
+    interval_end = datetime.combine(day + timedelta(days=1), datetime.min.time(), UTC)
+    assert set(predictions["generated_at"].to_pylist()) == {interval_end}
     rated = set(zip(curated["user_id"].to_pylist(), curated["item_id"].to_pylist(), strict=True))
     recommended = zip(predictions["user_id"].to_pylist(), predictions["item_id"].to_pylist(), strict=True)
     assert not rated.intersection(recommended)

@@ -2,10 +2,13 @@
 
 A slice of MovieLens goes through the embedded Kafka-protocol broker over TCP, real Spark (local),
 real TensorFlow (trained on Spark), and a real MLflow registry on SQLite. Counts must reconcile from
-Kafka to the lake, and a champion model must exist whose predictions land in the lake.
+Kafka to the lake, a champion model must exist whose predictions land in the lake, and the run must
+record an event of the predictions Asset.
 """
 
 from __future__ import annotations
+
+import sqlite3
 
 import pytest
 from daily_retrain_run import check_day_outputs, loop_environment, publish_day, run_dags_test
@@ -23,3 +26,8 @@ def test_daily_retrain_end_to_end(kafka_broker, movielens, tmp_path):
     publish_day(settings, movielens, EVENTS)
     run_dags_test(env)
     check_day_outputs(settings, EVENTS)
+    uri = f"{settings.lake_url}/predictions"
+    with sqlite3.connect(settings.airflow_home / "airflow.db") as db:
+        events = db.execute("select e.source_task_id from asset_event e join asset a on a.id = e.asset_id "
+                            "where a.uri = ?", (uri,)).fetchall()
+    assert events == [("batch_predict",)]
