@@ -13,12 +13,16 @@ writes partitions `dt=D` in the lake; tasks talk through the lake, so any one of
 
 **Operations.** Every task retries (`LAKELOOP_TASK_RETRIES`, default 2) with exponential backoff from
 `LAKELOOP_RETRY_DELAY_SECONDS` (default 120 s, doubling, at most 30 min) and has an `execution_timeout`.
-One run at a time (`max_active_runs=1`); a backfill may run several days at once, so each heavy task runs
-for one day at a time (`max_active_tis_per_dag=1`), Spark applications share the pool `spark_pool` (2 slots)
-and training `gpu_pool` (1 slot). A task that fails after its last retry, a run that fails for another
-reason, and a run not finished `LAKELOOP_RUN_DEADLINE_MINUTES` after it was queued (360 under the
-scheduler of `lakeloop ui` and compose; off under `dags test`, see `lakeloop/operations.py`) are alerted
-by `LakeloopNotifier` (webhook `LAKELOOP_ALERT_WEBHOOK`, email via the `smtp_default` connection).
+One scheduled run at a time (`max_active_runs=1`); a backfill runs several days at once (its own
+`--max-active-runs`, default 10), so each task runs for one day at a time (`max_active_tis_per_dag=1`) and
+in day order (`depends_on_past`): day D reads what earlier days wrote (ETL dedup, feature window, the
+champion), so D+1's `evaluate_model` also waits for D's `register_model`, and D+1's `register_model` for
+D's `batch_predict` (`wait_for_downstream`): a backfill reproduces the daily runs while the days overlap
+in a pipeline. Spark applications share the pool `spark_pool` (2 slots) and training `gpu_pool` (1 slot).
+A task that fails after its last retry, a run that fails for another reason, and a run not finished
+`LAKELOOP_RUN_DEADLINE_MINUTES` after it was queued (360 under the scheduler of `lakeloop ui` and compose;
+off under `dags test`, see `lakeloop/operations.py`) are alerted by `LakeloopNotifier` (webhook
+`LAKELOOP_ALERT_WEBHOOK`, email via the `smtp_default` connection).
 """
 
 from __future__ import annotations
@@ -66,6 +70,7 @@ with DAG(
         "max_retry_delay": MAX_RETRY_DELAY,
         "execution_timeout": timedelta(minutes=30),
         "max_active_tis_per_dag": 1,
+        "depends_on_past": True,
         "on_failure_callback": alert,
     },
 ) as dag:
@@ -106,14 +111,14 @@ with DAG(
         execution_timeout=timedelta(hours=2),
     )
 
-    @task(execution_timeout=timedelta(minutes=20))
+    @task(execution_timeout=timedelta(minutes=20), wait_for_downstream=True)
     def evaluate_model(data_interval_start: datetime | None = None) -> dict:
         """The day's model, the champion and the baselines on the evaluation set; the quality gate's decision."""
         from lakeloop.tasks import evaluate_day
 
         return evaluate_day(settings, data_interval_start.date())
 
-    @task(execution_timeout=timedelta(minutes=20))
+    @task(execution_timeout=timedelta(minutes=20), wait_for_downstream=True)
     def register_model(dag_run=None, data_interval_start: datetime | None = None,
                        data_interval_end: datetime | None = None) -> dict:
         """Register the day's model in the DAG run's MLflow run; alias `champion` or `challenger` per the gate."""

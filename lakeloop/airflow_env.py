@@ -50,6 +50,7 @@ def airflow_environment(settings: Settings, base: dict[str, str] | None = None) 
         "LAKELOOP_RATINGS_TOPIC": settings.ratings_topic,
         "LAKELOOP_MODEL_NAME": settings.model_name,
         "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
+        "SPARK_CONF_DIR": str(settings.project_dir / "conf" / "spark"),
         "PYSPARK_PYTHON": sys.executable,
         "PYSPARK_DRIVER_PYTHON": sys.executable,
         "SPARK_LOCAL_IP": "127.0.0.1",

@@ -61,9 +61,11 @@ def test_daily_retrain_is_bounded_retried_and_alerted(dagbag):
         assert task.retry_exponential_backoff > 1 and task.max_retry_delay, task.task_id
         assert task.execution_timeout is not None, task.task_id
         assert task.max_active_tis_per_dag == 1, task.task_id
+        assert task.depends_on_past, task.task_id
         assert any(isinstance(callback, LakeloopNotifier) for callback in task.on_failure_callback), task.task_id
         assert not task.on_retry_callback, task.task_id
     assert all(dag.get_task(task_id).durable for task_id in SPARK_TASK_IDS)
+    assert {task.task_id for task in dag.tasks if task.wait_for_downstream} == {"evaluate_model", "register_model"}
 
 
 def test_without_a_configured_deadline_the_dag_declares_none(monkeypatch):
