@@ -6,8 +6,10 @@ server and an SMTP server on 127.0.0.1, and the MLflow UI:
 
 1. `lakeloop airflow backfill create` runs the three days through the scheduler; each day's raw partition
    is byte for byte the one the daily ingestion of that interval produces, curated keeps every raw row,
-   each day registers its own model version and writes predictions, pools and per-task limits hold, and
-   every run that had not finished one minute after it was queued raised a deadline alert.
+   each day registers its own model version and writes predictions, pools and per-task limits hold, the
+   days run each task in day order (and a day is evaluated after the day before registered, registered
+   after it predicted), and every run that had not finished one minute after it was queued raised a
+   deadline alert.
 2. Headless Chromium logs in, opens the grid and follows `register_model`'s MLflow extra link.
 3. With the broker stopped, a run fails for real: exactly one alert per task that exhausted its retries,
    on both servers, and none for the run itself.
@@ -40,7 +42,7 @@ from lakeloop.airflow_env import (
 from lakeloop.config import Settings, load_settings
 from lakeloop.ingest import RATINGS_SCHEMA, IngestOptions, ingest_interval
 from lakeloop.lake import partition_path
-from lakeloop.models import REGISTRATION, model_dir
+from lakeloop.models import EVALUATION, REGISTRATION, model_dir
 from lakeloop.movielens import MovieLens
 from lakeloop.replay import replay
 from lakeloop.services import EmbeddedBroker, free_port
@@ -161,7 +163,7 @@ def _overlaps(intervals: list[tuple[str, str]]) -> int:
 @pytest.mark.timeout(4200)
 def test_a_backfill_through_the_scheduler_reproduces_the_daily_outputs(deployment):
     deployment.airflow("backfill", "create", "--dag-id", DAG_ID, "--from-date", DAYS[0].isoformat(),
-                       "--to-date", DAYS[-1].isoformat())
+                       "--to-date", DAYS[-1].isoformat(), "--reprocess-behavior", "failed")
     # a hang guard, not a speed target: on a 2-core machine shared with other test runs (load ~15) the three
     # days took 37 min; on a quiet one a few minutes
     runs = deployment.wait_for_runs("backfill", len(DAYS), timeout_s=3600)
@@ -169,7 +171,7 @@ def test_a_backfill_through_the_scheduler_reproduces_the_daily_outputs(deploymen
     assert not failed, "\n".join(deployment.task_log_tails(run_id)[-6000:] for run_id in failed)
 
     lake, reference = deployment.settings.lake_path, deployment.settings.state_dir / "reference-lake"
-    versions = set()
+    versions, champion = set(), None
     for day in DAYS:
         start = datetime(day.year, day.month, day.day, tzinfo=UTC)
         ingest_interval({"bootstrap_servers": deployment.broker.bootstrap}, deployment.settings.ratings_topic,
@@ -182,11 +184,19 @@ def test_a_backfill_through_the_scheduler_reproduces_the_daily_outputs(deploymen
         raw_rows = pq.read_table(raw).num_rows
         assert raw_rows == deployment.events_per_day[day.isoformat()]
         assert pq.read_table(partition_path(lake, "curated/ratings", day)).num_rows == raw_rows
-        registration = json.loads((model_dir(lake, deployment.settings.model_name, day) / REGISTRATION).read_text())
+        models = model_dir(lake, deployment.settings.model_name, day)
+        registration = json.loads((models / REGISTRATION).read_text())
+        gate = json.loads((models / EVALUATION).read_text())["gate"]
         assert registration["day"] == day.isoformat()
+        assert registration["alias"] == gate["alias"] and gate["champion_version"] == champion
         versions.add(registration["version"])
-        predictions = pq.read_table(partition_path(lake, "predictions", day))
-        assert predictions.num_rows > 0
+        champion = registration["version"] if gate["promote"] else champion
+        # at this size a day's model may fail the gate; then the previous champion (if any) predicts
+        predicted = partition_path(lake, "predictions", day)
+        if champion is None:
+            assert not predicted.exists()
+        else:
+            assert set(pq.read_table(predicted)["model_version"].to_pylist()) == {champion}
     assert len(versions) == len(DAYS)
 
     rows = deployment.query("select task_id, pool, start_date, end_date from task_instance where dag_id = ? "
@@ -197,6 +207,17 @@ def test_a_backfill_through_the_scheduler_reproduces_the_daily_outputs(deploymen
     assert _overlaps([(start, end) for task_id, _, start, end in rows if task_id == "train_model"]) == 1
     for task_id in {row[0] for row in rows}:
         assert _overlaps([(start, end) for t, _, start, end in rows if t == task_id]) == 1, task_id
+    timed = deployment.query("select date(r.logical_date), t.task_id, t.start_date, t.end_date from task_instance t "
+                             "join dag_run r on r.run_id = t.run_id and r.dag_id = t.dag_id "
+                             "where t.dag_id = ? and r.run_type = 'backfill'", DAG_ID)
+    start = {(day, task_id): begun for day, task_id, begun, _ in timed}
+    end = {(day, task_id): ended for day, task_id, _, ended in timed}
+    for earlier, later in zip(DAYS, DAYS[1:], strict=False):
+        before, after = earlier.isoformat(), later.isoformat()
+        for task_id in {row[0] for row in rows}:
+            assert start[after, task_id] >= end[before, task_id], (task_id, before, after)
+        assert start[after, "evaluate_model"] >= end[before, "register_model"]
+        assert start[after, "register_model"] >= end[before, "batch_predict"]
 
     def deadline_alerts() -> set[str]:
         return {p["run_id"] for p in deployment.webhook.payloads if p["kind"] == "deadline_missed"}
