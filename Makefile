@@ -32,8 +32,11 @@ ui: setup
 	$(BIN)/lakeloop services up
 	$(BIN)/lakeloop ui
 
+# Two pytest workers, each test module on one of them (module fixtures such as the scheduler test's Airflow
+# deployment are shared within a module): most of the suite waits on process start-up and polling, not CPU.
+TEST_WORKERS ?= 2
 test: setup
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest $(PYTEST_ARGS)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -n $(TEST_WORKERS) --dist loadscope $(PYTEST_ARGS)
 
 lint: setup
 	$(BIN)/ruff check .
