@@ -7,7 +7,8 @@ vocabularies of the partition the champion was trained on (its version tag `lake
 resolved from the alias once on the driver and downloaded; each Python worker loads it once (an accumulator
 counts the loads) and scores its partitions as Arrow batches (`mapInArrow`), no per-row Python.
 
-Writes `<lake>/predictions/dt=D/` atomically: `user_id`, `item_id`, `score`, `rank` (1 = best; ties go to
+Writes `<lake>/predictions/dt=D/` atomically: `user_id`, `item_id`, `score` (the model's score before its
+clip to the rating range, which would tie every movie rated above 5), `rank` (1 = best by score; ties go to
 the smaller item id), `model_name`, `model_version`, `generated_at` (`--generated-at`, the end of the data
 interval under Airflow, so a rerun writes the same rows). Without a champion (the first model was rejected
 by the quality gate) there is nothing to score with: the job says so and writes nothing.
@@ -51,7 +52,9 @@ class PredictOptions:
 def _load_model(local_path: str):
     import mlflow.tensorflow
 
-    return mlflow.tensorflow.load_model(local_path)
+    from jobs.fm_model import ranking_model
+
+    return ranking_model(mlflow.tensorflow.load_model(local_path))
 
 
 def score_batches(local_model_path: str, model_loads=None):

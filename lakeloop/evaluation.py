@@ -3,8 +3,9 @@
 All of them score the same data: the evaluation set of the day's feature partition (the most recent ratings
 of its window) for rating accuracy (RMSE, MAE), and, for ranking quality, the top-10 lists of the users with
 held-out positives (evaluation ratings >= 4) over the candidate items (those of the training vocabulary the
-user has not rated in training): precision@10, recall@10 and NDCG@10. The candidates' history inputs are the
-training statistics, as the evaluation examples' are (every evaluation rating comes after every training one).
+user has not rated in training): precision@10, recall@10 and NDCG@10, ranked by the models' scores before
+their rating clip. The candidates' history inputs are the training statistics, as the evaluation examples'
+are (every evaluation rating comes after every training one).
 
 The baselines are fitted on the training set: the global mean (RMSE only) and the user/item-bias model
 (mean + user bias + item bias). The champion was trained on an earlier partition, so it scores with its own
@@ -135,8 +136,13 @@ Scorer = Callable[[dict[str, np.ndarray], pa.Array, pa.Array], np.ndarray]
 """Predicted ratings (float64) from model inputs and the rows' user and item ids."""
 
 
-def keras_scorer(model: keras.Model) -> Scorer:
-    """Score with a model of the day's partition (its inputs use this partition's vocabularies)."""
+def keras_scorer(model: keras.Model, ranking: bool = False) -> Scorer:
+    """Score with a model of the day's partition (its inputs use this partition's vocabularies): predicted
+    ratings, or with `ranking` the scores before the rating clip (`jobs.fm_model.ranking_model`)."""
+    from jobs.fm_model import ranking_model
+
+    model = ranking_model(model) if ranking else model
+
     def score(inputs: dict[str, np.ndarray], user_ids: pa.Array, item_ids: pa.Array) -> np.ndarray:
         return np.asarray(model.predict(inputs, batch_size=8192, verbose=0), np.float64).reshape(-1)
 
@@ -166,11 +172,12 @@ class Champion:
     day: date
     model: keras.Model
 
-    def scorer(self, lake: Path) -> Scorer:
-        """Score with the champion, re-indexing users and items with its own day's vocabularies."""
+    def scorer(self, lake: Path, ranking: bool = False) -> Scorer:
+        """Score with the champion (as `keras_scorer`), re-indexing users and items with its own day's
+        vocabularies."""
         users = pq.read_table(feature_table_path(lake, self.day, USER_VOCAB), columns=["user_id", "user_idx"])
         items = pq.read_table(feature_table_path(lake, self.day, ITEM_VOCAB), columns=["item_id", "item_idx"])
-        predict = keras_scorer(self.model)
+        predict = keras_scorer(self.model, ranking)
 
         def score(inputs: dict[str, np.ndarray], user_ids: pa.Array, item_ids: pa.Array) -> np.ndarray:
             own = {**inputs, "user_idx": vocabulary_index(user_ids, users, "user_id", "user_idx"),
@@ -295,8 +302,9 @@ def evaluate_model(lake: Path, model_name: str, day: date, champion: Champion | 
     train_labels = train[LABEL].to_numpy().astype(np.float64)
     bias = BiasBaseline.fit(train["user_idx"].to_numpy(), train["item_idx"].to_numpy(), train_labels)
     scorers = {MODEL: keras_scorer(model), BIAS_BASELINE: bias_scorer(bias)}
+    rankers = {MODEL: keras_scorer(model, ranking=True), BIAS_BASELINE: scorers[BIAS_BASELINE]}
     if champion is not None:
-        scorers[CHAMPION] = champion.scorer(lake)
+        scorers[CHAMPION], rankers[CHAMPION] = champion.scorer(lake), champion.scorer(lake, ranking=True)
     inputs = model_inputs(evaluation)
     users, items = evaluation["user_id"].combine_chunks(), evaluation["item_id"].combine_chunks()
     predictions = {name: scorer(inputs, users, items) for name, scorer in scorers.items()}
@@ -304,9 +312,9 @@ def evaluate_model(lake: Path, model_name: str, day: date, champion: Champion | 
     metrics = {"day": day.isoformat(), "eval_rows": int(len(labels)), "ranking_users": len(ranking.user_ids),
                "candidate_items": len(ranking.item_ids), "baseline_mean": float(train_labels.mean()),
                "baseline_rmse": rmse(np.full_like(labels, train_labels.mean()), labels)}
-    for name, scorer in scorers.items():
+    for name in scorers:
         scored = {"rmse": rmse(predictions[name], labels), "mae": mae(predictions[name], labels),
-                  **ranking_metrics(ranking.scores(scorer), ranking.seen, ranking.relevant)}
+                  **ranking_metrics(ranking.scores(rankers[name]), ranking.seen, ranking.relevant)}
         metrics.update({f"{METRIC_PREFIX[name]}{key}": value for key, value in scored.items()})
     metrics["rmse_by_user_activity"] = rmse_by_user_activity(inputs["user_rating_count"], labels, predictions)
     if champion is not None:

@@ -74,7 +74,7 @@ def test_the_top_ten_unseen_movies_per_user_reproducibly(spark, feature_lake, ch
 
     _, again = predict(spark, feature_lake)
     assert again.equals(predictions)
-    assert pc.min(predictions["score"]).as_py() >= 1.0
+    assert pc.count_distinct(predictions["score"]).as_py() > predictions.num_rows * 0.9, "scores tie"
 
 
 def test_without_a_champion_nothing_is_written(spark, feature_lake, tmp_path, monkeypatch):

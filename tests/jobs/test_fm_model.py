@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from jobs.feature_spec import GENRES, FeatureSpec
-from jobs.fm_model import FMHyperParameters, build_fm_model
+from jobs.fm_model import FMHyperParameters, build_fm_model, ranking_model
 
 UNCLIPPED = FeatureSpec(user_vocab_size=6, item_vocab_size=8, prior_mean=3.5, rating_min=-1e6, rating_max=1e6)
 HPARAMS = FMHyperParameters(factors=4)
@@ -87,3 +87,20 @@ def test_hyper_parameters_come_from_trainer_arguments():
     assert FMHyperParameters().as_params()["factors"] == FMHyperParameters().factors
     with pytest.raises(ValueError, match=r"unknown FM hyper-parameters \['epoch'\]"):
         FMHyperParameters.from_args({"epoch": "3"})
+
+
+def test_the_ranking_model_is_the_fm_before_its_clip(tmp_path):
+    import keras
+
+    spec = dataclasses.replace(UNCLIPPED, rating_min=1.0, rating_max=5.0)
+    clipped = randomised(build_fm_model(spec, HPARAMS), seed=3)
+    clipped.save(tmp_path / "fm.keras")
+    loaded = keras.saving.load_model(tmp_path / "fm.keras")
+    inputs = sample_inputs(256)
+    ratings = np.asarray(loaded.predict(inputs, verbose=0))
+    scores = np.asarray(ranking_model(loaded).predict(inputs, verbose=0))
+    np.testing.assert_allclose(np.clip(scores, 1.0, 5.0), ratings, rtol=1e-6)
+    assert (scores > 5.0).any() and (ratings == 5.0).any()
+    fm = build_fm_model(UNCLIPPED, HPARAMS)
+    doubled = keras.Model(fm.inputs, fm.outputs[0] * 2.0)
+    assert ranking_model(doubled) is doubled
