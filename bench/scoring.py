@@ -18,8 +18,10 @@ has not rated, as `jobs.batch_predict.run` builds them), in `--repeat` interleav
 
 and, for information: building the candidates' inputs with Spark and writing them to Parquet (what (a) does
 before scoring, plus a write), (b0) the scoring stage on 2 rows (its fixed cost: a Python worker per task,
-TensorFlow's import, the model's load), and (c') the job's `score_batches` called in this process on the
-Arrow batches Spark would hand it (`spark.sql.execution.arrow.maxRecordsPerBatch` rows), no Spark.
+TensorFlow's import, the model's load), (c') the job's `score_batches` called in this process on the Arrow
+batches Spark would hand it (`spark.sql.execution.arrow.maxRecordsPerBatch` rows), no Spark, and (c'') the
+same batches each scored by one `model.predict_on_batch` instead of a `model.predict` call, which sets up a
+data pipeline per call.
 
 Its own session is the feed benchmark's (`bench.feed_benchmark.start_spark`: local[2], 2 shuffle partitions, a
 fresh Python worker per task), so every round of (a) and (b) pays what a new `spark-submit` of the job pays:
@@ -82,7 +84,7 @@ PREDICT_BATCH_SIZE = 8192
 SCORE_TOLERANCE = 1e-5
 REPO = Path(__file__).resolve().parents[1]
 JOB, STAGE, LIMIT = "(a)", "(b)", "(c)"
-CANDIDATES, STAGE_FIXED, JOB_FUNCTION = "candidates", "(b0)", "(c')"
+CANDIDATES, STAGE_FIXED, JOB_FUNCTION, ON_BATCH = "candidates", "(b0)", "(c')", "(c'')"
 NAMES = {
     JOB: "(a) `batch_predict.run`, the whole job: candidates, scoring (`mapInArrow`), top 10, atomic write",
     STAGE: "(b) the job's scoring stage alone: materialised inputs → `mapInArrow(score_batches)` → count",
@@ -90,8 +92,9 @@ NAMES = {
     CANDIDATES: "for information: the candidates' inputs built by Spark and written to Parquet",
     STAGE_FIXED: "for information: (b0) the scoring stage on 2 rows (its fixed cost)",
     JOB_FUNCTION: "for information: (c') the job's `score_batches` in this process on Spark-sized Arrow batches",
+    ON_BATCH: "for information: (c'') as (c'), with `model.predict_on_batch` instead of `model.predict` per batch",
 }
-ORDER = [JOB, STAGE, LIMIT, CANDIDATES, STAGE_FIXED, JOB_FUNCTION]
+ORDER = [JOB, STAGE, LIMIT, CANDIDATES, STAGE_FIXED, JOB_FUNCTION, ON_BATCH]
 
 
 @dataclass(frozen=True)
@@ -292,13 +295,24 @@ def score_in_process(model: Any, path: Path) -> tuple[FeedResult, np.ndarray]:
     return FeedResult(LIMIT, len(scores), seconds, f"read {read:.2f}s + predict {seconds - read:.2f}s"), scores
 
 
-def score_with_job_function(local_model: str, path: Path, batch_rows: int) -> FeedResult:
-    """(c'): the job's `score_batches` in this process, fed the Parquet's rows in Arrow batches of `batch_rows`."""
+def score_arrow_batches(name: str, path: Path, batch_rows: int,
+                        scorer: Callable[[Iterator[pa.RecordBatch]], Iterator[int]]) -> FeedResult:
+    """(c') or (c''): the Parquet's rows in Arrow batches of `batch_rows`, scored in this process by `scorer`
+    (batches → rows scored per batch)."""
     started = time.monotonic()
     batches = pq.read_table(path).to_batches(max_chunksize=batch_rows)
-    rows = sum(scored.num_rows for scored in score_batches(local_model)(iter(batches)))
-    seconds = time.monotonic() - started
-    return FeedResult(JOB_FUNCTION, rows, seconds, f"{len(batches)} batches of ≤ {batch_rows:,} rows")
+    rows = sum(scorer(iter(batches)))
+    return FeedResult(name, rows, time.monotonic() - started, f"{len(batches)} batches of ≤ {batch_rows:,} rows")
+
+
+def job_function_scorer(local_model: str) -> Callable[[Iterator[pa.RecordBatch]], Iterator[int]]:
+    """(c'): the job's own `score_batches`, as a Python worker runs it."""
+    return lambda batches: (scored.num_rows for scored in score_batches(local_model)(batches))
+
+
+def on_batch_scorer(model: Any) -> Callable[[Iterator[pa.RecordBatch]], Iterator[int]]:
+    """(c''): one `model.predict_on_batch` per batch (no per-call data pipeline, unlike `model.predict`)."""
+    return lambda batches: (np.asarray(model.predict_on_batch(model_inputs(batch))).size for batch in batches)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -345,14 +359,15 @@ def check_top_k(predictions: pa.Table, candidates: pa.Table, scores: np.ndarray,
 
 def measure_round(spark: SparkSession, setup: ScoringSetup, model: Any, path: Path, pairs: int, batch_rows: int,
                   reverse: bool) -> Iterator[FeedResult]:
-    """One round of (a), (b), (b0), (c), (c') on the candidates materialised at `path`, in reverse order if asked."""
+    """One round of every alternative on the candidates materialised at `path`, in reverse order if asked."""
     steps: list[Callable[[], FeedResult]] = [
         lambda: run_job(spark, setup, pairs),
         lambda: run_scoring_stage(spark.read.parquet(str(path)), setup.local_model),
         lambda: run_scoring_stage(spark.read.parquet(str(path)).limit(2).repartition(2), setup.local_model,
                                   STAGE_FIXED),
         lambda: score_in_process(model, path)[0],
-        lambda: score_with_job_function(setup.local_model, path, batch_rows),
+        lambda: score_arrow_batches(JOB_FUNCTION, path, batch_rows, job_function_scorer(setup.local_model)),
+        lambda: score_arrow_batches(ON_BATCH, path, batch_rows, on_batch_scorer(model)),
     ]
     for step in reversed(steps) if reverse else steps:
         yield step()
@@ -388,6 +403,7 @@ def run_benchmark(spark: SparkSession, lake: Path, day: date, workdir: Path, epo
             warm_up = pq.read_table(path).slice(0, 2)
             model.predict(model_inputs(warm_up), verbose=0)
             list(score_batches(setup.local_model)(iter(warm_up.to_batches())))
+            model.predict_on_batch(model_inputs(warm_up))
         for timing in measure_round(spark, setup, model, path, pairs, batch_rows, reverse=round_index % 2 == 1):
             record(timing)
     _, scores = score_in_process(model, path)
@@ -441,6 +457,8 @@ def markdown_report(results: ScoringResults) -> str:
         f"- (a)'s time: scoring stage (b) {stage:.2f}s ({stage / job:.0%}), of which fixed cost (b0) "
         f"{best[STAGE_FIXED].seconds:.2f}s; the rest {job - stage:.2f}s ({1 - stage / job:.0%}): MLflow lookup and "
         f"download, candidates' inputs, shuffle, top {TOP_K}, write",
+        f"- (c'') / (c'): {best[ON_BATCH].rows_per_second / best[JOB_FUNCTION].rows_per_second:.1f}×, the same "
+        "batches without `model.predict`'s per-call set-up",
         f"- {results.top_k.describe(TOP_K)}",
         f"- machine: {os.cpu_count()} cores, shared; load average {results.load_averages[0][0]:.1f} at the start, "
         f"{results.load_averages[1][0]:.1f} at the end; nice {os.nice(0)}",

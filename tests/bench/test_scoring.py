@@ -26,7 +26,8 @@ def test_the_job_its_scoring_stage_and_the_limit_score_the_same_pairs(spark, fea
     pairs = results.candidate_pairs
     assert pairs == setup.users * setup.catalog - setup.rated_pairs
     assert set(results.best) == set(scoring.ORDER)
-    for key in (scoring.JOB, scoring.STAGE, scoring.LIMIT, scoring.JOB_FUNCTION, scoring.CANDIDATES):
+    for key in (scoring.JOB, scoring.STAGE, scoring.LIMIT, scoring.JOB_FUNCTION, scoring.ON_BATCH,
+                scoring.CANDIDATES):
         assert results.best[key].rows == pairs, key
     assert results.best[scoring.STAGE_FIXED].rows == 2
     assert all(timing.seconds > 0 for timing in results.best.values())
