@@ -36,7 +36,7 @@ ui: setup
 # deployment are shared within a module): most of the suite waits on process start-up and polling, not CPU.
 TEST_WORKERS ?= 2
 test: setup
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -n $(TEST_WORKERS) --dist loadscope $(PYTEST_ARGS)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -n $(TEST_WORKERS) --dist loadscope --durations=25 $(PYTEST_ARGS)
 
 lint: setup
 	$(BIN)/ruff check .

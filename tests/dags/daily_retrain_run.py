@@ -1,7 +1,6 @@
 """Helpers of the end-to-end DAG tests: publish a MovieLens slice, run `dags test`, check a day's outputs.
 
-Shared by the SQLite run (`test_daily_retrain_e2e`) and the PostgreSQL run (`test_postgres_run`), so both
-prove the same things about the lake and the registry whatever the metadata database.
+Used by the end-to-end `dags test` run (`test_postgres_run`).
 """
 
 from __future__ import annotations

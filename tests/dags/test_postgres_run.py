@@ -1,10 +1,15 @@
-"""The production metadata set-up: `daily_retrain` runs once with Airflow's metadata database and MLflow's
-backend store on PostgreSQL, as in docker-compose.yaml.
+"""The whole daily loop end to end with `airflow dags test`, on the production metadata set-up: Airflow's
+metadata database and MLflow's backend store on PostgreSQL, as in docker-compose.yaml.
+
+A MovieLens slice goes through the embedded Kafka-protocol broker over TCP, real Spark (local), TensorFlow
+trained on Spark and an MLflow tracking server. (The embedded SQLite set-up runs the same DAG under the
+scheduler in `test_daily_retrain_scheduler`; `dags test` on SQLite is what `make run` does.)
 
 A throwaway PostgreSQL cluster (Debian's package, 127.0.0.1) gets its databases from the compose stack's own
 init script; Airflow migrates its schema there, and an MLflow tracking server (as in the compose file, its
-artifacts proxied) keeps runs and the registry there. The day's outputs are checked as in the SQLite run,
-and the run, its task instances and the registered model must be rows in PostgreSQL.
+artifacts proxied) keeps runs and the registry there. The day's outputs are checked (`check_day_outputs`),
+and the run, its task instances, the predictions Asset's event and the registered model must be rows in
+PostgreSQL.
 """
 
 from __future__ import annotations
@@ -97,6 +102,10 @@ def test_daily_retrain_on_postgres(kafka_broker, movielens, postgres, tmp_path):
         (runs[0][0],))
     assert dict(task_states) == dict.fromkeys(DAG_TASKS, "success")
     assert ("gpu_pool",) in postgres.execute(airflow_db, "SELECT pool FROM slot_pool")
+    predictions_events = postgres.execute(
+        airflow_db, "SELECT e.source_task_id FROM asset_event e JOIN asset a ON a.id = e.asset_id WHERE a.uri = %s",
+        (f"{settings.lake_url}/predictions",))
+    assert predictions_events == [("batch_predict",)]
     assert not list(settings.airflow_home.glob("*.db")), "Airflow fell back to a SQLite database"
 
     versions = postgres.execute(databases["mlflow"]["name"],
