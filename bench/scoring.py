@@ -18,10 +18,9 @@ has not rated, as `jobs.batch_predict.run` builds them), in `--repeat` interleav
 
 and, for information: building the candidates' inputs with Spark and writing them to Parquet (what (a) does
 before scoring, plus a write), (b0) the scoring stage on 2 rows (its fixed cost: a Python worker per task,
-TensorFlow's import, the model's load), (c') the job's `score_batches` called in this process on the Arrow
-batches Spark would hand it (`spark.sql.execution.arrow.maxRecordsPerBatch` rows), no Spark, and (c'') the
-same batches each scored by one `model.predict_on_batch` instead of a `model.predict` call, which sets up a
-data pipeline per call.
+TensorFlow's import, the model's load), and (c') the job's `score_batches` (one `model.predict_on_batch` per
+Arrow batch) called in this process on the batches Spark would hand it
+(`spark.sql.execution.arrow.maxRecordsPerBatch` rows), no Spark.
 
 Its own session is the feed benchmark's (`bench.feed_benchmark.start_spark`: local[2], 2 shuffle partitions, a
 fresh Python worker per task), so every round of (a) and (b) pays what a new `spark-submit` of the job pays:
@@ -58,7 +57,14 @@ import pyarrow.parquet as pq
 
 from bench.feed_benchmark import FeedResult, best_feed, start_spark
 from bench.quality import END_DAY, replay_to_lake, time_split_features, train_in_process
-from jobs.batch_predict import PREDICTIONS, SCORED_SCHEMA, PredictOptions, _load_model, score_batches
+from jobs.batch_predict import (
+    PREDICTIONS,
+    SCORED_SCHEMA,
+    PredictOptions,
+    candidate_inputs,
+    load_scoring_model,
+    score_batches,
+)
 from jobs.common import MOVIES
 from jobs.feature_spec import (
     EVAL,
@@ -84,7 +90,7 @@ PREDICT_BATCH_SIZE = 8192
 SCORE_TOLERANCE = 1e-5
 REPO = Path(__file__).resolve().parents[1]
 JOB, STAGE, LIMIT = "(a)", "(b)", "(c)"
-CANDIDATES, STAGE_FIXED, JOB_FUNCTION, ON_BATCH = "candidates", "(b0)", "(c')", "(c'')"
+CANDIDATES, STAGE_FIXED, JOB_FUNCTION = "candidates", "(b0)", "(c')"
 NAMES = {
     JOB: "(a) `batch_predict.run`, the whole job: candidates, scoring (`mapInArrow`), top 10, atomic write",
     STAGE: "(b) the job's scoring stage alone: materialised inputs → `mapInArrow(score_batches)` → count",
@@ -92,9 +98,8 @@ NAMES = {
     CANDIDATES: "for information: the candidates' inputs built by Spark and written to Parquet",
     STAGE_FIXED: "for information: (b0) the scoring stage on 2 rows (its fixed cost)",
     JOB_FUNCTION: "for information: (c') the job's `score_batches` in this process on Spark-sized Arrow batches",
-    ON_BATCH: "for information: (c'') as (c'), with `model.predict_on_batch` instead of `model.predict` per batch",
 }
-ORDER = [JOB, STAGE, LIMIT, CANDIDATES, STAGE_FIXED, JOB_FUNCTION, ON_BATCH]
+ORDER = [JOB, STAGE, LIMIT, CANDIDATES, STAGE_FIXED, JOB_FUNCTION]
 
 
 @dataclass(frozen=True)
@@ -237,20 +242,6 @@ def prepare(spark: SparkSession, lake: Path, day: date, workdir: Path, epochs: i
         users=len(users), catalog=pq.read_table(lake / MOVIES, columns=["item_id"]).num_rows, rated_pairs=rated)
 
 
-def candidate_inputs(spark: SparkSession, lake: Path, day: date) -> DataFrame:
-    """The candidates' inputs as `jobs.batch_predict.run` builds them (its candidate lines, which the job does not
-    expose as a function; `check_top_k` verifies the job scored the same pairs)."""
-    from jobs.features import serving_inputs
-
-    def table(name: str) -> DataFrame:
-        return spark.read.parquet(str(feature_table_path(lake, day, name)))
-
-    rated = table(TRAIN).select("user_id", "item_id").union(table(EVAL).select("user_id", "item_id")).distinct()
-    movies = spark.read.parquet(str(lake / MOVIES)).select("item_id", "year", "genres")
-    pairs = table(USER_HISTORY).select("user_id").crossJoin(movies).join(rated, ["user_id", "item_id"], "left_anti")
-    return serving_inputs(spark, lake, day, pairs, day).select("user_id", "item_id", *FEATURE_COLUMNS)
-
-
 # ---------------------------------------------------------------------------------------------------------
 # The alternatives
 
@@ -258,7 +249,7 @@ def candidate_inputs(spark: SparkSession, lake: Path, day: date) -> DataFrame:
 def materialise_candidates(spark: SparkSession, setup: ScoringSetup, path: Path) -> FeedResult:
     """Build the candidates' inputs as the job does (one partition per task slot) and write them to `path`."""
     started = time.monotonic()
-    (candidate_inputs(spark, setup.lake, setup.day).repartition(spark.sparkContext.defaultParallelism)
+    (candidate_inputs(spark, setup.lake, setup.day, setup.day).repartition(spark.sparkContext.defaultParallelism)
      .write.mode("overwrite").parquet(str(path)))
     seconds = time.monotonic() - started
     return FeedResult(CANDIDATES, pq.read_table(path, columns=["user_id"]).num_rows, seconds)
@@ -297,7 +288,7 @@ def score_in_process(model: Any, path: Path) -> tuple[FeedResult, np.ndarray]:
 
 def score_arrow_batches(name: str, path: Path, batch_rows: int,
                         scorer: Callable[[Iterator[pa.RecordBatch]], Iterator[int]]) -> FeedResult:
-    """(c') or (c''): the Parquet's rows in Arrow batches of `batch_rows`, scored in this process by `scorer`
+    """(c'): the Parquet's rows in Arrow batches of `batch_rows`, scored in this process by `scorer`
     (batches → rows scored per batch)."""
     started = time.monotonic()
     batches = pq.read_table(path).to_batches(max_chunksize=batch_rows)
@@ -308,11 +299,6 @@ def score_arrow_batches(name: str, path: Path, batch_rows: int,
 def job_function_scorer(local_model: str) -> Callable[[Iterator[pa.RecordBatch]], Iterator[int]]:
     """(c'): the job's own `score_batches`, as a Python worker runs it."""
     return lambda batches: (scored.num_rows for scored in score_batches(local_model)(batches))
-
-
-def on_batch_scorer(model: Any) -> Callable[[Iterator[pa.RecordBatch]], Iterator[int]]:
-    """(c''): one `model.predict_on_batch` per batch (no per-call data pipeline, unlike `model.predict`)."""
-    return lambda batches: (np.asarray(model.predict_on_batch(model_inputs(batch))).size for batch in batches)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -367,7 +353,6 @@ def measure_round(spark: SparkSession, setup: ScoringSetup, model: Any, path: Pa
                                   STAGE_FIXED),
         lambda: score_in_process(model, path)[0],
         lambda: score_arrow_batches(JOB_FUNCTION, path, batch_rows, job_function_scorer(setup.local_model)),
-        lambda: score_arrow_batches(ON_BATCH, path, batch_rows, on_batch_scorer(model)),
     ]
     for step in reversed(steps) if reverse else steps:
         yield step()
@@ -382,7 +367,7 @@ def run_benchmark(spark: SparkSession, lake: Path, day: date, workdir: Path, epo
     setup = prepare(spark, lake, day, workdir, epochs)
     print(f"prepared {setup.ratings:,} ratings, {setup.users:,} users, model version {setup.version} "
           f"(alias {setup.alias})", flush=True)
-    model = _load_model(setup.local_model)  # the job's own loader: the model its workers score with
+    model = load_scoring_model(setup.local_model)  # the job's own loader: the model its workers score with
     batch_rows = int(spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch", "10000"))
     rounds: dict[str, list[FeedResult]] = {key: [] for key in ORDER}
 
@@ -403,7 +388,6 @@ def run_benchmark(spark: SparkSession, lake: Path, day: date, workdir: Path, epo
             warm_up = pq.read_table(path).slice(0, 2)
             model.predict(model_inputs(warm_up), verbose=0)
             list(score_batches(setup.local_model)(iter(warm_up.to_batches())))
-            model.predict_on_batch(model_inputs(warm_up))
         for timing in measure_round(spark, setup, model, path, pairs, batch_rows, reverse=round_index % 2 == 1):
             record(timing)
     _, scores = score_in_process(model, path)
@@ -457,8 +441,6 @@ def markdown_report(results: ScoringResults) -> str:
         f"- (a)'s time: scoring stage (b) {stage:.2f}s ({stage / job:.0%}), of which fixed cost (b0) "
         f"{best[STAGE_FIXED].seconds:.2f}s; the rest {job - stage:.2f}s ({1 - stage / job:.0%}): MLflow lookup and "
         f"download, candidates' inputs, shuffle, top {TOP_K}, write",
-        f"- (c'') / (c'): {best[ON_BATCH].rows_per_second / best[JOB_FUNCTION].rows_per_second:.1f}×, the same "
-        "batches without `model.predict`'s per-call set-up",
         f"- {results.top_k.describe(TOP_K)}",
         f"- machine: {os.cpu_count()} cores, shared; load average {results.load_averages[0][0]:.1f} at the start, "
         f"{results.load_averages[1][0]:.1f} at the end; nice {os.nice(0)}",

