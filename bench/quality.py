@@ -54,7 +54,8 @@ PUBLISHED = "published 5-fold RMSE on ML-100K: Surprise SVD 0.934, SVD++ 0.919, 
 
 @dataclass(frozen=True)
 class SplitResult:
-    """One split's figures: rows, RMSE of the FM and of both baselines, training time."""
+    """One split's figures: rows, RMSE of the FM and of both baselines, top-10 ranking quality of the FM and
+    of the bias baseline, training time."""
 
     name: str
     train_rows: int
@@ -64,6 +65,11 @@ class SplitResult:
     baseline_rmse: float
     bias_baseline_rmse: float
     train_seconds: float
+    ranking_users: int
+    precision_at_10: float
+    bias_baseline_precision_at_10: float
+    ndcg_at_10: float
+    bias_baseline_ndcg_at_10: float
 
 
 def raw_table(events: pa.Table) -> pa.Table:
@@ -143,7 +149,9 @@ def train_and_evaluate(spark: SparkSession, name: str, lake: Path, hparams: dict
     return SplitResult(name=name, train_rows=manifest["train_rows"], eval_rows=manifest["eval_rows"],
                        eval_rows_unknown_user=manifest["eval_rows_unknown_user"], rmse=metrics["rmse"],
                        baseline_rmse=metrics["baseline_rmse"], bias_baseline_rmse=metrics["bias_baseline_rmse"],
-                       train_seconds=seconds)
+                       train_seconds=seconds, ranking_users=metrics["ranking_users"],
+                       **{key: metrics[key] for key in ("precision_at_10", "bias_baseline_precision_at_10",
+                                                        "ndcg_at_10", "bias_baseline_ndcg_at_10")})
 
 
 def run_quality(spark: SparkSession, movielens: MovieLens, workdir: Path, days: int, seed: int,
@@ -166,6 +174,10 @@ def markdown_report(results: list[SplitResult], hparams: dict) -> str:
                      f"{result.eval_rows_unknown_user:,} | {result.baseline_rmse:.4f} | "
                      f"{result.bias_baseline_rmse:.4f} | **{result.rmse:.4f}** | "
                      f"{result.rmse / result.bias_baseline_rmse:.3f}× |")
+    lines += ["", "| split | users ranked | precision@10 bias / FM | NDCG@10 bias / FM |", "|---|--:|--:|--:|"]
+    lines += [f"| {result.name} | {result.ranking_users:,} | {result.bias_baseline_precision_at_10:.4f} / "
+              f"{result.precision_at_10:.4f} | {result.bias_baseline_ndcg_at_10:.4f} / {result.ndcg_at_10:.4f} |"
+              for result in results]
     random_split, time_split = results
     lines += ["", f"FM hyper-parameters: {hparams}; training seconds: "
               + ", ".join(f"{result.train_seconds:.0f}" for result in results), "",
