@@ -35,6 +35,7 @@ from airflow.sdk import DAG, Asset, DeadlineAlert, DeadlineReference, SyncCallba
 from lakeloop.airflow_env import GPU_POOL, SPARK_POOL
 from lakeloop.config import load_settings
 from lakeloop.ingest import RATINGS_SCHEMA
+from lakeloop.lake import PREDICTIONS
 from lakeloop.operations import MAX_RETRY_DELAY, RETRY_BACKOFF_MULTIPLIER, load_operations
 from lakeloop.timetable import DailyIntervalTimetable
 from operators.kafka_to_lake import KafkaToLakeOperator
@@ -48,7 +49,7 @@ alert = LakeloopNotifier()
 DAY = "{{ data_interval_start | ds }}"
 JOBS = settings.project_dir / "jobs"
 WINDOW_DAYS = 30
-PREDICTIONS_ASSET = Asset(name="lakeloop_predictions", uri=f"{settings.lake_url}/predictions")
+PREDICTIONS_ASSET = Asset(name="lakeloop_predictions", uri=f"{settings.lake_url}/{PREDICTIONS}")
 
 with DAG(
     dag_id="daily_retrain",

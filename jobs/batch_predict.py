@@ -31,9 +31,10 @@ from jobs.common import MOVIES, run_day_job, write_partition
 from jobs.feature_spec import EVAL, FEATURE_COLUMNS, TRAIN, USER_HISTORY, feature_table_path
 from jobs.features import serving_inputs
 from lakeloop.evaluation import model_inputs
+from lakeloop.lake import PREDICTIONS
+from lakeloop.registry import DAY_TAG
 
 log = logging.getLogger(__name__)
-PREDICTIONS = "predictions"
 SCORED_SCHEMA = "user_id string, item_id string, score double"
 OUTPUT_COLUMNS = ["user_id", "item_id", "score", "rank", "model_name", "model_version", "generated_at"]
 
@@ -106,7 +107,7 @@ def run(spark: SparkSession, lake: Path, day: date, options: PredictOptions) -> 
         log.warning("no %s version of %s (%s): no predictions for %s", options.alias, options.model_name,
                     error.message, day)
         return {"day": str(day), "model_name": options.model_name, "alias": options.alias, "skipped": True}
-    model_day = date.fromisoformat(version.tags["lakeloop.day"])
+    model_day = date.fromisoformat(version.tags[DAY_TAG])
     local_model = mlflow.artifacts.download_artifacts(f"models:/{options.model_name}/{version.version}")
     generated_at = datetime.fromisoformat(options.generated_at) if options.generated_at else datetime.now(UTC)
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from lakeloop.gate import DEFAULT_TOLERANCE
+
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 DEFAULT_KAFKA_PORT = 19092
 
@@ -26,7 +28,7 @@ class Settings:
     ratings_topic: str
     model_name: str
     mlflow_tracking_uri: str
-    gate_tolerance: float = 0.01
+    gate_tolerance: float = DEFAULT_TOLERANCE
 
     @property
     def lake_path(self) -> Path:
@@ -69,5 +71,5 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         ratings_topic=env.get("LAKELOOP_RATINGS_TOPIC", "ratings"),
         model_name=env.get("LAKELOOP_MODEL_NAME", "lakeloop-fm"),
         mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI", f"sqlite:///{state_dir / 'mlflow.db'}"),
-        gate_tolerance=float(env.get("LAKELOOP_GATE_TOLERANCE", "0.01")),
+        gate_tolerance=float(env.get("LAKELOOP_GATE_TOLERANCE", DEFAULT_TOLERANCE)),
     )

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from lakeloop.evaluation import METRIC_PREFIX
+from lakeloop.evaluation import BIAS_BASELINE, CHAMPION, METRIC_PREFIX, MODEL
 
 REPORT_DIR = "evaluation"
-LABELS = {"model": "new model", "champion": "champion", "bias_baseline": "bias baseline"}
+LABELS = {MODEL: "new model", CHAMPION: "champion", BIAS_BASELINE: "bias baseline"}
 RANKED_METRICS = ["rmse", "mae", "precision_at_10", "recall_at_10", "ndcg_at_10"]
 
 

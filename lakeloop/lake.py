@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from datetime import date, timedelta
 from pathlib import Path
 
+PREDICTIONS = "predictions"
 
 def partition_path(lake: Path, dataset: str, day: date) -> Path:
     """The directory of one day's partition of `dataset` (e.g. `raw/ratings`)."""

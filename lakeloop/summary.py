@@ -6,7 +6,7 @@ import json
 from datetime import date
 
 from lakeloop.config import Settings
-from lakeloop.lake import partition_path
+from lakeloop.lake import PREDICTIONS, partition_path
 from lakeloop.models import EVALUATION, REGISTRATION, model_dir
 
 
@@ -21,7 +21,7 @@ def summarise(settings: Settings, days: list[date]) -> dict:
     for day in days:
         raw = _json_or_none(partition_path(lake, "raw/ratings", day) / "_manifest.json") or {}
         models = model_dir(lake, settings.model_name, day)
-        predictions = partition_path(lake, "predictions", day)
+        predictions = partition_path(lake, PREDICTIONS, day)
         report[day.isoformat()] = {
             "raw": raw.get("counts", raw),
             "evaluation": _json_or_none(models / EVALUATION),
