@@ -23,11 +23,11 @@ end (an early event: producer clock skew) is kept if it is less than `allowed_ea
 past the end; later ones are rejected as `too_early`. Downstream jobs that need event-time windows
 filter on `ts`.
 
-**Idempotent and atomic.** Data and rejects are written into hidden staging directories and swapped in
-by rename (`lakeloop.lake.atomic_partition`): readers see the previous complete partition or none, never
-a partial one, even if the process is killed. Records are decoded in fixed-size chunks and written in
-fixed-size row groups, one file per Kafka partition, so a rerun over the same slice produces
-byte-identical files.
+**Idempotent and atomic.** Data and rejects are staged and committed by the lake
+(`lakeloop.lake.Lake.staged_partition`: rename on local disk, a manifest PUT on S3 and other object stores):
+readers see the previous complete partition or none, never a partial one, even if the process is killed.
+Records are decoded in fixed-size chunks and written in fixed-size row groups, one file per Kafka
+partition, so a rerun over the same slice produces byte-identical files.
 
 **Nothing lost, nothing fatal.** Every record is either written or rejected with one reason:
 `invalid_utf8`, `invalid_json`, `wrong_type` (also: value is not a JSON object), `missing_field` (absent,
@@ -66,7 +66,6 @@ import operator
 import os
 import queue
 import re
-import shutil
 import sys
 import threading
 import time
@@ -83,13 +82,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
+from pyarrow import fs as pafs
 
 from lakeloop.config import load_settings
-from lakeloop.lake import atomic_partition, partition_path
+from lakeloop.lake import MANIFEST_NAME, Lake, as_lake
 
 log = logging.getLogger(__name__)
 
-MANIFEST_NAME = "_manifest.json"
 MANIFEST_FORMAT_VERSION = 1
 COMMIT_GROUP_ID = "lakeloop-ingest"
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -695,8 +694,9 @@ class SeenIds:
 class _RowGroupFile:
     """One Parquet file written as fixed-size row groups, opened on the first row (or at close if empty)."""
 
-    def __init__(self, path: Path, schema: pa.Schema, row_group_size: int, compression: str,
-                 unique_column: str | None = None) -> None:
+    def __init__(self, filesystem: pafs.FileSystem, path: str, schema: pa.Schema, row_group_size: int,
+                 compression: str, unique_column: str | None = None) -> None:
+        self.filesystem = filesystem
         self.path = path
         self.schema = schema
         self.row_group_size = row_group_size
@@ -737,7 +737,7 @@ class _RowGroupFile:
     def _write(self, table: pa.Table) -> None:
         if self._writer is None:
             self._writer = pq.ParquetWriter(self.path, self.schema, compression=self.compression,
-                                            use_dictionary=self.dictionary_columns)
+                                            use_dictionary=self.dictionary_columns, filesystem=self.filesystem)
         # One contiguous piece per column: the encoder's pages then depend on the rows only, not on how
         # they were batched, so reruns write byte-identical files.
         self._writer.write_table(table.combine_chunks(), row_group_size=self.row_group_size)
@@ -895,8 +895,8 @@ class IngestResult:
     day: date
     interval_start: datetime
     interval_end: datetime
-    path: Path
-    rejected_path: Path
+    path: str
+    rejected_path: str
     slices: list[PartitionSlice]
     partition_counts: dict[int, PartitionCounts]
     rejected_by_reason: dict[str, int]
@@ -926,9 +926,10 @@ class IngestResult:
         return {"day": self.day.isoformat(), "topic": self.topic, "read": self.read, "written": self.written,
                 "rejected": self.rejected, "rejected_by_reason": dict(sorted(self.rejected_by_reason.items()))}
 
-    def manifest(self, schema: RecordSchema, dataset: str, rejected_dataset: str, files: list[dict],
+    def manifest(self, schema: RecordSchema, dataset: str, rejected_dataset: str,
                  options: IngestOptions) -> dict[str, Any]:
-        """The `_manifest.json` content: what was read from where, what was written, under which rules."""
+        """The `_manifest.json` content: what was read from where, what was written, under which rules (the
+        lake's commit adds the written files)."""
         counts = self.counts()
         return {
             "format_version": MANIFEST_FORMAT_VERSION,
@@ -951,14 +952,13 @@ class IngestResult:
                 "allowed_lateness_s": options.allowed_lateness.total_seconds(),
                 "allowed_earliness_s": options.allowed_earliness.total_seconds(),
             },
-            "files": files,
         }
 
 
 def ingest_interval(
     client_config: Mapping[str, Any],
     topic: str,
-    lake: Path,
+    lake: Lake | Path | str,
     interval_start: datetime,
     interval_end: datetime,
     *,
@@ -973,7 +973,7 @@ def ingest_interval(
         client_config: kafka-python client options, at least `bootstrap_servers` (see
             `client_config_from_env` and `operators.hooks.kafka.KafkaSliceHook`).
         topic: The JSON topic to read.
-        lake: The lake root directory.
+        lake: The lake (`lakeloop.lake.Lake`), or its local path or URL (`file://`, `s3://`, ...).
         interval_start: Inclusive start (timezone-aware; naive means UTC). Names the partition `dt=`.
         interval_end: Exclusive end.
         schema: The declared schema of the topic's events.
@@ -996,9 +996,8 @@ def ingest_interval(
         raise ValueError(f"empty data interval [{start.isoformat()}, {end.isoformat()}): nothing to ingest; "
                          "use a timetable whose data intervals are real days")
     day = start.date()
-    final = partition_path(lake, dataset, day)
-    rejected_final = partition_path(lake, rejected_dataset, day)
-    _prepare_lake(final, rejected_final)
+    lake = as_lake(lake)
+    final, rejected_final = lake.uri(lake.partition(dataset, day)), lake.uri(lake.partition(rejected_dataset, day))
 
     consumer = open_consumer(client_config, options)
     try:
@@ -1006,14 +1005,14 @@ def ingest_interval(
         window = EventTimeWindow(lower_ms=_epoch_ms(start - options.allowed_lateness),
                                  upper_ms=_epoch_ms(end + options.allowed_earliness))
         try:
-            with atomic_partition(final) as staged:
-                with atomic_partition(rejected_final) as rejected_staged:
-                    counts = _Run(consumer, topic, schema, window, options, staged, rejected_staged).read(slices)
+            with lake.staged_partition(dataset, day) as staged:
+                with lake.staged_partition(rejected_dataset, day) as rejected_staged:
+                    counts = _Run(consumer, topic, schema, window, options, lake.filesystem, staged.directory,
+                                  rejected_staged.directory).read(slices)
                     result = IngestResult(topic=topic, day=day, interval_start=start, interval_end=end,
                                           path=final, rejected_path=rejected_final, slices=slices, **counts)
-                    manifest = result.manifest(schema, dataset, rejected_dataset, _list_files(staged), options)
-                    _write_manifest(staged, manifest)
-                    _write_manifest(rejected_staged, {**manifest, "files": _list_files(rejected_staged)})
+                    staged.manifest.update(result.manifest(schema, dataset, rejected_dataset, options))
+                    rejected_staged.manifest.update(staged.manifest)
                 # The rejects are published now; too many of them keep the data partition as it was.
                 if result.rejected_fraction > options.max_rejected_fraction:
                     raise RejectionRateExceeded(_rejection_message(result, options))
@@ -1035,13 +1034,14 @@ def _rejection_message(result: IngestResult, options: IngestOptions) -> str:
             f"left as it was; the rejected records, with their reasons, are in {result.rejected_path}.")
 
 
-def read_manifest(lake: Path, dataset: str, day: date) -> dict[str, Any]:
+def read_manifest(lake: Lake | Path | str, dataset: str, day: date) -> dict[str, Any]:
     """The `_manifest.json` of a day partition (counts under `"counts"`: read, written, rejected)."""
-    path = partition_path(lake, dataset, day) / MANIFEST_NAME
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"no manifest at {path}: {dataset} has no complete partition for {day}") from None
+    lake = as_lake(lake)
+    manifest = lake.read_manifest(dataset, day)
+    if manifest is None:
+        path = lake.uri(f"{lake.partition(dataset, day)}/{MANIFEST_NAME}")
+        raise FileNotFoundError(f"no manifest at {path}: {dataset} has no complete partition for {day}")
+    return manifest
 
 
 def open_consumer(client_config: Mapping[str, Any], options: IngestOptions | None = None) -> Any:
@@ -1126,8 +1126,9 @@ class _Run:
     """Reads planned slices partition by partition and streams them into the staged partitions."""
 
     def __init__(self, consumer: Any, topic: str, schema: RecordSchema, window: EventTimeWindow,
-                 options: IngestOptions, staged: Path, rejected_staged: Path) -> None:
+                 options: IngestOptions, filesystem: pafs.FileSystem, staged: str, rejected_staged: str) -> None:
         self.consumer = consumer
+        self.filesystem = filesystem
         self.topic = topic
         self.schema = schema
         self.options = options
@@ -1151,19 +1152,20 @@ class _Run:
                         self.options.switch_interval_s) as batches:
             for piece, piece_chunks in itertools.groupby(_joined_by_slice(batches), key=operator.itemgetter(0)):
                 name = f"part-{piece.partition:05d}.parquet"
-                data = _RowGroupFile(self.staged / name, self.schema.output_schema, self.options.row_group_size,
-                                     self.options.compression, unique_column=self.schema.id_field)
-                rejects = _RowGroupFile(self.rejected_staged / name, REJECTED_SCHEMA, self.options.row_group_size,
-                                        self.options.compression)
+                data = _RowGroupFile(self.filesystem, f"{self.staged}/{name}", self.schema.output_schema,
+                                     self.options.row_group_size, self.options.compression,
+                                     unique_column=self.schema.id_field)
+                rejects = _RowGroupFile(self.filesystem, f"{self.rejected_staged}/{name}", REJECTED_SCHEMA,
+                                        self.options.row_group_size, self.options.compression)
                 for _, records in piece_chunks:
                     self._process(piece.partition, records, data, rejects, counts[piece.partition])
                 any_data |= data.close()
                 any_rejects |= rejects.close()
         if not any_data:  # keep the partition readable by Spark/pyarrow even when it has no rows
-            _RowGroupFile(self.staged / "part-00000.parquet", self.schema.output_schema, 1,
+            _RowGroupFile(self.filesystem, f"{self.staged}/part-00000.parquet", self.schema.output_schema, 1,
                           self.options.compression).close(write_if_empty=True)
         if not any_rejects:
-            _RowGroupFile(self.rejected_staged / "part-00000.parquet", REJECTED_SCHEMA, 1,
+            _RowGroupFile(self.filesystem, f"{self.rejected_staged}/part-00000.parquet", REJECTED_SCHEMA, 1,
                           self.options.compression).close(write_if_empty=True)
         return {"partition_counts": counts, "rejected_by_reason": dict(self.reasons)}
 
@@ -1395,28 +1397,6 @@ def _commit_progress(consumer: Any, topic: str, slices: list[PartitionSlice], op
             consumer.commit(offsets, timeout_ms=options.request_timeout_ms)
     except KafkaError as error:  # visibility only: the lake partition is already committed
         log.warning("could not commit progress offsets for group %s: %s", options.commit_group_id, error)
-
-
-def _prepare_lake(*finals: Path) -> None:
-    """Create the dataset directories and remove staging leftovers of killed runs of these partitions."""
-    for final in finals:
-        try:
-            final.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise LakeWriteError(f"cannot create {final.parent} in the lake: {error}") from error
-        leftovers = [*final.parent.glob(f".staging-{final.name}-*"), *final.parent.glob(f".retired-{final.name}-*")]
-        for leftover in leftovers:
-            log.warning("removing %s left by an interrupted run", leftover)
-            shutil.rmtree(leftover, ignore_errors=True)
-
-
-def _list_files(directory: Path) -> list[dict[str, Any]]:
-    return [{"name": path.name, "rows": pq.ParquetFile(path).metadata.num_rows}
-            for path in sorted(directory.glob("*.parquet"))]
-
-
-def _write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
-    (directory / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
 def _newline_joined(text: pa.Array) -> pa.Buffer:

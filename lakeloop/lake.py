@@ -1,20 +1,31 @@
-"""Lake layout and atomic partition writes.
+"""Lake layout and atomic partition writes, on local disk and on object stores.
 
-Every dataset in the lake is partitioned by day as `<lake>/<dataset>/dt=YYYY-MM-DD/`. A partition is
-written into a hidden sibling directory and swapped in by rename, so readers see the previous complete
-partition, or none, but never a half-written one.
+Every dataset in the lake is partitioned by day as `<lake>/<dataset>/dt=YYYY-MM-DD/`. Readers see the
+previous complete partition, or none, but never a half-written one: on local disk a partition is written
+into a hidden sibling directory and swapped in by rename; on an object store (`Lake`) its files are written
+under an attempt prefix and published by one PUT of the partition's `_manifest.json`.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import pyarrow.parquet as pq
+from pyarrow import fs as pafs
 
 PREDICTIONS = "predictions"
+log = logging.getLogger(__name__)
+
 
 def partition_path(lake: Path, dataset: str, day: date) -> Path:
     """The directory of one day's partition of `dataset` (e.g. `raw/ratings`)."""
@@ -54,6 +65,13 @@ def atomic_partition(final: Path) -> Iterator[Path]:
     swap_in(staged, final)
 
 
+def _remove_leftovers_of(final: Path) -> None:
+    """Remove the staging/retired directories that killed writers of this one partition left."""
+    for leftover in [*final.parent.glob(f".staging-{final.name}-*"), *final.parent.glob(f".retired-{final.name}-*")]:
+        log.warning("removing %s left by an interrupted run", leftover)
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
 def clean_stale_staging(dataset_dir: Path) -> None:
     """Remove staging/retired leftovers of killed writers under a dataset directory."""
     if not dataset_dir.exists():
@@ -62,3 +80,146 @@ def clean_stale_staging(dataset_dir: Path) -> None:
         shutil.rmtree(leftover, ignore_errors=True)
     for leftover in dataset_dir.glob(".retired-*"):
         shutil.rmtree(leftover, ignore_errors=True)
+
+
+MANIFEST_NAME = "_manifest.json"
+ATTEMPT_PREFIX = "_attempt-"
+
+
+@dataclass(frozen=True)
+class Lake:
+    """The lake root — a local directory or an object-store prefix — with the partition commit that holds on it.
+
+    Local file systems rename directories atomically, so a partition is staged in a hidden sibling directory
+    and swapped in (`atomic_partition`). Object stores cannot rename a directory, but a single PUT is atomic
+    and strongly consistent: there a partition's files are written under `dt=D/_attempt-<id>/` and the
+    partition is committed by one PUT of `dt=D/_manifest.json` naming them. Readers take the manifest's file
+    list (`partition_files`), so files of a killed or superseded attempt are never read; superseded attempts
+    are deleted after the commit (a reader still listing them at that moment fails and must retry).
+    """
+
+    url: str
+    filesystem: pafs.FileSystem
+    root: str
+
+    @classmethod
+    def from_url(cls, url: str) -> Lake:
+        """The lake at `url`: a path, `file://`, or any URL pyarrow knows (`s3://bucket/prefix`, `gs://`, ...).
+
+        S3 credentials, region and endpoint come from the standard AWS variables (`AWS_ACCESS_KEY_ID`,
+        `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT_URL_S3` for MinIO or another S3 server).
+        """
+        parsed = urlparse(url)
+        if parsed.scheme in ("", "file"):
+            local = Path(parsed.path if parsed.scheme else url).resolve()
+            return cls(url=local.as_uri(), filesystem=pafs.LocalFileSystem(), root=str(local))
+        filesystem, root = pafs.FileSystem.from_uri(url)
+        return cls(url=url.rstrip("/"), filesystem=filesystem, root=root.rstrip("/"))
+
+    def __str__(self) -> str:
+        return self.url
+
+    @property
+    def is_local(self) -> bool:
+        """Whether the lake is a local directory (committed by rename) rather than an object store."""
+        return isinstance(self.filesystem, pafs.LocalFileSystem)
+
+    def path(self, *parts: str) -> str:
+        """A path inside the lake, on its filesystem."""
+        return "/".join([self.root, *parts])
+
+    def partition(self, dataset: str, day: date) -> str:
+        """The path of one day's partition of `dataset`."""
+        return self.path(dataset, f"dt={day.isoformat()}")
+
+    def uri(self, path: str) -> str:
+        """The URL of a path inside the lake (what logs, manifests and other tools are given)."""
+        if self.is_local:
+            return Path(path).as_uri()
+        return f"{urlparse(self.url).scheme}://{path}"
+
+    def read_json(self, path: str) -> dict[str, Any] | None:
+        """A JSON document of the lake, or None if it does not exist."""
+        try:
+            with self.filesystem.open_input_stream(path) as stream:
+                return json.loads(stream.read())
+        except FileNotFoundError:
+            return None
+
+    def write_json(self, path: str, document: dict[str, Any]) -> None:
+        """Write a JSON document in one PUT (local: write aside, then rename over)."""
+        data = (json.dumps(document, indent=2, sort_keys=True, default=str) + "\n").encode()
+        target = path if not self.is_local else f"{path}.partial-{uuid.uuid4().hex[:8]}"
+        self.filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        with self.filesystem.open_output_stream(target) as stream:
+            stream.write(data)
+        if target != path:
+            self.filesystem.move(target, path)
+
+    def read_manifest(self, dataset: str, day: date) -> dict[str, Any] | None:
+        """The `_manifest.json` of a committed partition, or None if the day has no committed partition."""
+        return self.read_json(f"{self.partition(dataset, day)}/{MANIFEST_NAME}")
+
+    def partition_files(self, dataset: str, day: date) -> list[str]:
+        """The data files of the day's committed partition (paths on the lake's filesystem); [] if none."""
+        manifest = self.read_manifest(dataset, day)
+        if manifest is None:
+            return []
+        partition = self.partition(dataset, day)
+        return [f"{partition}/{entry['name']}" for entry in manifest["files"]]
+
+    @contextmanager
+    def staged_partition(self, dataset: str, day: date) -> Iterator[StagedPartition]:
+        """Yield a staging area for the day's partition; on success commit it, on error discard it.
+
+        Write the data files (Parquet, any depth) into `staged.directory` through `self.filesystem` and fill
+        `staged.manifest`; the commit adds the list of files and their rows under `"files"`.
+        """
+        final = self.partition(dataset, day)
+        if self.is_local:
+            _remove_leftovers_of(Path(final))
+            with atomic_partition(Path(final)) as directory:
+                staged = StagedPartition(directory=str(directory), manifest={})
+                yield staged
+                staged.manifest["files"] = self._files_with_rows(staged.directory)
+                self.write_json(f"{staged.directory}/{MANIFEST_NAME}", staged.manifest)
+            return
+        attempt = f"{ATTEMPT_PREFIX}{uuid.uuid4().hex}"
+        staged = StagedPartition(directory=f"{final}/{attempt}", manifest={})
+        try:
+            yield staged
+        except BaseException:
+            self.filesystem.delete_dir(staged.directory)
+            raise
+        staged.manifest["files"] = [{**entry, "name": f"{attempt}/{entry['name']}"}
+                                    for entry in self._files_with_rows(staged.directory)]
+        self.write_json(f"{final}/{MANIFEST_NAME}", staged.manifest)
+        self._delete_superseded(final, keep=attempt)
+
+    def _files_with_rows(self, directory: str) -> list[dict[str, Any]]:
+        infos = self.filesystem.get_file_info(pafs.FileSelector(directory, recursive=True))
+        files = sorted(info.path for info in infos if info.is_file and info.path.endswith(".parquet"))
+        return [{"name": path[len(directory) + 1:],
+                 "rows": pq.ParquetFile(path, filesystem=self.filesystem).metadata.num_rows} for path in files]
+
+    def _delete_superseded(self, partition: str, keep: str) -> None:
+        for info in self.filesystem.get_file_info(pafs.FileSelector(partition)):
+            name = info.path.rsplit("/", 1)[-1]
+            if name not in (keep, MANIFEST_NAME):
+                if info.type == pafs.FileType.Directory:
+                    self.filesystem.delete_dir(info.path)
+                else:
+                    self.filesystem.delete_file(info.path)
+
+
+def as_lake(location: Lake | Path | str) -> Lake:
+    """A `Lake` for a lake object, a local path or a lake URL."""
+    return location if isinstance(location, Lake) else Lake.from_url(str(location))
+
+
+@dataclass
+class StagedPartition:
+    """Where a partition being written goes (`directory`) and the manifest it will be committed with."""
+
+    directory: str
+    manifest: dict[str, Any]

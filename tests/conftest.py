@@ -21,10 +21,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from lakeloop.ingest import RATINGS_SCHEMA
-from lakeloop.lake import partition_path
+from lakeloop.lake import Lake, partition_path
 from lakeloop.movielens import MovieLens
 from lakeloop.replay import build_events, write_catalog
 from lakeloop.services import EmbeddedBroker, free_port
+from tests.s3_server import S3Server
 
 REPO = Path(__file__).resolve().parents[1]
 FEATURE_DAY = date(2026, 11, 20)
@@ -56,6 +57,25 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedB
     broker.start()
     yield broker
     broker.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A real S3-protocol server (moto's standalone server) on a free 127.0.0.1 port."""
+    server = S3Server(tmp_path_factory.mktemp("s3") / "moto.log")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_lake(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> Lake:
+    """An empty lake in a fresh bucket of the S3 server, with this process's AWS variables pointing at it."""
+    for name, value in s3_server.environment().items():
+        monkeypatch.setenv(name, value)
+    bucket = f"lake-{secrets.token_hex(4)}"
+    s3_server.create_bucket(bucket)
+    return Lake.from_url(f"s3://{bucket}/lakeloop")
 
 
 @pytest.fixture

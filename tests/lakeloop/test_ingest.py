@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient
+from pyarrow import fs as pafs
 
 from lakeloop.ingest import (
     COMMIT_GROUP_ID,
@@ -43,7 +44,7 @@ from lakeloop.ingest import (
     normalize_client_options,
     read_manifest,
 )
-from lakeloop.lake import partition_path
+from lakeloop.lake import Lake, partition_path
 from lakeloop.services import free_port
 
 HOUR = timedelta(hours=1)
@@ -410,7 +411,7 @@ def test_a_lake_that_cannot_be_written_is_a_clear_error(kafka_broker, tmp_path, 
     topic, _ = three_days
     not_a_directory = tmp_path / "file"
     not_a_directory.write_text("")
-    with pytest.raises(LakeWriteError, match="cannot create .*/file/lake/raw/ratings in the lake"):
+    with pytest.raises(LakeWriteError, match="cannot write the lake at file://.*/file/lake: .*Not a directory"):
         ingest(kafka_broker, topic, not_a_directory / "lake", MIDDLE)
 
 
@@ -542,3 +543,80 @@ def test_read_manifest_names_the_missing_partition(lake):
     with pytest.raises(FileNotFoundError, match="raw/ratings has no complete partition for 2026-01-02"):
         read_manifest(lake, "raw/ratings", date(2026, 1, 2))
 
+
+
+def s3_rows(lake: Lake, dataset: str, day: date) -> pa.Table:
+    return pq.ParquetDataset(lake.partition_files(dataset, day), filesystem=lake.filesystem).read()
+
+
+def s3_digests(lake: Lake, dataset: str, day: date) -> dict[str, str]:
+    digests = {}
+    for path in lake.partition_files(dataset, day):
+        with lake.filesystem.open_input_stream(path) as stream:
+            digests[path.rsplit("/", 1)[-1]] = hashlib.sha256(stream.read()).hexdigest()
+    return digests
+
+
+def test_ingest_into_an_s3_lake_is_exact_and_idempotent(kafka_broker, s3_lake, three_days):
+    topic, per_day = three_days
+    result = ingest(kafka_broker, topic, s3_lake, MIDDLE)
+    assert result.path == f"{s3_lake.url}/raw/ratings/dt={MIDDLE.date()}"
+
+    rows = s3_rows(s3_lake, "raw/ratings", MIDDLE.date())
+    assert set(rows["event_id"].to_pylist()) == per_day[MIDDLE.date()]
+    assert rows.num_rows == result.written == 20
+    assert read_manifest(s3_lake.url, "raw/ratings", MIDDLE.date())["counts"]["written"] == 20
+    first = s3_digests(s3_lake, "raw/ratings", MIDDLE.date()), s3_digests(s3_lake, "rejected/ratings", MIDDLE.date())
+
+    ingest(kafka_broker, topic, s3_lake, MIDDLE)
+
+    assert (s3_digests(s3_lake, "raw/ratings", MIDDLE.date()),
+            s3_digests(s3_lake, "rejected/ratings", MIDDLE.date())) == first
+    partition = s3_lake.partition("raw/ratings", MIDDLE.date())
+    listed = s3_lake.filesystem.get_file_info(pafs.FileSelector(partition, recursive=True))
+    assert sorted(info.path for info in listed if info.is_file) == sorted(
+        [f"{partition}/_manifest.json", *s3_lake.partition_files("raw/ratings", MIDDLE.date())]), \
+        "the superseded attempt is deleted after the commit"
+
+
+S3_CRASHING_CHILD = """
+import json, os, signal, sys
+from datetime import datetime
+from lakeloop.lake import Lake
+from lakeloop.ingest import IngestOptions, ingest_interval
+
+bootstrap, topic, lake, start, end = json.loads(sys.argv[1])
+
+def die_before_the_commit(self, path, document):
+    os.kill(os.getpid(), signal.SIGKILL)  # every data file is uploaded; the manifest PUT never happens
+
+Lake.write_json = die_before_the_commit
+ingest_interval({"bootstrap_servers": bootstrap}, topic, lake, datetime.fromisoformat(start),
+                datetime.fromisoformat(end), options=IngestOptions(chunk_size=7, row_group_size=10))
+"""
+
+
+def test_a_killed_s3_ingest_leaves_the_committed_partition(kafka_broker, s3_lake, three_days):
+    topic, per_day = three_days
+    last_day = MIDDLE + DAY
+    ingest(kafka_broker, topic, s3_lake, last_day)
+    before = s3_digests(s3_lake, "raw/ratings", last_day.date())
+    late = last_day + HOUR
+    produce(kafka_broker.bootstrap, topic, [(0, late, b"k", event("late-1", late))])
+
+    args = json.dumps([kafka_broker.bootstrap, topic, s3_lake.url, last_day.isoformat(),
+                       (last_day + DAY).isoformat()])
+    child = subprocess.run([sys.executable, "-c", S3_CRASHING_CHILD, args], capture_output=True, text=True,
+                           timeout=120)
+    assert child.returncode == -9, child.stderr[-3000:]
+
+    partition = s3_lake.partition("raw/ratings", last_day.date())
+    listed = s3_lake.filesystem.get_file_info(pafs.FileSelector(partition, recursive=True))
+    assert len([info for info in listed if info.is_file and info.path.endswith(".parquet")]) > len(before), \
+        "the killed run did upload its files"
+    assert s3_digests(s3_lake, "raw/ratings", last_day.date()) == before
+    assert set(s3_rows(s3_lake, "raw/ratings", last_day.date())["event_id"].to_pylist()) == per_day[last_day.date()]
+
+    result = ingest(kafka_broker, topic, s3_lake, last_day)
+    assert result.written == 21
+    assert "late-1" in s3_rows(s3_lake, "raw/ratings", last_day.date())["event_id"].to_pylist()

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from datetime import date
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+from pyarrow import fs as pafs
 
-from lakeloop.lake import atomic_partition, clean_stale_staging, partition_path, window_days
+from lakeloop.lake import Lake, atomic_partition, clean_stale_staging, partition_path, window_days
 
 
 def test_partition_path_names_the_day(lake):
@@ -45,3 +48,60 @@ def test_leftovers_of_killed_writers_are_cleaned(lake):
     (dataset / "dt=2026-11-19").mkdir()
     clean_stale_staging(dataset)
     assert [p.name for p in dataset.iterdir()] == ["dt=2026-11-19"]
+
+
+@pytest.fixture(params=["local", "s3"])
+def any_lake(request, lake) -> Lake:
+    """The same tests on a local lake (committed by rename) and on an S3 lake (committed by manifest)."""
+    return Lake.from_url(lake.as_uri()) if request.param == "local" else request.getfixturevalue("s3_lake")
+
+
+def write_table(lake: Lake, directory: str, values: list[int]) -> None:
+    pq.write_table(pa.table({"value": values}), f"{directory}/part-0.parquet", filesystem=lake.filesystem)
+
+
+def read_values(lake: Lake, day: date) -> list[int]:
+    files = lake.partition_files("predictions", day)
+    return pq.ParquetDataset(files, filesystem=lake.filesystem).read()["value"].to_pylist() if files else []
+
+
+def test_a_staged_partition_is_committed_with_its_files_listed(any_lake):
+    day = date(2026, 11, 20)
+    with any_lake.staged_partition("predictions", day) as staged:
+        write_table(any_lake, staged.directory, [1, 2])
+        staged.manifest["rows"] = 2
+        assert any_lake.read_manifest("predictions", day) is None and read_values(any_lake, day) == []
+    manifest = any_lake.read_manifest("predictions", day)
+    assert manifest["rows"] == 2 and [entry["rows"] for entry in manifest["files"]] == [2]
+    assert read_values(any_lake, day) == [1, 2]
+
+    with any_lake.staged_partition("predictions", day) as staged:
+        write_table(any_lake, staged.directory, [3])
+    assert read_values(any_lake, day) == [3]
+    partition = any_lake.partition("predictions", day)
+    listed = any_lake.filesystem.get_file_info(pafs.FileSelector(partition, recursive=True))
+    assert sorted(info.path for info in listed if info.is_file) == sorted(
+        [f"{partition}/_manifest.json", *any_lake.partition_files("predictions", day)])
+
+
+def test_a_failed_staged_write_keeps_the_committed_partition(any_lake):
+    day = date(2026, 11, 20)
+    with any_lake.staged_partition("predictions", day) as staged:
+        write_table(any_lake, staged.directory, [1])
+    with pytest.raises(RuntimeError), any_lake.staged_partition("predictions", day) as staged:
+        write_table(any_lake, staged.directory, [2])
+        raise RuntimeError("killed mid-write")
+    assert read_values(any_lake, day) == [1]
+    dataset = any_lake.path("predictions")
+    listed = any_lake.filesystem.get_file_info(pafs.FileSelector(dataset, recursive=True))
+    assert len([info for info in listed if info.is_file and info.path.endswith(".parquet")]) == 1
+
+
+def test_lake_urls_name_their_paths(s3_lake, lake):
+    local = Lake.from_url(str(lake))
+    assert local.url == lake.as_uri() and local.is_local
+    assert local.uri(local.partition("raw/ratings", date(2026, 11, 20))) == (
+        partition_path(lake, "raw/ratings", date(2026, 11, 20)).as_uri())
+    assert not s3_lake.is_local
+    assert s3_lake.uri(s3_lake.partition("raw/ratings", date(2026, 11, 20))) == (
+        f"{s3_lake.url}/raw/ratings/dt=2026-11-20")
