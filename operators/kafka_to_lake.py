@@ -10,7 +10,6 @@ from typing import Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
-from lakeloop.config import lake_url_to_path
 from lakeloop.ingest import IngestOptions, RecordSchema, RejectionRateExceeded
 from operators.hooks.kafka import KafkaSliceHook
 
@@ -25,7 +24,8 @@ class KafkaToLakeOperator(BaseOperator):
     (read, written, rejected, per reason) to XCom. See `lakeloop.ingest` for the full policy.
 
     :param topic: The Kafka topic to read. (templated)
-    :param lake_url: The lake root, a `file://` URL or path. (templated)
+    :param lake_url: The lake root: a path, a `file://` URL or an object-store URL such as `s3://bucket/prefix`
+        (credentials from the standard AWS variables). (templated)
     :param dataset: Dataset written, e.g. `raw/ratings`. (templated)
     :param rejected_dataset: Dataset of rejected records, e.g. `rejected/ratings`. (templated)
     :param schema: The declared schema of the topic's events, e.g. `lakeloop.ingest.RATINGS_SCHEMA`.
@@ -76,7 +76,7 @@ class KafkaToLakeOperator(BaseOperator):
                 "timetable whose data intervals are real days (e.g. DeltaDataIntervalTimetable(timedelta(days=1)))")
         hook = KafkaSliceHook(kafka_conn_id=self.kafka_conn_id)
         try:
-            result = hook.ingest_interval(self.topic, lake_url_to_path(self.lake_url), start, end, schema=self.schema,
+            result = hook.ingest_interval(self.topic, self.lake_url, start, end, schema=self.schema,
                                           dataset=self.dataset, rejected_dataset=self.rejected_dataset,
                                           options=self.options)
         except RejectionRateExceeded as error:

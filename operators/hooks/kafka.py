@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from airflow.sdk import BaseHook
@@ -67,12 +66,14 @@ class KafkaSliceHook(BaseHook):
         """A KafkaConsumer for manual assignment (bounded connection retries, no auto-commit)."""
         return open_consumer(self.get_client_config(), options)
 
-    def ingest_interval(self, topic: str, lake: Path, interval_start: datetime, interval_end: datetime, *,
+    def ingest_interval(self, topic: str, lake_url: str, interval_start: datetime, interval_end: datetime, *,
                         schema: RecordSchema, dataset: str, rejected_dataset: str,
                         options: IngestOptions | None = None) -> IngestResult:
-        """Ingest the slice of `topic` for [interval_start, interval_end) (see `lakeloop.ingest`)."""
-        self.log.info("ingesting %s [%s, %s) into %s (rejects: %s) via %s", topic, interval_start, interval_end,
-                      lake / dataset, lake / rejected_dataset,
+        """Ingest the slice of `topic` for [interval_start, interval_end) into the lake at `lake_url` (a path,
+        `file://` or `s3://` URL; see `lakeloop.ingest`)."""
+        lake = lake_url.rstrip("/")
+        self.log.info("ingesting %s [%s, %s) into %s/%s (rejects: %s) via %s", topic, interval_start, interval_end,
+                      lake, dataset, rejected_dataset,
                       f"connection {self.kafka_conn_id}" if self.kafka_conn_id else "LAKELOOP_KAFKA_BOOTSTRAP")
         return ingest_interval(self.get_client_config(), topic, lake, interval_start, interval_end, schema=schema,
                                dataset=dataset, rejected_dataset=rejected_dataset, options=options)

@@ -123,6 +123,20 @@ def test_dag_run_reads_brokers_and_security_from_an_airflow_connection(airflow_d
     assert read_manifest(lake, "raw/ratings", RUN_DAY.date())["counts"]["written"] == 6
 
 
+def test_dag_run_ingests_into_an_s3_lake(airflow_db, kafka_broker, s3_lake, monkeypatch):
+    monkeypatch.setenv("LAKELOOP_KAFKA_BOOTSTRAP", kafka_broker.bootstrap)
+    topic = publish_days(kafka_broker.bootstrap, {RUN_DAY: 7}, bad_on=RUN_DAY - DAY)
+
+    dag_run = run_dag_test(ingest_dag(topic, f"{s3_lake.url}/", kafka_conn_id=None), RUN_DAY)
+
+    assert dag_run.state == "success"
+    files = s3_lake.partition_files("raw/ratings", RUN_DAY.date())
+    rows = pq.ParquetDataset(files, filesystem=s3_lake.filesystem).read()
+    assert sorted(rows["event_id"].to_pylist()) == sorted(f"{RUN_DAY.date()}-{n}" for n in range(7))
+    assert returned_counts(dag_run)["written"] == read_manifest(s3_lake, "raw/ratings", RUN_DAY.date())[
+        "counts"]["written"] == 7
+
+
 def test_a_rejection_rate_above_the_threshold_fails_the_task_without_retries(airflow_db, kafka_broker, lake,
                                                                              monkeypatch):
     monkeypatch.setenv("LAKELOOP_KAFKA_BOOTSTRAP", kafka_broker.bootstrap)
