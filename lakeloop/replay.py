@@ -129,15 +129,18 @@ def publish_events(events: pa.Table, bootstrap: str, topic: str) -> None:
 
 
 def replay(movielens: MovieLens, bootstrap: str, topic: str, lake: Path, days: int, end_day: date,
-           force: bool = False) -> ReplayReport:
+           force: bool = False, events: pa.Table | None = None) -> ReplayReport:
     """Publish every rating to `topic` over the `days` days ending on `end_day`, and write the catalog.
 
     Replaying the same days twice would put every event in the topic twice (ingestion would reject the
     copies as duplicates), so a topic that already holds records in those days is left alone unless `force`.
+    `events` (in `build_events`' layout, already timed) replaces MovieLens' own ratings, e.g. a re-sampled
+    stream (`bench.e2e`); the catalog is still MovieLens'.
     """
     if days < 1:
         raise ValueError("days must be at least 1")
-    events = build_events(movielens, days, end_day)
+    if events is None:
+        events = build_events(movielens, days, end_day)
     ensure_topic(bootstrap, topic)
     first_ms, last_ms = pc.min(events["ts"]).as_py(), pc.max(events["ts"]).as_py()
     present = records_in_time_range(bootstrap, topic, first_ms, last_ms + 1)
