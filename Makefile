@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.lakeloop-installed
 UV_VERSION := 0.13.9
 
-.PHONY: setup run test lint lock services-up services-down clean bench ui
+.PHONY: setup run test lint lock services-up services-down clean bench bench-e2e ui
 
 setup: $(STAMP) var/data/ml-100k/ml-100k.inter
 
@@ -52,6 +52,12 @@ services-down:
 
 bench: setup
 	$(BIN)/python bench/ingest_throughput.py
+
+# One daily DAG run per day size (100K, 1M, 10M events by default; E2E_SIZES=100000,1000000 for fewer), each
+# task timed; table and ratios printed, results in var/bench-e2e/, plot in bench/results/e2e_scaling.png.
+E2E_SIZES ?= 100000,1000000,10000000
+bench-e2e: setup
+	$(BIN)/python -m bench.e2e --sizes $(E2E_SIZES)
 
 clean:
 	-$(BIN)/lakeloop services down

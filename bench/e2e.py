@@ -1,0 +1,463 @@
+"""End to end: one daily DAG run per day size (100K, 1M, 10M events), every task timed, peak memory sampled.
+
+For each size, in a fresh state directory of its own (`var/bench-e2e/<events>/`: lake, SQLite Airflow home,
+MLflow database, embedded broker on a free 127.0.0.1 port), the bench
+
+1. generates one day of rating events re-sampled from MovieLens 100K (`bench.e2e_events`: synthetic users
+   derived from real users' tastes, popularity skew and activity as observed; not copies);
+2. publishes them to the embedded broker over TCP and writes the movie catalog (`lakeloop.replay.replay`, as
+   `lakeloop run` does);
+3. runs `lakeloop airflow dags test daily_retrain <day>` (the DAG as shipped, except that a failed task is not
+   retried: `LAKELOOP_TASK_RETRIES=0`, so a size that breaks says so at once) while a thread samples the RSS of
+   every process of that run (Airflow, spark-submit JVMs, Spark's Python workers, TensorFlow workers) and of the
+   broker every 0.5 s;
+4. reads each task's wall seconds from the Airflow metadata database (`task_instance` start/end) and, for a
+   task that did not succeed, the error from its log.
+
+Then it prints a table (events, seconds per task, the DAG run's wall seconds from the first task's start to
+the last one's end, events/s over that time, the largest single process's peak RSS and the task it ran in),
+the per-event cost ratio of each size against the one ten times smaller (goal, 10M vs 1M: ≤ 1.2), writes the
+results to `var/bench-e2e/results.json` (merged with earlier runs of other sizes) and a log-log plot of the
+per-task seconds against events to `bench/results/e2e_scaling.png`.
+
+    make bench-e2e                                            # 100K, 1M and 10M
+    .venv/bin/python -m bench.e2e --sizes 100000,1000000
+    nice -n 10 .venv/bin/python -m bench.e2e --sizes 10000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+from lakeloop.cli import DAG_ID
+from lakeloop.config import PROJECT_DIR, Settings, load_settings
+
+DAY = date(2026, 11, 20)
+DEFAULT_SIZES = "100000,1000000,10000000"
+RESULTS_DIR = PROJECT_DIR / "var" / "bench-e2e"
+PLOT_PATH = PROJECT_DIR / "bench" / "results" / "e2e_scaling.png"
+SAMPLE_SECONDS = 0.5
+COST_RATIO_GOAL = 1.2  # per-event cost at 10M vs 1M
+MIB = 1 << 20
+
+
+@dataclass
+class ProcessPeak:
+    """The largest RSS one process reached, what it was and when."""
+
+    rss_mib: float = 0.0
+    pid: int | None = None
+    command: str = ""
+    at: float = 0.0  # epoch seconds
+    task_id: str | None = None
+
+
+@dataclass
+class TaskTiming:
+    """One task instance of the run, from the metadata database."""
+
+    task_id: str
+    state: str | None
+    seconds: float | None
+    start: float | None  # epoch seconds
+    end: float | None
+    peak: ProcessPeak | None = None  # the largest process sampled while the task ran
+
+
+@dataclass
+class SizeResult:
+    """Everything measured for one day size."""
+
+    events: int
+    users: int
+    generate_seconds: float
+    publish_seconds: float
+    returncode: int | None
+    tasks: list[TaskTiming]
+    peak: ProcessPeak
+    broker_peak_mib: float
+    state_dir: str
+    measured_at: str
+    failure: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def dag_seconds(self) -> float | None:
+        """Wall seconds from the first task's start to the last task's end (None if no task ran)."""
+        starts = [t.start for t in self.tasks if t.start is not None]
+        ends = [t.end for t in self.tasks if t.end is not None]
+        return max(ends) - min(starts) if starts and ends else None
+
+    @property
+    def succeeded(self) -> bool:
+        """Whether every task succeeded."""
+        return self.returncode == 0 and bool(self.tasks) and all(t.state == "success" for t in self.tasks)
+
+    def to_json(self) -> dict:
+        """The result as a JSON object, with the derived figures."""
+        return {**asdict(self), "dag_seconds": self.dag_seconds, "succeeded": self.succeeded}
+
+    @classmethod
+    def from_json(cls, payload: dict) -> SizeResult:
+        """A result written by `to_json`."""
+        fields = {key: value for key, value in payload.items() if key not in ("dag_seconds", "succeeded")}
+        tasks = [TaskTiming(**{**task, "peak": ProcessPeak(**task["peak"]) if task["peak"] else None})
+                 for task in fields.pop("tasks")]
+        peak = ProcessPeak(**fields.pop("peak"))
+        return cls(**fields, tasks=tasks, peak=peak)
+
+
+class RssSampler(threading.Thread):
+    """Samples, every `SAMPLE_SECONDS`, the RSS of a process tree (keeping each sample's largest process) and the
+    largest process of the broker's tree (not in the first)."""
+
+    def __init__(self, root_pid: int, broker_pid: int | None) -> None:
+        super().__init__(daemon=True)
+        self.root_pid = root_pid
+        self.broker_pid = broker_pid
+        self.samples: list[ProcessPeak] = []
+        self.broker_peak_mib = 0.0
+        self._stop_event = threading.Event()
+
+    def stop(self) -> None:
+        """Stop sampling and wait for the thread."""
+        self._stop_event.set()
+        self.join()
+
+    def run(self) -> None:
+        import psutil
+
+        try:
+            root = psutil.Process(self.root_pid)
+        except psutil.NoSuchProcess:
+            return
+        while not self._stop_event.wait(SAMPLE_SECONDS):
+            try:
+                processes = [root, *root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                break
+            largest = ProcessPeak(at=time.time())
+            for process in processes:
+                try:
+                    rss = process.memory_info().rss / MIB
+                    if rss > largest.rss_mib:
+                        largest = ProcessPeak(rss, process.pid, describe_process(process.cmdline()), largest.at)
+                except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                    continue
+            self.samples.append(largest)
+            if self.broker_pid is not None:
+                try:
+                    broker = psutil.Process(self.broker_pid)
+                    for process in (broker, *broker.children(recursive=True)):  # a launcher runs the server
+                        self.broker_peak_mib = max(self.broker_peak_mib, process.memory_info().rss / MIB)
+                except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                    pass
+
+
+def describe_process(cmdline: list[str]) -> str:
+    """A short name for a sampled process: a Spark application, a Spark Python worker, an Airflow CLI, ..."""
+    text = " ".join(cmdline)
+    if "org.apache.spark.deploy.SparkSubmit" in text:
+        name = next((arg for previous, arg in zip(cmdline, cmdline[1:], strict=False) if previous == "--name"), None)
+        script = next((arg for arg in cmdline if arg.endswith(".py")), "")
+        return f"spark-submit JVM ({name or Path(script).name or 'pyspark'})"
+    if "pyspark.daemon" in text or "pyspark.worker" in text:
+        return "Spark Python worker"
+    if "airflow" in text and "dags" in text:
+        return "airflow dags test (tasks run in it)"
+    return text[:120]
+
+
+def isolated_environment(state_dir: Path, bootstrap: str, topic: str) -> dict[str, str]:
+    """This process's environment without Airflow/lakeloop settings, plus those of one size's own deployment."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("AIRFLOW", "LAKELOOP_", "MLFLOW_"))}
+    env.update({
+        "LAKELOOP_STATE_DIR": str(state_dir),
+        "LAKELOOP_KAFKA_BOOTSTRAP": bootstrap,
+        "LAKELOOP_RATINGS_TOPIC": topic,
+        "LAKELOOP_TASK_RETRIES": "0",
+    })
+    return env
+
+
+def read_task_timings(settings: Settings, dag_id: str = DAG_ID) -> list[TaskTiming]:
+    """Every task instance of `dag_id` in the settings' SQLite metadata database, in start order."""
+    database = settings.airflow_home / "airflow.db"
+    if not database.exists():
+        return []
+    with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as connection:
+        rows = connection.execute("SELECT task_id, state, start_date, end_date FROM task_instance WHERE dag_id = ?",
+                                  (dag_id,)).fetchall()
+    timings = []
+    for task_id, state, start, end in rows:
+        start_s, end_s = _epoch(start), _epoch(end)
+        seconds = end_s - start_s if start_s is not None and end_s is not None else None
+        timings.append(TaskTiming(task_id, state, seconds, start_s, end_s))
+    return sorted(timings, key=lambda t: (t.start is None, t.start or 0.0))
+
+
+def _epoch(value: str | None) -> float | None:
+    if not value:
+        return None
+    moment = datetime.fromisoformat(value)
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+
+def attribute_peaks(samples: list[ProcessPeak], tasks: list[TaskTiming]) -> ProcessPeak:
+    """Give each task the largest process sampled while it ran; return the overall peak, named by its task."""
+    overall = ProcessPeak()
+    for sample in samples:
+        running = next((t for t in tasks if t.start is not None and t.start <= sample.at <= (t.end or float("inf"))),
+                       None)
+        sample.task_id = running.task_id if running else None
+        if running and (running.peak is None or sample.rss_mib > running.peak.rss_mib):
+            running.peak = sample
+        if sample.rss_mib > overall.rss_mib:
+            overall = sample
+    return overall
+
+
+def explain_failure(settings: Settings, result: SizeResult, output_log: Path) -> str | None:
+    """Which task broke and the error its log gives; or why the run failed without a failed task."""
+    if result.succeeded:
+        return None
+    broken = [t for t in result.tasks if t.state not in ("success", None, "upstream_failed", "skipped")]
+    lines = []
+    for task in broken:
+        logs = sorted((settings.airflow_home / "logs").glob(f"dag_id={DAG_ID}/run_id=*/task_id={task.task_id}/*.log"))
+        error = task_log_errors(logs[-1]) if logs else "no task log found"
+        lines.append(f"task {task.task_id} {task.state} after {task.seconds or 0:.0f}s: {error}")
+    not_run = [t.task_id for t in result.tasks if t.state in (None, "upstream_failed")]
+    if not_run:
+        lines.append(f"not run: {', '.join(not_run)}")
+    if not broken:
+        lines.append(f"`dags test` exited with {result.returncode}; its output ends:\n{tail(output_log, 15)}")
+    return "\n".join(lines)
+
+
+def task_log_errors(log: Path, limit: int = 6) -> str:
+    """The error events of an Airflow 3 task log (JSON lines), else its last lines."""
+    errors = []
+    for line in log.read_text(errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if str(record.get("level", "")).lower() in ("error", "critical"):
+            detail = record.get("error_detail") or []
+            exceptions = [f"{item.get('exc_type')}: {item.get('exc_value')}" for item in detail
+                          if isinstance(item, dict)]
+            errors.append(" ".join([str(record.get("event", "")), *exceptions])[:600])
+    return " | ".join(errors[-limit:]) if errors else f"(log {log}) ends:\n{tail(log, 10)}"
+
+
+def tail(path: Path, lines: int) -> str:
+    """The last `lines` lines of a text file."""
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+
+def run_size(events: int, movielens, root: Path, timeout_s: float) -> SizeResult:
+    """Generate, publish and run the DAG for one day of `events` events in a fresh state dir under `root`."""
+    import pyarrow.compute as pc
+
+    from bench.e2e_events import generate_events
+    from lakeloop.replay import replay
+    from lakeloop.services import EmbeddedBroker, free_port
+
+    state_dir = root / str(events)
+    shutil.rmtree(state_dir, ignore_errors=True)
+    state_dir.mkdir(parents=True)
+    port = free_port()
+    env = isolated_environment(state_dir, f"127.0.0.1:{port}", f"ratings-e2e-{events}")
+    settings = load_settings(env)
+    broker = EmbeddedBroker(state_dir=settings.broker_dir, port=port)
+    settings.broker_dir.mkdir(parents=True)
+    broker.start()
+    try:
+        started = time.perf_counter()
+        table = generate_events(movielens, events, DAY)
+        users = pc.count_distinct(table["user_id"]).as_py()
+        generated = time.perf_counter()
+        print(f"[{events:,}] generated {table.num_rows:,} events of {users:,} users in {generated - started:.1f}s; "
+              f"publishing to {settings.kafka_bootstrap} topic {settings.ratings_topic}", flush=True)
+        report = replay(movielens, settings.kafka_bootstrap, settings.ratings_topic, settings.lake_path, days=1,
+                        end_day=DAY, events=table)
+        published = time.perf_counter()
+        del table
+        if report.events_per_day != {DAY.isoformat(): events}:
+            raise RuntimeError(f"published {report.events_per_day}, expected {events} events on {DAY}")
+        print(f"[{events:,}] published in {published - generated:.1f}s; running {DAG_ID} for {DAY}", flush=True)
+        output_log = state_dir / "dags_test.log"
+        returncode, samples, broker_peak = _run_dag(env, output_log, broker.pid(), timeout_s)
+        tasks = read_task_timings(settings)
+        result = SizeResult(events=events, users=users, generate_seconds=generated - started,
+                            publish_seconds=published - generated, returncode=returncode, tasks=tasks,
+                            peak=attribute_peaks(samples, tasks), broker_peak_mib=broker_peak,
+                            state_dir=str(state_dir), measured_at=datetime.now(UTC).isoformat(timespec="seconds"))
+        if returncode is None:
+            result.notes.append(f"`dags test` killed after the bench's timeout of {timeout_s:.0f}s")
+        result.failure = explain_failure(settings, result, output_log)
+        return result
+    finally:
+        broker.stop()
+
+
+def _run_dag(env: dict[str, str], output_log: Path, broker_pid: int | None,
+             timeout_s: float) -> tuple[int | None, list[ProcessPeak], float]:
+    """`lakeloop airflow dags test` with RSS sampling; its return code (None if it timed out), samples, broker peak."""
+    lakeloop = str(Path(sys.executable).parent / "lakeloop")
+    with output_log.open("wb") as output:
+        process = subprocess.Popen([lakeloop, "airflow", "dags", "test", DAG_ID, DAY.isoformat()], env=env,
+                                   stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+    sampler = RssSampler(process.pid, broker_pid)
+    sampler.start()
+    try:
+        returncode = process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        returncode = None
+    sampler.stop()
+    return returncode, sampler.samples, sampler.broker_peak_mib
+
+
+def task_order(results: list[SizeResult]) -> list[str]:
+    """Task ids in the order they ran, over all results (the largest run's order first)."""
+    order: list[str] = []
+    for result in sorted(results, key=lambda r: -len(r.tasks)):
+        order += [t.task_id for t in result.tasks if t.task_id not in order]
+    return order
+
+
+def per_event_cost_ratios(results: list[SizeResult]) -> list[tuple[int, int, float]]:
+    """(smaller, larger, ratio) of the per-event DAG cost (seconds per event) between successive successful sizes."""
+    done = sorted((r for r in results if r.succeeded), key=lambda r: r.events)
+    return [(small.events, large.events, (large.dag_seconds / large.events) / (small.dag_seconds / small.events))
+            for small, large in zip(done, done[1:], strict=False)]
+
+
+def format_table(results: list[SizeResult]) -> str:
+    """The results as a Markdown table: events, seconds per task, DAG seconds, events/s, the peak RSS."""
+    tasks = task_order(results)
+    header = ["events", "users", *tasks, "DAG total s", "events/s", "peak RSS MiB (process, task)", "broker RSS MiB"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "--:|" * 2 + "--:|" * len(tasks) + "--:|--:|---|--:|"]
+    for result in sorted(results, key=lambda r: r.events):
+        by_id = {t.task_id: t for t in result.tasks}
+        cells = [f"{result.events:,}", f"{result.users:,}"]
+        for task_id in tasks:
+            task = by_id.get(task_id)
+            if task is None or task.state is None:
+                cells.append("—")
+            elif task.state == "success":
+                cells.append(f"{task.seconds:.1f}")
+            else:
+                cells.append(f"{task.state} ({task.seconds or 0:.0f})")
+        total = result.dag_seconds
+        ok = result.succeeded
+        cells.append(f"{total:.1f}" if total and ok else f"failed ({total or 0:.0f})")
+        cells.append(f"{result.events / total:,.0f}" if total and ok else "—")
+        peak = result.peak
+        cells.append(f"{peak.rss_mib:,.0f} ({peak.command}, {peak.task_id or 'between tasks'})")
+        cells.append(f"{result.broker_peak_mib:,.0f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def format_ratios(results: list[SizeResult]) -> str:
+    """The per-event cost ratios, one line each, with the per-task ratios."""
+    lines = []
+    for small, large, ratio in per_event_cost_ratios(results):
+        by_size = {r.events: {t.task_id: t.seconds for t in r.tasks} for r in results}
+        per_task = ", ".join(f"{task} {(by_size[large][task] / large) / (by_size[small][task] / small):.2f}"
+                             for task in task_order(results) if by_size[small].get(task) and by_size[large].get(task))
+        goal = f" (goal ≤ {COST_RATIO_GOAL})" if (small, large) == (1_000_000, 10_000_000) else ""
+        lines.append(f"per-event cost {large:,} vs {small:,}: {ratio:.2f}{goal}; per task: {per_task}")
+    return "\n".join(lines)
+
+
+def plot(results: list[SizeResult], path: Path) -> None:
+    """Log-log plot of each task's seconds (and the DAG's) against events, successful sizes only."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = sorted((r for r in results if r.succeeded), key=lambda r: r.events)
+    figure, axes = plt.subplots(figsize=(7.5, 5), dpi=90)
+    for task_id in task_order(done):
+        points = [(r.events, t.seconds) for r in done for t in r.tasks if t.task_id == task_id and t.seconds]
+        axes.plot(*zip(*points, strict=True), marker="o", label=task_id)
+    if done:
+        axes.plot([r.events for r in done], [r.dag_seconds for r in done], marker="s", color="black", linewidth=2,
+                  label="DAG run")
+        low = done[0]
+        axes.plot([low.events, done[-1].events], [low.dag_seconds, low.dag_seconds * done[-1].events / low.events],
+                  linestyle=":", color="grey", label="linear from the smallest")
+    axes.set_xscale("log")
+    axes.set_yscale("log")
+    axes.set_xlabel("events in the day")
+    axes.set_ylabel("wall seconds")
+    axes.set_title("daily_retrain: seconds per task vs day size (2 cores, 24 GiB)")
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def load_results(path: Path) -> dict[int, SizeResult]:
+    """Earlier results by size (empty when there are none)."""
+    if not path.exists():
+        return {}
+    return {int(size): SizeResult.from_json(payload) for size, payload in json.loads(path.read_text()).items()}
+
+
+def main(argv: list[str] | None = None) -> dict[int, SizeResult]:
+    """Run the sizes asked for, merge them with earlier results, print the table and ratios, write JSON and plot."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default=DEFAULT_SIZES, help=f"events per day, comma-separated ({DEFAULT_SIZES})")
+    parser.add_argument("--workdir", type=Path, default=RESULTS_DIR, help="state dirs and results.json (%(default)s)")
+    parser.add_argument("--plot", type=Path, default=PLOT_PATH, help="the PNG (%(default)s)")
+    parser.add_argument("--timeout-minutes", type=float, default=240.0, help="per DAG run (%(default)s)")
+    parser.add_argument("--report-only", action="store_true", help="print and plot the saved results, run nothing")
+    args = parser.parse_args(argv)
+
+    results_path = args.workdir / "results.json"
+    results = load_results(results_path)
+    if not args.report_only:
+        from lakeloop.movielens import load_movielens
+
+        movielens = load_movielens(load_settings().dataset_dir)
+        for events in (int(size) for size in args.sizes.split(",")):
+            result = run_size(events, movielens, args.workdir, args.timeout_minutes * 60)
+            results[events] = result
+            results_path.parent.mkdir(parents=True, exist_ok=True)
+            results_path.write_text(json.dumps({str(k): r.to_json() for k, r in sorted(results.items())}, indent=2))
+            status = "ok" if result.succeeded else f"FAILED:\n{result.failure}"
+            print(f"[{events:,}] DAG run {result.dag_seconds or 0:.1f}s, {status}", flush=True)
+    ordered = list(results.values())
+    print(format_table(ordered))
+    print(format_ratios(ordered) or "per-event cost: fewer than two successful sizes")
+    for result in ordered:
+        if result.failure:
+            print(f"{result.events:,} events: {result.failure}")
+    plot(ordered, args.plot)
+    print(f"results: {results_path}\nplot: {args.plot}")
+    return results
+
+
+if __name__ == "__main__":
+    main()
