@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from typing import Any
 
 from airflow.sdk import BaseOperator
 
-from tfspark.checkpoint import url_to_path
+from tfspark.storage import RemoteDirectory
 from tfspark.submit import SUMMARY_FILE, SubmitOptions, SubmitPlan, build_plan, default_spark_submit
 
 
@@ -150,22 +149,19 @@ class TFOnSparkOperator(BaseOperator):
         )
         return self._make_hook(plan), plan
 
-    def summary_path(self) -> str | None:
-        """`<output_dir>/train_summary.json` as a local path (None without an output directory)."""
-        return os.path.join(url_to_path(self.output_dir), SUMMARY_FILE) if self.output_dir else None
-
     def execute(self, context: Any) -> dict[str, Any] | None:
         """Submit the training job, wait for it, and return its training summary."""
         self._hook, plan = self.build_hook()
-        summary_path = self.summary_path()
-        if summary_path and os.path.exists(summary_path):
-            os.remove(summary_path)
+        output = RemoteDirectory.for_url_or_local(self.output_dir) if self.output_dir else None
+        if output:
+            output.delete(SUMMARY_FILE)
         self._hook.submit(plan.application)
-        if summary_path is None:
+        if output is None:
             self.log.warning("no output_dir: the training summary stays in the driver's temporary directory")
             return None
-        with open(summary_path) as handle:
-            summary = json.load(handle)
+        summary = json.loads(output.read_bytes(SUMMARY_FILE) or b"null")
+        if summary is None:
+            raise RuntimeError(f"the training job succeeded but wrote no {SUMMARY_FILE} in {self.output_dir}")
         self.log.info(
             "trained %s: global_step=%s resumed_from_step=%s loss=%s",
             self.trainer,

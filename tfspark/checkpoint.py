@@ -4,6 +4,12 @@ Under `MultiWorkerMirroredStrategy` every worker must take part in a save, but o
 kept: the others write to a throwaway directory, as TensorFlow's multi-worker guide prescribes. Every
 worker restores from the chief's directory, which must therefore be shared storage on a real cluster
 (local disk is enough for local Spark).
+
+TensorFlow itself writes only local (and GCS/HDFS) paths, so a checkpoint directory on an object store
+(`s3://...`, any scheme pyarrow knows) is mirrored: every worker downloads it into a local directory before
+restoring, and the chief uploads each new checkpoint's files and then the `checkpoint` index file, which
+names the latest one. The index is one PUT, so a chief killed mid-upload leaves the previous checkpoint
+as the latest; files of checkpoints the manager retired are deleted after the index.
 """
 
 from __future__ import annotations
@@ -12,20 +18,11 @@ import os
 import shutil
 import tempfile
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlparse
+
+from tfspark.storage import RemoteDirectory
 
 if TYPE_CHECKING:
     import tensorflow as tf
-
-
-def url_to_path(url: str) -> str:
-    """A `file://` URL or bare path → an absolute local path; other schemes are left to TensorFlow."""
-    parsed = urlparse(url)
-    if parsed.scheme == "file":
-        return os.path.abspath(parsed.path)
-    if parsed.scheme == "" or len(parsed.scheme) == 1:
-        return os.path.abspath(url)
-    return url
 
 
 class TrainingCheckpoint:
@@ -48,6 +45,10 @@ class TrainingCheckpoint:
         import tensorflow as tf
 
         self.checkpoint_dir = checkpoint_dir
+        self._remote = RemoteDirectory.for_url(checkpoint_dir)
+        self._mirror_dir = tempfile.mkdtemp(prefix="tfspark-ckpt-mirror-") if self._remote else None
+        self._local_dir = self._mirror_dir or checkpoint_dir
+        self._is_chief = is_chief
         self._scratch_dir = None if is_chief else tempfile.mkdtemp(prefix="tfspark-ckpt-")
         with strategy.scope():
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
@@ -61,14 +62,16 @@ class TrainingCheckpoint:
             epoch_loss_steps=self.epoch_loss_steps,
         )
         self._manager = tf.train.CheckpointManager(
-            self._checkpoint, self._scratch_dir or checkpoint_dir, max_to_keep=max_to_keep
+            self._checkpoint, self._scratch_dir or self._local_dir, max_to_keep=max_to_keep
         )
 
     def restore(self) -> int | None:
         """Restore the chief's latest checkpoint, if any; return its step (None on a fresh start)."""
         import tensorflow as tf
 
-        latest = tf.train.latest_checkpoint(self.checkpoint_dir)
+        if self._remote:
+            self._remote.download_to(self._mirror_dir)
+        latest = tf.train.latest_checkpoint(self._local_dir)
         if latest is None:
             return None
         self._checkpoint.restore(latest).assert_existing_objects_matched()
@@ -79,10 +82,15 @@ class TrainingCheckpoint:
         self.step.assign(step)
         self.epoch_loss_sum.assign(epoch_loss_sum)
         self.epoch_loss_steps.assign(epoch_loss_steps)
-        return self._manager.save(checkpoint_number=step)
+        path = self._manager.save(checkpoint_number=step)
+        if self._remote and self._is_chief:
+            self._remote.upload_from(self._mirror_dir, os.path.basename(path))
+            return f"{self.checkpoint_dir.rstrip('/')}/{os.path.basename(path)}"
+        return path
 
     def close(self) -> None:
-        """Delete a non-chief's throwaway directory."""
-        if self._scratch_dir is not None:
-            shutil.rmtree(self._scratch_dir, ignore_errors=True)
-            self._scratch_dir = None
+        """Delete a non-chief's throwaway directory and the local mirror of a remote checkpoint directory."""
+        for directory in (self._scratch_dir, self._mirror_dir):
+            if directory is not None:
+                shutil.rmtree(directory, ignore_errors=True)
+        self._scratch_dir = self._mirror_dir = None

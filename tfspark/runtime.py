@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from tfspark.checkpoint import url_to_path
 from tfspark.feed import DEFAULT_CACHE_MEMORY_BYTES, BatchFeed, cache_partition
 from tfspark.parquet_direct import (
     PARQUET_DIRECT,
@@ -47,6 +46,7 @@ from tfspark.rendezvous import (
     set_tf_config,
     task_host,
 )
+from tfspark.storage import RemoteDirectory, url_to_path
 from tfspark.submit import SUMMARY_FILE, is_local_master
 from tfspark.trainer import TFSparkTrainer, TrainContext
 
@@ -123,15 +123,9 @@ def shutdown_trainer(trainer: TFSparkTrainer) -> None:
 
 
 def write_summary(output_dir: str, summary: dict[str, Any]) -> str:
-    """Write `summary` atomically to `<output_dir>/train_summary.json`; return the path."""
-    directory = url_to_path(output_dir)
-    os.makedirs(directory, exist_ok=True)
-    path = os.path.join(directory, SUMMARY_FILE)
-    partial = path + ".partial"
-    with open(partial, "w") as handle:
-        json.dump(summary, handle, indent=2, sort_keys=True)
-    os.replace(partial, path)
-    return path
+    """Write `summary` atomically to `<output_dir>/train_summary.json` (local or object store); return its path."""
+    data = json.dumps(summary, indent=2, sort_keys=True).encode()
+    return RemoteDirectory.for_url_or_local(output_dir).write_bytes(SUMMARY_FILE, data)
 
 
 def validate_schema(schema: StructType, label_column: str) -> None:

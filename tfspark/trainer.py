@@ -21,6 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from tfspark.storage import RemoteDirectory
+
 if TYPE_CHECKING:
     import tensorflow as tf
     from pyspark.sql import DataFrame, SparkSession
@@ -135,6 +137,16 @@ class TrainContext:
 
         Call it on every worker: the others save to a throwaway file, as multi-worker saving requires.
         """
+        remote = RemoteDirectory.for_url(self.output_dir)
+        if self.is_chief and remote:
+            scratch = tempfile.mkdtemp(prefix="tfspark-model-")
+            try:
+                model.save(os.path.join(scratch, "model.keras"))
+                path = remote.put(os.path.join(scratch, "model.keras"), "model.keras")
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+            logger.info("saved model to %s", path)
+            return path
         if self.is_chief:
             os.makedirs(self.output_dir, exist_ok=True)
             path = os.path.join(self.output_dir, "model.keras")

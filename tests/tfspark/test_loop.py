@@ -37,7 +37,8 @@ def squared_error(labels, predictions):
     return tf.square(labels - predictions)
 
 
-def run(tmp_path: Path, checkpoint_dir: Path, on_step_end=None, rank: int = 0) -> tuple[dict, list, TrainContext]:
+def run(tmp_path: Path, checkpoint_dir: Path | str, on_step_end=None, rank: int = 0,
+        output_dir: str | None = None) -> tuple[dict, list, TrainContext]:
     """Train the tiny model for EPOCHS on the linear rows; return fit's result, the weights and the context."""
     import tensorflow as tf
 
@@ -54,7 +55,7 @@ def run(tmp_path: Path, checkpoint_dir: Path, on_step_end=None, rank: int = 0) -
             batch_size=BATCH,
             per_worker_batch_size=BATCH,
             checkpoint_dir=str(checkpoint_dir),
-            output_dir=str(tmp_path / "output"),
+            output_dir=output_dir or str(tmp_path / "output"),
             checkpoint_every=4,
             log_every=7,
             feed=feed,
@@ -125,3 +126,31 @@ def test_save_model_writes_the_chiefs_model_only(tmp_path):
     assert other.save_model(model) is None
     assert not (tmp_path / "other" / "output").exists()
     assert not (tmp_path / "other" / "ckpt").exists(), "a non-chief writes its checkpoints to a throwaway dir"
+
+
+def test_checkpoints_and_the_model_on_s3_survive_an_interrupted_fit(tmp_path, s3_lake):
+    import keras
+
+    from tfspark.runtime import write_summary
+    from tfspark.storage import RemoteDirectory
+
+    checkpoints, output = f"{s3_lake.url}/checkpoints/tiny/run-1", f"{s3_lake.url}/models/tiny/dt=2026-11-20"
+
+    def die_at_step_14(step: int, loss: float) -> None:
+        if step == 14:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        run(tmp_path / "a", checkpoints, on_step_end=die_at_step_14, output_dir=output)
+    resumed, weights, chief = run(tmp_path / "b", checkpoints, output_dir=output)
+    assert resumed["resumed_from_step"] == 12 and resumed["global_step"] == 30
+
+    model, _ = tiny_model()
+    for variable, value in zip(model.weights, weights, strict=True):
+        variable.assign(value)
+    assert chief.save_model(model) == f"{output}/model.keras"
+    assert write_summary(output, {"global_step": 30}) == f"{output}/train_summary.json"
+    stored = RemoteDirectory.for_url(output)
+    assert stored.read_bytes("train_summary.json").startswith(b"{")
+    (tmp_path / "model.keras").write_bytes(stored.read_bytes("model.keras"))
+    np.testing.assert_allclose(keras.saving.load_model(tmp_path / "model.keras").weights[0].numpy(), weights[0])
