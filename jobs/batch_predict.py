@@ -7,11 +7,12 @@ vocabularies of the partition the champion was trained on (its version tag `lake
 resolved from the alias once on the driver and downloaded; each Python worker loads it once (an accumulator
 counts the loads) and scores its partitions as Arrow batches (`mapInArrow`), no per-row Python.
 
-Writes `<lake>/predictions/dt=D/` atomically: `user_id`, `item_id`, `score` (the model's score before its
-clip to the rating range, which would tie every movie rated above 5), `rank` (1 = best by score; ties go to
-the smaller item id), `model_name`, `model_version`, `generated_at` (`--generated-at`, the end of the data
-interval under Airflow, so a rerun writes the same rows). Without a champion (the first model was rejected
-by the quality gate) there is nothing to score with: the job says so and writes nothing.
+Writes `<lake>/predictions/dt=D/` atomically, from the driver through `lakeloop.lake.Lake` (so on S3 too):
+`user_id`, `item_id`, `score` (the model's score before its clip to the rating range, which would tie every
+movie rated above 5), `rank` (1 = best by score; ties go to the smaller item id), `model_name`,
+`model_version`, `generated_at` (`--generated-at`, the end of the data interval under Airflow, so a rerun
+writes the same rows). Without a champion (the first model was rejected by the quality gate) there is
+nothing to score with: the job says so and writes nothing.
 """
 
 from __future__ import annotations
@@ -27,11 +28,11 @@ import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from jobs.common import MOVIES, run_day_job, write_partition
+from jobs.common import MOVIES, run_day_job
 from jobs.feature_spec import EVAL, FEATURE_COLUMNS, TRAIN, USER_HISTORY, feature_table_path
 from jobs.features import serving_inputs
 from lakeloop.evaluation import model_inputs
-from lakeloop.lake import PREDICTIONS
+from lakeloop.lake import PREDICTIONS, Lake
 from lakeloop.registry import DAY_TAG
 
 log = logging.getLogger(__name__)
@@ -125,10 +126,21 @@ def run(spark: SparkSession, lake: Path, day: date, options: PredictOptions) -> 
                 "model_version": str(version.version), "model_day": str(model_day), "users": counts["users"],
                 "rows": counts["rows"], "top_k": options.top_k, "generated_at": generated_at.isoformat(),
                 "model_loads": model_loads.value, "task_slots": spark.sparkContext.defaultParallelism}
-    write_partition({"": top.coalesce(1)}, lake, PREDICTIONS, day, manifest)
+    write_predictions(Lake.from_url(str(lake)), day, top.toArrow(), manifest)
     top.unpersist()
     log.info("predictions for %s: %s", day, manifest)
     return manifest
+
+
+def write_predictions(lake: Lake, day: date, predictions: pa.Table, manifest: dict) -> str:
+    """Commit the day's predictions (one Parquet file: they are k rows per user) to the lake, local or object
+    store, through the driver; return the partition's URL."""
+    import pyarrow.parquet as pq
+
+    with lake.staged_partition(PREDICTIONS, day) as staged:
+        pq.write_table(predictions, f"{staged.directory}/part-00000.parquet", filesystem=lake.filesystem)
+        staged.manifest.update(manifest)
+    return lake.uri(lake.partition(PREDICTIONS, day))
 
 
 def main(argv: list[str] | None = None) -> None:

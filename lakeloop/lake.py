@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 from pyarrow import fs as pafs
 
@@ -167,6 +168,13 @@ class Lake:
             return []
         partition = self.partition(dataset, day)
         return [f"{partition}/{entry['name']}" for entry in manifest["files"]]
+
+    def read_partition(self, dataset: str, day: date) -> pa.Table | None:
+        """The rows of the day's committed partition (exactly the files its manifest names), or None if none."""
+        files = self.partition_files(dataset, day)
+        if not files:
+            return None
+        return pq.ParquetDataset(files, filesystem=self.filesystem, partitioning=None).read()
 
     @contextmanager
     def staged_partition(self, dataset: str, day: date) -> Iterator[StagedPartition]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, date, datetime
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
@@ -75,6 +76,18 @@ def test_the_top_ten_unseen_movies_per_user_reproducibly(spark, feature_lake, ch
     _, again = predict(spark, feature_lake)
     assert again.equals(predictions)
     assert pc.count_distinct(predictions["score"]).as_py() > predictions.num_rows * 0.9, "scores tie"
+
+
+def test_predictions_are_committed_to_an_s3_lake(s3_lake):
+    predictions = pa.table({"user_id": ["1", "1", "2"], "item_id": ["50", "7", "50"], "score": [4.5, 4.1, 3.9],
+                            "rank": [1, 2, 1], "model_name": [MODEL] * 3, "model_version": ["3"] * 3,
+                            "generated_at": pa.array([datetime(2026, 11, 21, tzinfo=UTC)] * 3,
+                                                     pa.timestamp("us", tz="UTC"))})
+    url = batch_predict.write_predictions(s3_lake, DAY, predictions, {"rows": 3, "model_version": "3"})
+
+    assert url == f"{s3_lake.url}/predictions/dt={DAY}"
+    assert s3_lake.read_manifest(batch_predict.PREDICTIONS, DAY)["rows"] == 3
+    assert s3_lake.read_partition(batch_predict.PREDICTIONS, DAY).equals(predictions)
 
 
 def test_without_a_champion_nothing_is_written(spark, feature_lake, tmp_path, monkeypatch):

@@ -545,10 +545,6 @@ def test_read_manifest_names_the_missing_partition(lake):
 
 
 
-def s3_rows(lake: Lake, dataset: str, day: date) -> pa.Table:
-    return pq.ParquetDataset(lake.partition_files(dataset, day), filesystem=lake.filesystem).read()
-
-
 def s3_digests(lake: Lake, dataset: str, day: date) -> dict[str, str]:
     digests = {}
     for path in lake.partition_files(dataset, day):
@@ -562,7 +558,7 @@ def test_ingest_into_an_s3_lake_is_exact_and_idempotent(kafka_broker, s3_lake, t
     result = ingest(kafka_broker, topic, s3_lake, MIDDLE)
     assert result.path == f"{s3_lake.url}/raw/ratings/dt={MIDDLE.date()}"
 
-    rows = s3_rows(s3_lake, "raw/ratings", MIDDLE.date())
+    rows = s3_lake.read_partition("raw/ratings", MIDDLE.date())
     assert set(rows["event_id"].to_pylist()) == per_day[MIDDLE.date()]
     assert rows.num_rows == result.written == 20
     assert read_manifest(s3_lake.url, "raw/ratings", MIDDLE.date())["counts"]["written"] == 20
@@ -615,8 +611,9 @@ def test_a_killed_s3_ingest_leaves_the_committed_partition(kafka_broker, s3_lake
     assert len([info for info in listed if info.is_file and info.path.endswith(".parquet")]) > len(before), \
         "the killed run did upload its files"
     assert s3_digests(s3_lake, "raw/ratings", last_day.date()) == before
-    assert set(s3_rows(s3_lake, "raw/ratings", last_day.date())["event_id"].to_pylist()) == per_day[last_day.date()]
+    committed = s3_lake.read_partition("raw/ratings", last_day.date())
+    assert set(committed["event_id"].to_pylist()) == per_day[last_day.date()]
 
     result = ingest(kafka_broker, topic, s3_lake, last_day)
     assert result.written == 21
-    assert "late-1" in s3_rows(s3_lake, "raw/ratings", last_day.date())["event_id"].to_pylist()
+    assert "late-1" in s3_lake.read_partition("raw/ratings", last_day.date())["event_id"].to_pylist()

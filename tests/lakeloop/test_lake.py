@@ -61,8 +61,8 @@ def write_table(lake: Lake, directory: str, values: list[int]) -> None:
 
 
 def read_values(lake: Lake, day: date) -> list[int]:
-    files = lake.partition_files("predictions", day)
-    return pq.ParquetDataset(files, filesystem=lake.filesystem).read()["value"].to_pylist() if files else []
+    table = lake.read_partition("predictions", day)
+    return table["value"].to_pylist() if table else []
 
 
 def test_a_staged_partition_is_committed_with_its_files_listed(any_lake):

@@ -130,8 +130,7 @@ def test_dag_run_ingests_into_an_s3_lake(airflow_db, kafka_broker, s3_lake, monk
     dag_run = run_dag_test(ingest_dag(topic, f"{s3_lake.url}/", kafka_conn_id=None), RUN_DAY)
 
     assert dag_run.state == "success"
-    files = s3_lake.partition_files("raw/ratings", RUN_DAY.date())
-    rows = pq.ParquetDataset(files, filesystem=s3_lake.filesystem).read()
+    rows = s3_lake.read_partition("raw/ratings", RUN_DAY.date())
     assert sorted(rows["event_id"].to_pylist()) == sorted(f"{RUN_DAY.date()}-{n}" for n in range(7))
     assert returned_counts(dag_run)["written"] == read_manifest(s3_lake, "raw/ratings", RUN_DAY.date())[
         "counts"]["written"] == 7
