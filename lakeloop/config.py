@@ -32,7 +32,7 @@ class Settings:
 
     @property
     def lake_path(self) -> Path:
-        """The lake root as a local path (only file:// lakes are supported for now)."""
+        """The lake root as a local path, for the steps that need one (the Spark jobs, evaluation)."""
         return lake_url_to_path(self.lake_url)
 
     @property
@@ -56,7 +56,11 @@ def lake_url_to_path(url: str) -> Path:
     parsed = urlparse(url)
     if parsed.scheme in ("", "file"):
         return Path(parsed.path if parsed.scheme else url).resolve()
-    raise ValueError(f"LAKELOOP_LAKE_URL={url!r}: only file:// lakes are supported so far")
+    raise ValueError(
+        f"LAKELOOP_LAKE_URL={url!r}: this step needs a lake on a file system (file://). Ingestion, TF-on-Spark "
+        "checkpoints and models, and the predictions' commit work on object stores; the Spark jobs (ETL, features, "
+        "batch prediction's reads) and evaluation do not yet: they would need Spark's s3a connector (hadoop-aws and "
+        "the AWS SDK bundle jars, not part of pyspark) and manifest-aware reads. See README, 'The lake on S3'.")
 
 
 def load_settings(environ: dict[str, str] | None = None) -> Settings:

@@ -2,32 +2,27 @@
 
 from __future__ import annotations
 
-import json
 from datetime import date
 
 from lakeloop.config import Settings
-from lakeloop.lake import PREDICTIONS, partition_path
-from lakeloop.models import EVALUATION, REGISTRATION, model_dir
-
-
-def _json_or_none(path) -> dict | None:
-    return json.loads(path.read_text()) if path.exists() else None
+from lakeloop.lake import PREDICTIONS, Lake
+from lakeloop.models import EVALUATION, REGISTRATION
 
 
 def summarise(settings: Settings, days: list[date]) -> dict:
     """What the lake holds for each day: manifests, evaluation, registration and predictions."""
-    lake = settings.lake_path
+    lake = Lake.from_url(settings.lake_url)
     report = {}
     for day in days:
-        raw = _json_or_none(partition_path(lake, "raw/ratings", day) / "_manifest.json") or {}
-        models = model_dir(lake, settings.model_name, day)
-        predictions = partition_path(lake, PREDICTIONS, day)
+        raw = lake.read_manifest("raw/ratings", day) or {}
+        models = lake.partition(f"models/{settings.model_name}", day)
+        predictions = lake.read_manifest(PREDICTIONS, day)
         report[day.isoformat()] = {
             "raw": raw.get("counts", raw),
-            "evaluation": _json_or_none(models / EVALUATION),
-            "registration": _json_or_none(models / REGISTRATION),
-            "predictions": _json_or_none(predictions / "_manifest.json"),
-            "predictions_path": str(predictions) if predictions.exists() else None,
+            "evaluation": lake.read_json(f"{models}/{EVALUATION}"),
+            "registration": lake.read_json(f"{models}/{REGISTRATION}"),
+            "predictions": predictions,
+            "predictions_path": lake.uri(lake.partition(PREDICTIONS, day)) if predictions else None,
         }
     return report
 
