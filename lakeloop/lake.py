@@ -197,7 +197,10 @@ class Lake:
         try:
             yield staged
         except BaseException:
-            self.filesystem.delete_dir(staged.directory)
+            try:
+                self.filesystem.delete_dir(staged.directory)
+            except OSError as error:  # nothing uploaded yet, or the store is unreachable: the attempt stays unread
+                log.warning("could not delete the failed attempt %s: %s", staged.directory, error)
             raise
         staged.manifest["files"] = [{**entry, "name": f"{attempt}/{entry['name']}"}
                                     for entry in self._files_with_rows(staged.directory)]

@@ -105,3 +105,9 @@ def test_lake_urls_name_their_paths(s3_lake, lake):
     assert not s3_lake.is_local
     assert s3_lake.uri(s3_lake.partition("raw/ratings", date(2026, 11, 20))) == (
         f"{s3_lake.url}/raw/ratings/dt=2026-11-20")
+
+
+def test_a_write_that_fails_before_any_file_keeps_the_original_error(any_lake):
+    with pytest.raises(RuntimeError, match="no file yet"), any_lake.staged_partition("predictions", date(2026, 1, 1)):
+        raise RuntimeError("no file yet")
+    assert any_lake.read_manifest("predictions", date(2026, 1, 1)) is None
