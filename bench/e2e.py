@@ -301,13 +301,18 @@ def run_size(events: int, movielens, root: Path, timeout_s: float) -> SizeResult
         print(f"[{events:,}] published in {published - generated:.1f}s; running {DAG_ID} for {DAY}", flush=True)
         output_log = state_dir / "dags_test.log"
         returncode, samples, broker_peak = _run_dag(env, output_log, broker.pid(), timeout_s)
+        stopped = time.time()
         tasks = read_task_timings(settings)
+        for task in tasks:
+            if task.start is not None and task.end is None:  # still running when the run was stopped
+                task.seconds = stopped - task.start
         result = SizeResult(events=events, users=users, generate_seconds=generated - started,
                             publish_seconds=published - generated, returncode=returncode, tasks=tasks,
                             peak=attribute_peaks(samples, tasks), broker_peak_mib=broker_peak,
                             state_dir=str(state_dir), measured_at=datetime.now(UTC).isoformat(timespec="seconds"))
         if returncode is None:
-            result.notes.append(f"`dags test` killed after the bench's timeout of {timeout_s:.0f}s")
+            result.notes.append(f"`dags test` killed after the bench's timeout of {timeout_s:.0f}s; its output "
+                                f"ended:\n{tail(output_log, 3)}")
         result.failure = explain_failure(settings, result, output_log)
         return result
     finally:
@@ -452,8 +457,8 @@ def main(argv: list[str] | None = None) -> dict[int, SizeResult]:
     print(format_table(ordered))
     print(format_ratios(ordered) or "per-event cost: fewer than two successful sizes")
     for result in ordered:
-        if result.failure:
-            print(f"{result.events:,} events: {result.failure}")
+        for text in filter(None, [result.failure, *result.notes]):
+            print(f"{result.events:,} events: {text}")
     plot(ordered, args.plot)
     print(f"results: {results_path}\nplot: {args.plot}")
     return results
