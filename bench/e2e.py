@@ -92,6 +92,7 @@ class SizeResult:
     measured_at: str
     failure: str | None = None
     notes: list[str] = field(default_factory=list)
+    gate: dict | None = None  # the day's RMSE, the bias baseline's, and whether the model became the champion
 
     @property
     def dag_seconds(self) -> float | None:
@@ -229,6 +230,18 @@ def attribute_peaks(samples: list[ProcessPeak], tasks: list[TaskTiming]) -> Proc
     return overall
 
 
+def read_gate(settings: Settings) -> dict | None:
+    """The evaluation's RMSEs and the quality gate's decision for `DAY` (None before `evaluate_model` ran)."""
+    from lakeloop.models import EVALUATION, model_dir
+
+    path = model_dir(settings.lake_path, settings.model_name, DAY) / EVALUATION
+    if not path.exists():
+        return None
+    evaluation = json.loads(path.read_text())
+    return {"rmse": evaluation["rmse"], "bias_baseline_rmse": evaluation["bias_baseline_rmse"],
+            "promoted": evaluation["gate"]["promote"]}
+
+
 def explain_failure(settings: Settings, result: SizeResult, output_log: Path) -> str | None:
     """Which task broke and the error its log gives; or why the run failed without a failed task."""
     if result.succeeded:
@@ -314,6 +327,7 @@ def run_size(events: int, movielens, root: Path, timeout_s: float) -> SizeResult
             result.notes.append(f"`dags test` killed after the bench's timeout of {timeout_s:.0f}s; its output "
                                 f"ended:\n{tail(output_log, 3)}")
         result.failure = explain_failure(settings, result, output_log)
+        result.gate = read_gate(settings)
         return result
     finally:
         broker.stop()
@@ -356,8 +370,9 @@ def per_event_cost_ratios(results: list[SizeResult]) -> list[tuple[int, int, flo
 def format_table(results: list[SizeResult]) -> str:
     """The results as a Markdown table: events, seconds per task, DAG seconds, events/s, the peak RSS."""
     tasks = task_order(results)
-    header = ["events", "users", *tasks, "DAG total s", "events/s", "peak RSS MiB (process, task)", "broker RSS MiB"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "--:|" * 2 + "--:|" * len(tasks) + "--:|--:|---|--:|"]
+    header = ["events", "users", *tasks, "DAG total s", "events/s", "peak RSS MiB (process, task)", "broker RSS MiB",
+              "FM / bias RMSE"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "--:|" * 2 + "--:|" * len(tasks) + "--:|--:|---|--:|---|"]
     for result in sorted(results, key=lambda r: r.events):
         by_id = {t.task_id: t for t in result.tasks}
         cells = [f"{result.events:,}", f"{result.users:,}"]
@@ -376,6 +391,9 @@ def format_table(results: list[SizeResult]) -> str:
         peak = result.peak
         cells.append(f"{peak.rss_mib:,.0f} ({peak.command}, {peak.task_id or 'between tasks'})")
         cells.append(f"{result.broker_peak_mib:,.0f}")
+        gate = result.gate
+        cells.append(f"{gate['rmse']:.3f} / {gate['bias_baseline_rmse']:.3f}, "
+                     f"{'champion' if gate['promoted'] else 'rejected: no predictions'}" if gate else "—")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -453,6 +471,9 @@ def main(argv: list[str] | None = None) -> dict[int, SizeResult]:
             results_path.write_text(json.dumps({str(k): r.to_json() for k, r in sorted(results.items())}, indent=2))
             status = "ok" if result.succeeded else f"FAILED:\n{result.failure}"
             print(f"[{events:,}] DAG run {result.dag_seconds or 0:.1f}s, {status}", flush=True)
+    for result in results.values():  # results saved before the gate was recorded
+        if result.gate is None and Path(result.state_dir, "lake").exists():
+            result.gate = read_gate(load_settings({"LAKELOOP_STATE_DIR": result.state_dir}))
     ordered = list(results.values())
     print(format_table(ordered))
     print(format_ratios(ordered) or "per-event cost: fewer than two successful sizes")

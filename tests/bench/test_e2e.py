@@ -89,7 +89,7 @@ def test_cost_ratios_table_and_peak_attribution():
     assert (peak.rss_mib, peak.task_id) == (900.0, "train_model")
     assert results[1].tasks[0].peak.command == "a"
     table = format_table(results)
-    row = "| 10,000,000 | 100,000 | 60.0 | 420.0 | 480.0 | 20,833 | 900 (spark-submit JVM (x), train_model) | 0 |"
+    row = "| 10,000,000 | 100,000 | 60.0 | 420.0 | 480.0 | 20,833 | 900 (spark-submit JVM (x), train_model) | 0 | — |"
     assert row in table
     failed = _result(100_000, [5.0, 1.0])
     failed.tasks[1].state = "failed"
