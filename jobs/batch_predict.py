@@ -33,7 +33,7 @@ from jobs.feature_spec import EVAL, FEATURE_COLUMNS, TRAIN, USER_HISTORY, featur
 from jobs.features import serving_inputs
 from lakeloop.evaluation import model_inputs
 from lakeloop.lake import PREDICTIONS, Lake
-from lakeloop.registry import DAY_TAG
+from lakeloop.registry import aliased_version
 
 log = logging.getLogger(__name__)
 SCORED_SCHEMA = "user_id string, item_id string, score double"
@@ -99,16 +99,12 @@ def candidate_inputs(spark: SparkSession, lake: Path, day: date, model_day: date
 def run(spark: SparkSession, lake: Path, day: date, options: PredictOptions) -> dict:
     """Score and write the day's top-k predictions; return the manifest."""
     import mlflow
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
 
-    try:
-        version = MlflowClient().get_model_version_by_alias(options.model_name, options.alias)
-    except MlflowException as error:
-        log.warning("no %s version of %s (%s): no predictions for %s", options.alias, options.model_name,
-                    error.message, day)
+    version = aliased_version(options.model_name, options.alias)
+    if version is None:
+        log.warning("no %s version of %s: no predictions for %s", options.alias, options.model_name, day)
         return {"day": str(day), "model_name": options.model_name, "alias": options.alias, "skipped": True}
-    model_day = date.fromisoformat(version.tags[DAY_TAG])
+    model_day = version.day
     local_model = mlflow.artifacts.download_artifacts(f"models:/{options.model_name}/{version.version}")
     generated_at = datetime.fromisoformat(options.generated_at) if options.generated_at else datetime.now(UTC)
 
@@ -118,12 +114,12 @@ def run(spark: SparkSession, lake: Path, day: date, options: PredictOptions) -> 
     by_score = Window.partitionBy("user_id").orderBy(F.col("score").desc(), F.col("item_id"))
     top = (scored.withColumn("rank", F.row_number().over(by_score)).filter(F.col("rank") <= options.top_k)
            .withColumn("model_name", F.lit(options.model_name))
-           .withColumn("model_version", F.lit(str(version.version)))
+           .withColumn("model_version", F.lit(version.version))
            .withColumn("generated_at", F.lit(generated_at).cast("timestamp"))
            .select(*OUTPUT_COLUMNS).orderBy("user_id", "rank")).cache()
     counts = top.agg(F.count(F.lit(1)).alias("rows"), F.countDistinct("user_id").alias("users")).first()
     manifest = {"day": str(day), "model_name": options.model_name, "alias": options.alias,
-                "model_version": str(version.version), "model_day": str(model_day), "users": counts["users"],
+                "model_version": version.version, "model_day": str(model_day), "users": counts["users"],
                 "rows": counts["rows"], "top_k": options.top_k, "generated_at": generated_at.isoformat(),
                 "model_loads": model_loads.value, "task_slots": spark.sparkContext.defaultParallelism}
     write_predictions(Lake.from_url(str(lake)), day, top.toArrow(), manifest)

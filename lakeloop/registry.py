@@ -83,20 +83,37 @@ def _use_experiment(client, name: str, lake: Path) -> str:
     return mlflow.set_experiment(name).experiment_id
 
 
-def load_champion(model_name: str, tracking_uri: str) -> Champion | None:
-    """The version behind the `champion` alias with its training day and model, or None if there is none."""
-    import mlflow
+@dataclass(frozen=True)
+class AliasedVersion:
+    """The registered version an alias points to, and the day whose data trained it (tag `lakeloop.day`)."""
+
+    version: str
+    day: date
+
+
+def aliased_version(model_name: str, alias: str, tracking_uri: str | None = None) -> AliasedVersion | None:
+    """The version behind `alias` of `model_name`, or None if the alias (or the model) does not exist."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    client = MlflowClient(tracking_uri=tracking_uri)
     try:
-        version = client.get_model_version_by_alias(model_name, CHAMPION)
-    except MlflowException:
+        version = MlflowClient(tracking_uri=tracking_uri).get_model_version_by_alias(model_name, alias)
+    except MlflowException as error:
+        log.info("no %s version of %s: %s", alias, model_name, error.message)
+        return None
+    return AliasedVersion(version=str(version.version), day=date.fromisoformat(version.tags[DAY_TAG]))
+
+
+def load_champion(model_name: str, tracking_uri: str) -> Champion | None:
+    """The version behind the `champion` alias with its training day and model, or None if there is none."""
+    import mlflow
+
+    champion = aliased_version(model_name, CHAMPION, tracking_uri)
+    if champion is None:
         return None
     mlflow.set_tracking_uri(tracking_uri)
-    model = mlflow.tensorflow.load_model(f"models:/{model_name}/{version.version}")
-    return Champion(version=str(version.version), day=date.fromisoformat(version.tags[DAY_TAG]), model=model)
+    model = mlflow.tensorflow.load_model(f"models:/{model_name}/{champion.version}")
+    return Champion(version=champion.version, day=champion.day, model=model)
 
 
 def _log_model(model_path: Path, model_name: str, lake: Path, day: date):
