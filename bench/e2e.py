@@ -250,7 +250,7 @@ def explain_failure(settings: Settings, result: SizeResult, output_log: Path) ->
     lines = []
     for task in broken:
         logs = sorted((settings.airflow_home / "logs").glob(f"dag_id={DAG_ID}/run_id=*/task_id={task.task_id}/*.log"))
-        error = task_log_errors(logs[-1]) if logs else "no task log found"
+        error = task_log_errors(logs[-1]) if logs else dags_test_errors(output_log, task.task_id)
         lines.append(f"task {task.task_id} {task.state} after {task.seconds or 0:.0f}s: {error}")
     not_run = [t.task_id for t in result.tasks if t.state in (None, "upstream_failed")]
     if not_run:
@@ -274,6 +274,17 @@ def task_log_errors(log: Path, limit: int = 6) -> str:
                           if isinstance(item, dict)]
             errors.append(" ".join([str(record.get("event", "")), *exceptions])[:600])
     return " | ".join(errors[-limit:]) if errors else f"(log {log}) ends:\n{tail(log, 10)}"
+
+
+def dags_test_errors(output_log: Path, task_id: str, limit: int = 8) -> str:
+    """The error lines `dags test` printed while `task_id` ran (it writes no task log files), else its last lines."""
+    lines = output_log.read_text(errors="replace").splitlines() if output_log.exists() else []
+    starts = [n for n, line in enumerate(lines) if f"[DAG TEST] starting task_id={task_id} " in line]
+    section = lines[starts[-1]:] if starts else lines
+    ends = [n for n, line in enumerate(section) if f"[DAG TEST] end task task_id={task_id} " in line]
+    section = section[:ends[0] + 1] if ends else section
+    errors = [line[:400] for line in section if "[error" in line or "Error" in line or "Killed" in line]
+    return "\n".join(errors[-limit:]) if errors else "\n".join(line[:400] for line in section[-limit:])
 
 
 def tail(path: Path, lines: int) -> str:
