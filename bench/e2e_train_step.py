@@ -6,8 +6,13 @@ on whole tables makes every gradient dense, so each step updates every row and i
 one process's step (batch 256, the FM of `jobs.fm_model` with its default hyper-parameters, random inputs),
 both optimizers side by side per vocabulary size, best of `--repeat` rounds of `--steps` steps each:
 
-  keras   `keras.optimizers.Adam` (about ten element-wise operations per variable, each a new tensor)
-  fused   the trainer's `fused_adam` (TensorFlow's in-place `ResourceApplyAdam`, the same update)
+  keras   `keras.optimizers.Adam` on the loss with the L2 penalty (about ten element-wise operations per
+          variable, each a new tensor)
+  fused   the trainer's `take_weight_l2` and `fused_adam` (the L2 gradient added in the optimizer, TensorFlow's
+          in-place `ResourceApplyAdam`: the same update)
+
+One process has no all-reduce; in the DAG's two workers the fused variant also keeps the summed gradients
+sparse (the batch's rows only), which this does not show.
 
     .venv/bin/python -m bench.e2e_train_step
     .venv/bin/python -m bench.e2e_train_step --users 1300,130000 --steps 100
@@ -32,11 +37,12 @@ def step_seconds(users: int, fused: bool, steps: int, repeat: int) -> float:
     import keras
     import tensorflow as tf
 
-    from jobs.fm_trainer import fused_adam
+    from jobs.fm_trainer import fused_adam, take_weight_l2
 
     hparams = FMHyperParameters()
     model = build_fm_model(FeatureSpec(users, ITEMS, 3.5, 1.0, 5.0), hparams)
-    optimizer = fused_adam(hparams.learning_rate) if fused else keras.optimizers.Adam(hparams.learning_rate)
+    optimizer = (fused_adam(hparams.learning_rate, take_weight_l2(model)) if fused
+                 else keras.optimizers.Adam(hparams.learning_rate))
     rng = np.random.default_rng(0)
     features = {"user_idx": rng.integers(0, users, BATCH), "item_idx": rng.integers(0, ITEMS, BATCH),
                 "year_idx": rng.integers(0, 22, BATCH), "genres": rng.random((BATCH, len(GENRES)), "float32"),
@@ -48,7 +54,9 @@ def step_seconds(users: int, fused: bool, steps: int, repeat: int) -> float:
         loss = tf.constant(0.0)
         for _ in tf.range(count):
             with tf.GradientTape() as tape:
-                loss = tf.reduce_mean(tf.square(labels - model(features, training=True))) + tf.add_n(model.losses)
+                loss = tf.reduce_mean(tf.square(labels - model(features, training=True)))
+                if model.losses:
+                    loss += tf.add_n(model.losses)
             optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables,
                                           strict=True))
         return loss
