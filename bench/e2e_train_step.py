@@ -1,90 +1,126 @@
-"""The FM's training step at growing user vocabularies: Keras' Adam against the trainer's fused Adam.
+"""The FM's training step on two workers at growing user vocabularies: Keras' Adam against the trainer's optimizer.
 
 The end-to-end bench (`bench.e2e`) found `train_model` slowing down per example as the day grows: the users
-of a day, hence the rows of the user tables, grow with it, and a step's cost grows with the tables (the L2
-on whole tables makes every gradient dense, so each step updates every row and its two moments). This times
-one process's step (batch 256, the FM of `jobs.fm_model` with its default hyper-parameters, random inputs),
-both optimizers side by side per vocabulary size, best of `--repeat` rounds of `--steps` steps each:
+of a day, hence the rows of the user tables, grow with it, and a step's cost grew with the tables. The FM's
+L2 penalty covers whole tables, so its gradient is dense: every step, the two workers summed every row of
+the user tables (all-reduce) and Adam rewrote every row and both of its moments. This runs the DAG's set-up
+in miniature: two worker processes on 127.0.0.1 under `MultiWorkerMirroredStrategy`, each with 128 examples
+of the global batch of 256 (random inputs), the FM of `jobs.fm_model` with its default hyper-parameters, and
+times `--steps` synchronous steps of each variant, side by side per vocabulary size:
 
-  keras   `keras.optimizers.Adam` on the loss with the L2 penalty (about ten element-wise operations per
-          variable, each a new tensor)
-  fused   the trainer's `take_weight_l2` and `fused_adam` (the L2 gradient added in the optimizer, TensorFlow's
-          in-place `ResourceApplyAdam`: the same update)
-
-One process has no all-reduce; in the DAG's two workers the fused variant also keeps the summed gradients
-sparse (the batch's rows only), which this does not show.
+  keras    `keras.optimizers.Adam` on the loss with the L2 penalty, as the trainer had it
+  trainer  the trainer's `take_weight_l2` and `fused_adam`: the L2 gradient added after the all-reduce (the
+           same update), sparse gradients of tables over 4 MiB summed as rows, Adam in one fused kernel
 
     .venv/bin/python -m bench.e2e_train_step
-    .venv/bin/python -m bench.e2e_train_step --users 1300,130000 --steps 100
+    .venv/bin/python -m bench.e2e_train_step --users 12000,120000 --steps 100
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
+import sys
 import time
 
 import numpy as np
 
-from jobs.feature_spec import GENRES, HISTORY_COLUMNS, FeatureSpec
-from jobs.fm_model import FMHyperParameters, build_fm_model
+from lakeloop.services import free_port
 
 ITEMS = 1683  # MovieLens 100K's movies + the OOV index
-BATCH = 256
+GLOBAL_BATCH = 256
+VARIANTS = ("keras", "trainer")
 
 
-def step_seconds(users: int, fused: bool, steps: int, repeat: int) -> float:
-    """Best seconds per training step of a fresh FM with `users` user rows, with Keras' or the fused Adam."""
+def worker(rank: int, ports: list[int], users: int, steps: int, repeat: int) -> None:
+    """One of the two workers: print, on rank 0, the best ms per step of each variant as JSON."""
+    os.environ["TF_CONFIG"] = json.dumps({"cluster": {"worker": [f"127.0.0.1:{port}" for port in ports]},
+                                          "task": {"type": "worker", "index": rank}})
     import keras
     import tensorflow as tf
 
+    from jobs.feature_spec import GENRES, HISTORY_COLUMNS, FeatureSpec
+    from jobs.fm_model import FMHyperParameters, build_fm_model
     from jobs.fm_trainer import fused_adam, take_weight_l2
 
-    hparams = FMHyperParameters()
-    model = build_fm_model(FeatureSpec(users, ITEMS, 3.5, 1.0, 5.0), hparams)
-    optimizer = (fused_adam(hparams.learning_rate, take_weight_l2(model)) if fused
-                 else keras.optimizers.Adam(hparams.learning_rate))
-    rng = np.random.default_rng(0)
-    features = {"user_idx": rng.integers(0, users, BATCH), "item_idx": rng.integers(0, ITEMS, BATCH),
-                "year_idx": rng.integers(0, 22, BATCH), "genres": rng.random((BATCH, len(GENRES)), "float32"),
-                **{column: rng.random(BATCH, "float32") for column in HISTORY_COLUMNS}}
-    labels = rng.integers(1, 6, BATCH).astype("float32")
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    rows = GLOBAL_BATCH // len(ports)
+    rng = np.random.default_rng(rank)
+    features = {"user_idx": rng.integers(0, users, rows), "item_idx": rng.integers(0, ITEMS, rows),
+                "year_idx": rng.integers(0, 22, rows), "genres": rng.random((rows, len(GENRES)), "float32"),
+                **{column: rng.random(rows, "float32") for column in HISTORY_COLUMNS}}
+    labels = rng.integers(1, 6, rows).astype("float32")
+    best = {}
+    for variant in VARIANTS:
+        hparams = FMHyperParameters()
+        with strategy.scope():
+            model = build_fm_model(FeatureSpec(users, ITEMS, 3.5, 1.0, 5.0), hparams)
+            optimizer = (fused_adam(hparams.learning_rate, take_weight_l2(model)) if variant == "trainer"
+                         else keras.optimizers.Adam(hparams.learning_rate))
+            optimizer.build(model.trainable_variables)
 
-    @tf.function
-    def train_steps(count: tf.Tensor) -> tf.Tensor:
-        loss = tf.constant(0.0)
-        for _ in tf.range(count):
+        def replica_step(model=model, optimizer=optimizer):
             with tf.GradientTape() as tape:
-                loss = tf.reduce_mean(tf.square(labels - model(features, training=True)))
+                loss = tf.nn.compute_average_loss(tf.square(labels - model(features, training=True)),
+                                                  global_batch_size=GLOBAL_BATCH)
                 if model.losses:
-                    loss += tf.add_n(model.losses)
+                    loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
             optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables,
                                           strict=True))
-        return loss
 
-    train_steps(tf.constant(5, tf.int64))
-    best = float("inf")
-    for _ in range(repeat):
-        started = time.perf_counter()
-        train_steps(tf.constant(steps, tf.int64)).numpy()
-        best = min(best, (time.perf_counter() - started) / steps)
-    return best
+        @tf.function
+        def train_steps(count: tf.Tensor, replica_step=replica_step) -> tf.Tensor:
+            for _ in tf.range(count):
+                strategy.run(replica_step)
+            return tf.constant(0)
+
+        train_steps(tf.constant(5, tf.int64))
+        best[variant] = float("inf")
+        for _ in range(repeat):
+            started = time.perf_counter()
+            train_steps(tf.constant(steps, tf.int64)).numpy()
+            best[variant] = min(best[variant], (time.perf_counter() - started) / steps * 1000)
+    if rank == 0:
+        print(json.dumps(best), flush=True)
 
 
-def main(argv: list[str] | None = None) -> list[tuple[int, float, float]]:
-    """Print ms per step of both optimizers and their ratio per user vocabulary size; return (users, keras, fused)."""
+def measure(users: int, steps: int, repeat: int) -> dict[str, float]:
+    """Start the two workers for one vocabulary size; ms per step of each variant."""
+    ports = [free_port(), free_port()]
+    command = [sys.executable, "-m", "bench.e2e_train_step", "--worker", json.dumps(ports), "--users", str(users),
+               "--steps", str(steps), "--repeat", str(repeat)]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    processes = [subprocess.Popen([*command, "--rank", str(rank)], env=env, stdout=subprocess.PIPE, text=True)
+                 for rank in range(2)]
+    outputs = [process.communicate()[0] for process in processes]
+    if any(process.returncode for process in processes):
+        raise RuntimeError(f"a worker failed: {[process.returncode for process in processes]}")
+    return json.loads(outputs[0].strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> list[tuple[int, dict[str, float]]]:
+    """Print ms per step of both variants and their ratio per user vocabulary size."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--users", default="1300,13000,130000", help="user vocabulary sizes (%(default)s)")
+    parser.add_argument("--users", default="1200,12000,120000", help="user vocabulary sizes (%(default)s)")
     parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--worker", help=argparse.SUPPRESS)  # the two ports, in a worker process
+    parser.add_argument("--rank", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    rows = []
-    print("| user rows | Keras Adam ms/step | fused Adam ms/step | Keras / fused |\n|--:|--:|--:|--:|")
+    if args.worker:
+        worker(args.rank, json.loads(args.worker), int(args.users), args.steps, args.repeat)
+        return []
+    results = []
+    print("| user rows | Keras Adam, L2 in the loss (ms/step) | trainer (ms/step) | Keras / trainer |")
+    print("|--:|--:|--:|--:|")
     for users in (int(size) for size in args.users.split(",")):
-        keras_s = step_seconds(users, False, args.steps, args.repeat)
-        fused_s = step_seconds(users, True, args.steps, args.repeat)
-        rows.append((users, keras_s, fused_s))
-        print(f"| {users:,} | {keras_s * 1000:.2f} | {fused_s * 1000:.2f} | {keras_s / fused_s:.1f}× |", flush=True)
-    return rows
+        best = measure(users, args.steps, args.repeat)
+        results.append((users, best))
+        print(f"| {users:,} | {best['keras']:.2f} | {best['trainer']:.2f} | {best['keras'] / best['trainer']:.1f}× |",
+              flush=True)
+    return results
 
 
 if __name__ == "__main__":
