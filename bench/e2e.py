@@ -6,7 +6,7 @@ MLflow database, embedded broker on a free 127.0.0.1 port), the bench
 1. generates one day of rating events re-sampled from MovieLens 100K (`bench.e2e_events`: synthetic users
    derived from real users' tastes, popularity skew and activity as observed; not copies);
 2. publishes them to the embedded broker over TCP and writes the movie catalog (`lakeloop.replay.replay`, as
-   `lakeloop run` does);
+   `lakeloop run` does), to a topic of replay's 3 partitions, or more from 1.5M events on (`topic_partitions`);
 3. runs `lakeloop airflow dags test daily_retrain <day>` (the DAG as shipped, except that a failed task is not
    retried: `LAKELOOP_TASK_RETRIES=0`, so a size that breaks says so at once) while a thread samples the RSS of
    every process of that run (Airflow, spark-submit JVMs, Spark's Python workers, TensorFlow workers) and of the
@@ -51,6 +51,7 @@ PLOT_PATH = PROJECT_DIR / "bench" / "results" / "e2e_scaling.png"
 SAMPLE_SECONDS = 0.5
 COST_RATIO_GOAL = 1.2  # per-event cost at 10M vs 1M
 MIB = 1 << 20
+EVENTS_PER_PARTITION = 500_000  # about 57 MB of JSON records
 
 
 @dataclass
@@ -292,12 +293,22 @@ def tail(path: Path, lines: int) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
 
 
+def topic_partitions(events: int) -> int:
+    """Partitions of a day's topic: replay's 3, or enough to keep a partition of `events` under about 60 MB.
+
+    The embedded broker answers a fetch with the partition's whole log up to the high watermark, whatever the
+    consumer asks for, and kafka-python drops a response over `receive_message_max_bytes` (100 MB): with 3
+    partitions, ingesting 10M events failed on a 379 MB response. A real Kafka broker bounds each fetch.
+    """
+    return max(3, -(-events // EVENTS_PER_PARTITION))
+
+
 def run_size(events: int, movielens, root: Path, timeout_s: float) -> SizeResult:
     """Generate, publish and run the DAG for one day of `events` events in a fresh state dir under `root`."""
     import pyarrow.compute as pc
 
     from bench.e2e_events import generate_events
-    from lakeloop.replay import replay
+    from lakeloop.replay import ensure_topic, replay
     from lakeloop.services import EmbeddedBroker, free_port
 
     state_dir = root / str(events)
@@ -316,6 +327,7 @@ def run_size(events: int, movielens, root: Path, timeout_s: float) -> SizeResult
         generated = time.perf_counter()
         print(f"[{events:,}] generated {table.num_rows:,} events of {users:,} users in {generated - started:.1f}s; "
               f"publishing to {settings.kafka_bootstrap} topic {settings.ratings_topic}", flush=True)
+        ensure_topic(settings.kafka_bootstrap, settings.ratings_topic, partitions=topic_partitions(events))
         report = replay(movielens, settings.kafka_bootstrap, settings.ratings_topic, settings.lake_path, days=1,
                         end_day=DAY, events=table)
         published = time.perf_counter()
