@@ -422,19 +422,29 @@ def format_table(results: list[SizeResult]) -> str:
 
 
 def format_ratios(results: list[SizeResult]) -> str:
-    """The per-event cost ratios, one line each, with the per-task ratios."""
+    """The per-event cost ratios, one line each, with the per-task ratios; for a size whose run did not finish,
+    the ratios of the tasks it finished against the next smaller size."""
+    by_size = {r.events: {t.task_id: t.seconds for t in r.tasks if t.state == "success"} for r in results}
+
+    def per_task(small: int, large: int) -> str:
+        return ", ".join(f"{task} {(by_size[large][task] / large) / (by_size[small][task] / small):.2f}"
+                         for task in task_order(results) if by_size[small].get(task) and by_size[large].get(task))
+
     lines = []
     for small, large, ratio in per_event_cost_ratios(results):
-        by_size = {r.events: {t.task_id: t.seconds for t in r.tasks} for r in results}
-        per_task = ", ".join(f"{task} {(by_size[large][task] / large) / (by_size[small][task] / small):.2f}"
-                             for task in task_order(results) if by_size[small].get(task) and by_size[large].get(task))
         goal = f" (goal ≤ {COST_RATIO_GOAL})" if (small, large) == (1_000_000, 10_000_000) else ""
-        lines.append(f"per-event cost {large:,} vs {small:,}: {ratio:.2f}{goal}; per task: {per_task}")
+        lines.append(f"per-event cost {large:,} vs {small:,}: {ratio:.2f}{goal}; per task: {per_task(small, large)}")
+    done = sorted(r.events for r in results if r.succeeded)
+    for result in sorted(results, key=lambda r: r.events):
+        smaller = [size for size in done if size < result.events]
+        if not result.succeeded and smaller and by_size[result.events]:
+            lines.append(f"per-event cost {result.events:,} vs {smaller[-1]:,}: run not finished; finished tasks: "
+                         f"{per_task(smaller[-1], result.events) or 'none'}")
     return "\n".join(lines)
 
 
 def plot(results: list[SizeResult], path: Path) -> None:
-    """Log-log plot of each task's seconds (and the DAG's) against events, successful sizes only."""
+    """Log-log plot of each task's seconds against events (tasks that succeeded) and the DAG's (runs that did)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -442,9 +452,11 @@ def plot(results: list[SizeResult], path: Path) -> None:
 
     done = sorted((r for r in results if r.succeeded), key=lambda r: r.events)
     figure, axes = plt.subplots(figsize=(7.5, 5), dpi=90)
-    for task_id in task_order(done):
-        points = [(r.events, t.seconds) for r in done for t in r.tasks if t.task_id == task_id and t.seconds]
-        axes.plot(*zip(*points, strict=True), marker="o", label=task_id)
+    for task_id in task_order(results):
+        points = [(r.events, t.seconds) for r in sorted(results, key=lambda r: r.events) for t in r.tasks
+                  if t.task_id == task_id and t.state == "success" and t.seconds]
+        if points:
+            axes.plot(*zip(*points, strict=True), marker="o", label=task_id)
     if done:
         axes.plot([r.events for r in done], [r.dag_seconds for r in done], marker="s", color="black", linewidth=2,
                   label="DAG run")
