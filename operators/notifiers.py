@@ -132,6 +132,11 @@ class LakeloopNotifier(BaseNotifier):
         self.smtp_conn_id = smtp_conn_id
         self.timeout = timeout
 
+    def get_template_env(self, dag: Any = None) -> Any:
+        """The DAG's Jinja environment, or a plain one when the DAG is a serialized one without it (what
+        `airflow dags test` hands a DAG-level failure callback in Airflow 3.3)."""
+        return super().get_template_env(dag=dag if hasattr(dag, "get_template_env") else None)
+
     def notify(self, context: Mapping[str, Any]) -> None:
         """Deliver the context's alert through every configured channel; log delivery failures."""
         alert = alert_from_context(context)

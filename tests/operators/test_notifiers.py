@@ -77,6 +77,16 @@ def test_a_run_failed_by_a_task_is_not_alerted_twice_but_a_timeout_is(smtp_conne
         "dag_run_failed", "scheduled__2026-11-21", "reason: timed_out")
 
 
+def test_a_serialized_dag_in_the_context_is_notified_too(smtp_connection):
+    webhook, _ = smtp_connection
+    from airflow.sdk import DAG
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    serialized = DagSerialization.from_dict(DagSerialization.to_dict(DAG("daily_retrain", schedule=None)))
+    LakeloopNotifier()({"dag": serialized, "run_id": "manual__2026-11-21", "reason": "timed_out"})
+    assert [payload["kind"] for payload in webhook.payloads] == ["dag_run_failed"]
+
+
 def test_delivery_failures_are_logged_never_raised(monkeypatch, capsys):
     with WebhookServer(status=500) as failing_webhook:
         monkeypatch.setenv("LAKELOOP_ALERT_WEBHOOK", failing_webhook.url)
