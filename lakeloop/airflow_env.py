@@ -32,6 +32,14 @@ DEFAULT_MLFLOW_UI_URL = "http://127.0.0.1:5000"
 PASSWORD_FILE = "simple_auth_manager_passwords.json.generated"
 
 
+# Airflow's `sql_alchemy_connect_args` (imported by every Airflow process of the project): on the embedded SQLite
+# database a 60 s busy timeout. SQLite lets one writer in at a time and Python's driver gives up after 5 s
+# ("database is locked"), too short with the scheduler, the API server and a CLI backfill writing at once on a busy
+# machine. Other databases get no extra arguments.
+METADATA_DB_CONNECT_ARGS = (
+    {"timeout": 60} if os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "sqlite").startswith("sqlite") else {})
+
+
 def airflow_environment(settings: Settings, base: dict[str, str] | None = None) -> dict[str, str]:
     """`base` (default: os.environ) plus the project's Airflow/Spark/MLflow settings; explicit env wins."""
     env = dict(os.environ if base is None else base)
@@ -62,6 +70,7 @@ def airflow_environment(settings: Settings, base: dict[str, str] | None = None) 
         "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{api_port}",
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api_port}/execution/",
         "LAKELOOP_MLFLOW_UI_URL": DEFAULT_MLFLOW_UI_URL,
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "lakeloop.airflow_env.METADATA_DB_CONNECT_ARGS",
     }
     for key, value in defaults.items():
         env.setdefault(key, value)
