@@ -5,14 +5,20 @@ in memory up to a limit and in a local Arrow IPC file past it, so a worker's mem
 partition. `BatchFeed` cycles over the cache and cuts it into batches of exactly `batch_size` rows with numpy
 slicing (one vectorised operation per record batch), so every worker can be told to yield the same number
 of batches whatever the size of its partition; the batches cut from one record batch reach TensorFlow
-together, as one chunk. TensorFlow is imported only by `BatchFeed.dataset`.
+together, as one chunk. When a worker's rows are known before they arrive (the direct Parquet path),
+`BackgroundFill` reads the partition into the cache in a thread and hands each record batch on as it
+arrives, so the first pass trains while the partition is still being read. TensorFlow is imported only by
+`BatchFeed.dataset`.
 """
 
 from __future__ import annotations
 
 import os
+import queue
 import tempfile
-from collections.abc import Iterable, Iterator
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -23,6 +29,7 @@ if TYPE_CHECKING:
     import tensorflow as tf
 
 DEFAULT_CACHE_MEMORY_BYTES = 512 * 1024 * 1024
+FILL_AHEAD_BATCHES = 8
 
 NumpyBatch = dict[str, np.ndarray]
 
@@ -150,6 +157,122 @@ def cache_partition(
     return cache
 
 
+class BackgroundFill:
+    """Fills an `ArrowCache` from a partition's record batches in a thread, handing each batch on as it arrives.
+
+    `stream()` yields the non-empty batches in arrival order, at most `ahead` batches behind the reader, so
+    a spilling cache keeps memory bounded; once the stream ends the cache is finished. A stream that is not
+    read to its end (or never taken) stops holding the reader back; `wait()` then lets the fill complete.
+    An error while reading reaches whoever reads the stream or waits.
+    """
+
+    _END = object()
+
+    def __init__(self, batches: Iterable[pa.RecordBatch], cache: ArrowCache, ahead: int = FILL_AHEAD_BATCHES):
+        self.cache = cache
+        self.seconds: float | None = None
+        self._batches = batches
+        self._handoff: queue.Queue = queue.Queue(maxsize=max(1, ahead))
+        self._forwarding = threading.Event()
+        self._forwarding.set()
+        self._stopping = threading.Event()
+        self._first: pa.RecordBatch | None = None
+        self._first_ready = threading.Event()
+        self._error: BaseException | None = None
+        self._stream_taken = False
+        self._thread = threading.Thread(target=self._fill, name="tfspark-fill", daemon=True)
+
+    def start(self) -> BackgroundFill:
+        """Start reading; returns self."""
+        self._thread.start()
+        return self
+
+    def _hand_on(self, item: object) -> None:
+        while self._forwarding.is_set() and not self._stopping.is_set():
+            try:
+                self._handoff.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def _fill(self) -> None:
+        started = time.monotonic()
+        try:
+            for batch in self._batches:
+                if self._stopping.is_set():
+                    return
+                if batch.num_rows == 0:
+                    continue
+                self.cache.append(batch)
+                if self._first is None:
+                    self._first = batch
+                    self._first_ready.set()
+                self._hand_on(batch)
+            self.cache.finish()
+            self.seconds = time.monotonic() - started
+        except BaseException as error:  # handed to the consumer, which raises it
+            self._error = error
+        finally:
+            self._first_ready.set()
+            self._hand_on(self._END)
+
+    def first_batch(self) -> pa.RecordBatch:
+        """The first non-empty record batch, once it has been read."""
+        self._first_ready.wait()
+        if self._first is None:
+            self._raise_if_failed()
+            raise ValueError("the feed has no rows")
+        return self._first
+
+    @property
+    def can_stream(self) -> bool:
+        """Whether `stream()` may still be taken: once only, and not after `wait()` or `close()`."""
+        return not self._stream_taken and self._forwarding.is_set()
+
+    def stream(self) -> Iterator[pa.RecordBatch]:
+        """The record batches in arrival order, as they are read (once only)."""
+        if not self.can_stream:
+            raise RuntimeError("the fill's stream was already taken or released")
+        self._stream_taken = True
+        return self._stream()
+
+    def _stream(self) -> Iterator[pa.RecordBatch]:
+        try:
+            while True:
+                item = self._handoff.get()
+                if item is self._END:
+                    self._raise_if_failed()
+                    return
+                yield item
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        self._forwarding.clear()
+        while True:
+            try:
+                self._handoff.get_nowait()
+            except queue.Empty:
+                return
+
+    def wait(self) -> None:
+        """Block until the cache is complete and finished; raise the reader's error if it failed."""
+        self._release()
+        self._thread.join()
+        self._raise_if_failed()
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def close(self) -> None:
+        """Stop the reader (between two batches) and wait for it."""
+        self._stopping.set()
+        self._release()
+        if self._thread.is_alive():
+            self._thread.join()
+
+
 @dataclass(frozen=True)
 class ColumnSpec:
     """How one Arrow column becomes a tensor: numpy dtype and, for fixed-length lists, the row width."""
@@ -241,6 +364,11 @@ class BatchFeed:
     short simply starts its next pass earlier and every worker yields the same number of batches.
     Batch k always holds the same rows for a given seed, so a resumed run starts at `start_batch` by
     arithmetic, skipping whole record batches without reading them.
+
+    With a `fill` (a `BackgroundFill` still reading the partition, whose `rows` are known in advance), the
+    first pass visits the record batches in arrival order, rows still shuffled within each: the first
+    iteration from batch 0 trains on the batches as they are read; later passes, and any later or resumed
+    iteration, read the finished cache.
     """
 
     def __init__(
@@ -253,12 +381,17 @@ class BatchFeed:
         shuffle: bool = True,
         seed: int = 0,
         rank: int = 0,
+        fill: BackgroundFill | None = None,
+        rows: int | None = None,
     ) -> None:
-        if cache.num_rows == 0:
+        if fill is not None and (rows is None or fill.cache is not cache):
+            raise ValueError("a feed on a background fill needs the fill's cache and the partition's rows")
+        self.rows = cache.num_rows if fill is None else rows
+        if self.rows == 0:
             raise ValueError("the feed has no rows")
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
-        first = cache.batch(0)
+        first = cache.batch(0) if fill is None else fill.first_batch()
         if label_column not in first.schema.names:
             raise ValueError(f"label column {label_column!r} not in {first.schema.names}")
         self.cache = cache
@@ -270,6 +403,8 @@ class BatchFeed:
         self.rank = rank
         self.specs = column_specs(first)
         self.start_batch = 0
+        self._fill = fill
+        self._arrival_order_first = fill is not None
 
     @property
     def feature_names(self) -> list[str]:
@@ -277,17 +412,40 @@ class BatchFeed:
         return [name for name in self.specs if name != self.label_column]
 
     def _pass_order(self, pass_index: int) -> np.ndarray:
-        if not self.shuffle:
+        if not self.shuffle or (pass_index == 0 and self._arrival_order_first):
             return np.arange(self.cache.num_batches)
         return np.random.default_rng([self.seed, self.rank, pass_index]).permutation(self.cache.num_batches)
 
-    def _load(self, batch_index: int, pass_index: int) -> NumpyBatch:
-        columns = record_batch_to_numpy(self.cache.batch(batch_index), self.specs)
+    def _visits(self, pass_index: int, stream: Iterator[pa.RecordBatch] | None
+                ) -> Iterator[tuple[int, int, Callable[[], pa.RecordBatch]]]:
+        """(index, rows, read) of each record batch of a pass, from the fill's stream or the finished cache."""
+        if stream is not None:
+            for index, batch in enumerate(stream):
+                yield index, batch.num_rows, lambda batch=batch: batch
+            return
+        for index in self._pass_order(pass_index):
+            yield index, self.cache.batch_length(index), lambda index=index: self.cache.batch(index)
+
+    def _load(self, batch: pa.RecordBatch, batch_index: int, pass_index: int) -> NumpyBatch:
+        columns = record_batch_to_numpy(batch, self.specs)
         if self.shuffle:
-            rows = self.cache.batch_length(batch_index)
-            order = np.random.default_rng([self.seed, self.rank, pass_index, batch_index]).permutation(rows)
+            order = np.random.default_rng([self.seed, self.rank, pass_index, batch_index]).permutation(batch.num_rows)
             columns = _take(columns, order)
         return columns
+
+    def _first_pass_stream(self, start_batch: int) -> Iterator[pa.RecordBatch] | None:
+        """The fill's stream for an iteration from batch 0 while it is untaken; otherwise wait for the cache."""
+        if self._fill is None:
+            return None
+        if start_batch == 0 and self._fill.can_stream:
+            return self._fill.stream()
+        self._wait_for_cache()
+        return None
+
+    def _wait_for_cache(self) -> None:
+        self._fill.wait()
+        if self.cache.num_rows != self.rows:
+            raise ValueError(f"the partition has {self.cache.num_rows} rows, {self.rows} were planned")
 
     def iter_chunks(self, start_batch: int = 0) -> Iterator[tuple[NumpyBatch, np.ndarray]]:
         """Yield batches number `start_batch` .. `total_batches - 1` in chunks of consecutive batches.
@@ -299,15 +457,15 @@ class BatchFeed:
         remaining = self.total_batches - start_batch
         if remaining <= 0:
             return
-        pass_index, offset = divmod(start_batch * self.batch_size, self.cache.num_rows)
+        stream = self._first_pass_stream(start_batch)
+        pass_index, offset = divmod(start_batch * self.batch_size, self.rows)
         carry: NumpyBatch | None = None
         while True:
-            for batch_index in self._pass_order(pass_index):
-                length = self.cache.batch_length(batch_index)
+            for batch_index, length, read in self._visits(pass_index, stream):
                 if offset >= length:
                     offset -= length
                     continue
-                columns = self._load(batch_index, pass_index)
+                columns = self._load(read(), batch_index, pass_index)
                 if offset:
                     columns, offset = _take(columns, slice(offset, None)), 0
                 if carry is not None:
@@ -326,6 +484,9 @@ class BatchFeed:
                     if remaining == 0:
                         return
                 carry = _take(columns, slice(used, None)) if used < rows else None
+            if stream is not None:
+                stream = None
+                self._wait_for_cache()
             pass_index += 1
 
     def iter_numpy(self, start_batch: int = 0) -> Iterator[tuple[NumpyBatch, np.ndarray]]:

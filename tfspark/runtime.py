@@ -6,10 +6,10 @@ of the DataFrame: when the DataFrame is a plain Parquet scan, the barrier tasks 
 themselves (`tfspark.parquet_direct`); otherwise the DataFrame is repartitioned into one shard per worker and
 each shard reaches its barrier task through `DataFrame.mapInArrow(..., barrier=True)`. The summary's
 `feed_path` says which (`parquet-direct` or `spark-arrow`, with `feed_path_reason`). Task side,
-`_barrier_task` sets the GPUs the task owns (before TensorFlow is imported), caches its Arrow batches, meets
-the other tasks through `allGather`, builds `TF_CONFIG` and the strategy, and runs the user's `train`. A
-failed task fails the whole barrier stage, Spark reruns every task, and training resumes from the last
-checkpoint.
+`_barrier_task` sets the GPUs the task owns (before TensorFlow is imported), caches its Arrow batches (on
+the direct path in a background thread, training on them as they arrive), meets the other tasks through
+`allGather`, builds `TF_CONFIG` and the strategy, and runs the user's `train`. A failed task fails the whole
+barrier stage, Spark reruns every task, and training resumes from the last checkpoint.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from tfspark.feed import DEFAULT_CACHE_MEMORY_BYTES, BatchFeed, cache_partition
+from tfspark.feed import DEFAULT_CACHE_MEMORY_BYTES, ArrowCache, BackgroundFill, BatchFeed, cache_partition
 from tfspark.parquet_direct import (
     PARQUET_DIRECT,
     SPARK_ARROW,
@@ -318,30 +318,36 @@ def _barrier_task(batches: Iterator[pa.RecordBatch], payload: _TaskPayload) -> I
     if tensorflow_preloaded:
         logger.warning("TensorFlow was imported before CUDA_VISIBLE_DEVICES was set; GPU isolation may not hold")
     devices = assign_gpus(barrier.resources(), config.gpus_per_worker, rank, payload.local_gpus)
+    fill: BackgroundFill | None = None
     if payload.parquet is not None:
         for _ in batches:  # the one-row launcher partition
             pass
-        batches = payload.parquet.batches(rank)
-    filling = time.monotonic()
-    cache = cache_partition(batches, memory_limit_bytes=config.cache_memory_bytes)
-    fill_seconds = time.monotonic() - filling
+        # The rows are planned: the partition is read in the background while TensorFlow starts and trains.
+        cache = ArrowCache(memory_limit_bytes=config.cache_memory_bytes)
+        fill = BackgroundFill(payload.parquet.batches(rank), cache).start()
+        rows = payload.parquet.worker_rows[rank]
+    else:
+        filling = time.monotonic()
+        cache = cache_partition(batches, memory_limit_bytes=config.cache_memory_bytes)
+        fill_seconds = time.monotonic() - filling
+        rows = cache.num_rows
     try:
         tasks = barrier.getTaskInfos()
         # Spark's barrier syncs poll about once a second: a lone task has no one to wait for and skips them.
         alone = len(tasks) == 1
         port = reserve_port()
-        me = WorkerInfo(f"{task_host(tasks[rank].address)}:{port.getsockname()[1]}", cache.num_rows, devices)
+        me = WorkerInfo(f"{task_host(tasks[rank].address)}:{port.getsockname()[1]}", rows, devices)
         try:
             workers = [me] if alone else gather_workers(barrier, me)
         finally:
             port.close()
         plan = plan_steps([worker.rows for worker in workers], payload.batch_size, payload.epochs)
         logger.info(
-            "rank %d of %d: %d rows (spilled: %s), cuda_visible_devices=%r, %d steps/epoch of %d rows",
+            "rank %d of %d: %d rows (%s), cuda_visible_devices=%r, %d steps/epoch of %d rows",
             rank,
             len(workers),
-            cache.num_rows,
-            cache.spilled,
+            rows,
+            "read while training starts" if fill is not None else f"cached, spilled: {cache.spilled}",
             devices,
             plan.steps_per_epoch,
             plan.global_batch_size,
@@ -363,6 +369,8 @@ def _barrier_task(batches: Iterator[pa.RecordBatch], payload: _TaskPayload) -> I
             shuffle=payload.shuffle,
             seed=payload.seed,
             rank=rank,
+            fill=fill,
+            rows=rows,
         )
         ctx = TrainContext(
             strategy=strategy,
@@ -380,12 +388,15 @@ def _barrier_task(batches: Iterator[pa.RecordBatch], payload: _TaskPayload) -> I
             feed=feed,
         )
         trained = trainer.train(feed.dataset(), ctx)
+        if fill is not None:
+            fill.wait()
+            fill_seconds = fill.seconds
         if not alone:
             barrier.barrier()
         result = {
             "train": _jsonable(trained or {}),
             "fit": _jsonable(ctx.fit_result),
-            "rows": cache.num_rows,
+            "rows": rows,
             "steps_per_epoch": plan.steps_per_epoch,
             "batch_size": plan.global_batch_size,
             "cuda_visible_devices": devices,
@@ -395,6 +406,8 @@ def _barrier_task(batches: Iterator[pa.RecordBatch], payload: _TaskPayload) -> I
             "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         }
     finally:
+        if fill is not None:
+            fill.close()
         cache.close()
     record = {"rank": rank, "result": json.dumps(result)}
     yield pa.RecordBatch.from_pylist([record], schema=_RESULT_ARROW_SCHEMA)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import time
 
 import numpy as np
 import pyarrow as pa
 import pytest
 
-from tfspark.feed import ArrowCache, BatchFeed, cache_partition, column_specs, record_batch_to_numpy
+from tfspark.feed import ArrowCache, BackgroundFill, BatchFeed, cache_partition, column_specs, record_batch_to_numpy
 
 
 def ratings_batches(rows: int, per_batch: int, start: int = 0) -> list[pa.RecordBatch]:
@@ -142,3 +143,95 @@ def test_feed_refuses_an_empty_partition_and_a_missing_label():
         BatchFeed(cache_partition([]), "label", batch_size=4, total_batches=1)
     with cache_partition(ratings_batches(4, 4)) as cache, pytest.raises(ValueError, match="label column"):
         BatchFeed(cache, "rating", batch_size=4, total_batches=1)
+
+
+def _filling(batches, cache: ArrowCache | None = None, ahead: int = 2) -> BackgroundFill:
+    return BackgroundFill(iter(batches), cache or ArrowCache(), ahead=ahead).start()
+
+
+def test_background_fill_hands_on_every_batch_in_arrival_order_and_finishes_the_cache(tmp_path):
+    batches = ratings_batches(1000, 100)
+    cache = ArrowCache(spill_dir=str(tmp_path), memory_limit_bytes=batches[0].nbytes * 2)
+    fill = _filling([batches[0].slice(0, 0), *batches], cache)
+    try:
+        streamed = list(fill.stream())
+        assert [batch.equals(original) for batch, original in zip(streamed, batches, strict=True)] == [True] * 10
+        fill.wait()
+        assert cache.spilled and cache.num_rows == 1000
+        assert all(cache.batch(index).equals(original) for index, original in enumerate(batches))
+        assert fill.seconds is not None
+        assert not fill.can_stream
+    finally:
+        fill.close()
+        cache.close()
+
+
+def test_background_fill_stays_a_few_batches_ahead_of_its_reader():
+    pulled = []
+
+    def source():
+        for batch in ratings_batches(1000, 10):
+            pulled.append(batch)
+            yield batch
+
+    fill = BackgroundFill(source(), ArrowCache(), ahead=2).start()
+    stream = fill.stream()
+    next(stream)
+    deadline = time.monotonic() + 5
+    while len(pulled) < 4 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.3)
+    assert len(pulled) <= 5  # the one read, two waiting, one blocked in the hand-over, one being appended
+    stream.close()
+    fill.wait()
+    assert len(pulled) == 100 and fill.cache.num_rows == 1000
+
+
+def test_a_read_error_reaches_the_stream_and_the_waiter():
+    def failing():
+        yield from ratings_batches(20, 10)
+        raise OSError("row group unreadable")
+
+    fill = _filling(failing())
+    with pytest.raises(OSError, match="unreadable"):
+        list(fill.stream())
+    with pytest.raises(OSError, match="unreadable"):
+        fill.wait()
+
+
+def test_close_stops_a_reader_that_nobody_reads():
+    fill = _filling(ratings_batches(1000, 10))
+    fill.close()
+    assert fill.cache.num_rows < 1000
+
+
+def test_a_feed_on_a_background_fill_trains_on_the_batches_as_read_and_gives_the_same_batches_after():
+    batches = ratings_batches(1000, 130)
+    fill = _filling(batches)
+    streaming = BatchFeed(fill.cache, "label", 64, 40, seed=3, fill=fill, rows=1000)
+    streamed = list(streaming.iter_numpy())
+
+    waited = _filling(batches)
+    waited.wait()
+    finished = BatchFeed(waited.cache, "label", 64, 40, seed=3, fill=waited, rows=1000)
+    from_cache = list(finished.iter_numpy())
+    assert len(streamed) == len(from_cache) == 40
+    for (features, label), (features_again, label_again) in zip(streamed, from_cache, strict=True):
+        np.testing.assert_array_equal(label, label_again)
+        np.testing.assert_array_equal(features["pair"], features_again["pair"])
+    resumed = list(finished.iter_numpy(start_batch=25))
+    for (_, label), (_, label_again) in zip(resumed, streamed[25:], strict=True):
+        np.testing.assert_array_equal(label, label_again)
+    first_pass = np.concatenate([label for _, label in streamed[: 1000 // 64]])
+    assert len(np.unique(first_pass)) == len(first_pass)
+    # arrival order in the first pass: the first batch's rows come from the first record batch
+    assert set(streamed[0][1]) <= set(batches[0].column("label").to_numpy())
+    streaming.cache.close()
+    finished.cache.close()
+
+
+def test_a_feed_on_a_background_fill_refuses_a_partition_that_is_not_the_planned_size():
+    fill = _filling(ratings_batches(1000, 100))
+    feed = BatchFeed(fill.cache, "label", 64, 40, fill=fill, rows=1200)
+    with pytest.raises(ValueError, match="1000 rows, 1200 were planned"):
+        list(feed.iter_numpy())
