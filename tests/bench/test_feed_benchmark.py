@@ -97,7 +97,7 @@ def test_the_whole_benchmark_runs_at_a_tiny_size(spark, tmp_path):
     assert results.feed("(a)").rows == 5_000
     steps_per_pass = math.ceil(5_000 / bench.BATCH_SIZE)
     assert results.feed("(d1)").rows == results.feed("(d2)").rows == steps_per_pass * bench.BATCH_SIZE
-    assert "+ pyarrow → cache" in results.feed("(d1)").note
+    assert "(pyarrow → cache in the background" in results.feed("(d1)").note
     assert "+ Spark → cache" in results.feed("(d2)").note
     assert all(feed.seconds > 0 for feed in results.feeds)
     for run in results.training.values():
