@@ -36,6 +36,7 @@ printed): on a machine shared with other work, whatever runs while it is busy is
     .venv/bin/python bench/feed_benchmark.py                       # 1M rows, 3 rounds; RSS at 1M and 5M rows
     .venv/bin/python bench/feed_benchmark.py --rows 2000000 --rss-rows 1000000 --repeat 2
     .venv/bin/python bench/feed_benchmark.py --quick               # a smoke run: 5,000 rows, one round
+    .venv/bin/python bench/feed_benchmark.py --scaling-rows 5000000,10000000   # also (d1) vs (e) at 5M, 10M
 
 The feature tables are generated once into `--data-dir` (default: the system temp dir) and reused.
 """
@@ -706,6 +707,7 @@ class BenchmarkResults:
     rss_runs: list[tuple[int, int, dict[str, Any]]]
     rss_workers: int
     round_ratios: list[dict[str, float]]
+    scaling: list[tuple[int, FeedResult, FeedResult]] = dataclasses.field(default_factory=list)
 
     def feed(self, prefix: str) -> FeedResult:
         """The feed result whose name starts with `prefix`, e.g. "(a)"."""
@@ -746,8 +748,9 @@ def warm_up_tensorflow() -> None:
 
 def run_benchmark(spark: SparkSession, data_dir: Path, rows: int, rss_sizes: list[int], *, epochs: int = 2,
                   repeat: int = 1, rss_workers: int = 2, rss_cache_mb: float = RSS_CACHE_MEMORY_MB,
-                  quick: bool = False) -> BenchmarkResults:
-    """Measure every feed and FM training on (d) vs numpy `repeat` times, then the RSS runs, on `spark`.
+                  quick: bool = False, scaling_sizes: list[int] | None = None) -> BenchmarkResults:
+    """Measure every feed and FM training on (d) vs numpy `repeat` times, the RSS runs, then (d1) against (e)
+    at each of `scaling_sizes`, on `spark`.
 
     The rounds interleave the alternatives (a machine shared with other work slows whatever runs while it
     is busy); the best round of each is kept. Progress is printed as it goes.
@@ -800,6 +803,7 @@ def run_benchmark(spark: SparkSession, data_dir: Path, rows: int, rss_sizes: lis
             print(f"peak RSS at {size:,} rows, cache limit {limit_bytes / 2**20:g} MiB: "
                   f"{[round(peak / 2**20) for peak in summary['peak_rss_bytes']]} MiB per worker "
                   f"(spilled: {summary['cache_spilled']})", flush=True)
+        scaling = [measure_first_pass_scaling(spark, data_dir, size, repeat, workdir) for size in scaling_sizes or []]
     finally:
         tfos.close()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -814,7 +818,35 @@ def run_benchmark(spark: SparkSession, data_dir: Path, rows: int, rss_sizes: lis
         rss_runs=rss_runs,
         rss_workers=rss_workers,
         round_ratios=round_ratios,
+        scaling=scaling,
     )
+
+
+def measure_first_pass_scaling(spark: SparkSession, data_dir: Path, rows: int, repeat: int,
+                               workdir: Path) -> tuple[int, FeedResult, FeedResult]:
+    """(e) and (d1)'s first pass on a `rows`-row table, interleaved `repeat` times; the best of each.
+
+    Spark's task start and TensorFlow's import in a fresh worker are paid once per run, so the ratio
+    (d1)/(e) depends on the size; this shows where those fixed costs stop mattering.
+    """
+    path = ensure_dataset(data_dir, rows)
+    limits, direct = [], []
+    for round_index in range(repeat):
+        limits.append(measure_pyarrow_limit(path))
+        direct.append(first_pass_result(run_probe(spark, ArrowFeedProbe(str(path), epochs=1), workdir)))
+        print(f"  scaling {rows:,} rows, round {round_index + 1}: (e) {limits[-1].seconds:.2f}s, "
+              f"(d1) {direct[-1].seconds:.2f}s ({direct[-1].note})", flush=True)
+    return rows, best_feed(limits), best_feed(direct)
+
+
+def scaling_table(scaling: list[tuple[int, FeedResult, FeedResult]]) -> list[str]:
+    """(d1)'s first pass against (e) by table size, in markdown."""
+    lines = ["| rows | (e) seconds | (d1) first pass seconds | (d1) / (e) | (d1) split (best round) |",
+             "|---:|---:|---:|---:|---|"]
+    for rows, limit, direct in scaling:
+        lines.append(f"| {rows:,} | {limit.seconds:.2f} | {direct.seconds:.2f} | "
+                     f"{direct.rows_per_second / limit.rows_per_second:.2f}× | {direct.note.split('; best')[0]} |")
+    return lines
 
 
 def markdown_report(results: BenchmarkResults) -> str:
@@ -837,6 +869,8 @@ def markdown_report(results: BenchmarkResults) -> str:
         "",
         *rss_table(results.rss_runs),
         "",
+        *([f"### Feed (d1) first pass against (e) by size, best of {results.repeat}", "",
+           *scaling_table(results.scaling), ""] if results.scaling else []),
         "### Targets",
         "",
         *(ratio_line(name, ratios[key], [round_[key] for round_ in results.round_ratios], TARGETS.get(key))
@@ -875,6 +909,8 @@ def parser() -> argparse.ArgumentParser:
     args.add_argument("--rss-workers", type=int, default=2, help="workers of the RSS runs")
     args.add_argument("--rss-cache-mb", type=float, default=RSS_CACHE_MEMORY_MB,
                       help="in-memory cache limit per worker in the RSS runs (spills past it)")
+    args.add_argument("--scaling-rows", type=parse_sizes, default=[],
+                      help="sizes at which (d1)'s first pass is also measured against (e) alone, e.g. 5000000,10000000")
     args.add_argument("--epochs", type=int, default=2, help="feed passes and FM training epochs (at least 2)")
     args.add_argument("--repeat", type=int, help="rounds of the feed and training comparison, best kept "
                                                  "(default 3; --quick 1)")
@@ -895,7 +931,7 @@ def main(argv: list[str] | None = None) -> BenchmarkResults:
         results = run_benchmark(spark, options.data_dir, rows, rss_sizes, epochs=max(options.epochs, 2),
                                 repeat=options.repeat or (1 if options.quick else 3),
                                 rss_workers=options.rss_workers, rss_cache_mb=options.rss_cache_mb,
-                                quick=options.quick)
+                                quick=options.quick, scaling_sizes=options.scaling_rows)
     finally:
         spark.stop()
     print("\n" + markdown_report(results), flush=True)

@@ -160,10 +160,12 @@ def cache_partition(
 class BackgroundFill:
     """Fills an `ArrowCache` from a partition's record batches in a thread, handing each batch on as it arrives.
 
-    `stream()` yields the non-empty batches in arrival order, at most `ahead` batches behind the reader, so
-    a spilling cache keeps memory bounded; once the stream ends the cache is finished. A stream that is not
-    read to its end (or never taken) stops holding the reader back; `wait()` then lets the fill complete.
-    An error while reading reaches whoever reads the stream or waits.
+    `stream()` yields the non-empty batches in arrival order. While the cache holds its batches in memory the
+    reader runs ahead freely (the hand-over shares the cache's batches), so a partition that fits is read
+    while TensorFlow starts; once the cache spills, the reader stays at most `ahead` batches ahead of the
+    stream, so memory stays bounded. Once the stream ends the cache is finished. A stream that is not read
+    to its end (or never taken) stops holding the reader back; `wait()` then lets the fill complete. An
+    error while reading reaches whoever reads the stream or waits.
     """
 
     _END = object()
@@ -172,7 +174,9 @@ class BackgroundFill:
         self.cache = cache
         self.seconds: float | None = None
         self._batches = batches
-        self._handoff: queue.Queue = queue.Queue(maxsize=max(1, ahead))
+        self._ahead = max(1, ahead)
+        self._handoff: queue.Queue = queue.Queue()
+        self._room = threading.Condition()
         self._forwarding = threading.Event()
         self._forwarding.set()
         self._stopping = threading.Event()
@@ -188,12 +192,12 @@ class BackgroundFill:
         return self
 
     def _hand_on(self, item: object) -> None:
-        while self._forwarding.is_set() and not self._stopping.is_set():
-            try:
-                self._handoff.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
+        with self._room:
+            while self._forwarding.is_set() and not self._stopping.is_set():
+                if item is self._END or not self.cache.spilled or self._handoff.qsize() < self._ahead:
+                    self._handoff.put(item)
+                    return
+                self._room.wait(timeout=0.1)
 
     def _fill(self) -> None:
         started = time.monotonic()
@@ -240,6 +244,8 @@ class BackgroundFill:
         try:
             while True:
                 item = self._handoff.get()
+                with self._room:
+                    self._room.notify()
                 if item is self._END:
                     self._raise_if_failed()
                     return
@@ -249,6 +255,8 @@ class BackgroundFill:
 
     def _release(self) -> None:
         self._forwarding.clear()
+        with self._room:
+            self._room.notify()
         while True:
             try:
                 self._handoff.get_nowait()

@@ -91,7 +91,7 @@ def test_tfos_style_rows_become_numpy_columns():
 
 def test_the_whole_benchmark_runs_at_a_tiny_size(spark, tmp_path):
     results = bench.run_benchmark(spark, tmp_path / "data", 5_000, [3_000], epochs=2, rss_workers=1,
-                                  rss_cache_mb=0.1, quick=True)
+                                  rss_cache_mb=0.1, quick=True, scaling_sizes=[3_000])
 
     assert [feed.name[:4] for feed in results.feeds] == ["(a) ", "(b) ", "(d1)", "(d2)", "(d) ", "(e) ", "(e')"]
     assert results.feed("(a)").rows == 5_000
@@ -114,3 +114,6 @@ def test_the_whole_benchmark_runs_at_a_tiny_size(spark, tmp_path):
         assert name in report
     assert set(bench.TARGETS) <= set(results.ratios)
     assert len(results.round_ratios) == 1
+    ((rows, limit, direct),) = results.scaling
+    assert (rows, limit.rows, direct.rows) == (3_000, 2 * bench.BATCH_SIZE, 3 * bench.BATCH_SIZE)
+    assert "| 3,000 |" in report and "first pass against (e) by size" in report

@@ -166,7 +166,13 @@ def test_background_fill_hands_on_every_batch_in_arrival_order_and_finishes_the_
         cache.close()
 
 
-def test_background_fill_stays_a_few_batches_ahead_of_its_reader():
+def test_background_fill_reads_a_partition_that_fits_in_memory_before_anyone_reads_it():
+    fill = _filling(ratings_batches(1000, 10))
+    fill.wait()
+    assert fill.cache.num_rows == 1000 and not fill.cache.spilled
+
+
+def test_background_fill_stays_a_few_batches_ahead_of_its_reader_once_the_cache_spills(tmp_path):
     pulled = []
 
     def source():
@@ -174,17 +180,19 @@ def test_background_fill_stays_a_few_batches_ahead_of_its_reader():
             pulled.append(batch)
             yield batch
 
-    fill = BackgroundFill(source(), ArrowCache(), ahead=2).start()
+    cache = ArrowCache(spill_dir=str(tmp_path), memory_limit_bytes=1)
+    fill = BackgroundFill(source(), cache, ahead=2).start()
     stream = fill.stream()
     next(stream)
     deadline = time.monotonic() + 5
     while len(pulled) < 4 and time.monotonic() < deadline:
         time.sleep(0.01)
     time.sleep(0.3)
-    assert len(pulled) <= 5  # the one read, two waiting, one blocked in the hand-over, one being appended
+    assert len(pulled) <= 5  # the one read, two waiting, one waiting for room, one being appended
     stream.close()
     fill.wait()
-    assert len(pulled) == 100 and fill.cache.num_rows == 1000
+    assert len(pulled) == 100 and cache.num_rows == 1000
+    cache.close()
 
 
 def test_a_read_error_reaches_the_stream_and_the_waiter():
@@ -199,10 +207,12 @@ def test_a_read_error_reaches_the_stream_and_the_waiter():
         fill.wait()
 
 
-def test_close_stops_a_reader_that_nobody_reads():
-    fill = _filling(ratings_batches(1000, 10))
+def test_close_stops_a_reader_that_nobody_reads(tmp_path):
+    fill = _filling(ratings_batches(1000, 10), ArrowCache(spill_dir=str(tmp_path), memory_limit_bytes=1))
+    time.sleep(0.2)
     fill.close()
     assert fill.cache.num_rows < 1000
+    fill.cache.close()
 
 
 def test_a_feed_on_a_background_fill_trains_on_the_batches_as_read_and_gives_the_same_batches_after():
