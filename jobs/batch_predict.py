@@ -28,11 +28,11 @@ import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from jobs.common import MOVIES, run_day_job
-from jobs.feature_spec import EVAL, FEATURE_COLUMNS, TRAIN, USER_HISTORY, feature_table_path
+from jobs.common import MOVIES, read_reference, read_table, run_day_job
+from jobs.feature_spec import EVAL, FEATURE_COLUMNS, FEATURES, TRAIN, USER_HISTORY
 from jobs.features import serving_inputs
 from lakeloop.evaluation import model_inputs
-from lakeloop.lake import PREDICTIONS, Lake
+from lakeloop.lake import PREDICTIONS, Lake, as_lake
 from lakeloop.registry import aliased_version
 
 log = logging.getLogger(__name__)
@@ -84,22 +84,25 @@ def score_batches(local_model_path: str, model_loads=None):
     return score
 
 
-def candidate_inputs(spark: SparkSession, lake: Path, day: date, model_day: date) -> DataFrame:
+def candidate_inputs(spark: SparkSession, lake: Lake | Path, day: date, model_day: date) -> DataFrame:
     """Every user of the day's window × every catalog movie the user has not rated in it, with the model inputs
     (`user_id`, `item_id` and `FEATURE_COLUMNS`) of a model trained on `model_day`'s partition."""
+    lake = as_lake(lake)
+
     def table(name: str) -> DataFrame:
-        return spark.read.parquet(str(feature_table_path(lake, day, name)))
+        return read_table(spark, lake, FEATURES, day, name)
 
     rated = table(TRAIN).select("user_id", "item_id").union(table(EVAL).select("user_id", "item_id")).distinct()
-    movies = spark.read.parquet(str(lake / MOVIES)).select("item_id", "year", "genres")
+    movies = read_reference(spark, lake, MOVIES).select("item_id", "year", "genres")
     pairs = table(USER_HISTORY).select("user_id").crossJoin(movies).join(rated, ["user_id", "item_id"], "left_anti")
     return serving_inputs(spark, lake, day, pairs, model_day).select("user_id", "item_id", *FEATURE_COLUMNS)
 
 
-def run(spark: SparkSession, lake: Path, day: date, options: PredictOptions) -> dict:
+def run(spark: SparkSession, lake: Lake | Path, day: date, options: PredictOptions) -> dict:
     """Score and write the day's top-k predictions; return the manifest."""
     import mlflow
 
+    lake = as_lake(lake)
     version = aliased_version(options.model_name, options.alias)
     if version is None:
         log.warning("no %s version of %s: no predictions for %s", options.alias, options.model_name, day)
@@ -122,7 +125,7 @@ def run(spark: SparkSession, lake: Path, day: date, options: PredictOptions) -> 
                 "model_version": version.version, "model_day": str(model_day), "users": counts["users"],
                 "rows": counts["rows"], "top_k": options.top_k, "generated_at": generated_at.isoformat(),
                 "model_loads": model_loads.value, "task_slots": spark.sparkContext.defaultParallelism}
-    write_predictions(Lake.from_url(str(lake)), day, top.toArrow(), manifest)
+    write_predictions(lake, day, top.toArrow(), manifest)
     top.unpersist()
     log.info("predictions for %s: %s", day, manifest)
     return manifest

@@ -1,29 +1,36 @@
-"""What every lakeloop Spark job shares: arguments, the session, event dates and atomic partition writes.
+"""What every lakeloop Spark job shares: arguments, the session, event dates, and reading and committing lake
+partitions through `lakeloop.lake.Lake`.
 
 Jobs take their parameters as command-line arguments (an options dataclass per job, turned into
 `--kebab-case` flags), and everything about Spark itself (master, memory, shuffle partitions) from
 `spark-submit`, i.e. from the Airflow connection `spark_default`: the code sets no master or Spark conf,
-so the same job runs on `local[*]` and on a cluster.
+so the same job runs on `local[*]` and on a cluster. The one exception is how to reach the lake: for an
+`s3://` lake the session gets s3a's settings from the AWS variables (`use_lake`).
+
+Spark reads a partition by the files its manifest names (`read_table`, `read_partitions`), never by listing
+its directory, so files of killed or superseded attempts are never read; it writes into the staging area of
+`Lake.staged_partition` and the lake commits (rename on local disk, a manifest PUT on object stores).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
+import functools
 import logging
-import shutil
 import typing
+import uuid
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 from typing import Any, TypeVar
 
+from pyarrow import fs as pafs
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from lakeloop.config import lake_url_to_path
-from lakeloop.lake import clean_stale_staging, partition_path, staging_path, swap_in
+from lakeloop.config import s3a_settings
+from lakeloop.lake import Lake, as_lake
 
 log = logging.getLogger("lakeloop.jobs")
 DAY_MS = 86_400_000
@@ -34,7 +41,7 @@ Options = TypeVar("Options")
 def day_job_parser(description: str) -> argparse.ArgumentParser:
     """An argument parser with the two arguments every daily job takes: `--lake` and `--day`."""
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--lake", required=True, help="lake URL (file://...) or path")
+    parser.add_argument("--lake", required=True, help="lake URL (file://..., s3://bucket/prefix) or path")
     parser.add_argument("--day", required=True, type=date.fromisoformat, help="the day processed, YYYY-MM-DD")
     return parser
 
@@ -53,20 +60,21 @@ def add_option_arguments(parser: argparse.ArgumentParser, options_type: type) ->
 
 
 def parse_day_job_args(description: str, options_type: type[Options],
-                       argv: list[str] | None = None) -> tuple[Path, date, Options]:
+                       argv: list[str] | None = None) -> tuple[Lake, date, Options]:
     """Parse `--lake`, `--day` and the job's options."""
     parser = day_job_parser(description)
     add_option_arguments(parser, options_type)
     args = parser.parse_args(argv)
     options = options_type(**{option.name: getattr(args, option.name) for option in dataclasses.fields(options_type)})
-    return lake_path(args.lake), args.day, options
+    return Lake.from_url(args.lake), args.day, options
 
 
-def run_day_job(description: str, app_name: str, run: Callable[[SparkSession, Path, date, Any], dict],
+def run_day_job(description: str, app_name: str, run: Callable[[SparkSession, Lake, date, Any], dict],
                 options_type: type, argv: list[str] | None = None) -> dict:
     """The spark-submit entry point of a job that processes one day: parse, run, stop Spark."""
     lake, day, options = parse_day_job_args(description, options_type, argv)
     spark = spark_session(f"{app_name}-{day}")
+    use_lake(spark, lake)
     try:
         return run(spark, lake, day, options)
     finally:
@@ -81,9 +89,12 @@ def spark_session(app_name: str) -> SparkSession:
     return spark
 
 
-def lake_path(url: str) -> Path:
-    """The lake root for a `--lake` argument."""
-    return lake_url_to_path(url)
+def use_lake(spark: SparkSession, lake: Lake) -> None:
+    """Let the session reach the lake: for an S3 lake, s3a's endpoint, path style, region and credentials from the
+    AWS variables (`lakeloop.config.s3a_settings`), set on the session before its first read of the lake."""
+    if lake.spark_uri(lake.root).startswith("s3a://"):
+        for key, value in s3a_settings().items():
+            spark.conf.set(key, value)
 
 
 def utc_date(timestamp: str) -> Column:
@@ -91,18 +102,34 @@ def utc_date(timestamp: str) -> Column:
     return F.date_from_unix_date(F.floor(F.unix_millis(F.col(timestamp)) / DAY_MS).cast("int"))
 
 
-def existing_partition_days(lake: Path, dataset: str, days: list[date]) -> list[date]:
-    """The days among `days` for which `dataset` has a partition."""
-    return [day for day in days if partition_path(lake, dataset, day).exists()]
+def existing_partition_days(lake: Lake, dataset: str, days: list[date]) -> list[date]:
+    """The days among `days` for which `dataset` has a committed partition."""
+    return [day for day in days if lake.has_partition(dataset, day)]
 
 
-def read_partitions(spark: SparkSession, lake: Path, dataset: str, days: list[date]) -> DataFrame:
-    """Read the existing day partitions of `dataset` among `days`, with the `dt` column kept."""
-    paths = [str(partition_path(lake, dataset, day)) for day in existing_partition_days(lake, dataset, days)]
-    if not paths:
-        raise FileNotFoundError(f"no partition of {lake / dataset} for days {days[0]}..{days[-1]}; "
+def read_table(spark: SparkSession, lake: Lake, dataset: str, day: date, table: str = "") -> DataFrame:
+    """The rows of the day's committed partition of `dataset` (or of its `table` subdirectory): exactly the
+    files its manifest names, as a plain Parquet scan (no partition column)."""
+    files = lake.partition_files(dataset, day, table)
+    if not files:
+        where = lake.spark_uri("/".join(filter(None, [lake.partition(dataset, day), table])))
+        raise FileNotFoundError(f"{where} has no committed data files: run the upstream task for {day} first")
+    return spark.read.parquet(*[lake.spark_uri(path) for path in files])
+
+
+def read_partitions(spark: SparkSession, lake: Lake, dataset: str, days: list[date]) -> DataFrame:
+    """Read the committed day partitions of `dataset` among `days`, each day's rows with its date as `dt`."""
+    present = existing_partition_days(lake, dataset, days)
+    if not present:
+        raise FileNotFoundError(f"no partition of {lake.spark_uri(lake.path(dataset))} for days {days[0]}..{days[-1]}; "
                                 "run the upstream task for those days first")
-    return spark.read.option("basePath", str(lake / dataset)).parquet(*paths)
+    frames = [read_table(spark, lake, dataset, day).withColumn("dt", F.lit(day)) for day in present]
+    return functools.reduce(DataFrame.unionByName, frames)
+
+
+def read_reference(spark: SparkSession, lake: Lake, dataset: str) -> DataFrame:
+    """A reference dataset of the lake (not partitioned by day, e.g. the movie catalog)."""
+    return spark.read.parquet(lake.spark_uri(lake.path(dataset)))
 
 
 def _parquet_writer(frame: DataFrame):
@@ -112,40 +139,62 @@ def _parquet_writer(frame: DataFrame):
     return frame.write
 
 
-def _commit(staged: Path, final: Path, manifest: dict) -> Path:
-    (staged / "_manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
-    swap_in(staged, final)
-    log.info("wrote %s: %s", final, manifest)
-    return final
-
-
-def write_partition(tables: dict[str, DataFrame], lake: Path, dataset: str, day: date, manifest: dict) -> Path:
-    """Write the day's partition of `dataset` — each frame into its subdirectory (`""`: the partition itself) —
-    with a `_manifest.json`, staged aside and swapped in atomically."""
-    final = partition_path(lake, dataset, day)
-    clean_stale_staging(final.parent)
-    staged = staging_path(final)
-    try:
+def write_partition(tables: dict[str, DataFrame], lake: Lake | Path, dataset: str, day: date, manifest: dict) -> str:
+    """Write the day's partition of `dataset` — each frame into its subdirectory — committed atomically with
+    `manifest` (plus the file list) through `Lake.staged_partition`; return the partition's URL."""
+    lake = as_lake(lake)
+    with lake.staged_partition(dataset, day) as staged:
         for name, frame in tables.items():
-            _parquet_writer(frame).mode("error").parquet(str(staged / name))
-    except BaseException:
-        shutil.rmtree(staged, ignore_errors=True)
-        raise
-    return _commit(staged, final, manifest)
+            _parquet_writer(frame).mode("error").parquet(lake.spark_uri(f"{staged.directory}/{name}"))
+        staged.manifest.update(manifest)
+    return _committed(lake, dataset, day, manifest)
 
 
-def write_day_partitions(frame: DataFrame, lake: Path, dataset: str, manifests: dict[date, dict]) -> list[Path]:
-    """Write `frame` (with a date column `dt`) as one partition per day of `manifests`, each swapped in atomically.
+def _committed(lake: Lake, dataset: str, day: date, manifest: dict) -> str:
+    url = lake.uri(lake.partition(dataset, day))
+    log.info("committed %s: %s", url, manifest)
+    return url
 
-    One Spark job writes every day into a hidden staging directory; then each day's directory gets its
-    manifest and replaces the live partition by rename. Days of `manifests` without rows are not written.
+
+DAYS_STAGING_PREFIX = ".staging-days-"
+
+
+def write_day_partitions(frame: DataFrame, lake: Lake | Path, dataset: str, manifests: dict[date, dict]) -> list[str]:
+    """Write `frame` (with a date column `dt`) as one partition per day of `manifests`, each committed atomically;
+    return the URLs of the partitions written (days of `manifests` without rows are not written).
+
+    One Spark job writes every day (`partitionBy("dt")`) under a staging directory of the dataset,
+    `<dataset>/.staging-days-<id>/dt=D/`, which readers never see (they follow manifests and `dt=` partitions).
+    Then each day is committed on its own through `Lake.staged_partition`: its files are moved into the day's
+    staging area — a rename on local disk, a server-side copy per file on an object store (the data does not
+    pass through the driver) — and committed with its manifest: swapped in by rename, or published by the
+    manifest PUT. A failure before a day's commit leaves that day's previous partition as it was; days already
+    committed keep the run's complete rows for their day (a rerun writes the same). The staging directory
+    is removed at the end, and a killed run's is removed by the next run.
     """
-    dataset_dir = lake / dataset
-    clean_stale_staging(dataset_dir)
-    staged_root = staging_path(dataset_dir / "days")
+    lake = as_lake(lake)
+    listed = lake.filesystem.get_file_info(pafs.FileSelector(lake.path(dataset), allow_not_found=True))
+    _delete_dirs(lake, [info.path for info in listed if info.base_name.startswith(DAYS_STAGING_PREFIX)])
+    job_dir = lake.path(dataset, f"{DAYS_STAGING_PREFIX}{uuid.uuid4().hex[:8]}")
+    written = []
     try:
-        _parquet_writer(frame).partitionBy("dt").parquet(str(staged_root))
-        return [_commit(staged_root / f"dt={day.isoformat()}", partition_path(lake, dataset, day), manifest)
-                for day, manifest in sorted(manifests.items()) if (staged_root / f"dt={day.isoformat()}").exists()]
+        _parquet_writer(frame).partitionBy("dt").parquet(lake.spark_uri(job_dir))
+        for day, manifest in sorted(manifests.items()):
+            day_dir = f"{job_dir}/dt={day.isoformat()}"
+            if lake.filesystem.get_file_info(day_dir).type != pafs.FileType.Directory:
+                continue
+            with lake.staged_partition(dataset, day) as staged:
+                lake.move_files(day_dir, staged.directory)
+                staged.manifest.update(manifest)
+            written.append(_committed(lake, dataset, day, manifest))
     finally:
-        shutil.rmtree(staged_root, ignore_errors=True)
+        _delete_dirs(lake, [job_dir])
+    return written
+
+
+def _delete_dirs(lake: Lake, directories: list[str]) -> None:
+    for directory in directories:
+        try:
+            lake.filesystem.delete_dir(directory)
+        except FileNotFoundError:
+            pass

@@ -4,7 +4,7 @@
 timestamp) and accepts events up to its allowed lateness (3 days) late and up to an hour early. The run for
 day D curates by *event* date (`ts`, UTC): it reads the raw partitions dt ∈ [D − lookback − 1, D] — every
 partition that can hold an event dated in [D − lookback, D] — and rewrites the curated partitions of those
-event days, `<lake>/curated/ratings/dt=E/`, each swapped in atomically with its manifest. So a day's
+event days, `<lake>/curated/ratings/dt=E/`, each committed atomically with its manifest. So a day's
 partition is rewritten by the runs of E … E + lookback as its late events arrive, and is final after the run
 of E + lookback; rerunning any day rewrites the same partitions with the same rows (idempotent). Events
 dated after D (early arrivals) are left to the next day's run; days without events are not written. Keep
@@ -42,12 +42,14 @@ from jobs.common import (
     MOVIES,
     existing_partition_days,
     read_partitions,
+    read_reference,
+    read_table,
     run_day_job,
     utc_date,
     write_day_partitions,
 )
 from lakeloop.ingest import RATINGS_SCHEMA
-from lakeloop.lake import partition_path, window_days
+from lakeloop.lake import Lake, as_lake, window_days
 
 log = logging.getLogger("lakeloop.jobs.etl")
 RAW = "raw/ratings"
@@ -73,10 +75,10 @@ class EtlOptions:
     history_days: int = field(default=30, metadata={"help": "curated days before the day forming the history"})
 
 
-def check_schema(spark: SparkSession, lake: Path, day: date) -> None:
+def check_schema(spark: SparkSession, lake: Lake, day: date) -> None:
     """Fail on schema drift: the raw partition's columns and types must be exactly `RAW_SCHEMA`."""
-    path = partition_path(lake, RAW, day)
-    found = {column.name: column.dataType.simpleString() for column in spark.read.parquet(str(path)).schema}
+    path = lake.spark_uri(lake.partition(RAW, day))
+    found = {column.name: column.dataType.simpleString() for column in read_table(spark, lake, RAW, day).schema}
     missing = sorted(set(RAW_SCHEMA) - set(found))
     unexpected = sorted(set(found) - set(RAW_SCHEMA))
     retyped = {name: f"{RAW_SCHEMA[name]} -> {found[name]}" for name in RAW_SCHEMA
@@ -136,22 +138,24 @@ def check_rating_drift(day_ratings: DataFrame, history: DataFrame | None, max_dr
     return report
 
 
-def _history(spark: SparkSession, lake: Path, day: date, history_days: int) -> DataFrame | None:
+def _history(spark: SparkSession, lake: Lake, day: date, history_days: int) -> DataFrame | None:
     days = existing_partition_days(lake, CURATED, window_days(day - timedelta(days=1), history_days))
     return read_partitions(spark, lake, CURATED, days) if days else None
 
 
-def run(spark: SparkSession, lake: Path, day: date, options: EtlOptions = EtlOptions()) -> dict:
+def run(spark: SparkSession, lake: Lake | Path, day: date, options: EtlOptions = EtlOptions()) -> dict:
     """Curate the event days [day - lookback, day] from the raw partitions; return the run's manifest."""
+    lake = as_lake(lake)
+    raw_day_url = lake.spark_uri(lake.partition(RAW, day))
     raw_days = existing_partition_days(lake, RAW, window_days(day, options.lookback_days + 2))
     if day not in raw_days:
-        raise FileNotFoundError(f"{partition_path(lake, RAW, day)} does not exist: run ingest_ratings for {day} first")
+        raise FileNotFoundError(f"{raw_day_url} does not exist: run ingest_ratings for {day} first")
     for raw_day in raw_days:
         check_schema(spark, lake, raw_day)
     raw = read_partitions(spark, lake, RAW, raw_days).withColumnRenamed("dt", "arrival_dt").cache()
     rows_by_arrival = {row["arrival_dt"]: row["count"] for row in raw.groupBy("arrival_dt").count().collect()}
     if rows_by_arrival.get(day, 0) < options.min_rows:
-        raise DataQualityError(f"empty input: {partition_path(lake, RAW, day)} holds {rows_by_arrival.get(day, 0)} "
+        raise DataQualityError(f"empty input: {raw_day_url} holds {rows_by_arrival.get(day, 0)} "
                                f"rows, fewer than the minimum of {options.min_rows}")
 
     kept = keep_first_copies(raw).withColumn("dt", utc_date("ts")).cache()
@@ -160,7 +164,7 @@ def run(spark: SparkSession, lake: Path, day: date, options: EtlOptions = EtlOpt
     rewritten = window_days(day, options.lookback_days + 1)
     kept_by_day = {row["dt"]: row["count"] for row in kept.groupBy("dt").count().collect()}
 
-    movies = spark.read.parquet(str(lake / MOVIES))
+    movies = read_reference(spark, lake, MOVIES)
     curated = (
         kept.filter(F.col("dt").between(F.lit(rewritten[0]), F.lit(day)))
         .join(F.broadcast(movies), on="item_id", how="left")

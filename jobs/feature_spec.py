@@ -14,12 +14,11 @@ batch prediction (no Spark or TensorFlow import here, so light consumers can rea
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from pathlib import Path
 
-from lakeloop.lake import partition_path
+from lakeloop.lake import Lake, as_lake, partition_path
 
 FEATURES = "features"
 TRAIN = "train"
@@ -65,7 +64,8 @@ class FeatureSpec:
 
 
 def feature_partition(lake: Path, day: date) -> Path:
-    """The directory of day D's feature partition."""
+    """The directory of day D's feature partition on a local lake (readers of a `Lake` take its manifest's files:
+    `Lake.partition_files(FEATURES, day, table)`)."""
     return partition_path(lake, FEATURES, day)
 
 
@@ -74,14 +74,16 @@ def feature_table_path(lake: Path, day: date, table: str) -> Path:
     return feature_partition(lake, day) / table
 
 
-def read_feature_manifest(lake: Path, day: date) -> dict:
+def read_feature_manifest(lake: Lake | Path, day: date) -> dict:
     """The manifest of the day's feature partition, naming the upstream task when it is missing."""
-    path = feature_partition(lake, day) / MANIFEST
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist: run spark_features for {day} first")
-    return json.loads(path.read_text())
+    lake = as_lake(lake)
+    manifest = lake.read_manifest(FEATURES, day)
+    if manifest is None:
+        raise FileNotFoundError(f"{lake.spark_uri(lake.partition(FEATURES, day))}/{MANIFEST} does not exist: "
+                                f"run spark_features for {day} first")
+    return manifest
 
 
-def read_feature_spec(lake: Path, day: date) -> FeatureSpec:
+def read_feature_spec(lake: Lake | Path, day: date) -> FeatureSpec:
     """The `FeatureSpec` of the day's feature partition."""
     return FeatureSpec.from_json(read_feature_manifest(lake, day)["spec"])

@@ -26,7 +26,7 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.window import WindowSpec
 
-from jobs.common import existing_partition_days, read_partitions, run_day_job, write_partition
+from jobs.common import existing_partition_days, read_partitions, read_table, run_day_job, write_partition
 from jobs.feature_spec import (
     EVAL,
     FEATURE_COLUMNS,
@@ -41,10 +41,9 @@ from jobs.feature_spec import (
     USER_VOCAB,
     YEAR_BUCKETS,
     FeatureSpec,
-    feature_table_path,
     read_feature_spec,
 )
-from lakeloop.lake import window_days
+from lakeloop.lake import Lake, as_lake, window_days
 
 CURATED = "curated/ratings"
 EXAMPLE_COLUMNS = ["event_id", "user_id", "item_id", "ts", *FEATURE_COLUMNS, LABEL]
@@ -175,7 +174,7 @@ def build_features(ratings: DataFrame, min_count: int = 1) -> FeatureTables:
     )
 
 
-def write_features(tables: FeatureTables, lake: Path, day: date, details: dict) -> dict:
+def write_features(tables: FeatureTables, lake: Lake, day: date, details: dict) -> dict:
     """Write the day's feature partition atomically; return its manifest (counts, `details`, spec)."""
     counts = {"train": {}, "eval": {}}
     for name, frame in (("train", tables.train), ("eval", tables.eval)):
@@ -193,13 +192,15 @@ def write_features(tables: FeatureTables, lake: Path, day: date, details: dict) 
     return manifest
 
 
-def serving_inputs(spark: SparkSession, lake: Path, day: date, pairs: DataFrame,
+def serving_inputs(spark: SparkSession, lake: Lake | Path, day: date, pairs: DataFrame,
                    model_day: date | None = None) -> DataFrame:
     """Model inputs for (user, item) pairs with catalog `year`/`genres`: history statistics as of the end of
     the day's window, and the vocabularies and prior of the partition the model was trained on (`model_day`,
     by default the same day: a champion kept from an earlier day still needs its own indices)."""
+    lake = as_lake(lake)
+
     def table(table_day: date, name: str) -> DataFrame:
-        return spark.read.parquet(str(feature_table_path(lake, table_day, name)))
+        return read_table(spark, lake, FEATURES, table_day, name)
 
     model_day = model_day or day
     with_history = (pairs.join(table(day, USER_HISTORY), "user_id", "left")
@@ -208,8 +209,9 @@ def serving_inputs(spark: SparkSession, lake: Path, day: date, pairs: DataFrame,
                             read_feature_spec(lake, model_day).prior_mean)
 
 
-def run(spark: SparkSession, lake: Path, day: date, options: FeatureOptions = FeatureOptions()) -> dict:
+def run(spark: SparkSession, lake: Lake | Path, day: date, options: FeatureOptions = FeatureOptions()) -> dict:
     """Build the day's feature partition from the window's curated ratings; return its manifest."""
+    lake = as_lake(lake)
     days = existing_partition_days(lake, CURATED, window_days(day, options.window_days))
     curated = read_partitions(spark, lake, CURATED, days or [day]).drop("dt").cache()
     ratings, cutoff = time_split(curated, options.eval_fraction)

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from datetime import date
 
-from jobs.common import lake_path
-from jobs.feature_spec import FEATURE_COLUMNS, LABEL, TRAIN, FeatureSpec, feature_table_path, read_feature_spec
+from jobs.common import read_table, use_lake
+from jobs.feature_spec import FEATURE_COLUMNS, FEATURES, LABEL, TRAIN, FeatureSpec, read_feature_spec
 from jobs.fm_model import FMHyperParameters
+from lakeloop.lake import Lake
 from tfspark import TFSparkTrainer, TrainContext
 
 
@@ -112,7 +113,7 @@ class FMTrainer(TFSparkTrainer):
 
     def __init__(self, **kwargs: str) -> None:
         super().__init__(**kwargs)
-        self.lake = lake_path(kwargs.pop("lake"))
+        self.lake_url = kwargs.pop("lake")
         self.day = date.fromisoformat(kwargs.pop("day"))
         self.hparams = FMHyperParameters.from_args(kwargs)
         self.batch_size = self.hparams.batch_size
@@ -121,10 +122,12 @@ class FMTrainer(TFSparkTrainer):
         self.spec: FeatureSpec | None = None
 
     def pre_train(self, spark):
-        """The partition's training examples (model inputs and label); keeps its spec for `train`."""
-        self.spec = read_feature_spec(self.lake, self.day)
-        return spark.read.parquet(str(feature_table_path(self.lake, self.day, TRAIN))).select(*FEATURE_COLUMNS,
-                                                                                               LABEL)
+        """The partition's training examples (model inputs and label): a plain scan of the files its manifest
+        names, which tfspark's direct Parquet path reads; keeps the partition's spec for `train`."""
+        lake = Lake.from_url(self.lake_url)
+        use_lake(spark, lake)
+        self.spec = read_feature_spec(lake, self.day)
+        return read_table(spark, lake, FEATURES, self.day, TRAIN).select(*FEATURE_COLUMNS, LABEL)
 
     def train(self, dataset, ctx: TrainContext) -> dict:
         """Fit the FM with the runtime's distributed loop, then save it for evaluation."""

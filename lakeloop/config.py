@@ -32,7 +32,7 @@ class Settings:
 
     @property
     def lake_path(self) -> Path:
-        """The lake root as a local path, for the steps that need one (the Spark jobs, evaluation)."""
+        """The lake root as a local path, for the steps that need one (evaluation, registration, the replay)."""
         return lake_url_to_path(self.lake_url)
 
     @property
@@ -57,10 +57,44 @@ def lake_url_to_path(url: str) -> Path:
     if parsed.scheme in ("", "file"):
         return Path(parsed.path if parsed.scheme else url).resolve()
     raise ValueError(
-        f"LAKELOOP_LAKE_URL={url!r}: this step needs a lake on a file system (file://). Ingestion, TF-on-Spark "
-        "checkpoints and models, and the predictions' commit work on object stores; the Spark jobs (ETL, features, "
-        "batch prediction's reads) and evaluation do not yet: they would need Spark's s3a connector (hadoop-aws and "
-        "the AWS SDK bundle jars, not part of pyspark) and manifest-aware reads. See README, 'The lake on S3'.")
+        f"LAKELOOP_LAKE_URL={url!r}: this step needs a lake on a file system (file://). Ingestion, the Spark jobs "
+        "(ETL, features, the trainer's read, batch prediction; Spark through s3a), TF-on-Spark checkpoints and models "
+        "and the predictions' commit work on object stores; evaluation, registration and the replay's catalog do not "
+        "yet. See README, 'The lake on S3'.")
+
+
+S3A_CREDENTIALS = "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider"
+S3A_SESSION_CREDENTIALS = "org.apache.hadoop.fs.s3a.TemporaryAWSCredentialsProvider"
+
+
+def s3a_settings(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The Hadoop settings Spark's s3a connector needs to reach the lake's S3, from the standard AWS variables
+    that pyarrow (ingestion, manifests) reads too, so both sides reach the same store with the same identity.
+
+    `AWS_ENDPOINT_URL_S3` (or `AWS_ENDPOINT_URL`) → the endpoint, with path-style access (MinIO, other S3
+    servers); `AWS_REGION` (or `AWS_DEFAULT_REGION`) → the region; `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`
+    (and `AWS_SESSION_TOKEN`) → the keys and the provider that takes them from the settings, which reach the
+    executors with the job (Spark redacts them in its UI). Without keys s3a keeps its default provider chain
+    (instance or container roles).
+    """
+    env = os.environ if environ is None else environ
+    settings: dict[str, str] = {}
+    endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        settings["fs.s3a.endpoint"] = endpoint
+        settings["fs.s3a.path.style.access"] = "true"
+        settings["fs.s3a.connection.ssl.enabled"] = str(urlparse(endpoint).scheme != "http").lower()
+    region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+    if region:
+        settings["fs.s3a.endpoint.region"] = region
+    if env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY"):
+        settings["fs.s3a.access.key"] = env["AWS_ACCESS_KEY_ID"]
+        settings["fs.s3a.secret.key"] = env["AWS_SECRET_ACCESS_KEY"]
+        settings["fs.s3a.aws.credentials.provider"] = S3A_CREDENTIALS
+        if env.get("AWS_SESSION_TOKEN"):
+            settings["fs.s3a.session.token"] = env["AWS_SESSION_TOKEN"]
+            settings["fs.s3a.aws.credentials.provider"] = S3A_SESSION_CREDENTIALS
+    return settings
 
 
 def load_settings(environ: dict[str, str] | None = None) -> Settings:

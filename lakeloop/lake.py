@@ -97,32 +97,37 @@ class Lake:
     partition is committed by one PUT of `dt=D/_manifest.json` naming them. Readers take the manifest's file
     list (`partition_files`), so files of a killed or superseded attempt are never read; superseded attempts
     are deleted after the commit (a reader still listing them at that moment fails and must retry).
+    `manifest_commits` says which protocol the lake uses: always on object stores; on a local directory only
+    when asked for (tests run the object-store protocol through real Spark that way, without S3).
     """
 
     url: str
     filesystem: pafs.FileSystem
     root: str
+    manifest_commits: bool
 
     @classmethod
-    def from_url(cls, url: str) -> Lake:
+    def from_url(cls, url: str, manifest_commits: bool = False) -> Lake:
         """The lake at `url`: a path, `file://`, or any URL pyarrow knows (`s3://bucket/prefix`, `gs://`, ...).
 
         S3 credentials, region and endpoint come from the standard AWS variables (`AWS_ACCESS_KEY_ID`,
         `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT_URL_S3` for MinIO or another S3 server).
+        A local lake commits by rename unless `manifest_commits`; other lakes always commit by manifest.
         """
         parsed = urlparse(url)
         if parsed.scheme in ("", "file"):
             local = Path(parsed.path if parsed.scheme else url).resolve()
-            return cls(url=local.as_uri(), filesystem=pafs.LocalFileSystem(), root=str(local))
+            return cls(url=local.as_uri(), filesystem=pafs.LocalFileSystem(), root=str(local),
+                       manifest_commits=manifest_commits)
         filesystem, root = pafs.FileSystem.from_uri(url)
-        return cls(url=url.rstrip("/"), filesystem=filesystem, root=root.rstrip("/"))
+        return cls(url=url.rstrip("/"), filesystem=filesystem, root=root.rstrip("/"), manifest_commits=True)
 
     def __str__(self) -> str:
         return self.url
 
     @property
     def is_local(self) -> bool:
-        """Whether the lake is a local directory (committed by rename) rather than an object store."""
+        """Whether the lake is a local directory rather than an object store."""
         return isinstance(self.filesystem, pafs.LocalFileSystem)
 
     def path(self, *parts: str) -> str:
@@ -138,6 +143,13 @@ class Lake:
         if self.is_local:
             return Path(path).as_uri()
         return f"{urlparse(self.url).scheme}://{path}"
+
+    def spark_uri(self, path: str) -> str:
+        """The URI Spark (Hadoop) reads and writes a path of the lake by: `file:///...`, `s3a://bucket/...` for S3
+        (Hadoop's S3 connector), the lake's own scheme otherwise (`gs://`, `hdfs://`...). Not percent-encoded:
+        Hadoop takes the characters as they are (`dt=...` would otherwise become a directory `dt%3D...`)."""
+        scheme = "file" if self.is_local else urlparse(self.url).scheme
+        return f"{'s3a' if scheme == 's3' else scheme}://{path}"
 
     def read_json(self, path: str) -> dict[str, Any] | None:
         """A JSON document of the lake, or None if it does not exist."""
@@ -161,20 +173,46 @@ class Lake:
         """The `_manifest.json` of a committed partition, or None if the day has no committed partition."""
         return self.read_json(f"{self.partition(dataset, day)}/{MANIFEST_NAME}")
 
-    def partition_files(self, dataset: str, day: date) -> list[str]:
-        """The data files of the day's committed partition (paths on the lake's filesystem); [] if none."""
-        manifest = self.read_manifest(dataset, day)
-        if manifest is None:
-            return []
-        partition = self.partition(dataset, day)
-        return [f"{partition}/{entry['name']}" for entry in manifest["files"]]
+    def has_partition(self, dataset: str, day: date) -> bool:
+        """Whether the day's partition of `dataset` is committed: its manifest is published, or (on a lake that
+        commits by rename) its directory exists."""
+        if self.read_manifest(dataset, day) is not None:
+            return True
+        return not self.manifest_commits and Path(self.partition(dataset, day)).is_dir()
 
-    def read_partition(self, dataset: str, day: date) -> pa.Table | None:
-        """The rows of the day's committed partition (exactly the files its manifest names), or None if none."""
-        files = self.partition_files(dataset, day)
+    def partition_files(self, dataset: str, day: date, table: str = "") -> list[str]:
+        """The data files of the day's committed partition (paths on the lake's filesystem); [] if none.
+
+        `table` keeps the files of one subdirectory of the partition (e.g. `train`, `_vocab/users` of a feature
+        partition). The manifest's list is authoritative; a partition committed by rename without a file list
+        (written before manifests listed files, or by hand) falls back to the Parquet files of its directory.
+        """
+        partition = self.partition(dataset, day)
+        manifest = self.read_manifest(dataset, day)
+        if manifest is not None and "files" in manifest:
+            names = [entry["name"] for entry in manifest["files"]]
+        elif not self.manifest_commits and Path(partition).is_dir():
+            names = [entry["name"] for entry in self._parquet_files(partition)]
+        else:
+            return []
+        prefix = f"{table.strip('/')}/" if table else ""
+        return [f"{partition}/{name}" for name in names if _inside_attempt(name).startswith(prefix)]
+
+    def read_partition(self, dataset: str, day: date, table: str = "") -> pa.Table | None:
+        """The rows of the day's committed partition, or of its `table` subdirectory (exactly the files its manifest
+        names), or None if none."""
+        files = self.partition_files(dataset, day, table)
         if not files:
             return None
         return pq.ParquetDataset(files, filesystem=self.filesystem, partitioning=None).read()
+
+    def move_files(self, source: str, target: str) -> None:
+        """Move the Parquet files under `source` to the same relative paths under `target` (local disk: a rename
+        each; object stores: a server-side copy each, so the data does not pass through this process)."""
+        for entry in self._parquet_files(source):
+            destination = f"{target}/{entry['name']}"
+            self.filesystem.create_dir(destination.rsplit("/", 1)[0], recursive=True)
+            self.filesystem.move(entry["path"], destination)
 
     @contextmanager
     def staged_partition(self, dataset: str, day: date) -> Iterator[StagedPartition]:
@@ -184,7 +222,7 @@ class Lake:
         `staged.manifest`; the commit adds the list of files and their rows under `"files"`.
         """
         final = self.partition(dataset, day)
-        if self.is_local:
+        if not self.manifest_commits:
             _remove_leftovers_of(Path(final))
             with atomic_partition(Path(final)) as directory:
                 staged = StagedPartition(directory=str(directory), manifest={})
@@ -194,6 +232,8 @@ class Lake:
             return
         attempt = f"{ATTEMPT_PREFIX}{uuid.uuid4().hex}"
         staged = StagedPartition(directory=f"{final}/{attempt}", manifest={})
+        if self.is_local:  # object stores have no directories; a local one must exist before files go in
+            self.filesystem.create_dir(staged.directory, recursive=True)
         try:
             yield staged
         except BaseException:
@@ -207,11 +247,16 @@ class Lake:
         self.write_json(f"{final}/{MANIFEST_NAME}", staged.manifest)
         self._delete_superseded(final, keep=attempt)
 
-    def _files_with_rows(self, directory: str) -> list[dict[str, Any]]:
+    def _parquet_files(self, directory: str) -> list[dict[str, Any]]:
+        """The Parquet files under `directory` (names relative to it), leaving out hidden files (`.name`)."""
         infos = self.filesystem.get_file_info(pafs.FileSelector(directory, recursive=True))
-        files = sorted(info.path for info in infos if info.is_file and info.path.endswith(".parquet"))
-        return [{"name": path[len(directory) + 1:],
-                 "rows": pq.ParquetFile(path, filesystem=self.filesystem).metadata.num_rows} for path in files]
+        return [{"name": info.path[len(directory) + 1:], "path": info.path} for info in infos
+                if info.is_file and info.path.endswith(".parquet") and not info.base_name.startswith(".")]
+
+    def _files_with_rows(self, directory: str) -> list[dict[str, Any]]:
+        return [{"name": entry["name"],
+                 "rows": pq.ParquetFile(entry["path"], filesystem=self.filesystem).metadata.num_rows}
+                for entry in sorted(self._parquet_files(directory), key=lambda entry: entry["name"])]
 
     def _delete_superseded(self, partition: str, keep: str) -> None:
         for info in self.filesystem.get_file_info(pafs.FileSelector(partition)):
@@ -221,6 +266,11 @@ class Lake:
                     self.filesystem.delete_dir(info.path)
                 else:
                     self.filesystem.delete_file(info.path)
+
+
+def _inside_attempt(name: str) -> str:
+    """A manifest file name relative to its attempt directory (names of rename-committed partitions have none)."""
+    return name.split("/", 1)[1] if name.startswith(ATTEMPT_PREFIX) else name
 
 
 def as_lake(location: Lake | Path | str) -> Lake:

@@ -1,18 +1,27 @@
-"""Atomic partition writes shared by the Spark jobs: a write that fails midway leaves the live data as it was."""
+"""Atomic partition writes shared by the Spark jobs, on both commit protocols (rename, manifest): a write that fails
+midway leaves the live data as it was, and readers take exactly the committed files."""
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, date, datetime
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from pyarrow import fs as pafs
 from pyspark.sql import functions as F
 
-from jobs.common import utc_date, write_day_partitions, write_partition
-from lakeloop.lake import partition_path
+from jobs.common import read_partitions, read_table, use_lake, utc_date, write_day_partitions, write_partition
+from lakeloop.config import s3a_settings
+from lakeloop.lake import ATTEMPT_PREFIX, MANIFEST_NAME, Lake
 
 DAY = date(2026, 11, 20)
+
+
+@pytest.fixture(params=["rename", "manifest"])
+def any_lake(request, lake) -> Lake:
+    """A local lake committing by rename, and one committing by manifest as on object stores."""
+    return Lake.from_url(str(lake), manifest_commits=request.param == "manifest")
 
 
 def fails_on_the_last_row(frame):
@@ -20,34 +29,89 @@ def fails_on_the_last_row(frame):
     return frame.withColumn("n", F.when(F.col("n") == 3, F.raise_error(F.lit("disk full"))).otherwise(F.col("n")))
 
 
-def test_a_failed_partition_write_leaves_the_live_partition_and_no_leftovers(spark, lake):
+def values(spark, lake: Lake, dataset: str, day: date, table: str = "") -> list[int]:
+    return sorted(row["n"] for row in read_table(spark, lake, dataset, day, table).collect())
+
+
+def listing(lake: Lake, directory: str) -> list[str]:
+    """The names in a directory of the lake, attempt ids replaced by `_attempt-*`."""
+    infos = lake.filesystem.get_file_info(pafs.FileSelector(lake.path(directory)))
+    return sorted(f"{ATTEMPT_PREFIX}*" if info.base_name.startswith(ATTEMPT_PREFIX) else info.base_name
+                  for info in infos)
+
+
+def test_a_failed_partition_write_leaves_the_live_partition_and_no_leftovers(spark, any_lake):
     frame = spark.createDataFrame([(1,), (2,), (3,)], "n long")
-    write_partition({"train": frame, "eval": frame.limit(1)}, lake, "things", DAY, {"rows": 3})
+    write_partition({"train": frame, "eval": frame.limit(1)}, any_lake, "things", DAY, {"rows": 3})
 
     with pytest.raises(Exception, match="disk full"):
-        write_partition({"train": frame.limit(1), "eval": fails_on_the_last_row(frame)}, lake, "things", DAY,
+        write_partition({"train": frame.limit(1), "eval": fails_on_the_last_row(frame)}, any_lake, "things", DAY,
                         {"rows": 1})
 
-    live = partition_path(lake, "things", DAY)
-    assert sorted(pq.read_table(live / "train")["n"].to_pylist()) == [1, 2, 3]
-    assert json.loads((live / "_manifest.json").read_text()) == {"rows": 3}
-    assert [path.name for path in (lake / "things").iterdir()] == [live.name]
+    assert values(spark, any_lake, "things", DAY, "train") == [1, 2, 3]
+    assert values(spark, any_lake, "things", DAY, "eval") == [1]
+    manifest = any_lake.read_manifest("things", DAY)
+    assert manifest["rows"] == 3 and sum(entry["rows"] for entry in manifest["files"]) == 4
+    assert listing(any_lake, "things") == ["dt=2026-11-20"]
+    if any_lake.manifest_commits:
+        assert listing(any_lake, "things/dt=2026-11-20") == [f"{ATTEMPT_PREFIX}*", MANIFEST_NAME]
 
 
-def test_day_partitions_are_written_by_event_day_and_swapped_in_whole(spark, lake):
+def test_day_partitions_are_written_by_event_day_and_committed_whole(spark, any_lake):
     midnight = int(datetime(2026, 11, 20, tzinfo=UTC).timestamp() * 1000)
     events = spark.createDataFrame([(1, midnight - 1), (2, midnight), (3, midnight + 43_200_000)], "n long, ms long")
     frame = events.withColumn("ts", F.timestamp_millis("ms")).withColumn("dt", utc_date("ts")).drop("ms", "ts")
     earlier = date(2026, 11, 19)
     manifests = {earlier: {"rows": 1}, DAY: {"rows": 2}, date(2026, 11, 18): {"rows": 0}}
-    written = write_day_partitions(frame, lake, "events", manifests)
+    written = write_day_partitions(frame, any_lake, "events", manifests)
 
-    assert written == [partition_path(lake, "events", earlier), partition_path(lake, "events", DAY)]
-    assert pq.read_table(written[0])["n"].to_pylist() == [1]
-    assert sorted(pq.read_table(written[1])["n"].to_pylist()) == [2, 3]
-    assert json.loads((written[1] / "_manifest.json").read_text()) == {"rows": 2}
+    assert written == [any_lake.uri(any_lake.partition("events", day)) for day in (earlier, DAY)]
+    assert values(spark, any_lake, "events", earlier) == [1] and values(spark, any_lake, "events", DAY) == [2, 3]
+    assert any_lake.read_manifest("events", DAY)["rows"] == 2
+    both = read_partitions(spark, any_lake, "events", [date(2026, 11, 18), earlier, DAY])
+    assert sorted((row["dt"], row["n"]) for row in both.collect()) == [(earlier, 1), (DAY, 2), (DAY, 3)]
 
     with pytest.raises(Exception, match="disk full"):
-        write_day_partitions(fails_on_the_last_row(frame), lake, "events", manifests)
-    assert sorted(pq.read_table(written[1])["n"].to_pylist()) == [2, 3]
-    assert sorted(path.name for path in (lake / "events").iterdir()) == ["dt=2026-11-19", "dt=2026-11-20"]
+        write_day_partitions(fails_on_the_last_row(frame), any_lake, "events", manifests)
+    assert values(spark, any_lake, "events", DAY) == [2, 3]
+    assert listing(any_lake, "events") == ["dt=2026-11-19", "dt=2026-11-20"]
+
+
+def test_a_killed_attempt_is_never_read_and_a_rerun_supersedes_it(spark, lake):
+    manifest_lake = Lake.from_url(str(lake), manifest_commits=True)
+    frame = spark.createDataFrame([(1, DAY), (2, DAY)], "n long, dt date")
+    write_day_partitions(frame, manifest_lake, "events", {DAY: {"rows": 2}})
+    killed = f"{manifest_lake.partition('events', DAY)}/{ATTEMPT_PREFIX}killed"
+    manifest_lake.filesystem.create_dir(killed)
+    pq.write_table(pa.table({"n": pa.array([99], pa.int64())}), f"{killed}/part-0.parquet",
+                   filesystem=manifest_lake.filesystem)
+
+    assert values(spark, manifest_lake, "events", DAY) == [1, 2]
+    write_day_partitions(frame, manifest_lake, "events", {DAY: {"rows": 2}})
+    assert values(spark, manifest_lake, "events", DAY) == [1, 2]
+    assert listing(manifest_lake, "events/dt=2026-11-20") == [f"{ATTEMPT_PREFIX}*", MANIFEST_NAME]
+    assert not manifest_lake.filesystem.get_file_info(killed).type == pafs.FileType.Directory
+
+
+def test_s3_lakes_get_the_s3a_settings_from_the_aws_variables(spark, lake, monkeypatch):
+    environ = {"AWS_ENDPOINT_URL_S3": "http://127.0.0.1:9000", "AWS_REGION": "eu-west-1",
+               "AWS_ACCESS_KEY_ID": "lakeloop", "AWS_SECRET_ACCESS_KEY": "not-a-secret"}
+    assert s3a_settings(environ) == {
+        "fs.s3a.endpoint": "http://127.0.0.1:9000", "fs.s3a.path.style.access": "true",
+        "fs.s3a.connection.ssl.enabled": "false", "fs.s3a.endpoint.region": "eu-west-1",
+        "fs.s3a.access.key": "lakeloop", "fs.s3a.secret.key": "not-a-secret",
+        "fs.s3a.aws.credentials.provider": "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider"}
+    assert s3a_settings({}) == {}
+
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    use_lake(spark, Lake.from_url(str(lake)))
+    assert spark.conf.get("fs.s3a.endpoint", None) is None
+    s3_lake = Lake.from_url("s3://bucket/prefix")
+    assert s3_lake.spark_uri(s3_lake.partition("raw/ratings", DAY)) == "s3a://bucket/prefix/raw/ratings/dt=2026-11-20"
+    try:
+        use_lake(spark, s3_lake)
+        assert {key: spark.conf.get(key) for key in s3a_settings()} == s3a_settings()
+    finally:
+        for key in s3a_settings():
+            spark.conf.unset(key)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import shutil
 from datetime import date
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 import pandas as pd
@@ -17,17 +19,19 @@ from jobs import etl, features
 from jobs.feature_spec import (
     EVAL,
     FEATURE_COLUMNS,
+    FEATURES,
     GENRES,
     HISTORY_COLUMNS,
     OOV_INDEX,
     TRAIN,
+    USER_HISTORY,
     USER_VOCAB,
     feature_table_path,
     read_feature_manifest,
     read_feature_spec,
 )
 from lakeloop.ingest import RATINGS_SCHEMA
-from lakeloop.lake import partition_path
+from lakeloop.lake import Lake, partition_path
 from lakeloop.movielens import MovieLens
 from lakeloop.replay import build_events, write_catalog
 
@@ -74,9 +78,9 @@ def eval_changed(spark, built, tmp_path_factory):
     changed = tmp_path_factory.mktemp("changed") / "lake"
     shutil.copytree(lake, changed)
     cutoff = pd.Timestamp(manifest["eval_cutoff"])
+    changed_lake = Lake.from_url(str(changed))
     for day in (DAY1, DAY2):
-        path = partition_path(changed, etl.CURATED, day)
-        rows = pq.read_table(path)
+        rows = changed_lake.read_partition(etl.CURATED, day)
         is_eval = pc.greater_equal(rows["ts"], pa.scalar(cutoff, rows["ts"].type))
         new_user = pc.and_(is_eval, pc.equal(pc.bit_wise_and(pc.cast(rows["item_id"], pa.int64()), 1), 1))
         rows = rows.set_column(rows.schema.get_field_index("rating"), "rating",
@@ -84,9 +88,8 @@ def eval_changed(spark, built, tmp_path_factory):
         rows = rows.set_column(rows.schema.get_field_index("user_id"), "user_id",
                                pc.if_else(new_user, pc.binary_join_element_wise("new", rows["user_id"], "-"),
                                           rows["user_id"]))
-        for part in path.glob("*.parquet"):
-            part.unlink()
-        pq.write_table(rows, path / "part-0.parquet")
+        with changed_lake.staged_partition(etl.CURATED, day) as staged:
+            pq.write_table(rows, f"{staged.directory}/part-0.parquet")
     return changed, features.run(spark, changed, DAY2, OPTIONS)
 
 
@@ -162,6 +165,54 @@ def test_unknown_ids_take_the_oov_index_and_the_prior(spark, eval_changed):
 def test_a_rerun_gives_the_same_partition(spark, built):
     lake, manifest = built
     before = {name: table(lake, name) for name in (TRAIN, EVAL)}
-    assert features.run(spark, lake, DAY2, OPTIONS) == manifest == read_feature_manifest(lake, DAY2)
+    assert features.run(spark, lake, DAY2, OPTIONS) == manifest
+    on_disk = read_feature_manifest(lake, DAY2)
+    assert {key: value for key, value in on_disk.items() if key != "files"} == manifest
+
     for name, rows in before.items():
         assert table(lake, name).equals(rows), name
+
+
+def test_on_a_lake_committed_by_manifest_the_jobs_read_only_committed_files(spark, built, tmp_path):
+    """ETL and features on a local lake committed as on object stores: files of a killed attempt lying in the raw,
+    curated and feature partitions are never read (by ETL, features, the trainer, batch prediction), and a rerun
+    supersedes the previous attempt with the same rows."""
+    from jobs.batch_predict import candidate_inputs
+    from jobs.fm_trainer import FMTrainer
+    from tfspark.parquet_direct import parquet_scan
+
+    by_rename, manifest = built
+    lake = Lake.from_url(str(tmp_path / "lake"), manifest_commits=True)
+    shutil.copytree(by_rename / "reference", tmp_path / "lake" / "reference")
+    for day in (DAY1, DAY2):
+        with lake.staged_partition(etl.RAW, day) as staged:
+            shutil.copy(partition_path(by_rename, etl.RAW, day) / "part-0.parquet", staged.directory)
+
+    def kill_an_attempt(dataset: str, rows: pa.Table, column: str, table: str = "") -> None:
+        """Leave a killed writer's files in the day's partition: its rows with `column` prefixed `ghost-`."""
+        killed = Path(lake.partition(dataset, DAY2)) / "_attempt-killed" / table
+        killed.mkdir(parents=True)
+        ghosts = pc.binary_join_element_wise("ghost", rows[column], "-")
+        pq.write_table(rows.set_column(rows.schema.get_field_index(column), column, ghosts), killed / "part-0.parquet")
+
+    kill_an_attempt(etl.RAW, lake.read_partition(etl.RAW, DAY2), "event_id")
+    etl.run(spark, lake, DAY2)  # its lookback rewrites DAY1 too, with DAY1's final rows
+    assert lake.read_manifest(etl.CURATED, DAY1)["files"][0]["name"].startswith("_attempt-")
+    kill_an_attempt(etl.CURATED, lake.read_partition(etl.CURATED, DAY2), "user_id")
+    assert features.run(spark, lake, DAY2, OPTIONS) == manifest
+
+    users = table(by_rename, USER_HISTORY)
+    kill_an_attempt(FEATURES, users, "user_id", USER_HISTORY)
+    candidates = candidate_inputs(spark, lake, DAY2, DAY2).select("user_id").distinct().collect()
+    assert sorted(row["user_id"] for row in candidates) == sorted(users["user_id"].to_pylist())
+    train_files = lake.partition_files(FEATURES, DAY2, TRAIN)
+    trainer_scan = parquet_scan(FMTrainer(lake=lake.url, day=str(DAY2)).pre_train(spark))
+    assert sorted(urlsplit(uri).path for uri in trainer_scan.files) == sorted(train_files)
+
+    assert features.run(spark, lake, DAY2, OPTIONS) == manifest
+    assert lake.partition_files(FEATURES, DAY2, TRAIN) != train_files
+    for name in (TRAIN, EVAL, USER_VOCAB):
+        rows = lake.read_partition(FEATURES, DAY2, name)
+        assert rows.sort_by(rows.schema.names[0]).equals(table(by_rename, name)), name
+    names = sorted(path.name for path in Path(lake.partition(FEATURES, DAY2)).iterdir())
+    assert len(names) == 2 and names[0].startswith("_attempt-") and names[1] == "_manifest.json"

@@ -111,3 +111,36 @@ def test_a_write_that_fails_before_any_file_keeps_the_original_error(any_lake):
     with pytest.raises(RuntimeError, match="no file yet"), any_lake.staged_partition("predictions", date(2026, 1, 1)):
         raise RuntimeError("no file yet")
     assert any_lake.read_manifest("predictions", date(2026, 1, 1)) is None
+
+
+def test_the_files_of_one_table_are_moved_in_and_listed_from_the_manifest(any_lake):
+    day = date(2026, 11, 20)
+    incoming = any_lake.path("incoming")
+    for table, rows in (("train", [1, 2]), ("_vocab/users", [3])):
+        any_lake.filesystem.create_dir(f"{incoming}/{table}")
+        write_table(any_lake, f"{incoming}/{table}", rows)
+    with any_lake.staged_partition("features", day) as staged:
+        any_lake.move_files(incoming, staged.directory)
+
+    train = any_lake.partition_files("features", day, "train")
+    assert [path.rsplit("/", 2)[-2:] for path in train] == [["train", "part-0.parquet"]]
+    assert pq.read_table(train[0], filesystem=any_lake.filesystem)["value"].to_pylist() == [1, 2]
+    assert len(any_lake.partition_files("features", day, "_vocab/users")) == 1
+    assert any_lake.partition_files("features", day, "eval") == []
+    assert len(any_lake.partition_files("features", day)) == 2
+    remaining = any_lake.filesystem.get_file_info(pafs.FileSelector(incoming, recursive=True, allow_not_found=True))
+    assert not [info for info in remaining if info.is_file]
+    scheme = "file" if any_lake.is_local else "s3a"
+    assert any_lake.spark_uri(train[0]) == f"{scheme}://{train[0]}"
+
+
+def test_a_partition_without_a_file_list_is_read_from_its_directory_only_when_committed_by_rename(lake):
+    day = date(2026, 11, 20)
+    final = partition_path(lake, "raw/ratings", day)
+    final.mkdir(parents=True)
+    pq.write_table(pa.table({"value": [1]}), final / "part-0.parquet")
+    by_rename, by_manifest = Lake.from_url(str(lake)), Lake.from_url(str(lake), manifest_commits=True)
+    assert by_rename.has_partition("raw/ratings", day)
+    assert by_rename.partition_files("raw/ratings", day) == [str(final / "part-0.parquet")]
+    assert not by_manifest.has_partition("raw/ratings", day)
+    assert by_manifest.partition_files("raw/ratings", day) == []
