@@ -11,7 +11,7 @@ of Spark's `maxRecordsPerBatch`, into the same cache and feed as the Spark path.
 
 `plan_parquet_feed` raises `DirectPathUnavailable`, saying why, for anything else; the runtime then takes
 the Spark path. Files are opened with `pyarrow.fs.FileSystem.from_uri`, so any filesystem pyarrow knows works
-(local, `s3://`, `gs://`, `hdfs://`...); a scheme it does not know (Hadoop's `s3a://`) falls back to Spark.
+(local, `s3://` — also as Hadoop's `s3a://` —, `gs://`, `hdfs://`...); a scheme it does not know falls back to Spark.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ PARQUET_DIRECT = "parquet-direct"
 SPARK_ARROW = "spark-arrow"
 PARQUET_DIRECT_CONF = "spark.tfspark.parquetDirect"
 _FOOTER_THREADS = 8
+HADOOP_SCHEMES = {"s3a": "s3", "s3n": "s3"}
 _LOGICAL_RELATION = "org.apache.spark.sql.execution.datasources.LogicalRelation"
 _HADOOP_FS_RELATION = "org.apache.spark.sql.execution.datasources.HadoopFsRelation"
 _PARQUET_FORMAT = "org.apache.spark.sql.execution.datasources.parquet.ParquetFileFormat"
@@ -145,11 +146,15 @@ def _filesystem(root: str) -> tuple[pafs.FileSystem, str]:
 
 
 def resolve_uri(uri: str) -> tuple[pafs.FileSystem, str]:
-    """A file URI as Spark lists it → (pyarrow filesystem, path in it); one filesystem per scheme and host."""
+    """A file URI as Spark lists it → (pyarrow filesystem, path in it); one filesystem per scheme and host.
+
+    Hadoop's `s3a://` names the same objects as `s3://`, which pyarrow reads (credentials and endpoint from
+    the standard AWS variables, as the lake's)."""
     parts = urlsplit(uri)
     if not parts.scheme:
         return pafs.LocalFileSystem(), uri
-    filesystem, root = _filesystem(f"{parts.scheme}://{parts.netloc}/")
+    scheme = HADOOP_SCHEMES.get(parts.scheme, parts.scheme)
+    filesystem, root = _filesystem(f"{scheme}://{parts.netloc}/")
     return filesystem, f"{root.rstrip('/')}/{unquote(parts.path).lstrip('/')}"
 
 

@@ -16,6 +16,7 @@ from tfspark.parquet_direct import (
     ParquetScan,
     RowGroup,
     RowGroupSlice,
+    open_parquet,
     parquet_scan,
     plan_parquet_feed,
     plan_row_groups,
@@ -103,9 +104,21 @@ def test_the_switch_turns_the_direct_path_off(spark, lake):
 def test_file_uris_resolve_to_pyarrow_filesystems_and_unknown_schemes_fall_back():
     filesystem, path = resolve_uri("file:///lake/features/dt=2025-01-01/part%200.parquet")
     assert (filesystem.type_name, path) == ("local", "/lake/features/dt=2025-01-01/part 0.parquet")
-    hadoop_only = ParquetScan(("s3a://lake/features/part-0.parquet",), ("rating",))
-    with pytest.raises(DirectPathUnavailable, match="pyarrow cannot read s3a://lake"):
-        read_row_groups(hadoop_only, pa.schema([("rating", pa.float64())]))
+    unknown = ParquetScan(("viewfs://lake/features/part-0.parquet",), ("rating",))
+    with pytest.raises(DirectPathUnavailable, match="pyarrow cannot read viewfs://lake"):
+        read_row_groups(unknown, pa.schema([("rating", pa.float64())]))
+
+
+def test_spark_s3a_uris_are_read_from_s3_by_pyarrow(s3_lake):
+    path = s3_lake.path("features", "part-0.parquet")
+    pq.write_table(pa.table({"rating": [4.0, 3.5]}), path, filesystem=s3_lake.filesystem)
+    uri = s3_lake.spark_uri(path)
+    assert uri.startswith("s3a://")
+    scan = ParquetScan((uri,), ("rating",))
+    (group,) = read_row_groups(scan, pa.schema([("rating", pa.float64())]))
+    assert group.num_rows == 2
+    with open_parquet(uri) as parquet_file:
+        assert parquet_file.read().column("rating").to_pylist() == [4.0, 3.5]
 
 
 def test_row_groups_are_split_into_contiguous_shards_differing_by_one_row_at_most():
