@@ -43,12 +43,12 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     from lakeloop.replay import replay
 
     report = replay(load_movielens(args.dataset_dir or settings.dataset_dir), settings.kafka_bootstrap,
-                    settings.ratings_topic, settings.lake_path, args.days, args.end_date, force=args.force)
+                    settings.ratings_topic, settings.lake_url, args.days, args.end_date, force=args.force)
     verb = "published" if report.published else "already in the topic (not published again):"
     print(f"{verb} {report.total} events to topic {report.topic!r}:")
     for day, count in report.events_per_day.items():
         print(f"  {day}: {count}")
-    print(f"movie catalog: {report.catalog_path}")
+    print(f"movie catalog: {report.catalog_url}")
     return 0
 
 

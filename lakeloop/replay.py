@@ -18,11 +18,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from lakeloop.lake import atomic_partition
+from lakeloop.lake import Lake, as_lake
 from lakeloop.movielens import MovieLens
+from tfspark.storage import RemoteDirectory
 
 log = logging.getLogger(__name__)
 DAY_MS = 86_400_000
+CATALOG = "reference/movies"
+CATALOG_FILE = "movies.parquet"
 
 
 @dataclass(frozen=True)
@@ -31,7 +34,7 @@ class ReplayReport:
 
     topic: str
     events_per_day: dict[str, int]
-    catalog_path: Path
+    catalog_url: str
     published: bool = True
 
     @property
@@ -65,12 +68,19 @@ def build_events(movielens: MovieLens, days: int, end_day: date) -> pa.Table:
     return events.sort_by([("ts", "ascending"), ("event_id", "ascending")])
 
 
-def write_catalog(movielens: MovieLens, lake: Path) -> Path:
-    """Write the movie catalog to `<lake>/reference/movies/` (replacing it atomically)."""
-    final = lake / "reference" / "movies"
-    with atomic_partition(final) as staged:
-        pq.write_table(movielens.movies, staged / "movies.parquet")
-    return final
+def write_catalog(movielens: MovieLens, lake: Lake | Path | str) -> str:
+    """Write the movie catalog, a reference dataset read whole (`jobs.common.read_reference`), as the one file
+    `<lake>/reference/movies/movies.parquet`; return the dataset's URL.
+
+    The file is replaced atomically, so readers see the old catalog or the new one: one PUT on an object store,
+    written aside (a hidden name readers skip) and renamed over on local disk.
+    """
+    lake = as_lake(lake)
+    path = lake.path(CATALOG)
+    buffer = pa.BufferOutputStream()
+    pq.write_table(movielens.movies, buffer)
+    RemoteDirectory(lake.uri(path), lake.filesystem, path).write_bytes(CATALOG_FILE, buffer.getvalue().to_pybytes())
+    return lake.uri(path)
 
 
 def ensure_topic(bootstrap: str, topic: str, partitions: int = 3) -> None:
@@ -128,7 +138,7 @@ def publish_events(events: pa.Table, bootstrap: str, topic: str) -> None:
     producer.close()
 
 
-def replay(movielens: MovieLens, bootstrap: str, topic: str, lake: Path, days: int, end_day: date,
+def replay(movielens: MovieLens, bootstrap: str, topic: str, lake: Lake | Path | str, days: int, end_day: date,
            force: bool = False, events: pa.Table | None = None) -> ReplayReport:
     """Publish every rating to `topic` over the `days` days ending on `end_day`, and write the catalog.
 
@@ -153,4 +163,4 @@ def replay(movielens: MovieLens, bootstrap: str, topic: str, lake: Path, days: i
     counts = pc.value_counts(day_of)
     per_day = {str(item["values"]): item["counts"] for item in counts.to_pylist()}
     return ReplayReport(topic=topic, events_per_day=dict(sorted(per_day.items())),
-                        catalog_path=write_catalog(movielens, lake), published=not present or force)
+                        catalog_url=write_catalog(movielens, lake), published=not present or force)
