@@ -115,24 +115,33 @@ def random_split_features(spark: SparkSession, curated_lake: Path, lake: Path, d
     tables.release()
 
 
+SPARK_ARROW_BATCH_ROWS = 10_000
+
+
 def train_in_process(trainer: FMTrainer, examples: pa.Table, output_dir: Path) -> dict:
-    """Run `trainer.train` as one tfspark worker would: the Arrow feed, one device, the runtime's loop."""
+    """Run `trainer.train` as one tfspark worker on the direct Parquet path would: record batches of Spark's
+    10,000 rows filled into the cache in the background, the first epoch in arrival order, one device, the
+    runtime's loop."""
     import tensorflow as tf
 
-    from tfspark.feed import BatchFeed, cache_partition
+    from tfspark.feed import ArrowCache, BackgroundFill, BatchFeed
     from tfspark.rendezvous import plan_steps
     from tfspark.trainer import TrainContext
 
     plan = plan_steps([examples.num_rows], trainer.batch_size, trainer.epochs)
-    with cache_partition(examples.to_batches()) as cache, tempfile.TemporaryDirectory() as checkpoints:
+    with ArrowCache() as cache, tempfile.TemporaryDirectory() as checkpoints:
+        fill = BackgroundFill(examples.to_batches(max_chunksize=SPARK_ARROW_BATCH_ROWS), cache).start()
         feed = BatchFeed(cache, trainer.label_column, plan.per_worker_batch_size, plan.total_steps,
-                         shuffle=trainer.shuffle, seed=trainer.seed)
+                         shuffle=trainer.shuffle, seed=trainer.seed, fill=fill, rows=examples.num_rows)
         ctx = TrainContext(strategy=tf.distribute.OneDeviceStrategy("/cpu:0"), rank=0, num_workers=1,
                            steps_per_epoch=plan.steps_per_epoch, epochs=plan.epochs,
                            batch_size=plan.global_batch_size, per_worker_batch_size=plan.per_worker_batch_size,
                            checkpoint_dir=checkpoints, output_dir=str(output_dir), checkpoint_every=plan.total_steps,
                            log_every=plan.steps_per_epoch, rows=examples.num_rows, feed=feed)
-        return trainer.train(feed.dataset(), ctx)
+        try:
+            return trainer.train(feed.dataset(), ctx)
+        finally:
+            fill.close()
 
 
 def train_and_evaluate(spark: SparkSession, name: str, lake: Path, hparams: dict[str, str]) -> SplitResult:
