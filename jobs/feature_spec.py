@@ -70,7 +70,8 @@ def feature_partition(lake: Path, day: date) -> Path:
 
 
 def feature_table_path(lake: Path, day: date, table: str) -> Path:
-    """One table of the day's feature partition (`TRAIN`, `EVAL`, `USER_VOCAB`...)."""
+    """One table of the day's feature partition on a local lake (`TRAIN`, `EVAL`, `USER_VOCAB`...); readers of any
+    lake take the files its manifest names (`lakeloop.evaluation.read_features`)."""
     return feature_partition(lake, day) / table
 
 

@@ -32,7 +32,8 @@ class Settings:
 
     @property
     def lake_path(self) -> Path:
-        """The lake root as a local path, for the steps that need one (evaluation, registration, the replay)."""
+        """The lake root as a local path, for tools that inspect a local lake's files directly (the DAG tests, the
+        benchmarks); every step of the pipeline takes `lake_url`, local or on an object store."""
         return lake_url_to_path(self.lake_url)
 
     @property
@@ -57,10 +58,8 @@ def lake_url_to_path(url: str) -> Path:
     if parsed.scheme in ("", "file"):
         return Path(parsed.path if parsed.scheme else url).resolve()
     raise ValueError(
-        f"LAKELOOP_LAKE_URL={url!r}: this step needs a lake on a file system (file://). Ingestion, the Spark jobs "
-        "(ETL, features, the trainer's read, batch prediction; Spark through s3a), TF-on-Spark checkpoints and models "
-        "and the predictions' commit work on object stores; evaluation, registration and the replay's catalog do not "
-        "yet. See README, 'The lake on S3'.")
+        f"LAKELOOP_LAKE_URL={url!r}: this tool reads the lake's files on a local file system (file://); the "
+        "pipeline's steps work on object stores too. See README, 'The lake on S3'.")
 
 
 S3A_CREDENTIALS = "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider"

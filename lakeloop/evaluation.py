@@ -26,21 +26,21 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from jobs.feature_spec import (
     EVAL,
     FEATURE_COLUMNS,
+    FEATURES,
     ITEM_VOCAB,
     LABEL,
     OOV_INDEX,
     TRAIN,
     USER_VOCAB,
-    feature_table_path,
     read_feature_spec,
 )
 from lakeloop.gate import DEFAULT_TOLERANCE, quality_gate
-from lakeloop.models import EVALUATION, MODEL_FILE, TRAIN_SUMMARY, model_dir, read_json, write_json
+from lakeloop.lake import Lake, as_lake
+from lakeloop.models import EVALUATION, MODEL_FILE, TRAIN_SUMMARY, ModelDirectory
 
 if TYPE_CHECKING:
     import keras
@@ -54,13 +54,15 @@ METRIC_PREFIX = {MODEL: "", CHAMPION: "champion_", BIAS_BASELINE: "bias_baseline
 RATING_COLUMNS = ["user_id", "item_id", *FEATURE_COLUMNS, LABEL]
 
 
-
-def read_features(lake: Path, day: date, split: str, columns: list[str] | None = None) -> pa.Table:
-    """The `TRAIN` or `EVAL` examples of the day's feature partition (model inputs and label by default)."""
-    path = feature_table_path(lake, day, split)
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist: run spark_features for {day} first")
-    return pq.read_table(path, columns=columns or [*FEATURE_COLUMNS, LABEL])
+def read_features(lake: Lake | Path | str, day: date, table: str, columns: list[str] | None = None) -> pa.Table:
+    """A table of the day's committed feature partition — the `TRAIN` or `EVAL` examples (model inputs and label by
+    default), a vocabulary... — read by the files its manifest names, on local disk or an object store."""
+    lake = as_lake(lake)
+    rows = lake.read_partition(FEATURES, day, table, columns=columns or [*FEATURE_COLUMNS, LABEL])
+    if rows is None:
+        where = lake.uri(f"{lake.partition(FEATURES, day)}/{table}")
+        raise FileNotFoundError(f"{where} has no committed data files: run spark_features for {day} first")
+    return rows
 
 
 def model_inputs(data: pa.Table | pa.RecordBatch) -> dict[str, np.ndarray]:
@@ -172,11 +174,11 @@ class Champion:
     day: date
     model: keras.Model
 
-    def scorer(self, lake: Path, ranking: bool = False) -> Scorer:
+    def scorer(self, lake: Lake | Path | str, ranking: bool = False) -> Scorer:
         """Score with the champion (as `keras_scorer`), re-indexing users and items with its own day's
         vocabularies."""
-        users = pq.read_table(feature_table_path(lake, self.day, USER_VOCAB), columns=["user_id", "user_idx"])
-        items = pq.read_table(feature_table_path(lake, self.day, ITEM_VOCAB), columns=["item_id", "item_idx"])
+        users = read_features(lake, self.day, USER_VOCAB, columns=["user_id", "user_idx"])
+        items = read_features(lake, self.day, ITEM_VOCAB, columns=["item_id", "item_idx"])
         predict = keras_scorer(self.model, ranking)
 
         def score(inputs: dict[str, np.ndarray], user_ids: pa.Array, item_ids: pa.Array) -> np.ndarray:
@@ -284,16 +286,19 @@ def rmse_by_user_activity(training_counts: np.ndarray, labels: np.ndarray,
     return buckets
 
 
-def evaluate_model(lake: Path, model_name: str, day: date, champion: Champion | None = None,
+def evaluate_model(lake: Lake | Path | str, model_name: str, day: date, champion: Champion | None = None,
                    tolerance: float = DEFAULT_TOLERANCE, max_ranking_users: int = 1000) -> dict:
     """Score the day's model, the champion and the baselines on the day's evaluation data, apply the quality
-    gate, write `evaluation.json` and the report beside the model; return the metrics."""
+    gate, write the report and then `evaluation.json` beside the model (on an object store: made in a local
+    temporary directory and uploaded); return the metrics."""
     import keras
 
-    from lakeloop.evaluation_report import write_report
+    from lakeloop.evaluation_report import REPORT_DIR, write_report
 
-    directory = model_dir(lake, model_name, day)
-    model = keras.saving.load_model(directory / MODEL_FILE)
+    lake = as_lake(lake)
+    directory = ModelDirectory.of(lake, model_name, day)
+    with directory.local_copy(MODEL_FILE) as local:
+        model = keras.saving.load_model(local / MODEL_FILE)
     evaluation = read_features(lake, day, EVAL, columns=RATING_COLUMNS)
     train = read_features(lake, day, TRAIN, columns=["user_id", "item_id", "user_idx", "item_idx", "year_idx",
                                                      "genres", LABEL])
@@ -323,9 +328,11 @@ def evaluate_model(lake: Path, model_name: str, day: date, champion: Champion | 
                             champion.version if champion else None, tolerance)
     metrics["gate"] = decision.to_json()
     log.info("quality gate for %s %s: %s → alias %s", model_name, day, decision.reason, decision.alias)
-    summary = read_json(directory / TRAIN_SUMMARY) if (directory / TRAIN_SUMMARY).exists() else {}
-    write_report(directory, metrics, labels, predictions, summary.get("epoch_losses") or [])
-    write_json(directory / EVALUATION, metrics)
+    summary = directory.read_json(TRAIN_SUMMARY) if directory.exists(TRAIN_SUMMARY) else {}
+    with directory.local_copy() as local:
+        write_report(local, metrics, labels, predictions, summary.get("epoch_losses") or [])
+        directory.publish(local, REPORT_DIR)
+    directory.write_json(EVALUATION, metrics)
     log.info("evaluation of %s for %s: %s", model_name, day,
              {key: value for key, value in metrics.items() if not isinstance(value, dict)})
     return metrics

@@ -198,13 +198,14 @@ class Lake:
         prefix = f"{table.strip('/')}/" if table else ""
         return [f"{partition}/{name}" for name in names if _inside_attempt(name).startswith(prefix)]
 
-    def read_partition(self, dataset: str, day: date, table: str = "") -> pa.Table | None:
+    def read_partition(self, dataset: str, day: date, table: str = "",
+                       columns: list[str] | None = None) -> pa.Table | None:
         """The rows of the day's committed partition, or of its `table` subdirectory (exactly the files its manifest
-        names), or None if none."""
+        names; only `columns` if given), or None if none."""
         files = self.partition_files(dataset, day, table)
         if not files:
             return None
-        return pq.ParquetDataset(files, filesystem=self.filesystem, partitioning=None).read()
+        return pq.ParquetDataset(files, filesystem=self.filesystem, partitioning=None).read(columns=columns)
 
     def move_files(self, source: str, target: str) -> None:
         """Move the Parquet files under `source` to the same relative paths under `target` (local disk: a rename

@@ -22,7 +22,8 @@ from urllib.parse import urlparse
 from lakeloop.evaluation import Champion
 from lakeloop.evaluation_report import REPORT_DIR
 from lakeloop.gate import CHAMPION, GateDecision
-from lakeloop.models import EVALUATION, MODEL_FILE, REGISTRATION, TRAIN_SUMMARY, model_dir, read_json, write_json
+from lakeloop.lake import Lake, as_lake
+from lakeloop.models import EVALUATION, MODEL_FILE, REGISTRATION, TRAIN_SUMMARY, ModelDirectory
 
 log = logging.getLogger(__name__)
 DAY_TAG = "lakeloop.day"
@@ -72,14 +73,14 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _use_experiment(client, name: str, lake: Path) -> str:
+def _use_experiment(client, name: str, lake: Lake) -> str:
     """Make `name` the active experiment and return its id; a new one on a local store keeps its artifacts
-    in the lake (without an artifact location, MLflow on SQLite writes them to `./mlruns` of whatever
-    directory the task runs in)."""
+    in the lake, `<lake>/mlflow-artifacts` (`file://` or `s3://`: without an artifact location, MLflow on SQLite
+    writes them to `./mlruns` of whatever directory the task runs in)."""
     import mlflow
 
     if client.get_experiment_by_name(name) is None and urlparse(mlflow.get_tracking_uri()).scheme in ("sqlite", ""):
-        client.create_experiment(name, artifact_location=(lake / "mlflow-artifacts").as_uri())
+        client.create_experiment(name, artifact_location=lake.uri(lake.path("mlflow-artifacts")))
     return mlflow.set_experiment(name).experiment_id
 
 
@@ -116,7 +117,7 @@ def load_champion(model_name: str, tracking_uri: str) -> Champion | None:
     return Champion(version=champion.version, day=champion.day, model=model)
 
 
-def _log_model(model_path: Path, model_name: str, lake: Path, day: date):
+def _log_model(model_path: Path, model_name: str, lake: Lake, day: date):
     """Log and register the Keras model with a signature and an input example from the evaluation set."""
     import keras
     import mlflow
@@ -131,39 +132,44 @@ def _log_model(model_path: Path, model_name: str, lake: Path, day: date):
                                        input_example=example)
 
 
-def register_model(lake: Path, model_name: str, day: date, tracking_uri: str, lineage: RunLineage) -> dict:
-    """Log the day's model in its DAG run's MLflow run, register it and alias it as the quality gate decided."""
+def register_model(lake: Lake | Path | str, model_name: str, day: date, tracking_uri: str,
+                   lineage: RunLineage) -> dict:
+    """Log the day's model in its DAG run's MLflow run, register it and alias it as the quality gate decided.
+
+    MLflow logs local files: on an object store the model and the evaluation report are downloaded into a
+    temporary directory first."""
     import mlflow
     from mlflow import MlflowClient
 
-    directory = model_dir(lake, model_name, day)
-    model_path = directory / MODEL_FILE
-    evaluation = read_json(directory / EVALUATION)
-    summary = read_json(directory / TRAIN_SUMMARY)
+    lake = as_lake(lake)
+    directory = ModelDirectory.of(lake, model_name, day)
+    evaluation = directory.read_json(EVALUATION)
+    summary = directory.read_json(TRAIN_SUMMARY)
     decision = GateDecision.from_json(evaluation["gate"])
-    sha = file_sha256(model_path)
     mlflow.set_tracking_uri(tracking_uri)
     client = MlflowClient()
     experiment_id = _use_experiment(client, model_name, lake)
     runs = client.search_runs([experiment_id], f"tags.`{DAG_RUN_TAG}` = '{lineage.dag_run}'", max_results=1)
     run_id = runs[0].info.run_id if runs else None
-    versions = [v for v in client.search_model_versions(f"name = '{model_name}' and run_id = '{run_id}'")
-                if v.tags.get(SHA_TAG) == sha] if run_id else []
-    with mlflow.start_run(run_id=run_id, run_name=f"{model_name}-{day}", tags=lineage.tags()) as run:
-        run_id = run.info.run_id
-        mlflow.log_params({key: value for key, value in summary.items() if not isinstance(value, dict | list)})
-        mlflow.log_metrics({key: float(value) for key, value in evaluation.items()
-                            if isinstance(value, int | float) and not isinstance(value, bool)})
-        mlflow.set_tags({f"lakeloop.gate.{key}": str(value) for key, value in decision.to_json().items()
-                         if value is not None})
-        mlflow.log_artifacts(str(directory / REPORT_DIR), REPORT_DIR)
-        mlflow.log_dict(evaluation, f"{REPORT_DIR}/{EVALUATION}")
-        mlflow.log_dict(summary, TRAIN_SUMMARY)
-        if versions:
-            version = str(versions[0].version)
-            log.info("%s for %s is already version %s (DAG run %s)", model_name, day, version, lineage.dag_run)
-        else:
-            version = str(_log_model(model_path, model_name, lake, day).registered_model_version)
+    with directory.local_copy(MODEL_FILE, REPORT_DIR) as local:
+        sha = file_sha256(local / MODEL_FILE)
+        versions = [v for v in client.search_model_versions(f"name = '{model_name}' and run_id = '{run_id}'")
+                    if v.tags.get(SHA_TAG) == sha] if run_id else []
+        with mlflow.start_run(run_id=run_id, run_name=f"{model_name}-{day}", tags=lineage.tags()) as run:
+            run_id = run.info.run_id
+            mlflow.log_params({key: value for key, value in summary.items() if not isinstance(value, dict | list)})
+            mlflow.log_metrics({key: float(value) for key, value in evaluation.items()
+                                if isinstance(value, int | float) and not isinstance(value, bool)})
+            mlflow.set_tags({f"lakeloop.gate.{key}": str(value) for key, value in decision.to_json().items()
+                             if value is not None})
+            mlflow.log_artifacts(str(local / REPORT_DIR), REPORT_DIR)
+            mlflow.log_dict(evaluation, f"{REPORT_DIR}/{EVALUATION}")
+            mlflow.log_dict(summary, TRAIN_SUMMARY)
+            if versions:
+                version = str(versions[0].version)
+                log.info("%s for %s is already version %s (DAG run %s)", model_name, day, version, lineage.dag_run)
+            else:
+                version = str(_log_model(local / MODEL_FILE, model_name, lake, day).registered_model_version)
     if not versions:
         for key, value in {DAY_TAG: str(day), SHA_TAG: sha, DAG_RUN_TAG: lineage.dag_run,
                            "lakeloop.gate.alias": decision.alias}.items():
@@ -176,5 +182,5 @@ def register_model(lake: Path, model_name: str, day: date, tracking_uri: str, li
                     "day": str(day), "model_sha256": sha, "promoted": decision.promote,
                     "champion_version": champion, "dag_run": lineage.dag_run,
                     "model_uri": f"models:/{model_name}/{version}"}
-    write_json(directory / REGISTRATION, registration)
+    directory.write_json(REGISTRATION, registration)
     return registration

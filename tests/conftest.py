@@ -226,6 +226,38 @@ def feature_lake(spark, movielens, tmp_path_factory):
     return lake
 
 
+@pytest.fixture
+def s3_feature_lake(feature_lake: Path, s3_lake: Lake) -> Lake:
+    """An S3 lake holding a copy of `feature_lake`'s feature partition, committed there by manifest."""
+    from jobs.feature_spec import FEATURES
+
+    local = Lake.from_url(str(feature_lake))
+    manifest = local.read_manifest(FEATURES, FEATURE_DAY)
+    partition = local.partition(FEATURES, FEATURE_DAY)
+    with s3_lake.staged_partition(FEATURES, FEATURE_DAY) as staged:
+        for path in local.partition_files(FEATURES, FEATURE_DAY):
+            with open(path, "rb") as source, s3_lake.filesystem.open_output_stream(
+                    f"{staged.directory}/{path[len(partition) + 1:]}") as target:
+                shutil.copyfileobj(source, target)
+        staged.manifest.update({key: value for key, value in manifest.items() if key != "files"})
+    return s3_lake
+
+
+@pytest.fixture
+def store_model():
+    """Puts a trained model file and its training summary into a day's model directory of a lake (local or S3), as
+    the trainer does: the model saved locally, then uploaded."""
+    from lakeloop.models import MODEL_FILE, TRAIN_SUMMARY, ModelDirectory
+
+    def store(lake: Lake | Path, model_name: str, model_file: Path, summary: dict):
+        directory = ModelDirectory.of(lake, model_name, FEATURE_DAY)
+        directory.write_json(TRAIN_SUMMARY, summary)
+        directory.files.put(str(model_file), MODEL_FILE)
+        return directory
+
+    return store
+
+
 @pytest.fixture(scope="session")
 def untrained_model():
     """Builds an FM from the day's spec with seeded random weights (a stand-in for `train_model`'s output)."""

@@ -44,7 +44,8 @@ class RemoteDirectory:
         filesystem, path = resolve_uri(url)
         return None if isinstance(filesystem, pafs.LocalFileSystem) else cls(url, filesystem, path)
 
-    def _files(self) -> set[str]:
+    def names(self) -> set[str]:
+        """The names of the files directly in the directory (none if it does not exist)."""
         from pyarrow import fs as pafs
 
         infos = self.filesystem.get_file_info(pafs.FileSelector(self.path, allow_not_found=True))
@@ -52,7 +53,7 @@ class RemoteDirectory:
 
     def download_to(self, local_dir: str) -> None:
         """Copy the files of the checkpoints the index names (and the index) into `local_dir`."""
-        remote = self._files()
+        remote = self.names()
         if INDEX_FILE not in remote:
             return
         with self.filesystem.open_input_stream(f"{self.path}/{INDEX_FILE}") as stream:
@@ -73,7 +74,7 @@ class RemoteDirectory:
             if name.startswith(f"{saved}."):
                 self._copy(os.path.join(local_dir, name), f"{self.path}/{name}", download=False)
         self._copy(os.path.join(local_dir, INDEX_FILE), f"{self.path}/{INDEX_FILE}", download=False)
-        for name in self._files() - local:
+        for name in self.names() - local:
             self.filesystem.delete_file(f"{self.path}/{name}")
 
     @classmethod
@@ -99,6 +100,10 @@ class RemoteDirectory:
         """Upload one local file as `name` (one PUT: readers see the old object or the new one); return its URL."""
         self._copy(local_file, f"{self.path}/{name}", download=False)
         return f"{self.url}/{name}"
+
+    def get(self, name: str, local_file: str) -> None:
+        """Download the file `name` to `local_file` (what a library that reads only local files is given)."""
+        self._copy(f"{self.path}/{name}", local_file, download=True)
 
     def read_bytes(self, name: str) -> bytes | None:
         """The content of the file `name`, or None if it does not exist."""

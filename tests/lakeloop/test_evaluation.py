@@ -19,10 +19,12 @@ from lakeloop.evaluation import (
     rmse,
     vocabulary_index,
 )
+from lakeloop.evaluation_report import REPORT_DIR
 from lakeloop.models import EVALUATION, MODEL_FILE, TRAIN_SUMMARY, model_dir, write_json
 
 DAY = date(2026, 11, 20)
 MODEL = "evaluation-test-fm"
+REPORT_FILES = {"prediction_distribution.png", "rmse_by_user_activity.png", "training_curve.png", "report.md"}
 
 
 def test_the_bias_baseline_recovers_user_and_item_biases():
@@ -92,8 +94,29 @@ def test_evaluation_scores_model_champion_and_baselines_on_the_same_data(feature
     assert metrics["gate"]["champion_version"] == "7" and metrics["gate"]["alias"] in ("champion", "challenger")
     assert json.loads((directory / EVALUATION).read_text()) == metrics
     report = directory / "evaluation"
-    assert {path.name for path in report.iterdir()} == {"prediction_distribution.png", "rmse_by_user_activity.png",
-                                                         "training_curve.png", "report.md"}
+    assert {path.name for path in report.iterdir()} == REPORT_FILES
     assert all((report / name).read_bytes().startswith(b"\x89PNG") for name in
                ("prediction_distribution.png", "rmse_by_user_activity.png", "training_curve.png"))
     assert "Quality gate" in (report / "report.md").read_text()
+
+
+def test_evaluation_on_an_s3_lake_equals_the_local_one(feature_lake, s3_feature_lake, untrained_model, store_model,
+                                                        tmp_path):
+    model_file = tmp_path / MODEL_FILE
+    model = untrained_model(feature_lake, seed=2)
+    model.save(model_file)
+    summary = {"epoch_losses": [1.3, 1.0]}
+    store_model(feature_lake, "evaluation-s3-test-fm", model_file, summary)
+    remote = store_model(s3_feature_lake, "evaluation-s3-test-fm", model_file, summary)
+    champion = Champion("4", DAY, model)
+
+    local_metrics = evaluate_model(feature_lake, "evaluation-s3-test-fm", DAY, champion)
+    s3_metrics = evaluate_model(s3_feature_lake, "evaluation-s3-test-fm", DAY, champion)
+
+    assert s3_metrics == local_metrics
+    assert s3_metrics["eval_rows"] > 0 and s3_metrics["gate"]["champion_version"] == "4"
+    assert remote.url == f"{s3_feature_lake.url}/models/evaluation-s3-test-fm/dt={DAY}"
+    assert remote.read_json(EVALUATION) == s3_metrics
+    local_report = model_dir(feature_lake, "evaluation-s3-test-fm", DAY) / REPORT_DIR
+    for name in REPORT_FILES:
+        assert remote.files.read_bytes(f"{REPORT_DIR}/{name}") == (local_report / name).read_bytes(), name

@@ -10,11 +10,21 @@ import json
 from datetime import UTC, date, datetime
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from lakeloop.evaluation import evaluate_model
-from lakeloop.models import MODEL_FILE, REGISTRATION, TRAIN_SUMMARY, model_dir, write_json
-from lakeloop.registry import DAG_RUN_TAG, RunLineage, git_commit, load_champion, register_model
+from lakeloop.evaluation import evaluate_model, model_inputs, read_features
+from lakeloop.evaluation_report import REPORT_DIR
+from lakeloop.models import (
+    EVALUATION,
+    MODEL_FILE,
+    REGISTRATION,
+    TRAIN_SUMMARY,
+    ModelDirectory,
+    model_dir,
+    write_json,
+)
+from lakeloop.registry import DAG_RUN_TAG, RunLineage, file_sha256, git_commit, load_champion, register_model
 
 DAY = date(2026, 11, 20)
 MODEL = "registry-test-fm"
@@ -111,3 +121,41 @@ def test_a_model_that_does_not_beat_the_baseline_is_only_a_challenger(feature_la
     client = MlflowClient(tracking_uri=tracking)
     assert str(client.get_model_version_by_alias(MODEL, "challenger").version) == registration["version"]
     assert load_champion(MODEL, tracking) is None
+
+
+@pytest.mark.slow
+def test_a_model_in_an_s3_lake_is_evaluated_as_in_a_local_lake_and_registered(feature_lake, s3_feature_lake,
+                                                                               fitted_model, store_model, tmp_path):
+    from mlflow import MlflowClient
+
+    name, summary = "registry-s3-test-fm", {"global_step": 10, "rows": 1800, "epoch_losses": [1.2, 0.9]}
+    model_file = tmp_path / MODEL_FILE
+    model = fitted_model(feature_lake, epochs=8)
+    model.save(model_file)
+
+    store_model(feature_lake, name, model_file, summary)
+    local_metrics = evaluate_model(feature_lake, name, DAY)
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    store_model(s3_feature_lake, name, model_file, summary)
+
+    s3_metrics = evaluate_model(s3_feature_lake, name, DAY, load_champion(name, tracking))
+    registration = register_model(s3_feature_lake, name, DAY, tracking, lineage("run-1"))
+
+    assert s3_metrics == local_metrics and s3_metrics["gate"]["alias"] == "champion"
+    assert registration == {"model_name": name, "version": "1", "alias": "champion", "run_id": registration["run_id"],
+                            "day": str(DAY), "model_sha256": file_sha256(model_file), "promoted": True,
+                            "champion_version": "1", "dag_run": "daily_retrain/run-1", "model_uri": f"models:/{name}/1"}
+    remote = ModelDirectory.of(s3_feature_lake, name, DAY)
+    assert remote.read_json(REGISTRATION) == registration
+    assert remote.read_json(EVALUATION) == s3_metrics
+    assert all(remote.files.read_bytes(f"{REPORT_DIR}/{file}") for file in ("report.md", "training_curve.png"))
+    client = MlflowClient(tracking_uri=tracking)
+    run = client.get_run(registration["run_id"])
+    assert run.info.artifact_uri.startswith(f"{s3_feature_lake.url}/mlflow-artifacts/")
+    assert run.data.params["global_step"] == "10" and run.data.metrics["rmse"] == pytest.approx(s3_metrics["rmse"])
+    assert {f"{REPORT_DIR}/report.md", f"{REPORT_DIR}/{EVALUATION}"} <= {
+        item.path for item in client.list_artifacts(run.info.run_id, REPORT_DIR)}
+    champion = load_champion(name, tracking)
+    example = model_inputs(read_features(s3_feature_lake, DAY, "eval"))
+    np.testing.assert_allclose(champion.model.predict(example, verbose=0), model.predict(example, verbose=0),
+                               rtol=1e-6)
