@@ -938,8 +938,8 @@ def start_spark(preload_tensorflow: bool = True) -> SparkSession:
              .config(f"spark.executorEnv.{PRELOAD_VARIABLE}", "1" if preload_tensorflow else "0")
              .getOrCreate())
     spark.sparkContext.setLogLevel("ERROR")
-    if preload_tensorflow:
-        spark.sparkContext.parallelize(range(2), 2).count()  # starts the daemon, which imports TensorFlow
+    if preload_tensorflow:  # start the daemon of Arrow UDFs' workers, which imports TensorFlow, before any timing
+        spark.range(2, numPartitions=2).mapInArrow(lambda batches: batches, "id long").collect()
     return spark
 
 
