@@ -28,11 +28,19 @@ RUN python -m venv .venv \
     && .venv/bin/python -m pip install --no-cache-dir --disable-pip-version-check "uv==${UV_VERSION}" \
     && .venv/bin/uv pip sync --no-cache --python .venv/bin/python requirements.lock
 
+# Hadoop's s3a connector for s3:// lakes: hadoop-aws at the version of pyspark's Hadoop client and the AWS SDK it
+# depends on, resolved by Spark's own Ivy at build time and put among Spark's jars, so every driver and executor
+# has it (tests/test_docker_compose.py checks the version against the locked pyspark).
+ARG HADOOP_AWS_VERSION=3.5.0
+RUN .venv/bin/python -c "from pyspark.sql import SparkSession; SparkSession.builder.master('local[1]').config('spark.jars.packages', 'org.apache.hadoop:hadoop-aws:${HADOOP_AWS_VERSION}').config('spark.jars.ivy', '/tmp/ivy').getOrCreate().stop()" \
+    && cp /tmp/ivy/jars/*.jar "${SPARK_HOME}/jars/" \
+    && rm -rf /tmp/ivy
+
 COPY . .
 RUN .venv/bin/uv pip install --no-cache --python .venv/bin/python --no-deps . \
     && useradd --uid "${LAKELOOP_UID}" --gid 0 --create-home lakeloop \
-    && mkdir -p /lake /var/lib/lakeloop /opt/airflow/logs \
-    && chown -R lakeloop:0 /lake /var/lib/lakeloop /opt/airflow
+    && mkdir -p /var/lib/lakeloop /opt/airflow/logs \
+    && chown -R lakeloop:0 /var/lib/lakeloop /opt/airflow
 
 USER lakeloop
 ENTRYPOINT ["/usr/bin/tini", "--"]

@@ -150,3 +150,27 @@ def test_compose_refuses_to_run_without_the_credentials(tmp_path):
 
 def test_env_file_is_never_committed():
     assert subprocess.run(["git", "check-ignore", "-q", ".env"], cwd=REPO).returncode == 0
+
+
+def test_the_lake_is_on_minio_with_credentials_from_the_env_file(services):
+    values = env_file_values()
+    for name in {"airflow-init", "replay", *AIRFLOW_SERVICES, *SPARK_WORKERS}:
+        environment = services[name]["environment"]
+        assert environment["LAKELOOP_LAKE_URL"] == f"s3://{values['MINIO_BUCKET']}/lake", name
+        assert environment["AWS_ENDPOINT_URL_S3"] == "http://minio:9000", name
+        assert (environment["AWS_ACCESS_KEY_ID"], environment["AWS_SECRET_ACCESS_KEY"]) == (
+            values["MINIO_ROOT_USER"], values["MINIO_ROOT_PASSWORD"]), name
+        if name != "airflow-init":  # it only migrates the metadata database
+            assert "minio-init" in services[name]["depends_on"], name
+    mounted = {volume["target"] if isinstance(volume, dict) else volume.split(":")[1]
+               for service in services.values() for volume in service.get("volumes", [])}
+    assert "/lake" not in mounted
+
+
+def test_the_image_s3a_connector_matches_the_hadoop_client_of_the_locked_pyspark():
+    import pyspark
+
+    declared = re.search(r"^ARG HADOOP_AWS_VERSION=(\S+)$", (REPO / "Dockerfile").read_text(), re.MULTILINE)
+    clients = list((Path(pyspark.__file__).parent / "jars").glob("hadoop-client-api-*.jar"))
+    assert declared is not None and len(clients) == 1
+    assert clients[0].name == f"hadoop-client-api-{declared.group(1)}.jar"
