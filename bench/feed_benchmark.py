@@ -914,7 +914,7 @@ TENSORFLOW_PRELOAD_DIR = Path(__file__).resolve().parent / "tensorflow_preload"
 PRELOAD_VARIABLE = "LAKELOOP_BENCH_PRELOAD_TENSORFLOW"
 
 
-def start_spark(preload_tensorflow: bool = True) -> SparkSession:
+def start_spark(preload_tensorflow: bool = False) -> SparkSession:
     """A local[2] session; Python workers are not reused, as `tfspark-submit` sets.
 
     With `preload_tensorflow` its Python workers fork from a daemon that imported TensorFlow

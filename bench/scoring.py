@@ -69,6 +69,7 @@ from jobs.common import MOVIES
 from jobs.feature_spec import (
     EVAL,
     FEATURE_COLUMNS,
+    FEATURES,
     TRAIN,
     USER_HISTORY,
     feature_partition,
@@ -76,7 +77,7 @@ from jobs.feature_spec import (
     read_feature_manifest,
 )
 from lakeloop.evaluation import model_inputs
-from lakeloop.lake import partition_path
+from lakeloop.lake import MANIFEST_NAME, Lake, partition_path
 from lakeloop.models import TRAIN_SUMMARY, model_dir, write_json
 
 if TYPE_CHECKING:
@@ -199,12 +200,18 @@ def copy_features(source: Path, lake: Path, day: date) -> None:
 
 
 def keep_users(lake: Path, day: date, users: int) -> None:
-    """Keep the first `users` users (by id) of the day's user history, the users batch prediction scores."""
+    """Keep the first `users` users (by id) of the day's user history, the users batch prediction scores
+    (the partition's manifest lists the one file left, as readers go by it)."""
     path = feature_table_path(lake, day, USER_HISTORY)
     kept = pq.read_table(path).sort_by("user_id").slice(0, users)
     shutil.rmtree(path)
     path.mkdir()
     pq.write_table(kept, path / "part-0.parquet")
+    features = Lake.from_url(str(lake))
+    manifest = features.read_manifest(FEATURES, day)
+    others = [entry for entry in manifest["files"] if not entry["name"].startswith(f"{USER_HISTORY}/")]
+    manifest["files"] = [*others, {"name": f"{USER_HISTORY}/part-0.parquet", "rows": kept.num_rows}]
+    features.write_json(f"{features.partition(FEATURES, day)}/{MANIFEST_NAME}", manifest)
 
 
 def train_and_register(spark: SparkSession, lake: Path, day: date, epochs: int, tracking_uri: str) -> dict:

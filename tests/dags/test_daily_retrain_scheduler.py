@@ -69,9 +69,18 @@ class Deployment:
     events_per_day: dict[str, int]
 
     def airflow(self, *args: str) -> str:
-        """Run `lakeloop airflow ARGS` (the project's Airflow CLI) and return its output; fail on error."""
-        result = subprocess.run([str(BIN / "lakeloop"), "airflow", *args], env=self.env, capture_output=True,
-                                text=True, timeout=300)
+        """Run `lakeloop airflow ARGS` (the project's Airflow CLI) and return its output; fail on error.
+
+        SQLite answers "database is locked" at once, whatever the busy timeout, when a command's transaction
+        must turn from reading to writing while the scheduler writes; its transaction is rolled back, so the
+        command is tried again (up to three times), as a user of the embedded database would.
+        """
+        for _ in range(3):
+            result = subprocess.run([str(BIN / "lakeloop"), "airflow", *args], env=self.env, capture_output=True,
+                                    text=True, timeout=300)
+            if result.returncode == 0 or "database is locked" not in result.stdout + result.stderr:
+                break
+            time.sleep(2)
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         return result.stdout
 
