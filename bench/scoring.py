@@ -65,7 +65,6 @@ from jobs.batch_predict import (
     load_scoring_model,
     score_batches,
 )
-from jobs.common import MOVIES
 from jobs.feature_spec import (
     EVAL,
     FEATURE_COLUMNS,
@@ -77,7 +76,7 @@ from jobs.feature_spec import (
     read_feature_manifest,
 )
 from lakeloop.evaluation import model_inputs
-from lakeloop.lake import MANIFEST_NAME, Lake, partition_path
+from lakeloop.lake import MANIFEST_NAME, MOVIES, Lake, partition_path
 from lakeloop.models import TRAIN_SUMMARY, model_dir, write_json
 
 if TYPE_CHECKING:

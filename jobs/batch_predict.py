@@ -28,11 +28,11 @@ import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from jobs.common import MOVIES, read_reference, read_table, run_day_job
+from jobs.common import read_reference, read_table, run_day_job
 from jobs.feature_spec import EVAL, FEATURE_COLUMNS, FEATURES, TRAIN, USER_HISTORY
 from jobs.features import serving_inputs
 from lakeloop.evaluation import model_inputs
-from lakeloop.lake import PREDICTIONS, Lake, as_lake
+from lakeloop.lake import MOVIES, PREDICTIONS, Lake, as_lake
 from lakeloop.registry import aliased_version
 
 log = logging.getLogger(__name__)

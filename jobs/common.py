@@ -34,7 +34,6 @@ from lakeloop.lake import Lake, as_lake
 
 log = logging.getLogger("lakeloop.jobs")
 DAY_MS = 86_400_000
-MOVIES = "reference/movies"
 Options = TypeVar("Options")
 
 

@@ -39,7 +39,6 @@ from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import from_arrow_schema
 
 from jobs.common import (
-    MOVIES,
     existing_partition_days,
     read_partitions,
     read_reference,
@@ -49,7 +48,7 @@ from jobs.common import (
     write_day_partitions,
 )
 from lakeloop.ingest import RATINGS_SCHEMA
-from lakeloop.lake import Lake, as_lake, window_days
+from lakeloop.lake import MOVIES, Lake, as_lake, window_days
 
 log = logging.getLogger("lakeloop.jobs.etl")
 RAW = "raw/ratings"

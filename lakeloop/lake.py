@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 from pyarrow import fs as pafs
 
 PREDICTIONS = "predictions"
+MOVIES = "reference/movies"  # the movie catalog: a reference dataset, not partitioned by day
 log = logging.getLogger(__name__)
 
 

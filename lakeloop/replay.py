@@ -18,14 +18,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from lakeloop.lake import Lake, as_lake
+from lakeloop.lake import MOVIES, Lake, as_lake
 from lakeloop.movielens import MovieLens
 from tfspark.storage import RemoteDirectory
 
 log = logging.getLogger(__name__)
 DAY_MS = 86_400_000
-CATALOG = "reference/movies"
-CATALOG_FILE = "movies.parquet"
+MOVIES_FILE = "movies.parquet"
 
 
 @dataclass(frozen=True)
@@ -76,10 +75,10 @@ def write_catalog(movielens: MovieLens, lake: Lake | Path | str) -> str:
     written aside (a hidden name readers skip) and renamed over on local disk.
     """
     lake = as_lake(lake)
-    path = lake.path(CATALOG)
+    path = lake.path(MOVIES)
     buffer = pa.BufferOutputStream()
     pq.write_table(movielens.movies, buffer)
-    RemoteDirectory(lake.uri(path), lake.filesystem, path).write_bytes(CATALOG_FILE, buffer.getvalue().to_pybytes())
+    RemoteDirectory(lake.uri(path), lake.filesystem, path).write_bytes(MOVIES_FILE, buffer.getvalue().to_pybytes())
     return lake.uri(path)
 
 

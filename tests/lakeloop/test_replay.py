@@ -9,8 +9,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from kafka import KafkaConsumer, TopicPartition
 
+from lakeloop.lake import MOVIES
 from lakeloop.movielens import MovieLens
-from lakeloop.replay import CATALOG, build_events, map_event_times, records_in_time_range, replay, write_catalog
+from lakeloop.replay import build_events, map_event_times, records_in_time_range, replay, write_catalog
 
 END = date(2026, 11, 20)
 
@@ -52,8 +53,8 @@ def test_replay_publishes_every_rating_with_record_time_equal_to_event_time(movi
     expected = build_events(small, 2, END).to_pylist()
     assert sorted(events, key=lambda e: e["event_id"]) == sorted(expected, key=lambda e: e["event_id"])
 
-    assert report.catalog_url == (lake / CATALOG).as_uri()
-    catalog = pq.read_table(lake / CATALOG)
+    assert report.catalog_url == (lake / MOVIES).as_uri()
+    catalog = pq.read_table(lake / MOVIES)
     assert catalog.num_rows == 1682
     assert catalog.column_names == ["item_id", "title", "year", "genres"]
 
@@ -75,10 +76,10 @@ def test_the_catalog_is_replaced_in_one_put_on_an_s3_lake(movielens, s3_lake):
     from pyarrow import fs as pafs
 
     assert write_catalog(MovieLens(movielens.ratings, movielens.movies.slice(0, 10)), s3_lake) == (
-        f"{s3_lake.url}/{CATALOG}")
+        f"{s3_lake.url}/{MOVIES}")
     url = write_catalog(movielens, s3_lake)
 
-    listed = s3_lake.filesystem.get_file_info(pafs.FileSelector(s3_lake.path(CATALOG), recursive=True))
+    listed = s3_lake.filesystem.get_file_info(pafs.FileSelector(s3_lake.path(MOVIES), recursive=True))
     assert [info.base_name for info in listed] == ["movies.parquet"]
     catalog = pq.read_table(url.removeprefix("s3://"), filesystem=s3_lake.filesystem)
     assert catalog.equals(movielens.movies)
