@@ -140,17 +140,17 @@ class Lake:
         return self.path(dataset, f"dt={day.isoformat()}")
 
     def uri(self, path: str) -> str:
-        """The URL of a path inside the lake (what logs, manifests and other tools are given)."""
-        if self.is_local:
-            return Path(path).as_uri()
-        return f"{urlparse(self.url).scheme}://{path}"
+        """The URL of a path inside the lake (what logs, manifests, MLflow tags and other tools are given), not
+        percent-encoded, so it can be pasted into Spark or pyarrow as it is (`.../dt=2026-11-20`)."""
+        scheme = "file" if self.is_local else urlparse(self.url).scheme
+        return f"{scheme}://{path}"
 
     def spark_uri(self, path: str) -> str:
         """The URI Spark (Hadoop) reads and writes a path of the lake by: `file:///...`, `s3a://bucket/...` for S3
         (Hadoop's S3 connector), the lake's own scheme otherwise (`gs://`, `hdfs://`...). Not percent-encoded:
         Hadoop takes the characters as they are (`dt=...` would otherwise become a directory `dt%3D...`)."""
-        scheme = "file" if self.is_local else urlparse(self.url).scheme
-        return f"{'s3a' if scheme == 's3' else scheme}://{path}"
+        uri = self.uri(path)
+        return f"s3a{uri[2:]}" if uri.startswith("s3://") else uri
 
     def read_json(self, path: str) -> dict[str, Any] | None:
         """A JSON document of the lake, or None if it does not exist."""

@@ -101,7 +101,7 @@ def test_lake_urls_name_their_paths(s3_lake, lake):
     local = Lake.from_url(str(lake))
     assert local.url == lake.as_uri() and local.is_local
     assert local.uri(local.partition("raw/ratings", date(2026, 11, 20))) == (
-        partition_path(lake, "raw/ratings", date(2026, 11, 20)).as_uri())
+        f"file://{partition_path(lake, 'raw/ratings', date(2026, 11, 20))}")
     assert not s3_lake.is_local
     assert s3_lake.uri(s3_lake.partition("raw/ratings", date(2026, 11, 20))) == (
         f"{s3_lake.url}/raw/ratings/dt=2026-11-20")
