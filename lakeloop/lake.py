@@ -24,9 +24,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pyarrow import fs as pafs
 
+from tfspark.storage import RemoteDirectory
+
 PREDICTIONS = "predictions"
 MOVIES = "reference/movies"  # the movie catalog: a reference dataset, not partitioned by day
 log = logging.getLogger(__name__)
+
+
+def json_bytes(document: dict[str, Any]) -> bytes:
+    """How the lake stores a JSON document (manifests, model artefacts): indented, keys sorted, other values as
+    strings."""
+    return (json.dumps(document, indent=2, sort_keys=True, default=str) + "\n").encode()
 
 
 def partition_path(lake: Path, dataset: str, day: date) -> Path:
@@ -162,13 +170,8 @@ class Lake:
 
     def write_json(self, path: str, document: dict[str, Any]) -> None:
         """Write a JSON document in one PUT (local: write aside, then rename over)."""
-        data = (json.dumps(document, indent=2, sort_keys=True, default=str) + "\n").encode()
-        target = path if not self.is_local else f"{path}.partial-{uuid.uuid4().hex[:8]}"
-        self.filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
-        with self.filesystem.open_output_stream(target) as stream:
-            stream.write(data)
-        if target != path:
-            self.filesystem.move(target, path)
+        directory, name = path.rsplit("/", 1)
+        RemoteDirectory(self.uri(directory), self.filesystem, directory).write_bytes(name, json_bytes(document))
 
     def read_manifest(self, dataset: str, day: date) -> dict[str, Any] | None:
         """The `_manifest.json` of a committed partition, or None if the day has no committed partition."""

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
-from lakeloop.lake import Lake, as_lake, partition_path
+from lakeloop.lake import Lake, as_lake, json_bytes, partition_path
 from tfspark.storage import RemoteDirectory
 
 MODELS = "models"
@@ -28,11 +28,6 @@ REGISTRATION = "registration.json"
 def model_dir(lake: Path, model_name: str, day: date) -> Path:
     """The day's model directory on a local lake (trained model, training summary, evaluation, registration)."""
     return partition_path(lake, f"{MODELS}/{model_name}", day)
-
-
-def json_bytes(payload: dict) -> bytes:
-    """A JSON artefact's content (indented, keys sorted, dates and other values as strings)."""
-    return json.dumps(payload, indent=2, sort_keys=True, default=str).encode()
 
 
 def write_json(path: Path, payload: dict) -> None:
