@@ -130,9 +130,10 @@ def train_in_process(trainer: FMTrainer, examples: pa.Table, output_dir: Path) -
 
     plan = plan_steps([examples.num_rows], trainer.batch_size, trainer.epochs)
     with ArrowCache() as cache, tempfile.TemporaryDirectory() as checkpoints:
-        fill = BackgroundFill(examples.to_batches(max_chunksize=SPARK_ARROW_BATCH_ROWS), cache).start()
+        fill = BackgroundFill(examples.to_batches(max_chunksize=SPARK_ARROW_BATCH_ROWS), cache,
+                              examples.num_rows).start()
         feed = BatchFeed(cache, trainer.label_column, plan.per_worker_batch_size, plan.total_steps,
-                         shuffle=trainer.shuffle, seed=trainer.seed, fill=fill, rows=examples.num_rows)
+                         shuffle=trainer.shuffle, seed=trainer.seed, fill=fill)
         ctx = TrainContext(strategy=tf.distribute.OneDeviceStrategy("/cpu:0"), rank=0, num_workers=1,
                            steps_per_epoch=plan.steps_per_epoch, epochs=plan.epochs,
                            batch_size=plan.global_batch_size, per_worker_batch_size=plan.per_worker_batch_size,

@@ -163,15 +163,18 @@ class BackgroundFill:
     `stream()` yields the non-empty batches in arrival order. While the cache holds its batches in memory the
     reader runs ahead freely (the hand-over shares the cache's batches), so a partition that fits is read
     while TensorFlow starts; once the cache spills, the reader stays at most `ahead` batches ahead of the
-    stream, so memory stays bounded. Once the stream ends the cache is finished. A stream that is not read
-    to its end (or never taken) stops holding the reader back; `wait()` then lets the fill complete. An
-    error while reading reaches whoever reads the stream or waits.
+    stream, so memory stays bounded. Once the stream ends the cache is finished and holds the `rows` planned
+    for it (else the fill fails). A stream that is not read to its end (or never taken) stops holding the
+    reader back; `wait()` then lets the fill complete. An error while reading reaches whoever reads the
+    stream or waits.
     """
 
     _END = object()
 
-    def __init__(self, batches: Iterable[pa.RecordBatch], cache: ArrowCache, ahead: int = FILL_AHEAD_BATCHES):
+    def __init__(self, batches: Iterable[pa.RecordBatch], cache: ArrowCache, rows: int,
+                 ahead: int = FILL_AHEAD_BATCHES):
         self.cache = cache
+        self.rows = rows
         self.seconds: float | None = None
         self._batches = batches
         self._ahead = max(1, ahead)
@@ -213,6 +216,8 @@ class BackgroundFill:
                     self._first_ready.set()
                 self._hand_on(batch)
             self.cache.finish()
+            if self.cache.num_rows != self.rows:
+                raise ValueError(f"the partition has {self.cache.num_rows} rows, {self.rows} were planned")
             self.seconds = time.monotonic() - started
         except BaseException as error:  # handed to the consumer, which raises it
             self._error = error
@@ -373,8 +378,8 @@ class BatchFeed:
     Batch k always holds the same rows for a given seed, so a resumed run starts at `start_batch` by
     arithmetic, skipping whole record batches without reading them.
 
-    With a `fill` (a `BackgroundFill` still reading the partition, whose `rows` are known in advance), the
-    first pass visits the record batches in arrival order, rows still shuffled within each: the first
+    With a `fill` (a `BackgroundFill` still reading the partition into `cache`, its rows planned), the first
+    pass visits the record batches in arrival order, rows still shuffled within each: the first
     iteration from batch 0 trains on the batches as they are read; later passes, and any later or resumed
     iteration, read the finished cache.
     """
@@ -390,11 +395,10 @@ class BatchFeed:
         seed: int = 0,
         rank: int = 0,
         fill: BackgroundFill | None = None,
-        rows: int | None = None,
     ) -> None:
-        if fill is not None and (rows is None or fill.cache is not cache):
-            raise ValueError("a feed on a background fill needs the fill's cache and the partition's rows")
-        self.rows = cache.num_rows if fill is None else rows
+        if fill is not None and fill.cache is not cache:
+            raise ValueError("a feed on a background fill reads the fill's cache")
+        self.rows = cache.num_rows if fill is None else fill.rows
         if self.rows == 0:
             raise ValueError("the feed has no rows")
         if batch_size < 1:
@@ -412,7 +416,6 @@ class BatchFeed:
         self.specs = column_specs(first)
         self.start_batch = 0
         self._fill = fill
-        self._arrival_order_first = fill is not None
 
     @property
     def feature_names(self) -> list[str]:
@@ -420,7 +423,7 @@ class BatchFeed:
         return [name for name in self.specs if name != self.label_column]
 
     def _pass_order(self, pass_index: int) -> np.ndarray:
-        if not self.shuffle or (pass_index == 0 and self._arrival_order_first):
+        if not self.shuffle or (pass_index == 0 and self._fill is not None):
             return np.arange(self.cache.num_batches)
         return np.random.default_rng([self.seed, self.rank, pass_index]).permutation(self.cache.num_batches)
 
@@ -447,13 +450,8 @@ class BatchFeed:
             return None
         if start_batch == 0 and self._fill.can_stream:
             return self._fill.stream()
-        self._wait_for_cache()
-        return None
-
-    def _wait_for_cache(self) -> None:
         self._fill.wait()
-        if self.cache.num_rows != self.rows:
-            raise ValueError(f"the partition has {self.cache.num_rows} rows, {self.rows} were planned")
+        return None
 
     def iter_chunks(self, start_batch: int = 0) -> Iterator[tuple[NumpyBatch, np.ndarray]]:
         """Yield batches number `start_batch` .. `total_batches - 1` in chunks of consecutive batches.
@@ -494,7 +492,7 @@ class BatchFeed:
                 carry = _take(columns, slice(used, None)) if used < rows else None
             if stream is not None:
                 stream = None
-                self._wait_for_cache()
+                self._fill.wait()
             pass_index += 1
 
     def iter_numpy(self, start_batch: int = 0) -> Iterator[tuple[NumpyBatch, np.ndarray]]:

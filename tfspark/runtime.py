@@ -323,9 +323,9 @@ def _barrier_task(batches: Iterator[pa.RecordBatch], payload: _TaskPayload) -> I
         for _ in batches:  # the one-row launcher partition
             pass
         # The rows are planned: the partition is read in the background while TensorFlow starts and trains.
-        cache = ArrowCache(memory_limit_bytes=config.cache_memory_bytes)
-        fill = BackgroundFill(payload.parquet.batches(rank), cache).start()
         rows = payload.parquet.worker_rows[rank]
+        cache = ArrowCache(memory_limit_bytes=config.cache_memory_bytes)
+        fill = BackgroundFill(payload.parquet.batches(rank), cache, rows).start()
     else:
         filling = time.monotonic()
         cache = cache_partition(batches, memory_limit_bytes=config.cache_memory_bytes)
@@ -370,7 +370,6 @@ def _barrier_task(batches: Iterator[pa.RecordBatch], payload: _TaskPayload) -> I
             seed=payload.seed,
             rank=rank,
             fill=fill,
-            rows=rows,
         )
         ctx = TrainContext(
             strategy=strategy,

@@ -145,8 +145,9 @@ def test_feed_refuses_an_empty_partition_and_a_missing_label():
         BatchFeed(cache, "rating", batch_size=4, total_batches=1)
 
 
-def _filling(batches, cache: ArrowCache | None = None, ahead: int = 2) -> BackgroundFill:
-    return BackgroundFill(iter(batches), cache or ArrowCache(), ahead=ahead).start()
+def _filling(batches, cache: ArrowCache | None = None, ahead: int = 2, rows: int | None = None) -> BackgroundFill:
+    planned = sum(batch.num_rows for batch in batches) if rows is None else rows
+    return BackgroundFill(iter(batches), cache or ArrowCache(), planned, ahead=ahead).start()
 
 
 def test_background_fill_hands_on_every_batch_in_arrival_order_and_finishes_the_cache(tmp_path):
@@ -181,7 +182,7 @@ def test_background_fill_stays_a_few_batches_ahead_of_its_reader_once_the_cache_
             yield batch
 
     cache = ArrowCache(spill_dir=str(tmp_path), memory_limit_bytes=1)
-    fill = BackgroundFill(source(), cache, ahead=2).start()
+    fill = BackgroundFill(source(), cache, 1000, ahead=2).start()
     stream = fill.stream()
     next(stream)
     deadline = time.monotonic() + 5
@@ -200,7 +201,7 @@ def test_a_read_error_reaches_the_stream_and_the_waiter():
         yield from ratings_batches(20, 10)
         raise OSError("row group unreadable")
 
-    fill = _filling(failing())
+    fill = _filling(failing(), rows=20)
     with pytest.raises(OSError, match="unreadable"):
         list(fill.stream())
     with pytest.raises(OSError, match="unreadable"):
@@ -218,12 +219,12 @@ def test_close_stops_a_reader_that_nobody_reads(tmp_path):
 def test_a_feed_on_a_background_fill_trains_on_the_batches_as_read_and_gives_the_same_batches_after():
     batches = ratings_batches(1000, 130)
     fill = _filling(batches)
-    streaming = BatchFeed(fill.cache, "label", 64, 40, seed=3, fill=fill, rows=1000)
+    streaming = BatchFeed(fill.cache, "label", 64, 40, seed=3, fill=fill)
     streamed = list(streaming.iter_numpy())
 
     waited = _filling(batches)
     waited.wait()
-    finished = BatchFeed(waited.cache, "label", 64, 40, seed=3, fill=waited, rows=1000)
+    finished = BatchFeed(waited.cache, "label", 64, 40, seed=3, fill=waited)
     from_cache = list(finished.iter_numpy())
     assert len(streamed) == len(from_cache) == 40
     for (features, label), (features_again, label_again) in zip(streamed, from_cache, strict=True):
@@ -241,7 +242,7 @@ def test_a_feed_on_a_background_fill_trains_on_the_batches_as_read_and_gives_the
 
 
 def test_a_feed_on_a_background_fill_refuses_a_partition_that_is_not_the_planned_size():
-    fill = _filling(ratings_batches(1000, 100))
-    feed = BatchFeed(fill.cache, "label", 64, 40, fill=fill, rows=1200)
+    fill = _filling(ratings_batches(1000, 100), rows=1200)
+    feed = BatchFeed(fill.cache, "label", 64, 40, fill=fill)
     with pytest.raises(ValueError, match="1000 rows, 1200 were planned"):
         list(feed.iter_numpy())
