@@ -80,7 +80,7 @@ def read_feature_manifest(lake: Lake | Path, day: date) -> dict:
     lake = as_lake(lake)
     manifest = lake.read_manifest(FEATURES, day)
     if manifest is None:
-        raise FileNotFoundError(f"{lake.spark_uri(lake.partition(FEATURES, day))}/{MANIFEST} does not exist: "
+        raise FileNotFoundError(f"{lake.uri(lake.partition(FEATURES, day))}/{MANIFEST} does not exist: "
                                 f"run spark_features for {day} first")
     return manifest
 
