@@ -1,4 +1,5 @@
-"""The FM's training step on two workers at growing user vocabularies: Keras' Adam against the trainer's optimizer.
+"""The FM's training step on two workers at growing user vocabularies: Keras' Adam against the trainer's optimizer,
+with the user tables updated densely and lazily.
 
 The end-to-end bench (`bench.e2e`) found `train_model` slowing down per example as the day grows: the users
 of a day, hence the rows of the user tables, grow with it, and a step's cost grew with the tables. The FM's
@@ -8,9 +9,12 @@ in miniature: two worker processes on 127.0.0.1 under `MultiWorkerMirroredStrate
 of the global batch of 256 (random inputs), the FM of `jobs.fm_model` with its default hyper-parameters, and
 times `--steps` synchronous steps of each variant, side by side per vocabulary size:
 
-  keras    `keras.optimizers.Adam` on the loss with the L2 penalty, as the trainer had it
-  trainer  the trainer's `take_weight_l2` and `fused_adam`: the L2 gradient added after the all-reduce (the
-           same update), sparse gradients of tables over 4 MiB summed as rows, Adam in one fused kernel
+  keras    `keras.optimizers.Adam` on the loss with the L2 penalty, as the trainer first had it
+  dense    the trainer's `take_weight_l2` and `fused_adam` with `user_update=dense`: the L2 gradient added after
+           the all-reduce (the same update), sparse gradients of tables over 4 MiB summed as rows, Adam in one
+           fused kernel on every row of every table
+  lazy     the same with `user_update=lazy` (the default): the user tables' rows looked up by the step are read
+           and updated, L2 included, the others left as they are (`lazy_tables`)
 
     .venv/bin/python -m bench.e2e_train_step
     .venv/bin/python -m bench.e2e_train_step --users 12000,120000 --steps 100
@@ -31,7 +35,7 @@ from lakeloop.services import free_port
 
 ITEMS = 1683  # MovieLens 100K's movies + the OOV index
 GLOBAL_BATCH = 256
-VARIANTS = ("keras", "trainer")
+VARIANTS = ("keras", "dense", "lazy")
 
 
 def worker(rank: int, ports: list[int], users: int, steps: int, repeat: int) -> None:
@@ -43,7 +47,7 @@ def worker(rank: int, ports: list[int], users: int, steps: int, repeat: int) -> 
 
     from jobs.feature_spec import GENRES, HISTORY_COLUMNS, FeatureSpec
     from jobs.fm_model import FMHyperParameters, build_fm_model
-    from jobs.fm_trainer import fused_adam, take_weight_l2
+    from jobs.fm_trainer import USER_TABLES, fused_adam, lazy_tables, take_weight_l2
 
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     rows = GLOBAL_BATCH // len(ports)
@@ -57,8 +61,11 @@ def worker(rank: int, ports: list[int], users: int, steps: int, repeat: int) -> 
         hparams = FMHyperParameters()
         with strategy.scope():
             model = build_fm_model(FeatureSpec(users, ITEMS, 3.5, 1.0, 5.0), hparams)
-            optimizer = (fused_adam(hparams.learning_rate, take_weight_l2(model)) if variant == "trainer"
-                         else keras.optimizers.Adam(hparams.learning_rate))
+            if variant == "keras":
+                optimizer = keras.optimizers.Adam(hparams.learning_rate)
+            else:
+                lazy = lazy_tables(model, USER_TABLES if variant == "lazy" else ())
+                optimizer = fused_adam(hparams.learning_rate, take_weight_l2(model), lazy)
             optimizer.build(model.trainable_variables)
 
         def replica_step(model=model, optimizer=optimizer):
@@ -113,13 +120,14 @@ def main(argv: list[str] | None = None) -> list[tuple[int, dict[str, float]]]:
         worker(args.rank, json.loads(args.worker), int(args.users), args.steps, args.repeat)
         return []
     results = []
-    print("| user rows | Keras Adam, L2 in the loss (ms/step) | trainer (ms/step) | Keras / trainer |")
-    print("|--:|--:|--:|--:|")
+    print("| user rows | Keras Adam, L2 in the loss (ms/step) | dense (ms/step) | lazy (ms/step) | Keras / lazy |"
+          " dense / lazy |")
+    print("|--:|--:|--:|--:|--:|--:|")
     for users in (int(size) for size in args.users.split(",")):
         best = measure(users, args.steps, args.repeat)
         results.append((users, best))
-        print(f"| {users:,} | {best['keras']:.2f} | {best['trainer']:.2f} | {best['keras'] / best['trainer']:.1f}× |",
-              flush=True)
+        print(f"| {users:,} | {best['keras']:.2f} | {best['dense']:.2f} | {best['lazy']:.2f} |"
+              f" {best['keras'] / best['lazy']:.1f}× | {best['dense'] / best['lazy']:.1f}× |", flush=True)
     return results
 
 

@@ -26,9 +26,17 @@ if TYPE_CHECKING:
     import keras
 
 
+USER_UPDATES = ("lazy", "dense")
+
+
 @dataclass(frozen=True)
 class FMHyperParameters:
-    """The FM's hyper-parameters and training schedule, logged with every run."""
+    """The FM's hyper-parameters and training schedule, logged with every run.
+
+    `user_update`: "lazy" updates only the rows of the users a step looks up (L2 included), so a step costs the
+    same whatever the day's users; "dense" applies Adam with the L2 to every row of the user tables every step,
+    which shrinks the users a step does not see and makes the step grow with them (README, "Performance").
+    """
 
     factors: int = 32
     l2: float = 1e-4
@@ -37,6 +45,11 @@ class FMHyperParameters:
     epochs: int = 11
     seed: int = 42
     history_pseudo_count: float = 10.0
+    user_update: str = "lazy"
+
+    def __post_init__(self) -> None:
+        if self.user_update not in USER_UPDATES:
+            raise ValueError(f"user_update must be one of {USER_UPDATES}, got {self.user_update!r}")
 
     @classmethod
     def from_args(cls, args: dict[str, str]) -> FMHyperParameters:
@@ -47,7 +60,7 @@ class FMHyperParameters:
             raise ValueError(f"unknown FM hyper-parameters {unknown}; known: {sorted(types)}")
         return cls(**{name: types[name](value) for name, value in args.items()})
 
-    def as_params(self) -> dict[str, int | float]:
+    def as_params(self) -> dict[str, int | float | str]:
         """The hyper-parameters as a flat dict (training summary, MLflow params)."""
         return dataclasses.asdict(self)
 

@@ -87,6 +87,9 @@ def test_hyper_parameters_come_from_trainer_arguments():
     assert FMHyperParameters().as_params()["factors"] == FMHyperParameters().factors
     with pytest.raises(ValueError, match=r"unknown FM hyper-parameters \['epoch'\]"):
         FMHyperParameters.from_args({"epoch": "3"})
+    assert FMHyperParameters.from_args({"user_update": "dense"}).user_update == "dense"
+    with pytest.raises(ValueError, match="user_update must be one of"):
+        FMHyperParameters.from_args({"user_update": "sparse"})
 
 
 def test_the_ranking_model_is_the_fm_before_its_clip(tmp_path):

@@ -1,5 +1,6 @@
 """The FM trainer's fused Adam, with the model's L2 moved from the loss into it, makes the same updates as Keras'
-Adam on the loss with the L2; the data loss's gradients of the embeddings stay sparse."""
+Adam on the loss with the L2; the data loss's gradients of the embeddings stay sparse; lazily updated user tables
+get Adam's update on the rows a step looks up and keep the others."""
 
 from __future__ import annotations
 
@@ -7,20 +8,28 @@ import numpy as np
 
 from jobs.feature_spec import GENRES, HISTORY_COLUMNS, FeatureSpec
 from jobs.fm_model import FMHyperParameters, build_fm_model
-from jobs.fm_trainer import fused_adam, take_weight_l2
+from jobs.fm_trainer import USER_TABLES, fused_adam, lazy_tables, take_weight_l2
 
 ROWS = 64
+USERS = 40
+L2 = FMHyperParameters().l2
 
 
-def _train(fused: bool) -> list[np.ndarray]:
+def _train(fused: bool, lazy_users: bool = False, steps: int = 5,
+           looked_up_users: int = USERS) -> tuple[list[np.ndarray], dict]:
     import keras
     import tensorflow as tf
 
     keras.utils.set_random_seed(7)
-    model = build_fm_model(FeatureSpec(40, 30, 3.5, 1.0, 5.0), FMHyperParameters())
-    optimizer = fused_adam(0.01, take_weight_l2(model)) if fused else keras.optimizers.Adam(0.01)
+    model = build_fm_model(FeatureSpec(USERS, 30, 3.5, 1.0, 5.0), FMHyperParameters())
+    if fused:
+        lazy = lazy_tables(model, USER_TABLES if lazy_users else ())
+        optimizer = fused_adam(0.01, take_weight_l2(model), lazy)
+    else:
+        optimizer = keras.optimizers.Adam(0.01)
+    initial = {variable.path: variable.numpy() for variable in model.trainable_variables}
     rng = np.random.default_rng(1)
-    features = {"user_idx": rng.integers(0, 40, ROWS), "item_idx": rng.integers(0, 30, ROWS),
+    features = {"user_idx": rng.integers(0, looked_up_users, ROWS), "item_idx": rng.integers(0, 30, ROWS),
                 "year_idx": rng.integers(0, 22, ROWS), "genres": rng.random((ROWS, len(GENRES)), "float32"),
                 **{column: rng.random(ROWS, "float32") for column in HISTORY_COLUMNS}}
     labels = rng.integers(1, 6, ROWS).astype("float32")
@@ -38,13 +47,14 @@ def _train(fused: bool) -> list[np.ndarray]:
             assert {"user_factors/embeddings", "item_factors/embeddings"} <= sparse
         optimizer.apply_gradients(zip(gradients, model.trainable_variables, strict=True))
 
-    for _ in range(5):
+    for _ in range(steps):
         step()
-    return [variable.numpy() for variable in model.trainable_variables]
+    return [variable.numpy() for variable in model.trainable_variables], {"initial": initial, "features": features,
+                                                                         "labels": labels, "model": model}
 
 
 def test_fused_adam_with_the_l2_updates_as_keras_adam_on_the_penalised_loss():
-    ours, theirs = _train(fused=True), _train(fused=False)
+    (ours, _), (theirs, _) = _train(fused=True), _train(fused=False)
     assert len(ours) == len(theirs) > 0
     for fused, reference in zip(ours, theirs, strict=True):
         np.testing.assert_allclose(fused, reference, rtol=1e-4, atol=1e-6)
@@ -64,3 +74,50 @@ def test_only_the_sparse_gradients_of_large_tables_stay_sparse():
     assert not isinstance(dense, tf.IndexedSlices) and dense.numpy()[[1, 3]].sum() == 8.0
     big = tf.IndexedSlices(tf.ones((2, 1)), tf.constant([1, 3]), tf.constant([large_rows, 1]))
     assert isinstance(dense_unless_large(big, keras.Variable(np.zeros((large_rows, 1), "float32"))), tf.IndexedSlices)
+
+
+def test_lazy_user_tables_update_the_looked_up_rows_with_adam_and_keep_the_others():
+    import keras
+    import tensorflow as tf
+
+    (weights, run) = _train(fused=True, lazy_users=True, steps=1, looked_up_users=USERS // 2)
+    model, initial = run["model"], run["initial"]
+    by_path = dict(zip((variable.path for variable in model.trainable_variables), weights, strict=True))
+    looked_up = np.unique(run["features"]["user_idx"])
+    untouched = np.setdiff1d(np.arange(USERS), looked_up)
+    assert len(untouched) >= USERS // 2
+    fresh = build_fm_model(FeatureSpec(USERS, 30, 3.5, 1.0, 5.0), FMHyperParameters())
+    for variable in fresh.trainable_variables:
+        variable.assign(initial[variable.path])
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(tf.square(run["labels"] - fresh(run["features"], training=True)))
+    gradients = dict(zip((v.path for v in fresh.trainable_variables),
+                         tape.gradient(loss, fresh.trainable_variables), strict=True))
+    for table in ("user_factors/embeddings", "user_weight/embeddings"):
+        before, after = initial[table], by_path[table]
+        np.testing.assert_array_equal(after[untouched], before[untouched])
+        gradient = tf.convert_to_tensor(gradients[table]).numpy()[looked_up] + 2 * L2 * before[looked_up]
+        # Adam's first step from zero moments: lr · g / (|g| + epsilon / sqrt(1 - beta_2)).
+        optimizer = keras.optimizers.Adam()
+        floor = optimizer.epsilon / np.sqrt(1 - optimizer.beta_2)
+        expected = before[looked_up] - 0.01 * gradient / (np.abs(gradient) + floor)
+        np.testing.assert_allclose(after[looked_up], expected, rtol=1e-4, atol=1e-6)
+    dense_weights, _ = _train(fused=True, lazy_users=False, steps=1, looked_up_users=USERS // 2)
+    for variable, lazy, dense in zip(model.trainable_variables, weights, dense_weights, strict=True):
+        if variable.path == "user_factors/embeddings":
+            assert not np.allclose(lazy[untouched], dense[untouched])  # a dense step shrinks unseen rows
+        elif variable.path.startswith("user_"):
+            continue
+        else:
+            np.testing.assert_allclose(lazy, dense, rtol=1e-5, atol=1e-7)
+
+
+def test_lazy_tables_names_only_embedding_layers_of_the_model():
+    import pytest
+
+    model = build_fm_model(FeatureSpec(USERS, 30, 3.5, 1.0, 5.0), FMHyperParameters())
+    with pytest.raises(ValueError, match="no layers"):
+        lazy_tables(model, ("users",))
+    with pytest.raises(ValueError, match="only Embedding"):
+        lazy_tables(model, ("genre_factors",))
+    assert sum(lazy_tables(model, USER_TABLES)) == 2
