@@ -65,13 +65,18 @@ def test_only_the_sparse_gradients_of_large_tables_stay_sparse():
     import keras
     import tensorflow as tf
 
-    from jobs.fm_trainer import SPARSE_ALL_REDUCE_BYTES, dense_unless_large
+    from jobs.fm_trainer import SPARSE_ALL_REDUCE_BYTES, dense_unless_large, looked_up_rows
 
     small = keras.Variable(np.zeros((10, 4), "float32"))
     large_rows = SPARSE_ALL_REDUCE_BYTES // 4 + 1
     rows = tf.IndexedSlices(tf.ones((2, 4)), tf.constant([1, 3]), tf.constant([10, 4]))
     dense = dense_unless_large(rows, small)
     assert not isinstance(dense, tf.IndexedSlices) and dense.numpy()[[1, 3]].sum() == 8.0
+    twice = tf.IndexedSlices(tf.ones((3, 4)), tf.constant([1, 3, 3]), tf.constant([10, 4]))
+    with_lookups = dense_unless_large(twice, small, lazy=True).numpy()
+    assert with_lookups.shape == (10, 5) and list(with_lookups[:, -1]) == [0, 1, 0, 2, 0, 0, 0, 0, 0, 0]
+    rows = looked_up_rows(tf.constant(with_lookups))
+    assert list(rows.indices.numpy()) == [1, 3] and rows.values.numpy().tolist() == [[1.0] * 4, [2.0] * 4]
     big = tf.IndexedSlices(tf.ones((2, 1)), tf.constant([1, 3]), tf.constant([large_rows, 1]))
     assert isinstance(dense_unless_large(big, keras.Variable(np.zeros((large_rows, 1), "float32"))), tf.IndexedSlices)
 
@@ -121,3 +126,13 @@ def test_lazy_tables_names_only_embedding_layers_of_the_model():
     with pytest.raises(ValueError, match="only Embedding"):
         lazy_tables(model, ("genre_factors",))
     assert sum(lazy_tables(model, USER_TABLES)) == 2
+
+
+def test_lazy_small_tables_summed_dense_update_as_when_summed_sparse(monkeypatch):
+    import jobs.fm_trainer
+
+    summed_dense, _ = _train(fused=True, lazy_users=True, steps=3, looked_up_users=USERS // 2)
+    monkeypatch.setattr(jobs.fm_trainer, "SPARSE_ALL_REDUCE_BYTES", 0)
+    summed_sparse, _ = _train(fused=True, lazy_users=True, steps=3, looked_up_users=USERS // 2)
+    for dense, sparse in zip(summed_dense, summed_sparse, strict=True):
+        np.testing.assert_allclose(dense, sparse, rtol=1e-6, atol=1e-7)
