@@ -46,6 +46,7 @@ class FMHyperParameters:
     seed: int = 42
     history_pseudo_count: float = 10.0
     user_update: str = "lazy"
+    user_l2: float = 1e-2
 
     def __post_init__(self) -> None:
         if self.user_update not in USER_UPDATES:
@@ -87,11 +88,12 @@ def build_fm_model(spec: FeatureSpec, hparams: FMHyperParameters) -> keras.Model
     sizes = {"user_idx": spec.user_vocab_size, "item_idx": spec.item_vocab_size, "year_idx": YEAR_BUCKETS}
     for name, size in sizes.items():
         field = name.removesuffix("_idx")
-        factors.append(layers.Embedding(size, hparams.factors, embeddings_regularizer=regularizer,
+        table_regularizer = keras.regularizers.L2(hparams.user_l2) if field == "user" else regularizer
+        factors.append(layers.Embedding(size, hparams.factors, embeddings_regularizer=table_regularizer,
                                         embeddings_initializer=keras.initializers.RandomNormal(stddev=0.01),
                                         name=f"{field}_factors")(inputs[name]))
         first_order.append(ops.squeeze(layers.Embedding(size, 1, embeddings_initializer="zeros",
-                                                        embeddings_regularizer=regularizer,
+                                                        embeddings_regularizer=table_regularizer,
                                                         name=f"{field}_weight")(inputs[name]), -1))
     genres = inputs["genres"]
     # The genre field's first-order layer carries the global bias (a Dense bias needs no custom layer).
