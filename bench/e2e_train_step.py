@@ -14,7 +14,7 @@ times `--steps` synchronous steps of each variant, side by side per vocabulary s
            the all-reduce (the same update), sparse gradients of tables over 4 MiB summed as rows, Adam in one
            fused kernel on every row of every table
   lazy     the same with `user_update=lazy` (the default): the user tables' rows looked up by the step are read
-           and updated, L2 included, the others left as they are (`lazy_tables`)
+           and updated, their L2 scaled by their steps per lookup, the others left as they are (`lazy_tables`)
 
     .venv/bin/python -m bench.e2e_train_step
     .venv/bin/python -m bench.e2e_train_step --users 12000,120000 --steps 100
@@ -47,7 +47,7 @@ def worker(rank: int, ports: list[int], users: int, steps: int, repeat: int) -> 
 
     from jobs.feature_spec import GENRES, HISTORY_COLUMNS, FeatureSpec
     from jobs.fm_model import FMHyperParameters, build_fm_model
-    from jobs.fm_trainer import USER_TABLES, fused_adam, lazy_tables, take_weight_l2
+    from jobs.fm_trainer import USER_TABLES, fused_adam, lazy_tables, steps_per_lookup, take_weight_l2
 
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     rows = GLOBAL_BATCH // len(ports)
@@ -65,7 +65,9 @@ def worker(rank: int, ports: list[int], users: int, steps: int, repeat: int) -> 
                 optimizer = keras.optimizers.Adam(hparams.learning_rate)
             else:
                 lazy = lazy_tables(model, USER_TABLES if variant == "lazy" else ())
-                optimizer = fused_adam(hparams.learning_rate, take_weight_l2(model), lazy)
+                row_steps = steps_per_lookup(np.full(users, 2 * GLOBAL_BATCH), users)
+                optimizer = fused_adam(hparams.learning_rate, take_weight_l2(model),
+                                       [row_steps if flag else None for flag in lazy])
             optimizer.build(model.trainable_variables)
 
         def replica_step(model=model, optimizer=optimizer):

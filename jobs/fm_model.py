@@ -33,9 +33,10 @@ USER_UPDATES = ("lazy", "dense")
 class FMHyperParameters:
     """The FM's hyper-parameters and training schedule, logged with every run.
 
-    `user_update`: "lazy" updates only the rows of the users a step looks up (L2 included), so a step costs the
-    same whatever the day's users; "dense" applies Adam with the L2 to every row of the user tables every step,
-    which shrinks the users a step does not see and makes the step grow with them (README, "Performance").
+    `user_update`: "lazy" updates only the rows of the users a step looks up, their L2 scaled by the steps between
+    their lookups (the same penalty in expectation), so a step costs the same whatever the day's users; "dense"
+    applies Adam with the L2 to every row of the user tables every step, so the step grows with the users
+    (README, "Performance").
     """
 
     factors: int = 32
@@ -46,7 +47,6 @@ class FMHyperParameters:
     seed: int = 42
     history_pseudo_count: float = 10.0
     user_update: str = "lazy"
-    user_l2: float = 1e-2
 
     def __post_init__(self) -> None:
         if self.user_update not in USER_UPDATES:
@@ -88,12 +88,11 @@ def build_fm_model(spec: FeatureSpec, hparams: FMHyperParameters) -> keras.Model
     sizes = {"user_idx": spec.user_vocab_size, "item_idx": spec.item_vocab_size, "year_idx": YEAR_BUCKETS}
     for name, size in sizes.items():
         field = name.removesuffix("_idx")
-        table_regularizer = keras.regularizers.L2(hparams.user_l2) if field == "user" else regularizer
-        factors.append(layers.Embedding(size, hparams.factors, embeddings_regularizer=table_regularizer,
+        factors.append(layers.Embedding(size, hparams.factors, embeddings_regularizer=regularizer,
                                         embeddings_initializer=keras.initializers.RandomNormal(stddev=0.01),
                                         name=f"{field}_factors")(inputs[name]))
         first_order.append(ops.squeeze(layers.Embedding(size, 1, embeddings_initializer="zeros",
-                                                        embeddings_regularizer=table_regularizer,
+                                                        embeddings_regularizer=regularizer,
                                                         name=f"{field}_weight")(inputs[name]), -1))
     genres = inputs["genres"]
     # The genre field's first-order layer carries the global bias (a Dense bias needs no custom layer).

@@ -8,11 +8,12 @@ import numpy as np
 
 from jobs.feature_spec import GENRES, HISTORY_COLUMNS, FeatureSpec
 from jobs.fm_model import FMHyperParameters, build_fm_model
-from jobs.fm_trainer import USER_TABLES, fused_adam, lazy_tables, take_weight_l2
+from jobs.fm_trainer import USER_TABLES, fused_adam, lazy_tables, lookups_per_row, steps_per_lookup, take_weight_l2
 
 ROWS = 64
 USERS = 40
 L2 = FMHyperParameters().l2
+STEPS_PER_LOOKUP = 3.0
 
 
 def _train(fused: bool, lazy_users: bool = False, steps: int = 5,
@@ -24,7 +25,8 @@ def _train(fused: bool, lazy_users: bool = False, steps: int = 5,
     model = build_fm_model(FeatureSpec(USERS, 30, 3.5, 1.0, 5.0), FMHyperParameters())
     if fused:
         lazy = lazy_tables(model, USER_TABLES if lazy_users else ())
-        optimizer = fused_adam(0.01, take_weight_l2(model), lazy)
+        row_steps = np.full(USERS, STEPS_PER_LOOKUP, "float32")
+        optimizer = fused_adam(0.01, take_weight_l2(model), [row_steps if flag else None for flag in lazy])
     else:
         optimizer = keras.optimizers.Adam(0.01)
     initial = {variable.path: variable.numpy() for variable in model.trainable_variables}
@@ -101,7 +103,8 @@ def test_lazy_user_tables_update_the_looked_up_rows_with_adam_and_keep_the_other
     for table in ("user_factors/embeddings", "user_weight/embeddings"):
         before, after = initial[table], by_path[table]
         np.testing.assert_array_equal(after[untouched], before[untouched])
-        gradient = tf.convert_to_tensor(gradients[table]).numpy()[looked_up] + 2 * L2 * before[looked_up]
+        gradient = (tf.convert_to_tensor(gradients[table]).numpy()[looked_up]
+                    + 2 * L2 * STEPS_PER_LOOKUP * before[looked_up])
         # Adam's first step from zero moments: lr · g / (|g| + epsilon / sqrt(1 - beta_2)).
         optimizer = keras.optimizers.Adam()
         floor = optimizer.epsilon / np.sqrt(1 - optimizer.beta_2)
@@ -136,3 +139,15 @@ def test_lazy_small_tables_summed_dense_update_as_when_summed_sparse(monkeypatch
     summed_sparse, _ = _train(fused=True, lazy_users=True, steps=3, looked_up_users=USERS // 2)
     for dense, sparse in zip(summed_dense, summed_sparse, strict=True):
         np.testing.assert_allclose(dense, sparse, rtol=1e-6, atol=1e-7)
+
+
+def test_steps_per_lookup_spreads_the_steps_without_a_row_over_its_lookups():
+    steps = steps_per_lookup(np.array([0, 1, 10, 100, 10_000]), steps_per_epoch=100)
+    np.testing.assert_allclose(steps[:2], [100, 100], rtol=1e-5)  # seen once an epoch: once in 100 steps
+    assert 9.5 < steps[2] < 10.5 and 1.5 < steps[3] < 1.6  # 100 lookups in 100 steps miss some steps
+    np.testing.assert_allclose(steps[4], 1.0, rtol=1e-5)  # in every step: the dense update's L2
+
+
+def test_lookups_per_row_counts_the_examples_of_each_row(spark):
+    examples = spark.createDataFrame([(3,), (1,), (3,), (3,)], "user_idx long")
+    assert lookups_per_row(examples, "user_idx", 5).tolist() == [0, 1, 0, 3, 0]
