@@ -228,6 +228,9 @@ class FMTrainer(TFSparkTrainer):
     """Fits the factorization machine on the training examples of a day's feature partition."""
 
     label_column = LABEL
+    # A checkpoint holds every table with its two Adam moments (49 MB at 123K users): saved every 200 steps
+    # (tfspark's default), 11% of a 10M-event day's training worker's samples (py-spy) were in the save.
+    checkpoint_every = 2000
 
     def __init__(self, **kwargs: str) -> None:
         super().__init__(**kwargs)
