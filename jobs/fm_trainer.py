@@ -50,15 +50,21 @@ SPARSE_ALL_REDUCE_BYTES = 4 << 20
 USER_TABLES = ("user_factors", "user_weight")
 
 
+EXACT_FLOAT32_INTEGERS = 1 << 24
+
+
 def dense_unless_large(gradient, variable, lazy: bool = False):
-    """A sparse gradient (an embedding's looked-up rows) as a dense tensor, unless its variable is larger than
-    `SPARSE_ALL_REDUCE_BYTES`; for a lazily updated variable, with one more column counting each row's lookups,
-    so that the rows looked up on any worker are known after the sum (`looked_up_rows`).
+    """How a gradient travels to the workers' sum. A sparse gradient (an embedding's looked-up rows) of a variable
+    updated lazily travels as this worker's slots of a dense tensor with a row per looked-up row of every worker
+    (its values and its row index + 1, the other workers' slots zero), so the sum is every worker's looked-up
+    rows (`looked_up_rows`); one that is not travels dense unless its variable is larger than
+    `SPARSE_ALL_REDUCE_BYTES`, then sparse.
 
     The workers sum dense gradients in one packed all-reduce, and sparse ones with an all-gather of their own
-    (rows and values, a few collectives each): with two workers a step took 8.6 ms with dense user tables of
-    12K rows and 16.4 ms with sparse ones, but 64 ms dense and 29 ms sparse at 120K rows; lazily updated user
-    tables of 1,200 rows took 2.4 ms a step summed dense and 6.0 ms sparse.
+    (lengths, rows and values: three collectives each): with two workers a step took 8.6 ms with dense user
+    tables of 12K rows and 16.4 ms with sparse ones, but 64 ms dense and 29 ms sparse at 120K rows; the slots
+    ride in the packed all-reduce whatever the table's size. A table whose row numbers float32 cannot hold
+    exactly, or a batch of unknown size, travels sparse.
     """
     import math
 
@@ -66,26 +72,29 @@ def dense_unless_large(gradient, variable, lazy: bool = False):
 
     if not isinstance(gradient, tf.IndexedSlices):
         return gradient
+    looked_up = gradient.indices.shape[0]
+    if lazy and looked_up is not None and variable.shape[0] < EXACT_FLOAT32_INTEGERS:
+        replica = tf.distribute.get_replica_context()
+        before = replica.replica_id_in_sync_group * looked_up
+        after = (replica.num_replicas_in_sync - 1) * looked_up - before
+        rows = tf.concat([gradient.values, tf.cast(gradient.indices, gradient.values.dtype)[:, None] + 1], axis=1)
+        slots = tf.pad(rows, [[before, after], [0, 0]])
+        slots.set_shape([replica.num_replicas_in_sync * looked_up, rows.shape[1]])
+        return slots
     size = math.prod(variable.shape) * gradient.values.dtype.size
-    if size > SPARSE_ALL_REDUCE_BYTES:
-        return gradient
-    dense = tf.convert_to_tensor(gradient)
-    if not lazy:
-        return dense
-    lookups = tf.math.unsorted_segment_sum(tf.ones_like(gradient.indices, dense.dtype), gradient.indices,
-                                           tf.shape(dense)[0])
-    return tf.concat([dense, lookups[:, None]], axis=1)
+    return gradient if lazy or size > SPARSE_ALL_REDUCE_BYTES else tf.convert_to_tensor(gradient)
 
 
 def looked_up_rows(gradient):
     """The sparse gradient of the rows looked up, from a lazily updated variable's summed gradient (sparse, or
-    dense with the lookup counts of `dense_unless_large`)."""
+    the slots of `dense_unless_large`)."""
     import tensorflow as tf
 
     if isinstance(gradient, tf.IndexedSlices):
         return gradient
-    rows = tf.reshape(tf.where(gradient[:, -1] > 0), [-1])
-    return tf.IndexedSlices(tf.gather(gradient[:, :-1], rows), rows)
+    filled = tf.reshape(tf.where(gradient[:, -1] > 0), [-1])
+    rows = tf.gather(gradient, filled)
+    return tf.IndexedSlices(rows[:, :-1], tf.cast(rows[:, -1], tf.int64) - 1)
 
 
 def lazy_tables(model, names: tuple[str, ...]) -> list[bool]:

@@ -75,10 +75,10 @@ def test_only_the_sparse_gradients_of_large_tables_stay_sparse():
     dense = dense_unless_large(rows, small)
     assert not isinstance(dense, tf.IndexedSlices) and dense.numpy()[[1, 3]].sum() == 8.0
     twice = tf.IndexedSlices(tf.ones((3, 4)), tf.constant([1, 3, 3]), tf.constant([10, 4]))
-    with_lookups = dense_unless_large(twice, small, lazy=True).numpy()
-    assert with_lookups.shape == (10, 5) and list(with_lookups[:, -1]) == [0, 1, 0, 2, 0, 0, 0, 0, 0, 0]
-    rows = looked_up_rows(tf.constant(with_lookups))
-    assert list(rows.indices.numpy()) == [1, 3] and rows.values.numpy().tolist() == [[1.0] * 4, [2.0] * 4]
+    slots = dense_unless_large(twice, small, lazy=True).numpy()
+    assert slots.shape == (3, 5) and list(slots[:, -1]) == [2, 4, 4]  # one worker: its own slots, row + 1
+    rows = looked_up_rows(tf.constant(np.concatenate([slots, np.zeros((2, 5), "float32")])))
+    assert list(rows.indices.numpy()) == [1, 3, 3] and rows.values.numpy().tolist() == [[1.0] * 4] * 3
     big = tf.IndexedSlices(tf.ones((2, 1)), tf.constant([1, 3]), tf.constant([large_rows, 1]))
     assert isinstance(dense_unless_large(big, keras.Variable(np.zeros((large_rows, 1), "float32"))), tf.IndexedSlices)
 
@@ -131,11 +131,11 @@ def test_lazy_tables_names_only_embedding_layers_of_the_model():
     assert sum(lazy_tables(model, USER_TABLES)) == 2
 
 
-def test_lazy_small_tables_summed_dense_update_as_when_summed_sparse(monkeypatch):
+def test_lazy_tables_summed_as_slots_update_as_when_summed_sparse(monkeypatch):
     import jobs.fm_trainer
 
     summed_dense, _ = _train(fused=True, lazy_users=True, steps=3, looked_up_users=USERS // 2)
-    monkeypatch.setattr(jobs.fm_trainer, "SPARSE_ALL_REDUCE_BYTES", 0)
+    monkeypatch.setattr(jobs.fm_trainer, "EXACT_FLOAT32_INTEGERS", 0)
     summed_sparse, _ = _train(fused=True, lazy_users=True, steps=3, looked_up_users=USERS // 2)
     for dense, sparse in zip(summed_dense, summed_sparse, strict=True):
         np.testing.assert_allclose(dense, sparse, rtol=1e-6, atol=1e-7)
