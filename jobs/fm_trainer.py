@@ -2,7 +2,7 @@
 
 Trainer arguments (`--trainer-arg KEY=VALUE`): `lake` (URL) and `day` (YYYY-MM-DD) name the feature
 partition `<lake>/features/dt=D/` (its `train/` examples and its spec); any field of
-`jobs.fm_model.FMHyperParameters` (`factors`, `l2`, `learning_rate`, `batch_size`, `epochs`, `seed`)
+`jobs.fm_model.FMHyperParameters` (`factors`, `l2`, `learning_rate`, `batch_size`, `epochs`, `seed`, `user_update`, ...)
 overrides its default. The hyper-parameters and vocabulary sizes join the training summary (and so the
 MLflow run's params).
 """
