@@ -64,10 +64,9 @@ def worker(rank: int, ports: list[int], users: int, steps: int, repeat: int) -> 
             if variant == "keras":
                 optimizer = keras.optimizers.Adam(hparams.learning_rate)
             else:
-                lazy = lazy_tables(model, USER_TABLES if variant == "lazy" else ())
                 row_steps = steps_per_lookup(np.full(users, 2 * GLOBAL_BATCH), users)
-                optimizer = fused_adam(hparams.learning_rate, take_weight_l2(model),
-                                       [row_steps if flag else None for flag in lazy])
+                lazy_row_steps = lazy_tables(model, USER_TABLES, row_steps) if variant == "lazy" else None
+                optimizer = fused_adam(hparams.learning_rate, take_weight_l2(model), lazy_row_steps)
             optimizer.build(model.trainable_variables)
 
         def replica_step(model=model, optimizer=optimizer):

@@ -53,7 +53,7 @@ USER_TABLES = ("user_factors", "user_weight")
 EXACT_FLOAT32_INTEGERS = 1 << 24
 
 
-def dense_unless_large(gradient, variable, lazy: bool = False):
+def summable_gradient(gradient, variable, lazy: bool = False):
     """How a gradient travels to the workers' sum. A sparse gradient (an embedding's looked-up rows) of a variable
     updated lazily travels as this worker's slots of a dense tensor with a row per looked-up row of every worker
     (its values and its row index + 1, the other workers' slots zero), so the sum is every worker's looked-up
@@ -87,7 +87,7 @@ def dense_unless_large(gradient, variable, lazy: bool = False):
 
 def looked_up_rows(gradient):
     """The sparse gradient of the rows looked up, from a lazily updated variable's summed gradient (sparse, or
-    the slots of `dense_unless_large`)."""
+    the slots of `summable_gradient`)."""
     import tensorflow as tf
 
     if isinstance(gradient, tf.IndexedSlices):
@@ -97,9 +97,10 @@ def looked_up_rows(gradient):
     return tf.IndexedSlices(rows[:, :-1], tf.cast(rows[:, -1], tf.int64) - 1)
 
 
-def lazy_tables(model, names: tuple[str, ...]) -> list[bool]:
-    """Per trainable variable, whether `fused_adam` updates only the rows a step looked up: the embedding tables of
-    the layers named `names`; their lookups become sparse reads.
+def lazy_tables(model, names: tuple[str, ...], row_steps) -> list:
+    """Per trainable variable, the `row_steps` (each row's `steps_per_lookup`) if `fused_adam` is to update only the
+    rows a step looked up, else None: the embedding tables of the layers named `names`, whose lookups become sparse
+    reads.
 
     The FM's user tables grow with the users of a day, and a dense update rewrites all their rows every step
     (the L2 gradient of a whole table is dense), so the step grew with the day (15–18 ms at 120K users
@@ -118,7 +119,7 @@ def lazy_tables(model, names: tuple[str, ...]) -> list[bool]:
             raise ValueError(f"{layer.name}: only Embedding tables can be updated lazily, got {type(layer).__name__}")
         layer.call = _sparse_lookup(layer)
     paths = {layer.embeddings.path for layer in layers}
-    return [variable.path in paths for variable in model.trainable_variables]
+    return [row_steps if variable.path in paths else None for variable in model.trainable_variables]
 
 
 def _sparse_lookup(layer):
@@ -149,10 +150,10 @@ def steps_per_lookup(lookups, steps_per_epoch: int):
     return (1.0 / np.maximum(chance, 1.0 / steps_per_epoch)).astype(np.float32)
 
 
-def fused_adam(learning_rate: float, weight_l2: list[float], lazy: list | None = None):
+def fused_adam(learning_rate: float, weight_l2: list[float], lazy_row_steps: list | None = None):
     """Keras' Adam plus the L2 gradient of `weight_l2` (per trainable variable, from `take_weight_l2`), each update
-    done by TensorFlow's fused, in-place kernel (`ResourceApplyAdam`), or lazily where `lazy` (per trainable
-    variable) holds each row's `steps_per_lookup` instead of None.
+    done by TensorFlow's fused, in-place kernel (`ResourceApplyAdam`), or lazily where `lazy_row_steps` (per
+    trainable variable, from `lazy_tables`) holds each row's `steps_per_lookup` instead of None.
 
     The same update as `keras.optimizers.Adam` on a loss with the L2 penalty (moments, bias correction, epsilon
     outside the square root), in one pass over a variable instead of about ten element-wise operations with a
@@ -165,17 +166,17 @@ def fused_adam(learning_rate: float, weight_l2: list[float], lazy: list | None =
     import keras
     import tensorflow as tf
 
-    lazy = lazy or [None] * len(weight_l2)
-    row_steps = [None if steps is None else tf.constant(steps, tf.float32) for steps in lazy]
+    row_steps = [None if steps is None else tf.constant(steps, tf.float32)
+                 for steps in lazy_row_steps or [None] * len(weight_l2)]
 
     class FusedAdam(keras.optimizers.Adam):
         def apply_gradients(self, grads_and_vars):
-            """Densify the sparse gradients of small tables before the workers' gradients are summed."""
+            """Give each gradient the form in which the workers sum it (`summable_gradient`)."""
             grads_and_vars = list(grads_and_vars)
             if not self.built:
                 self.build([variable for _, variable in grads_and_vars])
             return super().apply_gradients([
-                (dense_unless_large(gradient, variable, lazy[self._get_variable_index(variable)] is not None),
+                (summable_gradient(gradient, variable, row_steps[self._get_variable_index(variable)] is not None),
                  variable)
                 for gradient, variable in grads_and_vars])
 
@@ -259,7 +260,8 @@ class FMTrainer(TFSparkTrainer):
         use_lake(spark, lake)
         self.spec = read_feature_spec(lake, self.day)
         examples = read_table(spark, lake, FEATURES, self.day, TRAIN).select(*FEATURE_COLUMNS, LABEL)
-        self.user_lookups = lookups_per_row(examples, "user_idx", self.spec.user_vocab_size)
+        if self.hparams.user_update == "lazy":
+            self.user_lookups = lookups_per_row(examples, "user_idx", self.spec.user_vocab_size)
         return examples
 
     def train(self, dataset, ctx: TrainContext) -> dict:
@@ -271,10 +273,11 @@ class FMTrainer(TFSparkTrainer):
         keras.utils.set_random_seed(self.hparams.seed)
         with ctx.strategy.scope():
             model = build_fm_model(self.spec, self.hparams)
-            lazy = lazy_tables(model, USER_TABLES if self.hparams.user_update == "lazy" else ())
-            user_steps = steps_per_lookup(self.user_lookups, ctx.steps_per_epoch)
-            optimizer = fused_adam(self.hparams.learning_rate, take_weight_l2(model),
-                                   [user_steps if flag else None for flag in lazy])
+            lazy_row_steps = None
+            if self.hparams.user_update == "lazy":
+                user_steps = steps_per_lookup(self.user_lookups, ctx.steps_per_epoch)
+                lazy_row_steps = lazy_tables(model, USER_TABLES, user_steps)
+            optimizer = fused_adam(self.hparams.learning_rate, take_weight_l2(model), lazy_row_steps)
         result = ctx.fit(model, optimizer, squared_error, dataset)
         ctx.save_model(model)
         return {**self.hparams.as_params(), "user_vocab_size": self.spec.user_vocab_size,

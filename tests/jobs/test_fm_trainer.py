@@ -24,9 +24,9 @@ def _train(fused: bool, lazy_users: bool = False, steps: int = 5,
     keras.utils.set_random_seed(7)
     model = build_fm_model(FeatureSpec(USERS, 30, 3.5, 1.0, 5.0), FMHyperParameters())
     if fused:
-        lazy = lazy_tables(model, USER_TABLES if lazy_users else ())
         row_steps = np.full(USERS, STEPS_PER_LOOKUP, "float32")
-        optimizer = fused_adam(0.01, take_weight_l2(model), [row_steps if flag else None for flag in lazy])
+        lazy_row_steps = lazy_tables(model, USER_TABLES, row_steps) if lazy_users else None
+        optimizer = fused_adam(0.01, take_weight_l2(model), lazy_row_steps)
     else:
         optimizer = keras.optimizers.Adam(0.01)
     initial = {variable.path: variable.numpy() for variable in model.trainable_variables}
@@ -67,20 +67,20 @@ def test_only_the_sparse_gradients_of_large_tables_stay_sparse():
     import keras
     import tensorflow as tf
 
-    from jobs.fm_trainer import SPARSE_ALL_REDUCE_BYTES, dense_unless_large, looked_up_rows
+    from jobs.fm_trainer import SPARSE_ALL_REDUCE_BYTES, looked_up_rows, summable_gradient
 
     small = keras.Variable(np.zeros((10, 4), "float32"))
     large_rows = SPARSE_ALL_REDUCE_BYTES // 4 + 1
     rows = tf.IndexedSlices(tf.ones((2, 4)), tf.constant([1, 3]), tf.constant([10, 4]))
-    dense = dense_unless_large(rows, small)
+    dense = summable_gradient(rows, small)
     assert not isinstance(dense, tf.IndexedSlices) and dense.numpy()[[1, 3]].sum() == 8.0
     twice = tf.IndexedSlices(tf.ones((3, 4)), tf.constant([1, 3, 3]), tf.constant([10, 4]))
-    slots = dense_unless_large(twice, small, lazy=True).numpy()
+    slots = summable_gradient(twice, small, lazy=True).numpy()
     assert slots.shape == (3, 5) and list(slots[:, -1]) == [2, 4, 4]  # one worker: its own slots, row + 1
     rows = looked_up_rows(tf.constant(np.concatenate([slots, np.zeros((2, 5), "float32")])))
     assert list(rows.indices.numpy()) == [1, 3, 3] and rows.values.numpy().tolist() == [[1.0] * 4] * 3
     big = tf.IndexedSlices(tf.ones((2, 1)), tf.constant([1, 3]), tf.constant([large_rows, 1]))
-    assert isinstance(dense_unless_large(big, keras.Variable(np.zeros((large_rows, 1), "float32"))), tf.IndexedSlices)
+    assert isinstance(summable_gradient(big, keras.Variable(np.zeros((large_rows, 1), "float32"))), tf.IndexedSlices)
 
 
 def test_lazy_user_tables_update_the_looked_up_rows_with_adam_and_keep_the_others():
@@ -125,10 +125,10 @@ def test_lazy_tables_names_only_embedding_layers_of_the_model():
 
     model = build_fm_model(FeatureSpec(USERS, 30, 3.5, 1.0, 5.0), FMHyperParameters())
     with pytest.raises(ValueError, match="no layers"):
-        lazy_tables(model, ("users",))
+        lazy_tables(model, ("users",), np.ones(USERS))
     with pytest.raises(ValueError, match="only Embedding"):
-        lazy_tables(model, ("genre_factors",))
-    assert sum(lazy_tables(model, USER_TABLES)) == 2
+        lazy_tables(model, ("genre_factors",), np.ones(USERS))
+    assert sum(steps is not None for steps in lazy_tables(model, USER_TABLES, np.ones(USERS))) == 2
 
 
 def test_lazy_tables_summed_as_slots_update_as_when_summed_sparse(monkeypatch):
