@@ -13,6 +13,9 @@ MLflow database, embedded broker on a free 127.0.0.1 port), the bench
    broker every 0.5 s;
 4. reads each task's wall seconds from the Airflow metadata database (`task_instance` start/end) and, for a
    task that did not succeed, the error from its log.
+5. when the quality gate kept the day's model out of the registry's champion (so `batch_predict` had nothing
+   to score with and wrote nothing), runs `batch_predict` once more with that model aliased `champion` for the
+   run (`airflow tasks test`), timed the same way; the per-event costs count it in place of the skipped task.
 
 Then it prints a table (events, seconds per task, the DAG run's wall seconds from the first task's start to
 the last one's end, events/s over that time, the largest single process's peak RSS and the task it ran in),
@@ -52,6 +55,7 @@ SAMPLE_SECONDS = 0.5
 COST_RATIO_GOAL = 1.2  # per-event cost at 10M vs 1M
 MIB = 1 << 20
 EVENTS_PER_PARTITION = 500_000  # about 57 MB of JSON records
+SCORING_TASK = "batch_predict"
 
 
 @dataclass
@@ -94,6 +98,7 @@ class SizeResult:
     failure: str | None = None
     notes: list[str] = field(default_factory=list)
     gate: dict | None = None  # the day's RMSE, the bias baseline's, and whether the model became the champion
+    scoring: TaskTiming | None = None  # batch_predict rerun with the day's model when the gate kept it out
 
     @property
     def dag_seconds(self) -> float | None:
@@ -101,6 +106,22 @@ class SizeResult:
         starts = [t.start for t in self.tasks if t.start is not None]
         ends = [t.end for t in self.tasks if t.end is not None]
         return max(ends) - min(starts) if starts and ends else None
+
+    @property
+    def scored_dag_seconds(self) -> float | None:
+        """`dag_seconds` with the day's model's scoring (`scoring`) in place of a `batch_predict` that had no
+        champion to score with: what the day costs the whole loop."""
+        skipped = next((t for t in self.tasks if t.task_id == SCORING_TASK and t.seconds), None)
+        if self.dag_seconds is None or skipped is None or self.scoring is None or self.scoring.state != "success":
+            return self.dag_seconds
+        return self.dag_seconds - skipped.seconds + self.scoring.seconds
+
+    def task_seconds(self) -> dict[str, float]:
+        """Seconds of each task that succeeded, `batch_predict`'s from `scoring` where there is one."""
+        seconds = {t.task_id: t.seconds for t in self.tasks if t.state == "success"}
+        if self.scoring is not None and self.scoring.state == "success" and SCORING_TASK in seconds:
+            seconds[SCORING_TASK] = self.scoring.seconds
+        return seconds
 
     @property
     def succeeded(self) -> bool:
@@ -115,10 +136,14 @@ class SizeResult:
     def from_json(cls, payload: dict) -> SizeResult:
         """A result written by `to_json`."""
         fields = {key: value for key, value in payload.items() if key not in ("dag_seconds", "succeeded")}
-        tasks = [TaskTiming(**{**task, "peak": ProcessPeak(**task["peak"]) if task["peak"] else None})
-                 for task in fields.pop("tasks")]
+        fields["scoring"] = _task_from_json(fields["scoring"]) if fields.get("scoring") else None
+        tasks = [_task_from_json(task) for task in fields.pop("tasks")]
         peak = ProcessPeak(**fields.pop("peak"))
         return cls(**fields, tasks=tasks, peak=peak)
+
+
+def _task_from_json(payload: dict) -> TaskTiming:
+    return TaskTiming(**{**payload, "peak": ProcessPeak(**payload["peak"]) if payload["peak"] else None})
 
 
 class RssSampler(threading.Thread):
@@ -336,7 +361,8 @@ def run_size(events: int, movielens, root: Path, timeout_s: float) -> SizeResult
             raise RuntimeError(f"published {report.events_per_day}, expected {events} events on {DAY}")
         print(f"[{events:,}] published in {published - generated:.1f}s; running {DAG_ID} for {DAY}", flush=True)
         output_log = state_dir / "dags_test.log"
-        returncode, samples, broker_peak = _run_dag(env, output_log, broker.pid(), timeout_s)
+        returncode, samples, broker_peak = _run_airflow(["dags", "test", DAG_ID, DAY.isoformat()], env, output_log,
+                                                        broker.pid(), timeout_s)
         stopped = time.time()
         tasks = read_task_timings(settings)
         for task in tasks:
@@ -351,17 +377,48 @@ def run_size(events: int, movielens, root: Path, timeout_s: float) -> SizeResult
                                 f"ended:\n{tail(output_log, 3)}")
         result.failure = explain_failure(settings, result, output_log)
         result.gate = read_gate(settings)
+        if result.succeeded and result.gate and not result.gate["promoted"]:
+            print(f"[{events:,}] the gate kept the day's model out: {SCORING_TASK} once more with it", flush=True)
+            result.scoring = score_with_the_days_model(env, settings, state_dir / "scoring.log", timeout_s)
         return result
     finally:
         broker.stop()
 
 
-def _run_dag(env: dict[str, str], output_log: Path, broker_pid: int | None,
-             timeout_s: float) -> tuple[int | None, list[ProcessPeak], float]:
-    """`lakeloop airflow dags test` with RSS sampling; its return code (None if it timed out), samples, broker peak."""
+def score_with_the_days_model(env: dict[str, str], settings: Settings, output_log: Path,
+                              timeout_s: float) -> TaskTiming:
+    """`batch_predict` run once more (`airflow tasks test`, timed like the DAG's tasks, RSS sampled) with the day's
+    model aliased `champion` for the run, the alias removed after.
+
+    A day whose model the quality gate rejects leaves the registry without a champion, so the DAG's
+    `batch_predict` has nothing to score with and its seconds say nothing about scoring a day of that size.
+    """
+    from mlflow import MlflowClient
+
+    from lakeloop.gate import CHALLENGER, CHAMPION
+
+    client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
+    version = client.get_model_version_by_alias(settings.model_name, CHALLENGER).version
+    client.set_registered_model_alias(settings.model_name, CHAMPION, version)
+    try:
+        returncode, samples, _ = _run_airflow(["tasks", "test", DAG_ID, SCORING_TASK, DAY.isoformat()], env,
+                                              output_log, None, timeout_s)
+    finally:
+        client.delete_registered_model_alias(settings.model_name, CHAMPION)
+    scoring = next(task for task in read_task_timings(settings) if task.task_id == SCORING_TASK)
+    if returncode != 0:
+        scoring.state = f"failed ({returncode})"
+    attribute_peaks(samples, [scoring])
+    return scoring
+
+
+def _run_airflow(arguments: list[str], env: dict[str, str], output_log: Path, broker_pid: int | None,
+                 timeout_s: float) -> tuple[int | None, list[ProcessPeak], float]:
+    """`lakeloop airflow <arguments>` with RSS sampling; its return code (None if it timed out), samples, broker
+    peak."""
     lakeloop = str(Path(sys.executable).parent / "lakeloop")
     with output_log.open("wb") as output:
-        process = subprocess.Popen([lakeloop, "airflow", "dags", "test", DAG_ID, DAY.isoformat()], env=env,
+        process = subprocess.Popen([lakeloop, "airflow", *arguments], env=env,
                                    stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
     sampler = RssSampler(process.pid, broker_pid)
     sampler.start()
@@ -384,9 +441,11 @@ def task_order(results: list[SizeResult]) -> list[str]:
 
 
 def per_event_cost_ratios(results: list[SizeResult]) -> list[tuple[int, int, float]]:
-    """(smaller, larger, ratio) of the per-event DAG cost (seconds per event) between successive successful sizes."""
+    """(smaller, larger, ratio) of the per-event DAG cost (`scored_dag_seconds` per event) between successive
+    successful sizes."""
     done = sorted((r for r in results if r.succeeded), key=lambda r: r.events)
-    return [(small.events, large.events, (large.dag_seconds / large.events) / (small.dag_seconds / small.events))
+    return [(small.events, large.events,
+             (large.scored_dag_seconds / large.events) / (small.scored_dag_seconds / small.events))
             for small, large in zip(done, done[1:], strict=False)]
 
 
@@ -403,6 +462,10 @@ def format_table(results: list[SizeResult]) -> str:
             task = by_id.get(task_id)
             if task is None or task.state is None:
                 cells.append("—")
+            elif task.state == "success" and task_id == SCORING_TASK and result.scoring is not None:
+                scoring = result.scoring
+                scored = f"{scoring.seconds:.1f}" if scoring.state == "success" else scoring.state
+                cells.append(f"{task.seconds:.1f} (no champion; with the day's model {scored})")
             elif task.state == "success":
                 cells.append(f"{task.seconds:.1f}")
             else:
@@ -424,7 +487,7 @@ def format_table(results: list[SizeResult]) -> str:
 def format_ratios(results: list[SizeResult]) -> str:
     """The per-event cost ratios, one line each, with the per-task ratios; for a size whose run did not finish,
     the ratios of the tasks it finished against the next smaller size."""
-    by_size = {r.events: {t.task_id: t.seconds for t in r.tasks if t.state == "success"} for r in results}
+    by_size = {r.events: r.task_seconds() for r in results}
 
     def per_task(small: int, large: int) -> str:
         return ", ".join(f"{task} {(by_size[large][task] / large) / (by_size[small][task] / small):.2f}"
@@ -434,6 +497,10 @@ def format_ratios(results: list[SizeResult]) -> str:
     for small, large, ratio in per_event_cost_ratios(results):
         goal = f" (goal ≤ {COST_RATIO_GOAL})" if (small, large) == (1_000_000, 10_000_000) else ""
         lines.append(f"per-event cost {large:,} vs {small:,}: {ratio:.2f}{goal}; per task: {per_task(small, large)}")
+    scored = [f"{r.events:,}" for r in sorted(results, key=lambda r: r.events) if r.scored_dag_seconds != r.dag_seconds]
+    if lines and scored:
+        lines.append(f"({SCORING_TASK} at {', '.join(scored)}: the day's model scoring after the run, which had no "
+                     "champion; the DAG's cost counts it in place of the skipped task)")
     done = sorted(r.events for r in results if r.succeeded)
     for result in sorted(results, key=lambda r: r.events):
         smaller = [size for size in done if size < result.events]
@@ -453,15 +520,17 @@ def plot(results: list[SizeResult], path: Path) -> None:
     done = sorted((r for r in results if r.succeeded), key=lambda r: r.events)
     figure, axes = plt.subplots(figsize=(7.5, 5), dpi=90)
     for task_id in task_order(results):
-        points = [(r.events, t.seconds) for r in sorted(results, key=lambda r: r.events) for t in r.tasks
-                  if t.task_id == task_id and t.state == "success" and t.seconds]
+        points = [(r.events, r.task_seconds()[task_id]) for r in sorted(results, key=lambda r: r.events)
+                  if r.task_seconds().get(task_id)]
         if points:
-            axes.plot(*zip(*points, strict=True), marker="o", label=task_id)
+            label = f"{task_id} (scored with the day's model where no champion)" if task_id == SCORING_TASK else task_id
+            axes.plot(*zip(*points, strict=True), marker="o", label=label)
     if done:
-        axes.plot([r.events for r in done], [r.dag_seconds for r in done], marker="s", color="black", linewidth=2,
-                  label="DAG run")
+        axes.plot([r.events for r in done], [r.scored_dag_seconds for r in done], marker="s", color="black",
+                  linewidth=2, label="DAG run")
         low = done[0]
-        axes.plot([low.events, done[-1].events], [low.dag_seconds, low.dag_seconds * done[-1].events / low.events],
+        axes.plot([low.events, done[-1].events],
+                  [low.scored_dag_seconds, low.scored_dag_seconds * done[-1].events / low.events],
                   linestyle=":", color="grey", label="linear from the smallest")
     axes.set_xscale("log")
     axes.set_yscale("log")

@@ -10,7 +10,15 @@ import numpy as np
 import pyarrow.compute as pc
 import pytest
 
-from bench.e2e import ProcessPeak, SizeResult, TaskTiming, attribute_peaks, format_table, per_event_cost_ratios
+from bench.e2e import (
+    ProcessPeak,
+    SizeResult,
+    TaskTiming,
+    attribute_peaks,
+    format_ratios,
+    format_table,
+    per_event_cost_ratios,
+)
 from bench.e2e_events import generate_events
 
 DAY = date(2026, 11, 20)
@@ -96,3 +104,19 @@ def test_cost_ratios_table_and_peak_attribution():
     failed.returncode = 1
     assert per_event_cost_ratios([failed, *results]) == per_event_cost_ratios(results)
     assert "failed (1)" in format_table([failed])
+
+
+def test_a_day_without_champion_counts_the_scoring_of_its_own_model():
+    small, large = _result(1_000_000, [10.0, 30.0]), _result(10_000_000, [60.0, 420.0])
+    for result, predict in ((small, 20.0), (large, 9.0)):
+        end = result.tasks[-1].end
+        result.tasks.append(TaskTiming("batch_predict", "success", predict, end, end + predict))
+    large.scoring = TaskTiming("batch_predict", "success", 200.0, 5000.0, 5200.0)
+    assert large.scored_dag_seconds == pytest.approx(60.0 + 420.0 + 200.0)
+    assert per_event_cost_ratios([small, large]) == [(1_000_000, 10_000_000, pytest.approx(680.0 / 600.0))]
+    assert "batch_predict 1.00" in format_ratios([small, large])
+    assert "9.0 (no champion; with the day's model 200.0)" in format_table([small, large])
+    assert SizeResult.from_json(large.to_json()).scoring == large.scoring
+    large.scoring.state = "failed (1)"
+    assert large.scored_dag_seconds == large.dag_seconds
+    assert "with the day's model failed (1)" in format_table([large])
