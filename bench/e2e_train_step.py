@@ -94,10 +94,10 @@ def worker(rank: int, ports: list[int], users: int, steps: int, repeat: int) -> 
         print(json.dumps(best), flush=True)
 
 
-def measure(users: int, steps: int, repeat: int) -> dict[str, float]:
-    """Start the two workers for one vocabulary size; ms per step of each variant."""
+def measure(users: int, steps: int, repeat: int, module: str = "bench.e2e_train_step") -> dict[str, float]:
+    """Start the two workers (`module`'s `--worker` mode) for one vocabulary size; ms per step of each variant."""
     ports = [free_port(), free_port()]
-    command = [sys.executable, "-m", "bench.e2e_train_step", "--worker", json.dumps(ports), "--users", str(users),
+    command = [sys.executable, "-m", module, "--worker", json.dumps(ports), "--users", str(users),
                "--steps", str(steps), "--repeat", str(repeat)]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     processes = [subprocess.Popen([*command, "--rank", str(rank)], env=env, stdout=subprocess.PIPE, text=True)
