@@ -16,27 +16,23 @@ two `MultiWorkerMirroredStrategy` workers on 127.0.0.1, 128 examples each) with 
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import time
 
 import numpy as np
 
-from bench.e2e_train_step import GLOBAL_BATCH, ITEMS, measure
+from bench.e2e_train_step import (
+    GLOBAL_BATCH,
+    best_ms_per_step,
+    join_cluster,
+    measure,
+    random_examples,
+    replica_step,
+    run_workers_or_parse,
+)
 
 SOURCES = ("constant", "tensors", "chunks", "generator", "feed")
 CACHE_ROWS = 200_000
 RECORD_BATCH_ROWS = 16_384
-
-
-def _random_rows(rng: np.random.Generator, users: int, rows: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    from jobs.feature_spec import GENRES, HISTORY_COLUMNS
-
-    features = {"user_idx": rng.integers(0, users, rows), "item_idx": rng.integers(0, ITEMS, rows),
-                "year_idx": rng.integers(0, 22, rows), "genres": rng.random((rows, len(GENRES)), "float32"),
-                **{column: rng.random(rows, "float32") for column in HISTORY_COLUMNS}}
-    return features, rng.integers(1, 6, rows).astype("float32")
 
 
 def _arrow_cache(features: dict[str, np.ndarray], labels: np.ndarray):
@@ -56,19 +52,13 @@ def _arrow_cache(features: dict[str, np.ndarray], labels: np.ndarray):
 
 def worker(rank: int, ports: list[int], users: int, steps: int, repeat: int) -> None:
     """One of the two workers: print, on rank 0, the best ms per step of each input source as JSON."""
-    os.environ["TF_CONFIG"] = json.dumps({"cluster": {"worker": [f"127.0.0.1:{port}" for port in ports]},
-                                          "task": {"type": "worker", "index": rank}})
+    strategy = join_cluster(ports, rank)
     import tensorflow as tf
 
-    from jobs.feature_spec import FeatureSpec
-    from jobs.fm_model import FMHyperParameters, build_fm_model
-    from jobs.fm_trainer import USER_TABLES, fused_adam, lazy_tables, steps_per_lookup, take_weight_l2
     from tfspark.feed import BatchFeed
 
-    strategy = tf.distribute.MultiWorkerMirroredStrategy()
     rows = GLOBAL_BATCH // len(ports)
-    rng = np.random.default_rng(rank)
-    features, labels = _random_rows(rng, users, CACHE_ROWS)
+    features, labels = random_examples(np.random.default_rng(rank), users, CACHE_ROWS)
     batch = ({name: values[:rows] for name, values in features.items()}, labels[:rows])
     chunk = tf.nest.map_structure(lambda values: np.stack([values] * 128), batch)
     cache = _arrow_cache(features, labels)
@@ -87,57 +77,31 @@ def worker(rank: int, ports: list[int], users: int, steps: int, repeat: int) -> 
     }
     best = {}
     for source in SOURCES:
-        hparams = FMHyperParameters()
-        with strategy.scope():
-            model = build_fm_model(FeatureSpec(users, ITEMS, 3.5, 1.0, 5.0), hparams)
-            row_steps = steps_per_lookup(np.full(users, 2 * GLOBAL_BATCH), users)
-            optimizer = fused_adam(hparams.learning_rate, take_weight_l2(model),
-                                   lazy_tables(model, USER_TABLES, row_steps))
-            optimizer.build(model.trainable_variables)
-
-        def replica_step(inputs, labels, model=model, optimizer=optimizer):
-            with tf.GradientTape() as tape:
-                loss = tf.nn.compute_average_loss(tf.square(labels - model(inputs, training=True)),
-                                                  global_batch_size=GLOBAL_BATCH)
-            optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables,
-                                          strict=True))
-
+        step = replica_step(strategy, users, "lazy")
         if source == "constant":
             @tf.function
-            def train_steps(count: tf.Tensor, replica_step=replica_step) -> tf.Tensor:
+            def train_steps(count: tf.Tensor, step=step) -> tf.Tensor:
                 for _ in tf.range(count):
-                    strategy.run(replica_step, args=batch)
+                    strategy.run(step, args=batch)
                 return tf.constant(0)
         else:
             iterator = iter(strategy.distribute_datasets_from_function(lambda _, make=datasets[source]: make()))
 
             @tf.function
-            def train_steps(count: tf.Tensor, replica_step=replica_step, iterator=iterator) -> tf.Tensor:
+            def train_steps(count: tf.Tensor, step=step, iterator=iterator) -> tf.Tensor:
                 for _ in tf.range(count):
-                    strategy.run(replica_step, args=next(iterator))
+                    strategy.run(step, args=next(iterator))
                 return tf.constant(0)
 
-        train_steps(tf.constant(5, tf.int64))
-        best[source] = float("inf")
-        for _ in range(repeat):
-            started = time.perf_counter()
-            train_steps(tf.constant(steps, tf.int64)).numpy()
-            best[source] = min(best[source], (time.perf_counter() - started) / steps * 1000)
+        best[source] = best_ms_per_step(train_steps, steps, repeat)
     if rank == 0:
         print(json.dumps(best), flush=True)
 
 
 def main(argv: list[str] | None = None) -> list[tuple[int, dict[str, float]]]:
     """Print ms per step of each input source, and its ratio to constant inputs, per user vocabulary size."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--users", default="120000", help="user vocabulary sizes (%(default)s)")
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--repeat", type=int, default=2)
-    parser.add_argument("--worker", help=argparse.SUPPRESS)  # the two ports, in a worker process
-    parser.add_argument("--rank", type=int, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.worker:
-        worker(args.rank, json.loads(args.worker), int(args.users), args.steps, args.repeat)
+    args = run_workers_or_parse(argv, __doc__, "120000", 300, worker)
+    if args is None:
         return []
     results = []
     print("| user rows | " + " | ".join(f"{source} (ms/step)" for source in SOURCES) + " | feed / constant |")
