@@ -1,7 +1,9 @@
 """The distributed custom training loop behind `TrainContext.fit`.
 
 Keras 3 `model.fit` fails under `MultiWorkerMirroredStrategy` on this stack, so the loop is written out:
-`strategy.distribute_datasets_from_function` (each worker's dataset already holds per-replica batches),
+the worker's dataset iterated as it is when the worker has one replica (through
+`strategy.distribute_datasets_from_function` the feed's `from_generator` pipeline cost ~5 ms more a step:
+`bench/train_step_inputs.py`), else distributed by it (the dataset already holds per-replica batches),
 `strategy.run` of a gradient step with `tf.nn.compute_average_loss`, several steps per `tf.function` call
 (a `tf.range` loop) between the points where Python must act: checkpoints, progress logs, epoch ends.
 Every worker derives those points from the global step alone, so all of them call the same collectives.
@@ -86,7 +88,8 @@ def run_fit(
             logger.info("rank %d resumes from step %d of %d", ctx.rank, resumed_from, total)
         if ctx.feed is not None:
             ctx.feed.start_batch = step * ctx.replicas_per_worker
-        iterator = iter(strategy.distribute_datasets_from_function(lambda _: dataset))
+        iterator = iter(dataset if ctx.replicas_per_worker == 1
+                        else strategy.distribute_datasets_from_function(lambda _: dataset))
         train_steps = make_train_steps(strategy, model, optimizer, loss_fn)
         epoch_losses: list[float] = []
         log_step, log_time = step, time.monotonic()
