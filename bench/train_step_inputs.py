@@ -39,16 +39,16 @@ RECORD_BATCH_ROWS = 16_384
 def _arrow_cache(features: dict[str, np.ndarray], labels: np.ndarray):
     import pyarrow as pa
 
-    from tfspark.feed import ArrowCache
+    from tfspark.feed import cache_partition
 
-    cache = ArrowCache()
-    for start in range(0, len(labels), RECORD_BATCH_ROWS):
-        part = slice(start, start + RECORD_BATCH_ROWS)
-        columns = {name: pa.FixedSizeListArray.from_arrays(pa.array(values[part].reshape(-1)), values.shape[1])
-                   if values.ndim == 2 else pa.array(values[part]) for name, values in features.items()}
-        cache.append(pa.RecordBatch.from_pydict({**columns, "label": pa.array(labels[part])}))
-    cache.finish()
-    return cache
+    def record_batches():
+        for start in range(0, len(labels), RECORD_BATCH_ROWS):
+            part = slice(start, start + RECORD_BATCH_ROWS)
+            columns = {name: pa.FixedSizeListArray.from_arrays(pa.array(values[part].reshape(-1)), values.shape[1])
+                       if values.ndim == 2 else pa.array(values[part]) for name, values in features.items()}
+            yield pa.RecordBatch.from_pydict({**columns, "label": pa.array(labels[part])})
+
+    return cache_partition(record_batches())
 
 
 def worker(rank: int, ports: list[int], users: int, steps: int, repeat: int) -> None:
