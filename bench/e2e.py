@@ -108,18 +108,27 @@ class SizeResult:
         return max(ends) - min(starts) if starts and ends else None
 
     @property
+    def replaced_scoring(self) -> tuple[TaskTiming, TaskTiming] | None:
+        """(the DAG's `batch_predict`, `scoring`) when a successful `scoring` stands in for the DAG's task."""
+        skipped = next((t for t in self.tasks if t.task_id == SCORING_TASK and t.state == "success" and t.seconds),
+                       None)
+        if skipped is None or self.scoring is None or self.scoring.state != "success":
+            return None
+        return skipped, self.scoring
+
+    @property
     def scored_dag_seconds(self) -> float | None:
         """`dag_seconds` with the day's model's scoring (`scoring`) in place of a `batch_predict` that had no
         champion to score with: what the day costs the whole loop."""
-        skipped = next((t for t in self.tasks if t.task_id == SCORING_TASK and t.seconds), None)
-        if self.dag_seconds is None or skipped is None or self.scoring is None or self.scoring.state != "success":
+        if self.dag_seconds is None or self.replaced_scoring is None:
             return self.dag_seconds
-        return self.dag_seconds - skipped.seconds + self.scoring.seconds
+        skipped, scoring = self.replaced_scoring
+        return self.dag_seconds - skipped.seconds + scoring.seconds
 
     def task_seconds(self) -> dict[str, float]:
         """Seconds of each task that succeeded, `batch_predict`'s from `scoring` where there is one."""
         seconds = {t.task_id: t.seconds for t in self.tasks if t.state == "success"}
-        if self.scoring is not None and self.scoring.state == "success" and SCORING_TASK in seconds:
+        if self.replaced_scoring is not None:
             seconds[SCORING_TASK] = self.scoring.seconds
         return seconds
 
@@ -519,9 +528,9 @@ def plot(results: list[SizeResult], path: Path) -> None:
 
     done = sorted((r for r in results if r.succeeded), key=lambda r: r.events)
     figure, axes = plt.subplots(figsize=(7.5, 5), dpi=90)
+    seconds = {r.events: r.task_seconds() for r in results}
     for task_id in task_order(results):
-        points = [(r.events, r.task_seconds()[task_id]) for r in sorted(results, key=lambda r: r.events)
-                  if r.task_seconds().get(task_id)]
+        points = [(events, seconds[events][task_id]) for events in sorted(seconds) if seconds[events].get(task_id)]
         if points:
             label = f"{task_id} (scored with the day's model where no champion)" if task_id == SCORING_TASK else task_id
             axes.plot(*zip(*points, strict=True), marker="o", label=label)
