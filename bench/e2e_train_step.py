@@ -6,7 +6,7 @@ of a day, hence the rows of the user tables, grow with it, and a step's cost gre
 L2 penalty covers whole tables, so its gradient is dense: every step, the two workers summed every row of
 the user tables (all-reduce) and Adam rewrote every row and both of its moments. This runs the DAG's set-up
 in miniature: two worker processes on 127.0.0.1 under `MultiWorkerMirroredStrategy`, each with 128 examples
-of the global batch of 256 (random inputs), the FM of `jobs.fm_model` with its default hyper-parameters, and
+of the global batch of 256 (random inputs), the FM of `lakeloop.fm_model` with its default hyper-parameters, and
 times `--steps` synchronous steps of each variant, side by side per vocabulary size:
 
   keras    `keras.optimizers.Adam` on the loss with the L2 penalty, as the trainer first had it
@@ -49,7 +49,7 @@ def join_cluster(ports: list[int], rank: int):
 
 def random_examples(rng: np.random.Generator, users: int, rows: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """`rows` random FM inputs over `users` users and MovieLens' movies, and their ratings."""
-    from jobs.feature_spec import GENRES, HISTORY_COLUMNS
+    from lakeloop.features import GENRES, HISTORY_COLUMNS
 
     features = {"user_idx": rng.integers(0, users, rows), "item_idx": rng.integers(0, ITEMS, rows),
                 "year_idx": rng.integers(0, 22, rows), "genres": rng.random((rows, len(GENRES)), "float32"),
@@ -63,9 +63,9 @@ def replica_step(strategy, users: int, variant: str):
     import keras
     import tensorflow as tf
 
-    from jobs.feature_spec import FeatureSpec
-    from jobs.fm_model import FMHyperParameters, build_fm_model
-    from jobs.fm_trainer import USER_TABLES, fused_adam, lazy_tables, steps_per_lookup, take_weight_l2
+    from lakeloop.features import FeatureSpec
+    from lakeloop.fm_model import FMHyperParameters, build_fm_model
+    from lakeloop.fm_trainer import USER_TABLES, fused_adam, lazy_tables, steps_per_lookup, take_weight_l2
 
     hparams = FMHyperParameters()
     with strategy.scope():

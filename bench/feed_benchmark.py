@@ -1,7 +1,7 @@
 """Feeding a Spark DataFrame to TensorFlow: this runtime's Arrow feed against the alternatives, side by side.
 
 One Parquet feature table (MovieLens 100K ratings re-sampled with replacement to `--rows` rows, mapped to the
-FM's inputs `jobs.feature_spec.FEATURE_COLUMNS` and the `label`) is fed, in one run, on one local[2] Spark
+FM's inputs `lakeloop.features.FEATURE_COLUMNS` and the `label`) is fed, in one run, on one local[2] Spark
 session, into batches of 1024 rows as TensorFlow tensors, five ways:
 
   (a) TFoS-style     TensorFlowOnSpark's InputMode.SPARK: Spark rows (`df.rdd.toLocalIterator()`) pickled one
@@ -25,7 +25,7 @@ the TensorFlow side cuts 1024-row batches into numpy columns before `tf.data` (n
 (b) and (e) share the fastest `tf.data` idiom found here (slicing pre-cut batches); the common idiom
 `from_tensor_slices(rows).batch(1024)` is printed as (e') for reference.
 
-Then the FM (`jobs.fm_model.build_fm_model`, Adam, squared error) is trained for the same steps inside the
+Then the FM (`lakeloop.fm_model.build_fm_model`, Adam, squared error) is trained for the same steps inside the
 same barrier task with the runtime's loop (`ctx.fit`), once fed by the feed (d1) and once by in-memory numpy
 arrays, and examples/s are compared. Last, the peak RSS of each worker with the spill cache is read from the
 training summary (`peak_rss_bytes`) for each of `--rss-rows`.
@@ -68,8 +68,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from jobs.feature_spec import FEATURE_COLUMNS, GENRES, HISTORY_COLUMNS, INDEX_COLUMNS, LABEL, YEAR_BUCKETS, FeatureSpec
-from jobs.fm_model import FMHyperParameters
+from lakeloop.features import FEATURE_COLUMNS, GENRES, HISTORY_COLUMNS, INDEX_COLUMNS, LABEL, YEAR_BUCKETS, FeatureSpec
+from lakeloop.fm_model import FMHyperParameters
 from tfspark.feed import DEFAULT_CACHE_MEMORY_BYTES
 from tfspark.parquet_direct import PARQUET_DIRECT, PARQUET_DIRECT_CONF, SPARK_ARROW
 from tfspark.trainer import TFSparkTrainer, TrainContext
@@ -457,7 +457,7 @@ def check_petastorm(quick: bool) -> str:
 class ArrowFeedProbe(TFSparkTrainer):
     """A trainer that times the runtime's feed, and optionally FM training fed by it vs by numpy.
 
-    `pre_train` reads the Parquet table as `jobs.fm_trainer.FMTrainer` reads its training examples (a
+    `pre_train` reads the Parquet table as `lakeloop.fm_trainer.FMTrainer` reads its training examples (a
     projection of the model's columns) and stamps the time; the object travels to the barrier task and
     stamps the time again when unpickled, which the runtime does after the task has cached its whole
     partition: the difference is the files → cache part of the feed (read by the task itself on the direct
@@ -522,8 +522,8 @@ class ArrowFeedProbe(TFSparkTrainer):
     def _fit(self, ctx: TrainContext, dataset: tf.data.Dataset, keep_feed: bool) -> dict[str, Any]:
         import keras
 
-        from jobs.fm_model import build_fm_model
-        from jobs.fm_trainer import squared_error
+        from lakeloop.fm_model import build_fm_model
+        from lakeloop.fm_trainer import squared_error
 
         checkpoints = tempfile.mkdtemp(prefix="feed-bench-ckpt-")
         run_ctx = dataclasses.replace(ctx, checkpoint_dir=checkpoints, feed=ctx.feed if keep_feed else None,
@@ -610,7 +610,7 @@ def cached_passes_result(summary: dict[str, Any]) -> FeedResult:
 def target_ratios(feeds: list[FeedResult], training: dict[str, dict[str, Any]]) -> dict[str, float]:
     """The target ratios (feed (d1)/(a), (d1)/(e), training (d)/numpy), plus (d2)/(a), (d2)/(e), cached/(e).
 
-    The feed targets are checked on (d1), the direct Parquet path, which `jobs.fm_trainer.FMTrainer` takes (its
+    The feed targets are checked on (d1), the direct Parquet path, which `lakeloop.fm_trainer.FMTrainer` takes (its
     `pre_train` is a projection of the feature table's columns).
     """
 

@@ -8,7 +8,7 @@ baselines, on two splits, all computed in one run.
     most recent 10% of ratings by time is the evaluation set (new users and items included).
 
 Both splits go through the project's own code: `jobs.features.build_features` (vocabularies and history
-statistics fitted on the training part only), `jobs.fm_trainer.FMTrainer` (its `pre_train`, and its `train`
+statistics fitted on the training part only), `lakeloop.fm_trainer.FMTrainer` (its `pre_train`, and its `train`
 on the tfspark Arrow feed and training loop, in this process on one worker), and
 `lakeloop.evaluation.evaluate_model`, which scores the FM and both baselines on the evaluation set.
 
@@ -34,9 +34,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from jobs import etl, features
-from jobs.feature_spec import read_feature_manifest
-from jobs.fm_trainer import FMTrainer
 from lakeloop.evaluation import evaluate_model
+from lakeloop.features import read_feature_manifest
+from lakeloop.fm_trainer import FMTrainer
 from lakeloop.ingest import RATINGS_SCHEMA
 from lakeloop.lake import atomic_partition, partition_path, window_days
 from lakeloop.replay import build_events, write_catalog
@@ -207,7 +207,7 @@ def parser() -> argparse.ArgumentParser:
     args.add_argument("--seed", type=int, default=42, help="seed of the random split (a)")
     args.add_argument("--ratings", type=int, help="use only the first N ratings (smoke runs)")
     args.add_argument("--hparam", action="append", default=[], metavar="NAME=VALUE",
-                      help="override an FM hyper-parameter (jobs.fm_model.FMHyperParameters)")
+                      help="override an FM hyper-parameter (lakeloop.fm_model.FMHyperParameters)")
     args.add_argument("--workdir", type=Path, help="where the lakes go (default: a fresh temp dir)")
     return args
 
@@ -216,8 +216,8 @@ def main(argv: list[str] | None = None) -> list[SplitResult]:
     """Run both splits on a local[2] Spark session and print the markdown report."""
     from pyspark.sql import SparkSession
 
-    from jobs.fm_model import FMHyperParameters
     from lakeloop.config import load_settings
+    from lakeloop.fm_model import FMHyperParameters
     from lakeloop.movielens import MovieLens, load_movielens
 
     options = parser().parse_args(argv)

@@ -3,7 +3,7 @@
 Prepares, in this process, what the daily loop has when `batch_predict` runs: MovieLens 100K (or its first
 `--ratings` ratings in user order) replayed as one day's raw partition and run through the real ETL and
 features jobs (`bench.quality`'s replay, `jobs.etl`, `jobs.features` with a one-day window), the FM trained on
-the day's training examples by the project's trainer (`jobs.fm_trainer.FMTrainer` on the tfspark feed and loop,
+the day's training examples by the project's trainer (`lakeloop.fm_trainer.FMTrainer` on the tfspark feed and loop,
 in process, `--epochs` epochs: training is not measured), evaluated and registered in a throwaway MLflow SQLite
 store (`lakeloop.evaluation.evaluate_model`, `lakeloop.registry.register_model`) under the alias the quality
 gate gives it. Then it scores the same candidate pairs (every user of the window × every catalog movie the user
@@ -65,7 +65,7 @@ from jobs.batch_predict import (
     load_scoring_model,
     score_batches,
 )
-from jobs.feature_spec import (
+from lakeloop.features import (
     EVAL,
     FEATURE_COLUMNS,
     FEATURES,
@@ -73,9 +73,9 @@ from jobs.feature_spec import (
     USER_HISTORY,
     feature_partition,
     feature_table_path,
+    model_inputs,
     read_feature_manifest,
 )
-from lakeloop.evaluation import model_inputs
 from lakeloop.lake import MANIFEST_NAME, MOVIES, Lake, partition_path
 from lakeloop.models import TRAIN_SUMMARY, model_dir, write_json
 
@@ -215,8 +215,8 @@ def keep_users(lake: Path, day: date, users: int) -> None:
 
 def train_and_register(spark: SparkSession, lake: Path, day: date, epochs: int, tracking_uri: str) -> dict:
     """Train the FM on the day's training examples, evaluate it (quality gate) and register it; the registration."""
-    from jobs.fm_trainer import FMTrainer
     from lakeloop.evaluation import evaluate_model
+    from lakeloop.fm_trainer import FMTrainer
     from lakeloop.registry import RunLineage, git_commit, register_model
 
     trainer = FMTrainer(lake=str(lake), day=day.isoformat(), epochs=str(epochs))

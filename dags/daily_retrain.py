@@ -103,7 +103,7 @@ with DAG(
     )
     train_model = TFOnSparkOperator(
         task_id="train_model",
-        trainer="jobs.fm_trainer:FMTrainer",
+        trainer="lakeloop.fm_trainer:FMTrainer",
         num_workers=2,
         checkpoint_dir=f"{settings.lake_url}/checkpoints/{settings.model_name}/{{{{ run_id | replace(':', '_') }}}}",
         output_dir=f"{settings.lake_url}/models/{settings.model_name}/dt={DAY}",

@@ -28,12 +28,11 @@ import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from jobs.common import read_reference, read_table, run_day_job
-from jobs.feature_spec import EVAL, FEATURE_COLUMNS, FEATURES, TRAIN, USER_HISTORY
-from jobs.features import serving_inputs
-from lakeloop.evaluation import model_inputs
+from lakeloop.features import EVAL, FEATURE_COLUMNS, FEATURES, TRAIN, USER_HISTORY, model_inputs
 from lakeloop.lake import MOVIES, PREDICTIONS, Lake, as_lake
 from lakeloop.registry import aliased_version
+from lakeloop.spark_inputs import serving_inputs
+from lakeloop.spark_jobs import read_reference, read_table, run_day_job
 
 log = logging.getLogger(__name__)
 SCORED_SCHEMA = "user_id string, item_id string, score double"
@@ -56,7 +55,7 @@ def load_scoring_model(local_path: str):
     a Python worker loads it once however many partitions it scores."""
     import mlflow.tensorflow
 
-    from jobs.fm_model import ranking_model
+    from lakeloop.fm_model import ranking_model
 
     return ranking_model(mlflow.tensorflow.load_model(local_path))
 

@@ -38,7 +38,9 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import from_arrow_schema
 
-from jobs.common import (
+from lakeloop.ingest import RATINGS_SCHEMA
+from lakeloop.lake import MOVIES, Lake, as_lake, window_days
+from lakeloop.spark_jobs import (
     existing_partition_days,
     read_partitions,
     read_reference,
@@ -47,8 +49,6 @@ from jobs.common import (
     utc_date,
     write_day_partitions,
 )
-from lakeloop.ingest import RATINGS_SCHEMA
-from lakeloop.lake import MOVIES, Lake, as_lake, window_days
 
 log = logging.getLogger("lakeloop.jobs.etl")
 RAW = "raw/ratings"

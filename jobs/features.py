@@ -1,7 +1,7 @@
 """Spark features: the training window of curated ratings → factorization-machine inputs, split by time.
 
 The run for day D reads the curated ratings of the `--window-days` days ending on D and writes
-`<lake>/features/dt=D/` (layout in `jobs.feature_spec`). The most recent `--eval-fraction` of the window's
+`<lake>/features/dt=D/` (layout in `lakeloop.features`). The most recent `--eval-fraction` of the window's
 ratings (by event time) is the evaluation set, the rest the training set. Every fitted quantity comes from
 the training rows only, so nothing of the evaluation set leaks into the inputs:
 
@@ -26,8 +26,7 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.window import WindowSpec
 
-from jobs.common import existing_partition_days, read_partitions, read_table, run_day_job, write_partition
-from jobs.feature_spec import (
+from lakeloop.features import (
     EVAL,
     FEATURE_COLUMNS,
     FEATURES,
@@ -41,9 +40,10 @@ from jobs.feature_spec import (
     USER_VOCAB,
     YEAR_BUCKETS,
     FeatureSpec,
-    read_feature_spec,
 )
 from lakeloop.lake import Lake, as_lake, window_days
+from lakeloop.spark_inputs import add_model_inputs
+from lakeloop.spark_jobs import existing_partition_days, read_partitions, run_day_job, write_partition
 
 CURATED = "curated/ratings"
 EXAMPLE_COLUMNS = ["event_id", "user_id", "item_id", "ts", *FEATURE_COLUMNS, LABEL]
@@ -82,18 +82,6 @@ class FeatureTables:
                 USER_HISTORY: self.user_history, ITEM_HISTORY: self.item_history}
 
 
-def year_index(column: str) -> Column:
-    """Five-year buckets from 1920 (bucket 1) on; 0 for an unknown year."""
-    bucket = F.least(F.greatest((F.col(column) - 1920) / 5, F.lit(0)), F.lit(YEAR_BUCKETS - 2)).cast("long") + 1
-    return F.when(F.col(column).isNull(), F.lit(0)).otherwise(bucket)
-
-
-def genre_multi_hot(column: str) -> Column:
-    """A float array with 1.0 at each genre of the movie, in `GENRES` order."""
-    return F.array(*[F.when(F.array_contains(F.col(column), name), F.lit(1.0)).otherwise(F.lit(0.0))
-                     for name in GENRES]).cast("array<float>")
-
-
 def time_split(ratings: DataFrame, eval_fraction: float) -> tuple[DataFrame, int]:
     """Flag the most recent `eval_fraction` of the ratings (`is_eval`); return them and the cutoff (epoch ms)."""
     if not 0 < eval_fraction < 1:
@@ -129,17 +117,6 @@ def with_history_before(ratings: DataFrame, counted: Column) -> DataFrame:
         before = Window.partitionBy(f"{entity}_id").orderBy(event_ms).rangeBetween(Window.unboundedPreceding, -1)
         columns += history_statistics(entity, counted, before)
     return ratings.select("*", *columns)
-
-
-def add_model_inputs(frame: DataFrame, user_vocab: DataFrame, item_vocab: DataFrame, prior_mean: float) -> DataFrame:
-    """Add the model's inputs to rows holding ids, catalog `year`/`genres` and (possibly null) history."""
-    return (frame.join(F.broadcast(user_vocab.select("user_id", "user_idx")), "user_id", "left")
-            .join(F.broadcast(item_vocab.select("item_id", "item_idx")), "item_id", "left")
-            .fillna({"user_idx": OOV_INDEX, "item_idx": OOV_INDEX})
-            .withColumn("year_idx", year_index("year"))
-            .withColumn("genres", genre_multi_hot("genres"))
-            .fillna({"user_mean_rating": prior_mean, "item_mean_rating": prior_mean,
-                     "user_rating_count": 0.0, "item_rating_count": 0.0}))
 
 
 def build_features(ratings: DataFrame, min_count: int = 1) -> FeatureTables:
@@ -190,23 +167,6 @@ def write_features(tables: FeatureTables, lake: Lake, day: date, details: dict) 
                 "genres": GENRES, "year_buckets": YEAR_BUCKETS, "spec": tables.spec.to_json()}
     write_partition(tables.by_table(), lake, FEATURES, day, manifest)
     return manifest
-
-
-def serving_inputs(spark: SparkSession, lake: Lake | Path, day: date, pairs: DataFrame,
-                   model_day: date | None = None) -> DataFrame:
-    """Model inputs for (user, item) pairs with catalog `year`/`genres`: history statistics as of the end of
-    the day's window, and the vocabularies and prior of the partition the model was trained on (`model_day`,
-    by default the same day: a champion kept from an earlier day still needs its own indices)."""
-    lake = as_lake(lake)
-
-    def table(table_day: date, name: str) -> DataFrame:
-        return read_table(spark, lake, FEATURES, table_day, name)
-
-    model_day = model_day or day
-    with_history = (pairs.join(table(day, USER_HISTORY), "user_id", "left")
-                    .join(F.broadcast(table(day, ITEM_HISTORY)), "item_id", "left"))
-    return add_model_inputs(with_history, table(model_day, USER_VOCAB), table(model_day, ITEM_VOCAB),
-                            read_feature_spec(lake, model_day).prior_mean)
 
 
 def run(spark: SparkSession, lake: Lake | Path, day: date, options: FeatureOptions = FeatureOptions()) -> dict:

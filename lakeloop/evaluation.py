@@ -27,64 +27,33 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from jobs.feature_spec import (
+from lakeloop.evaluation_report import write_report
+from lakeloop.features import (
     EVAL,
     FEATURE_COLUMNS,
-    FEATURES,
     ITEM_VOCAB,
     LABEL,
     OOV_INDEX,
     TRAIN,
     USER_VOCAB,
+    model_inputs,
+    multi_hot,
     read_feature_spec,
+    read_features,
 )
+from lakeloop.fm_model import ranking_model
 from lakeloop.gate import DEFAULT_TOLERANCE, quality_gate
 from lakeloop.lake import Lake, as_lake
-from lakeloop.models import EVALUATION, MODEL_FILE, TRAIN_SUMMARY, ModelDirectory
+from lakeloop.metrics import BIAS_BASELINE, CHAMPION, METRIC_PREFIX, MODEL, mae, ranking_metrics, rmse
+from lakeloop.models import EVALUATION, MODEL_FILE, REPORT_DIR, TRAIN_SUMMARY, ModelDirectory
 
 if TYPE_CHECKING:
     import keras
 
 log = logging.getLogger(__name__)
-TOP_K = 10
 POSITIVE_RATING = 4.0
 ACTIVITY_BUCKETS = ((0, 0, "new (0)"), (1, 9, "1-9"), (10, 49, "10-49"), (50, None, "50+"))
-MODEL, CHAMPION, BIAS_BASELINE = "model", "champion", "bias_baseline"
-METRIC_PREFIX = {MODEL: "", CHAMPION: "champion_", BIAS_BASELINE: "bias_baseline_"}
 RATING_COLUMNS = ["user_id", "item_id", *FEATURE_COLUMNS, LABEL]
-
-
-def read_features(lake: Lake | Path | str, day: date, table: str, columns: list[str] | None = None) -> pa.Table:
-    """A table of the day's committed feature partition — the `TRAIN` or `EVAL` examples (model inputs and label by
-    default), a vocabulary... — read by the files its manifest names, on local disk or an object store."""
-    lake = as_lake(lake)
-    rows = lake.read_partition(FEATURES, day, table, columns=columns or [*FEATURE_COLUMNS, LABEL])
-    if rows is None:
-        where = lake.uri(f"{lake.partition(FEATURES, day)}/{table}")
-        raise FileNotFoundError(f"{where} has no committed data files: run spark_features for {day} first")
-    return rows
-
-
-def model_inputs(data: pa.Table | pa.RecordBatch) -> dict[str, np.ndarray]:
-    """The FM's input dict from a feature table or batch, without per-row Python."""
-    inputs = {}
-    for name in FEATURE_COLUMNS:
-        column = data.column(name)
-        if pa.types.is_list(column.type) or pa.types.is_fixed_size_list(column.type):
-            inputs[name] = multi_hot(column)
-        else:
-            inputs[name] = column.to_numpy()
-    return inputs
-
-
-def rmse(predictions: np.ndarray, labels: np.ndarray) -> float:
-    """Root mean squared error."""
-    return float(np.sqrt(np.mean((np.asarray(predictions, np.float64) - labels) ** 2)))
-
-
-def mae(predictions: np.ndarray, labels: np.ndarray) -> float:
-    """Mean absolute error."""
-    return float(np.mean(np.abs(np.asarray(predictions, np.float64) - labels)))
 
 
 @dataclass(frozen=True)
@@ -118,13 +87,6 @@ class BiasBaseline:
         return self.mean + self.user_bias[users] + self.item_bias[items]
 
 
-def multi_hot(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """A list column of equal-length float lists (the genres) as a (rows, width) float32 matrix."""
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks()
-    return column.flatten().to_numpy().reshape(len(column), -1).astype(np.float32)
-
-
 def history_inputs(entity: str, rating_sums: np.ndarray, rating_counts: np.ndarray,
                    prior_mean: float) -> dict[str, np.ndarray]:
     """The `<entity>_mean_rating` / `<entity>_rating_count` inputs; the prior mean without history."""
@@ -140,9 +102,7 @@ Scorer = Callable[[dict[str, np.ndarray], pa.Array, pa.Array], np.ndarray]
 
 def keras_scorer(model: keras.Model, ranking: bool = False) -> Scorer:
     """Score with a model of the day's partition (its inputs use this partition's vocabularies): predicted
-    ratings, or with `ranking` the scores before the rating clip (`jobs.fm_model.ranking_model`)."""
-    from jobs.fm_model import ranking_model
-
+    ratings, or with `ranking` the scores before the rating clip (`lakeloop.fm_model.ranking_model`)."""
     model = ranking_model(model) if ranking else model
 
     def score(inputs: dict[str, np.ndarray], user_ids: pa.Array, item_ids: pa.Array) -> np.ndarray:
@@ -187,24 +147,6 @@ class Champion:
             return predict(own, user_ids, item_ids)
 
         return score
-
-
-def ranking_metrics(scores: np.ndarray, seen: np.ndarray, relevant: np.ndarray, k: int = TOP_K) -> dict[str, float]:
-    """Mean precision@k, recall@k and NDCG@k (binary relevance) of each row's top k unseen items.
-
-    `scores`, `seen` and `relevant` are (users, items); ties rank the lower item position first.
-    """
-    masked = np.where(seen, -np.inf, scores)
-    top = np.argsort(-masked, axis=1, kind="stable")[:, :k]
-    hits = np.take_along_axis(relevant & ~seen, top, axis=1)
-    relevant_count = (relevant & ~seen).sum(axis=1)
-    if not relevant_count.all():
-        raise ValueError("every ranked user needs at least one relevant unseen item")
-    discounts = 1.0 / np.log2(np.arange(2, k + 2))
-    ideal = np.cumsum(discounts)[np.minimum(relevant_count, k) - 1]
-    return {f"precision_at_{k}": float((hits.sum(axis=1) / k).mean()),
-            f"recall_at_{k}": float((hits.sum(axis=1) / relevant_count).mean()),
-            f"ndcg_at_{k}": float(((hits * discounts[:hits.shape[1]]).sum(axis=1) / ideal).mean())}
 
 
 @dataclass(frozen=True)
@@ -292,8 +234,6 @@ def evaluate_model(lake: Lake | Path | str, model_name: str, day: date, champion
     gate, write the report and then `evaluation.json` beside the model (on an object store: made in a local
     temporary directory and uploaded); return the metrics."""
     import keras
-
-    from lakeloop.evaluation_report import REPORT_DIR, write_report
 
     lake = as_lake(lake)
     directory = ModelDirectory.of(lake, model_name, day)

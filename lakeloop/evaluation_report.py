@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from lakeloop.evaluation import BIAS_BASELINE, CHAMPION, METRIC_PREFIX, MODEL
+from lakeloop.metrics import BIAS_BASELINE, CHAMPION, METRIC_PREFIX, MODEL
+from lakeloop.models import REPORT_DIR
 
-REPORT_DIR = "evaluation"
 LABELS = {MODEL: "new model", CHAMPION: "champion", BIAS_BASELINE: "bias baseline"}
 RANKED_METRICS = ["rmse", "mae", "precision_at_10", "recall_at_10", "ndcg_at_10"]
 

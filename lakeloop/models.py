@@ -23,6 +23,7 @@ MODEL_FILE = "model.keras"
 TRAIN_SUMMARY = "train_summary.json"
 EVALUATION = "evaluation.json"
 REGISTRATION = "registration.json"
+REPORT_DIR = "evaluation"
 
 
 def model_dir(lake: Path, model_name: str, day: date) -> Path:

@@ -20,10 +20,9 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from lakeloop.evaluation import Champion
-from lakeloop.evaluation_report import REPORT_DIR
 from lakeloop.gate import CHAMPION, GateDecision
 from lakeloop.lake import Lake, as_lake
-from lakeloop.models import EVALUATION, MODEL_FILE, REGISTRATION, TRAIN_SUMMARY, ModelDirectory
+from lakeloop.models import EVALUATION, MODEL_FILE, REGISTRATION, REPORT_DIR, TRAIN_SUMMARY, ModelDirectory
 
 log = logging.getLogger(__name__)
 DAY_TAG = "lakeloop.day"
@@ -123,7 +122,7 @@ def _log_model(model_path: Path, model_name: str, lake: Lake, day: date):
     import mlflow
     from mlflow.models import infer_signature
 
-    from lakeloop.evaluation import model_inputs, read_features
+    from lakeloop.features import model_inputs, read_features
 
     model = keras.saving.load_model(model_path)
     example = model_inputs(read_features(lake, day, "eval").slice(0, 5))

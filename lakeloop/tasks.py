@@ -21,7 +21,7 @@ def evaluate_day(settings: Settings, day: date) -> dict:
 def register_day(settings: Settings, day: date, dag_id: str, run_id: str, data_interval_start: datetime,
                  data_interval_end: datetime) -> dict:
     """Register the day's model in the DAG run's MLflow run, aliased as the quality gate decided."""
-    from jobs.feature_spec import FEATURES
+    from lakeloop.features import FEATURES
     from lakeloop.lake import PREDICTIONS, Lake
     from lakeloop.registry import RunLineage, git_commit, register_model
 

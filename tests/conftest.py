@@ -229,7 +229,7 @@ def feature_lake(spark, movielens, tmp_path_factory):
 @pytest.fixture
 def s3_feature_lake(feature_lake: Path, s3_lake: Lake) -> Lake:
     """An S3 lake holding a copy of `feature_lake`'s feature partition, committed there by manifest."""
-    from jobs.feature_spec import FEATURES
+    from lakeloop.features import FEATURES
 
     local = Lake.from_url(str(feature_lake))
     manifest = local.read_manifest(FEATURES, FEATURE_DAY)
@@ -263,8 +263,8 @@ def untrained_model():
     """Builds an FM from the day's spec with seeded random weights (a stand-in for `train_model`'s output)."""
     import keras
 
-    from jobs.feature_spec import read_feature_spec
-    from jobs.fm_model import FMHyperParameters, build_fm_model
+    from lakeloop.features import read_feature_spec
+    from lakeloop.fm_model import FMHyperParameters, build_fm_model
 
     def build(lake, seed: int):
         keras.utils.set_random_seed(seed)
@@ -281,7 +281,7 @@ def fitted_model(untrained_model):
     import keras
     import pyarrow as pa
 
-    from lakeloop.evaluation import model_inputs, read_features
+    from lakeloop.features import model_inputs, read_features
 
     def fit(lake, epochs: int, seed: int = 1):
         model = untrained_model(lake, seed)

@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from bench import feed_benchmark as bench
-from jobs.features import genre_multi_hot, year_index
+from lakeloop.spark_inputs import genre_multi_hot, year_index
 
 UV_DRY_RUN = """Resolved 18 packages in 444ms
 Would download 5 packages

@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs import batch_predict
-from jobs.feature_spec import EVAL, TRAIN, USER_HISTORY, feature_table_path
 from lakeloop.evaluation import evaluate_model
+from lakeloop.features import EVAL, TRAIN, USER_HISTORY, feature_table_path
 from lakeloop.lake import MOVIES, partition_path
 from lakeloop.models import MODEL_FILE, TRAIN_SUMMARY, model_dir, write_json
 from lakeloop.registry import RunLineage, register_model

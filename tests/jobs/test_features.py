@@ -16,7 +16,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs import etl, features
-from jobs.feature_spec import (
+from lakeloop import spark_inputs
+from lakeloop.features import (
     EVAL,
     FEATURE_COLUMNS,
     FEATURES,
@@ -154,7 +155,7 @@ def test_unknown_ids_take_the_oov_index_and_the_prior(spark, eval_changed):
     user, item = table(lake, TRAIN)["user_id"][0].as_py(), table(lake, TRAIN)["item_id"][0].as_py()
     pairs = spark.createDataFrame([("new-1", "999999", None, []), (user, item, 1995, ["Comedy"])],
                                   "user_id string, item_id string, year int, genres array<string>")
-    rows = {row["user_id"]: row for row in features.serving_inputs(spark, lake, DAY2, pairs).collect()}
+    rows = {row["user_id"]: row for row in spark_inputs.serving_inputs(spark, lake, DAY2, pairs).collect()}
     unknown, known = rows["new-1"], rows[user]
     assert (unknown["user_idx"], unknown["item_idx"], unknown["year_idx"]) == (OOV_INDEX, OOV_INDEX, 0)
     assert unknown["user_mean_rating"] == pytest.approx(spec.prior_mean) and unknown["item_rating_count"] == 0
@@ -178,7 +179,7 @@ def test_on_a_lake_committed_by_manifest_the_jobs_read_only_committed_files(spar
     curated and feature partitions are never read (by ETL, features, the trainer, batch prediction), and a rerun
     supersedes the previous attempt with the same rows."""
     from jobs.batch_predict import candidate_inputs
-    from jobs.fm_trainer import FMTrainer
+    from lakeloop.fm_trainer import FMTrainer
     from tfspark.parquet_direct import parquet_scan
 
     by_rename, manifest = built

@@ -9,18 +9,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from lakeloop.evaluation import (
-    BiasBaseline,
-    Champion,
-    evaluate_model,
-    model_inputs,
-    ranking_metrics,
-    read_features,
-    rmse,
-    vocabulary_index,
-)
-from lakeloop.evaluation_report import REPORT_DIR
-from lakeloop.models import EVALUATION, MODEL_FILE, TRAIN_SUMMARY, model_dir, write_json
+from lakeloop.evaluation import BiasBaseline, Champion, evaluate_model, vocabulary_index
+from lakeloop.features import model_inputs, read_features
+from lakeloop.metrics import ranking_metrics, rmse
+from lakeloop.models import EVALUATION, MODEL_FILE, REPORT_DIR, TRAIN_SUMMARY, model_dir, write_json
 
 DAY = date(2026, 11, 20)
 MODEL = "evaluation-test-fm"

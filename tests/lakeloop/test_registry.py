@@ -13,12 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lakeloop.evaluation import evaluate_model, model_inputs, read_features
-from lakeloop.evaluation_report import REPORT_DIR
+from lakeloop.evaluation import evaluate_model
+from lakeloop.features import model_inputs, read_features
 from lakeloop.models import (
     EVALUATION,
     MODEL_FILE,
     REGISTRATION,
+    REPORT_DIR,
     TRAIN_SUMMARY,
     ModelDirectory,
     model_dir,

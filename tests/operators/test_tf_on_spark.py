@@ -41,7 +41,7 @@ def test_importing_the_operator_imports_neither_tensorflow_nor_pyspark():
 def test_defaults_and_templated_fields():
     from operators.tf_on_spark import TFOnSparkOperator
 
-    operator = TFOnSparkOperator(task_id="train_model", trainer="jobs.fm_trainer:FMTrainer")
+    operator = TFOnSparkOperator(task_id="train_model", trainer="lakeloop.fm_trainer:FMTrainer")
     assert operator.pool == "gpu_pool"
     assert (operator.num_workers, operator.gpus_per_worker, operator.conn_id) == (1, 0, "spark_default")
     assert {"trainer", "checkpoint_dir", "output_dir", "trainer_args", "conf", "python_env"} <= set(
@@ -55,7 +55,7 @@ def test_the_command_takes_its_master_from_the_spark_connection(monkeypatch):
     monkeypatch.setenv("AIRFLOW_CONN_SPARK_DEFAULT", json.dumps({"conn_type": "spark", "host": "local[2,3]"}))
     operator = TFOnSparkOperator(
         task_id="train_model",
-        trainer="jobs.fm_trainer:FMTrainer",
+        trainer="lakeloop.fm_trainer:FMTrainer",
         num_workers=2,
         checkpoint_dir="file:///lake/checkpoints/fm/run",
         output_dir="file:///lake/models/fm/dt=2026-11-20",
@@ -71,7 +71,7 @@ def test_the_command_takes_its_master_from_the_spark_connection(monkeypatch):
     assert conf["spark.driver.memory"] == "2g"
     assert command[command.index(driver_application()) :] == [
         driver_application(),
-        "--trainer", "jobs.fm_trainer:FMTrainer", "--num-workers", "2",
+        "--trainer", "lakeloop.fm_trainer:FMTrainer", "--num-workers", "2",
         "--checkpoint-dir", "file:///lake/checkpoints/fm/run",
         "--output-dir", "file:///lake/models/fm/dt=2026-11-20",
         "--trainer-arg", "day=2026-11-20", "--trainer-arg", "epochs=3",

@@ -31,7 +31,7 @@ def conf_of(command: list[str]) -> dict[str, str]:
 
 
 def test_default_command_runs_the_driver_on_local_n_with_the_venv_python():
-    command = build_command(["--trainer", "jobs.fm_trainer:FMTrainer", "--num-workers", "2"])
+    command = build_command(["--trainer", "lakeloop.fm_trainer:FMTrainer", "--num-workers", "2"])
     assert command[0] == str(VENV_BIN / "spark-submit")
     assert command[1:3] == ["--master", "local[2]"]
     assert conf_of(command) == {
@@ -43,7 +43,7 @@ def test_default_command_runs_the_driver_on_local_n_with_the_venv_python():
     assert command[application:] == [
         driver_application(),
         "--trainer",
-        "jobs.fm_trainer:FMTrainer",
+        "lakeloop.fm_trainer:FMTrainer",
         "--num-workers",
         "2",
     ]

@@ -9,8 +9,8 @@ from itertools import combinations
 import numpy as np
 import pytest
 
-from jobs.feature_spec import GENRES, FeatureSpec
-from jobs.fm_model import FMHyperParameters, build_fm_model, ranking_model
+from lakeloop.features import GENRES, FeatureSpec
+from lakeloop.fm_model import FMHyperParameters, build_fm_model, ranking_model
 
 UNCLIPPED = FeatureSpec(user_vocab_size=6, item_vocab_size=8, prior_mean=3.5, rating_min=-1e6, rating_max=1e6)
 HPARAMS = FMHyperParameters(factors=4)

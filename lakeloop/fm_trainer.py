@@ -2,19 +2,19 @@
 
 Trainer arguments (`--trainer-arg KEY=VALUE`): `lake` (URL) and `day` (YYYY-MM-DD) name the feature
 partition `<lake>/features/dt=D/` (its `train/` examples and its spec); any field of
-`jobs.fm_model.FMHyperParameters` (`factors`, `l2`, `learning_rate`, `batch_size`, `epochs`, `seed`, `user_update`, ...)
-overrides its default. The hyper-parameters and vocabulary sizes join the training summary (and so the
-MLflow run's params).
+`lakeloop.fm_model.FMHyperParameters` (`factors`, `l2`, `learning_rate`, `batch_size`, `epochs`, `seed`,
+`user_update`, ...) overrides its default. The hyper-parameters and vocabulary sizes join the training summary
+(and so the MLflow run's params).
 """
 
 from __future__ import annotations
 
 from datetime import date
 
-from jobs.common import read_table, use_lake
-from jobs.feature_spec import FEATURE_COLUMNS, FEATURES, LABEL, TRAIN, FeatureSpec, read_feature_spec
-from jobs.fm_model import FMHyperParameters
+from lakeloop.features import FEATURE_COLUMNS, FEATURES, LABEL, TRAIN, FeatureSpec, read_feature_spec
+from lakeloop.fm_model import FMHyperParameters
 from lakeloop.lake import Lake
+from lakeloop.spark_jobs import read_table, use_lake
 from tfspark import TFSparkTrainer, TrainContext
 
 
@@ -268,7 +268,7 @@ class FMTrainer(TFSparkTrainer):
         """Fit the FM with the runtime's distributed loop, then save it for evaluation."""
         import keras
 
-        from jobs.fm_model import build_fm_model
+        from lakeloop.fm_model import build_fm_model
 
         keras.utils.set_random_seed(self.hparams.seed)
         with ctx.strategy.scope():

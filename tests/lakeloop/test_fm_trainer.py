@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from jobs.feature_spec import GENRES, HISTORY_COLUMNS, FeatureSpec
-from jobs.fm_model import FMHyperParameters, build_fm_model
-from jobs.fm_trainer import USER_TABLES, fused_adam, lazy_tables, lookups_per_row, steps_per_lookup, take_weight_l2
+from lakeloop.features import GENRES, HISTORY_COLUMNS, FeatureSpec
+from lakeloop.fm_model import FMHyperParameters, build_fm_model
+from lakeloop.fm_trainer import USER_TABLES, fused_adam, lazy_tables, lookups_per_row, steps_per_lookup, take_weight_l2
 
 ROWS = 64
 USERS = 40
@@ -67,7 +67,7 @@ def test_only_the_sparse_gradients_of_large_tables_stay_sparse():
     import keras
     import tensorflow as tf
 
-    from jobs.fm_trainer import SPARSE_ALL_REDUCE_BYTES, looked_up_rows, summable_gradient
+    from lakeloop.fm_trainer import SPARSE_ALL_REDUCE_BYTES, looked_up_rows, summable_gradient
 
     small = keras.Variable(np.zeros((10, 4), "float32"))
     large_rows = SPARSE_ALL_REDUCE_BYTES // 4 + 1
@@ -132,10 +132,10 @@ def test_lazy_tables_names_only_embedding_layers_of_the_model():
 
 
 def test_lazy_tables_summed_as_slots_update_as_when_summed_sparse(monkeypatch):
-    import jobs.fm_trainer
+    import lakeloop.fm_trainer
 
     summed_dense, _ = _train(fused=True, lazy_users=True, steps=3, looked_up_users=USERS // 2)
-    monkeypatch.setattr(jobs.fm_trainer, "EXACT_FLOAT32_INTEGERS", 0)
+    monkeypatch.setattr(lakeloop.fm_trainer, "EXACT_FLOAT32_INTEGERS", 0)
     summed_sparse, _ = _train(fused=True, lazy_users=True, steps=3, looked_up_users=USERS // 2)
     for dense, sparse in zip(summed_dense, summed_sparse, strict=True):
         np.testing.assert_allclose(dense, sparse, rtol=1e-6, atol=1e-7)

@@ -1,15 +1,7 @@
-"""The layout and contract of a day's feature partition, shared by the features job, trainer, evaluation and
-batch prediction (no Spark or TensorFlow import here, so light consumers can read it).
+"""The contract of a day's feature partition (layout, columns, `FeatureSpec`) and the model inputs read from it.
 
-`<lake>/features/dt=D/` holds the whole training window as seen on day D:
-
-- `train/`, `eval/`: Parquet with `event_id`, `user_id`, `item_id`, `ts`, the model inputs `FEATURE_COLUMNS`
-  and the `label`; `eval/` is the most recent part of the window.
-- `_vocab/users/`, `_vocab/items/`: the id → index vocabularies fitted on `train/` (index 0 is the
-  out-of-vocabulary bucket), with each id's training count.
-- `_history/users/`, `_history/items/`: every id of the window with its history statistics as of the end of
-  the window, the inputs batch prediction scores with.
-- `_manifest.json`: counts, the split and window, and the `spec` (`FeatureSpec`) the model is built from.
+Shared by the features job, the trainer, evaluation and batch prediction; no Spark or TensorFlow here, so light
+consumers can import it. The partition's layout is described in docs/etl-and-features.md.
 """
 
 from __future__ import annotations
@@ -17,6 +9,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
 
 from lakeloop.lake import Lake, as_lake, partition_path
 
@@ -71,7 +66,7 @@ def feature_partition(lake: Path, day: date) -> Path:
 
 def feature_table_path(lake: Path, day: date, table: str) -> Path:
     """One table of the day's feature partition on a local lake (`TRAIN`, `EVAL`, `USER_VOCAB`...); readers of any
-    lake take the files its manifest names (`lakeloop.evaluation.read_features`)."""
+    lake take the files its manifest names (`read_features`)."""
     return feature_partition(lake, day) / table
 
 
@@ -88,3 +83,33 @@ def read_feature_manifest(lake: Lake | Path, day: date) -> dict:
 def read_feature_spec(lake: Lake | Path, day: date) -> FeatureSpec:
     """The `FeatureSpec` of the day's feature partition."""
     return FeatureSpec.from_json(read_feature_manifest(lake, day)["spec"])
+
+
+def read_features(lake: Lake | Path | str, day: date, table: str, columns: list[str] | None = None) -> pa.Table:
+    """A table of the day's committed feature partition — the `TRAIN` or `EVAL` examples (model inputs and label by
+    default), a vocabulary... — read by the files its manifest names, on local disk or an object store."""
+    lake = as_lake(lake)
+    rows = lake.read_partition(FEATURES, day, table, columns=columns or [*FEATURE_COLUMNS, LABEL])
+    if rows is None:
+        where = lake.uri(f"{lake.partition(FEATURES, day)}/{table}")
+        raise FileNotFoundError(f"{where} has no committed data files: run spark_features for {day} first")
+    return rows
+
+
+def model_inputs(data: pa.Table | pa.RecordBatch) -> dict[str, np.ndarray]:
+    """The FM's input dict from a feature table or batch, without per-row Python."""
+    inputs = {}
+    for name in FEATURE_COLUMNS:
+        column = data.column(name)
+        if pa.types.is_list(column.type) or pa.types.is_fixed_size_list(column.type):
+            inputs[name] = multi_hot(column)
+        else:
+            inputs[name] = column.to_numpy()
+    return inputs
+
+
+def multi_hot(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A list column of equal-length float lists (the genres) as a (rows, width) float32 matrix."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    return column.flatten().to_numpy().reshape(len(column), -1).astype(np.float32)

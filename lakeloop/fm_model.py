@@ -1,4 +1,4 @@
-"""The factorization machine (Rendle, 2010) over the feature fields of `jobs.feature_spec`, and its
+"""The factorization machine (Rendle, 2010) over the feature fields of `lakeloop.features`, and its
 hyper-parameters (the one place they are set).
 
 Fields: user and item (vocabulary indices), release-year bucket, genres (multi-hot, each movie's genres
@@ -20,7 +20,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from jobs.feature_spec import GENRES, INDEX_COLUMNS, YEAR_BUCKETS, FeatureSpec
+from lakeloop.features import GENRES, INDEX_COLUMNS, YEAR_BUCKETS, FeatureSpec
 
 if TYPE_CHECKING:
     import keras

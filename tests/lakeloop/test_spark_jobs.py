@@ -11,9 +11,9 @@ import pytest
 from pyarrow import fs as pafs
 from pyspark.sql import functions as F
 
-from jobs.common import read_partitions, read_table, use_lake, utc_date, write_day_partitions, write_partition
 from lakeloop.config import s3a_settings
 from lakeloop.lake import ATTEMPT_PREFIX, MANIFEST_NAME, Lake
+from lakeloop.spark_jobs import read_partitions, read_table, use_lake, utc_date, write_day_partitions, write_partition
 
 DAY = date(2026, 11, 20)
 
