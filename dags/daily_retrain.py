@@ -32,10 +32,9 @@ from datetime import UTC, datetime, timedelta
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import DAG, Asset, DeadlineAlert, DeadlineReference, SyncCallback, task
 
-from lakeloop.airflow_env import GPU_POOL, SPARK_POOL
 from lakeloop.config import load_settings
-from lakeloop.ingest import RATINGS_SCHEMA
-from lakeloop.lake import PREDICTIONS
+from lakeloop.ingest.schema import RATINGS_SCHEMA
+from lakeloop.names import GPU_POOL, PREDICTIONS, RAW_RATINGS, REJECTED_RATINGS, SPARK_POOL
 from lakeloop.operations import MAX_RETRY_DELAY, RETRY_BACKOFF_MULTIPLIER, load_operations
 from lakeloop.timetable import DailyIntervalTimetable
 from operators.kafka_to_lake import KafkaToLakeOperator
@@ -79,8 +78,8 @@ with DAG(
         task_id="ingest_ratings",
         topic=settings.ratings_topic,
         lake_url=settings.lake_url,
-        dataset="raw/ratings",
-        rejected_dataset="rejected/ratings",
+        dataset=RAW_RATINGS,
+        rejected_dataset=REJECTED_RATINGS,
         schema=RATINGS_SCHEMA,
         kafka_conn_id=None,
         execution_timeout=timedelta(minutes=20),

@@ -29,7 +29,8 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from lakeloop.features import EVAL, FEATURE_COLUMNS, FEATURES, TRAIN, USER_HISTORY, model_inputs
-from lakeloop.lake import MOVIES, PREDICTIONS, Lake, as_lake
+from lakeloop.lake import Lake, as_lake
+from lakeloop.names import MOVIES, PREDICTIONS
 from lakeloop.registry import aliased_version
 from lakeloop.spark_inputs import serving_inputs
 from lakeloop.spark_jobs import read_reference, read_table, run_day_job

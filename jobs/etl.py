@@ -38,8 +38,9 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import from_arrow_schema
 
-from lakeloop.ingest import RATINGS_SCHEMA
-from lakeloop.lake import MOVIES, Lake, as_lake, window_days
+from lakeloop.ingest.schema import RATINGS_SCHEMA
+from lakeloop.lake import Lake, as_lake, window_days
+from lakeloop.names import CURATED_RATINGS, MOVIES, RAW_RATINGS
 from lakeloop.spark_jobs import (
     existing_partition_days,
     read_partitions,
@@ -51,8 +52,6 @@ from lakeloop.spark_jobs import (
 )
 
 log = logging.getLogger("lakeloop.jobs.etl")
-RAW = "raw/ratings"
-CURATED = "curated/ratings"
 # The raw layout is what ingestion writes for the ratings topic: one definition, in lakeloop.ingest.
 RAW_SCHEMA = {column.name: column.dataType.simpleString() for column in from_arrow_schema(RATINGS_SCHEMA.output_schema)}
 CURATED_COLUMNS = ["event_id", "user_id", "item_id", "rating", "ts", "arrival_dt", "title", "year", "genres",
@@ -76,8 +75,8 @@ class EtlOptions:
 
 def check_schema(spark: SparkSession, lake: Lake, day: date) -> None:
     """Fail on schema drift: the raw partition's columns and types must be exactly `RAW_SCHEMA`."""
-    path = lake.spark_uri(lake.partition(RAW, day))
-    found = {column.name: column.dataType.simpleString() for column in read_table(spark, lake, RAW, day).schema}
+    path = lake.spark_uri(lake.partition(RAW_RATINGS, day))
+    found = {column.name: column.dataType.simpleString() for column in read_table(spark, lake, RAW_RATINGS, day).schema}
     missing = sorted(set(RAW_SCHEMA) - set(found))
     unexpected = sorted(set(found) - set(RAW_SCHEMA))
     retyped = {name: f"{RAW_SCHEMA[name]} -> {found[name]}" for name in RAW_SCHEMA
@@ -138,20 +137,20 @@ def check_rating_drift(day_ratings: DataFrame, history: DataFrame | None, max_dr
 
 
 def _history(spark: SparkSession, lake: Lake, day: date, history_days: int) -> DataFrame | None:
-    days = existing_partition_days(lake, CURATED, window_days(day - timedelta(days=1), history_days))
-    return read_partitions(spark, lake, CURATED, days) if days else None
+    days = existing_partition_days(lake, CURATED_RATINGS, window_days(day - timedelta(days=1), history_days))
+    return read_partitions(spark, lake, CURATED_RATINGS, days) if days else None
 
 
 def run(spark: SparkSession, lake: Lake | Path, day: date, options: EtlOptions = EtlOptions()) -> dict:
     """Curate the event days [day - lookback, day] from the raw partitions; return the run's manifest."""
     lake = as_lake(lake)
-    raw_day_url = lake.spark_uri(lake.partition(RAW, day))
-    raw_days = existing_partition_days(lake, RAW, window_days(day, options.lookback_days + 2))
+    raw_day_url = lake.spark_uri(lake.partition(RAW_RATINGS, day))
+    raw_days = existing_partition_days(lake, RAW_RATINGS, window_days(day, options.lookback_days + 2))
     if day not in raw_days:
         raise FileNotFoundError(f"{raw_day_url} does not exist: run ingest_ratings for {day} first")
     for raw_day in raw_days:
         check_schema(spark, lake, raw_day)
-    raw = read_partitions(spark, lake, RAW, raw_days).withColumnRenamed("dt", "arrival_dt").cache()
+    raw = read_partitions(spark, lake, RAW_RATINGS, raw_days).withColumnRenamed("dt", "arrival_dt").cache()
     rows_by_arrival = {row["arrival_dt"]: row["count"] for row in raw.groupBy("arrival_dt").count().collect()}
     if rows_by_arrival.get(day, 0) < options.min_rows:
         raise DataQualityError(f"empty input: {raw_day_url} holds {rows_by_arrival.get(day, 0)} "
@@ -198,7 +197,8 @@ def run(spark: SparkSession, lake: Lake | Path, day: date, options: EtlOptions =
     }
     manifests = {event_day: {"day": str(event_day), "written_by_run": str(day), **entry, "run": summary}
                  for event_day, entry in counts.items()}
-    write_day_partitions(curated.repartition("dt").sortWithinPartitions("ts", "event_id"), lake, CURATED, manifests)
+    write_day_partitions(curated.repartition("dt").sortWithinPartitions("ts", "event_id"), lake, CURATED_RATINGS,
+                         manifests)
     for frame in (curated, kept, raw):
         frame.unpersist()
     return summary

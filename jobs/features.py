@@ -42,10 +42,10 @@ from lakeloop.features import (
     FeatureSpec,
 )
 from lakeloop.lake import Lake, as_lake, window_days
+from lakeloop.names import CURATED_RATINGS
 from lakeloop.spark_inputs import add_model_inputs
 from lakeloop.spark_jobs import existing_partition_days, read_partitions, run_day_job, write_partition
 
-CURATED = "curated/ratings"
 EXAMPLE_COLUMNS = ["event_id", "user_id", "item_id", "ts", *FEATURE_COLUMNS, LABEL]
 
 
@@ -172,8 +172,8 @@ def write_features(tables: FeatureTables, lake: Lake, day: date, details: dict) 
 def run(spark: SparkSession, lake: Lake | Path, day: date, options: FeatureOptions = FeatureOptions()) -> dict:
     """Build the day's feature partition from the window's curated ratings; return its manifest."""
     lake = as_lake(lake)
-    days = existing_partition_days(lake, CURATED, window_days(day, options.window_days))
-    curated = read_partitions(spark, lake, CURATED, days or [day]).drop("dt").cache()
+    days = existing_partition_days(lake, CURATED_RATINGS, window_days(day, options.window_days))
+    curated = read_partitions(spark, lake, CURATED_RATINGS, days or [day]).drop("dt").cache()
     ratings, cutoff = time_split(curated, options.eval_fraction)
     details = {"window_days": options.window_days, "curated_days_read": [str(curated_day) for curated_day in days],
                "split": "time", "eval_fraction": options.eval_fraction,

@@ -19,10 +19,9 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from lakeloop.config import Settings
+from lakeloop.names import GPU_POOL, SPARK_POOL
 from lakeloop.operations import RUN_DEADLINE_ENV, SCHEDULED_RUN_DEADLINE_MINUTES
 
-GPU_POOL = "gpu_pool"
-SPARK_POOL = "spark_pool"
 POOLS = {
     GPU_POOL: (1, "TensorFlow training (TFOnSparkOperator): one at a time per GPU host"),
     SPARK_POOL: (2, "Spark applications (SparkSubmitOperator): at most two drivers at once"),

@@ -26,8 +26,6 @@ from pyarrow import fs as pafs
 
 from tfspark.storage import RemoteDirectory
 
-PREDICTIONS = "predictions"
-MOVIES = "reference/movies"  # the movie catalog: a reference dataset, not partitioned by day
 log = logging.getLogger(__name__)
 
 

@@ -18,8 +18,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from lakeloop.lake import MOVIES, Lake, as_lake
+from lakeloop.lake import Lake, as_lake
 from lakeloop.movielens import MovieLens
+from lakeloop.names import MOVIES
 from tfspark.storage import RemoteDirectory
 
 log = logging.getLogger(__name__)

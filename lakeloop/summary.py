@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import date
 
 from lakeloop.config import Settings
-from lakeloop.lake import PREDICTIONS, Lake
+from lakeloop.lake import Lake
 from lakeloop.models import EVALUATION, REGISTRATION
+from lakeloop.names import PREDICTIONS, RAW_RATINGS
 
 
 def summarise(settings: Settings, days: list[date]) -> dict:
@@ -14,7 +15,7 @@ def summarise(settings: Settings, days: list[date]) -> dict:
     lake = Lake.from_url(settings.lake_url)
     report = {}
     for day in days:
-        raw = lake.read_manifest("raw/ratings", day) or {}
+        raw = lake.read_manifest(RAW_RATINGS, day) or {}
         models = lake.partition(f"models/{settings.model_name}", day)
         predictions = lake.read_manifest(PREDICTIONS, day)
         report[day.isoformat()] = {

@@ -22,7 +22,8 @@ def register_day(settings: Settings, day: date, dag_id: str, run_id: str, data_i
                  data_interval_end: datetime) -> dict:
     """Register the day's model in the DAG run's MLflow run, aliased as the quality gate decided."""
     from lakeloop.features import FEATURES
-    from lakeloop.lake import PREDICTIONS, Lake
+    from lakeloop.lake import Lake
+    from lakeloop.names import PREDICTIONS
     from lakeloop.registry import RunLineage, git_commit, register_model
 
     lake = Lake.from_url(settings.lake_url)

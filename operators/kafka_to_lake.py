@@ -10,7 +10,9 @@ from typing import Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
-from lakeloop.ingest import IngestOptions, RecordSchema, RejectionRateExceeded
+from lakeloop.ingest.errors import RejectionRateExceeded
+from lakeloop.ingest.options import IngestOptions
+from lakeloop.ingest.schema import RecordSchema
 from operators.hooks.kafka import KafkaSliceHook
 
 
@@ -21,7 +23,7 @@ class KafkaToLakeOperator(BaseOperator):
     assignment, no consumer group), validates them against `schema`, and atomically replaces the partition
     `<lake>/<dataset>/dt=<data_interval_start date>/` (Parquet + `_manifest.json`); malformed records go to
     `<lake>/<rejected_dataset>/dt=.../` with a reason. Reruns yield the same partition. Returns the counts
-    (read, written, rejected, per reason) to XCom. See `lakeloop.ingest` for the full policy.
+    (read, written, rejected, per reason) to XCom. See docs/ingestion.md for the full policy.
 
     :param topic: The Kafka topic to read. (templated)
     :param lake_url: The lake root: a path, a `file://` URL or an object-store URL such as `s3://bucket/prefix`

@@ -20,9 +20,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from lakeloop.ingest import RATINGS_SCHEMA
+from lakeloop.ingest.schema import RATINGS_SCHEMA
 from lakeloop.lake import Lake, partition_path
 from lakeloop.movielens import MovieLens
+from lakeloop.names import RAW_RATINGS
 from lakeloop.replay import build_events, write_catalog
 from lakeloop.services import EmbeddedBroker, free_port
 from tests.s3_server import S3Server
@@ -218,7 +219,7 @@ def feature_lake(spark, movielens, tmp_path_factory):
     lake = tmp_path_factory.mktemp("feature-lake")
     write_catalog(movielens, lake)
     events = build_events(MovieLens(movielens.ratings.slice(0, 2000), movielens.movies), 1, FEATURE_DAY)
-    raw = partition_path(lake, etl.RAW, FEATURE_DAY)
+    raw = partition_path(lake, RAW_RATINGS, FEATURE_DAY)
     raw.mkdir(parents=True)
     pq.write_table(events.cast(RATINGS_SCHEMA.output_schema), raw / "part-0.parquet")
     etl.run(spark, lake, FEATURE_DAY)

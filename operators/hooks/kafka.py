@@ -1,4 +1,4 @@
-"""A hook reading exact time slices of a Kafka topic into the lake (`lakeloop.ingest` does the work).
+"""A hook reading exact time slices of a Kafka topic into the lake (`lakeloop.ingest.interval` does the work).
 
 Where the brokers are and how to authenticate comes from an Airflow connection, or, without one, from
 the environment of the default set-up (`LAKELOOP_KAFKA_BOOTSTRAP`, plus optional
@@ -20,19 +20,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook
 
-from lakeloop.ingest import (
-    IngestOptions,
-    IngestResult,
-    RecordSchema,
-    client_config_from_env,
-    ingest_interval,
-    normalize_client_options,
-    open_consumer,
-)
+from lakeloop.ingest.kafka_config import client_config_from_env, normalize_client_options
+from lakeloop.ingest.options import IngestOptions
+from lakeloop.ingest.schema import RecordSchema
+from lakeloop.ingest.slices import open_consumer
+
+if TYPE_CHECKING:
+    from lakeloop.ingest.interval import IngestResult
 
 
 class KafkaSliceHook(BaseHook):
@@ -70,7 +68,9 @@ class KafkaSliceHook(BaseHook):
                         schema: RecordSchema, dataset: str, rejected_dataset: str,
                         options: IngestOptions | None = None) -> IngestResult:
         """Ingest the slice of `topic` for [interval_start, interval_end) into the lake at `lake_url` (a path,
-        `file://` or `s3://` URL; see `lakeloop.ingest`)."""
+        `file://` or `s3://` URL; see docs/ingestion.md)."""
+        from lakeloop.ingest.interval import ingest_interval  # numpy and pyarrow: not at DAG parse time
+
         lake = lake_url.rstrip("/")
         self.log.info("ingesting %s [%s, %s) into %s/%s (rejects: %s) via %s", topic, interval_start, interval_end,
                       lake, dataset, rejected_dataset,

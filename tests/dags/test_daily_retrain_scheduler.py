@@ -32,18 +32,15 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from lakeloop.airflow_env import (
-    SPARK_POOL,
-    AirflowServices,
-    airflow_environment,
-    start_mlflow_ui,
-    stop_process_groups,
-)
+from lakeloop.airflow_env import AirflowServices, airflow_environment, start_mlflow_ui, stop_process_groups
 from lakeloop.config import Settings, load_settings
-from lakeloop.ingest import RATINGS_SCHEMA, IngestOptions, ingest_interval
+from lakeloop.ingest.interval import ingest_interval
+from lakeloop.ingest.options import IngestOptions
+from lakeloop.ingest.schema import RATINGS_SCHEMA
 from lakeloop.lake import partition_path
 from lakeloop.models import EVALUATION, REGISTRATION, model_dir
 from lakeloop.movielens import MovieLens
+from lakeloop.names import SPARK_POOL
 from lakeloop.replay import replay
 from lakeloop.services import EmbeddedBroker, free_port
 from tests.alert_servers import SMTPServer, WebhookServer

@@ -13,8 +13,9 @@ import pytest
 from jobs import batch_predict
 from lakeloop.evaluation import evaluate_model
 from lakeloop.features import EVAL, TRAIN, USER_HISTORY, feature_table_path
-from lakeloop.lake import MOVIES, partition_path
+from lakeloop.lake import partition_path
 from lakeloop.models import MODEL_FILE, TRAIN_SUMMARY, model_dir, write_json
+from lakeloop.names import MOVIES
 from lakeloop.registry import RunLineage, register_model
 
 DAY = date(2026, 11, 20)

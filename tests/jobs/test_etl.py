@@ -16,9 +16,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs import etl
-from lakeloop.ingest import RATINGS_SCHEMA
+from lakeloop.ingest.schema import RATINGS_SCHEMA
 from lakeloop.lake import partition_path
 from lakeloop.movielens import MovieLens
+from lakeloop.names import CURATED_RATINGS, RAW_RATINGS
 from lakeloop.replay import build_events, write_catalog
 
 DAY1, DAY2 = date(2026, 11, 19), date(2026, 11, 20)
@@ -32,7 +33,7 @@ def raw_events(movielens, rows: int) -> pa.Table:
 
 
 def write_raw(lake, day: date, table: pa.Table) -> None:
-    path = partition_path(lake, etl.RAW, day)
+    path = partition_path(lake, RAW_RATINGS, day)
     path.mkdir(parents=True)
     pq.write_table(table, path / "part-0.parquet")
 
@@ -42,7 +43,7 @@ def event_days(table: pa.Table) -> pa.Array:
 
 
 def curated(lake, day: date) -> pa.Table:
-    return pq.read_table(partition_path(lake, etl.CURATED, day))
+    return pq.read_table(partition_path(lake, CURATED_RATINGS, day))
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +77,7 @@ def test_late_events_are_placed_by_event_date(two_days):
     assert second["partitions_written"] == {str(DAY1): two_days["day1"].num_rows, str(DAY2): two_days["day2"].num_rows}
     assert set(curated(lake, DAY1)["event_id"].to_pylist()) == set(two_days["day1"]["event_id"].to_pylist())
     assert set(curated(lake, DAY2)["event_id"].to_pylist()) == set(two_days["day2"]["event_id"].to_pylist())
-    manifest = json.loads((partition_path(lake, etl.CURATED, DAY1) / "_manifest.json").read_text())
+    manifest = json.loads((partition_path(lake, CURATED_RATINGS, DAY1) / "_manifest.json").read_text())
     assert manifest["rows_by_arrival_day"] == {str(DAY1): two_days["day1"].num_rows - LATE, str(DAY2): LATE}
     assert manifest["written_by_run"] == str(DAY2)
 
@@ -162,10 +163,10 @@ def test_the_job_runs_unchanged_on_the_master_of_the_spark_connection(two_days, 
     assert command[command.index("--master") + 1] == "local[2]"
 
     for day in before:
-        shutil.rmtree(partition_path(lake, etl.CURATED, day))
+        shutil.rmtree(partition_path(lake, CURATED_RATINGS, day))
     SparkSubmitHook(conn_id="spark_default", name="lakeloop-etl-test", application_args=arguments).submit(application)
 
-    manifest = json.loads((partition_path(lake, etl.CURATED, DAY2) / "_manifest.json").read_text())
+    manifest = json.loads((partition_path(lake, CURATED_RATINGS, DAY2) / "_manifest.json").read_text())
     assert manifest["run"]["rows_out"] == two_days["second"]["rows_out"]
     for day, table in before.items():
         assert curated(lake, day).sort_by("event_id").equals(table)

@@ -31,9 +31,10 @@ from lakeloop.features import (
     read_feature_manifest,
     read_feature_spec,
 )
-from lakeloop.ingest import RATINGS_SCHEMA
+from lakeloop.ingest.schema import RATINGS_SCHEMA
 from lakeloop.lake import Lake, partition_path
 from lakeloop.movielens import MovieLens
+from lakeloop.names import CURATED_RATINGS, RAW_RATINGS
 from lakeloop.replay import build_events, write_catalog
 
 DAY1, DAY2 = date(2026, 11, 19), date(2026, 11, 20)
@@ -47,7 +48,7 @@ def table(lake, name: str) -> pa.Table:
 
 
 def curated_rows(lake) -> pa.Table:
-    return pa.concat_tables([pq.read_table(partition_path(lake, etl.CURATED, day)) for day in (DAY1, DAY2)])
+    return pa.concat_tables([pq.read_table(partition_path(lake, CURATED_RATINGS, day)) for day in (DAY1, DAY2)])
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +60,7 @@ def curated_lake(spark, movielens, tmp_path_factory):
         RATINGS_SCHEMA.output_schema)
     day_of = pc.cast(events["ts"], pa.date32())
     for day in (DAY1, DAY2):
-        path = partition_path(lake, etl.RAW, day)
+        path = partition_path(lake, RAW_RATINGS, day)
         path.mkdir(parents=True)
         pq.write_table(events.filter(pc.equal(day_of, pa.scalar(day, pa.date32()))), path / "part-0.parquet")
         etl.run(spark, lake, day)
@@ -81,7 +82,7 @@ def eval_changed(spark, built, tmp_path_factory):
     cutoff = pd.Timestamp(manifest["eval_cutoff"])
     changed_lake = Lake.from_url(str(changed))
     for day in (DAY1, DAY2):
-        rows = changed_lake.read_partition(etl.CURATED, day)
+        rows = changed_lake.read_partition(CURATED_RATINGS, day)
         is_eval = pc.greater_equal(rows["ts"], pa.scalar(cutoff, rows["ts"].type))
         new_user = pc.and_(is_eval, pc.equal(pc.bit_wise_and(pc.cast(rows["item_id"], pa.int64()), 1), 1))
         rows = rows.set_column(rows.schema.get_field_index("rating"), "rating",
@@ -89,7 +90,7 @@ def eval_changed(spark, built, tmp_path_factory):
         rows = rows.set_column(rows.schema.get_field_index("user_id"), "user_id",
                                pc.if_else(new_user, pc.binary_join_element_wise("new", rows["user_id"], "-"),
                                           rows["user_id"]))
-        with changed_lake.staged_partition(etl.CURATED, day) as staged:
+        with changed_lake.staged_partition(CURATED_RATINGS, day) as staged:
             pq.write_table(rows, f"{staged.directory}/part-0.parquet")
     return changed, features.run(spark, changed, DAY2, OPTIONS)
 
@@ -186,8 +187,8 @@ def test_on_a_lake_committed_by_manifest_the_jobs_read_only_committed_files(spar
     lake = Lake.from_url(str(tmp_path / "lake"), manifest_commits=True)
     shutil.copytree(by_rename / "reference", tmp_path / "lake" / "reference")
     for day in (DAY1, DAY2):
-        with lake.staged_partition(etl.RAW, day) as staged:
-            shutil.copy(partition_path(by_rename, etl.RAW, day) / "part-0.parquet", staged.directory)
+        with lake.staged_partition(RAW_RATINGS, day) as staged:
+            shutil.copy(partition_path(by_rename, RAW_RATINGS, day) / "part-0.parquet", staged.directory)
 
     def kill_an_attempt(dataset: str, rows: pa.Table, column: str, table: str = "") -> None:
         """Leave a killed writer's files in the day's partition: its rows with `column` prefixed `ghost-`."""
@@ -196,10 +197,10 @@ def test_on_a_lake_committed_by_manifest_the_jobs_read_only_committed_files(spar
         ghosts = pc.binary_join_element_wise("ghost", rows[column], "-")
         pq.write_table(rows.set_column(rows.schema.get_field_index(column), column, ghosts), killed / "part-0.parquet")
 
-    kill_an_attempt(etl.RAW, lake.read_partition(etl.RAW, DAY2), "event_id")
+    kill_an_attempt(RAW_RATINGS, lake.read_partition(RAW_RATINGS, DAY2), "event_id")
     etl.run(spark, lake, DAY2)  # its lookback rewrites DAY1 too, with DAY1's final rows
-    assert lake.read_manifest(etl.CURATED, DAY1)["files"][0]["name"].startswith("_attempt-")
-    kill_an_attempt(etl.CURATED, lake.read_partition(etl.CURATED, DAY2), "user_id")
+    assert lake.read_manifest(CURATED_RATINGS, DAY1)["files"][0]["name"].startswith("_attempt-")
+    kill_an_attempt(CURATED_RATINGS, lake.read_partition(CURATED_RATINGS, DAY2), "user_id")
     assert features.run(spark, lake, DAY2, OPTIONS) == manifest
 
     users = table(by_rename, USER_HISTORY)

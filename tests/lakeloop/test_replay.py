@@ -9,8 +9,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from kafka import KafkaConsumer, TopicPartition
 
-from lakeloop.lake import MOVIES
 from lakeloop.movielens import MovieLens
+from lakeloop.names import MOVIES
 from lakeloop.replay import build_events, map_event_times, records_in_time_range, replay, write_catalog
 
 END = date(2026, 11, 20)

@@ -9,8 +9,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lakeloop.config import load_settings
-from lakeloop.lake import PREDICTIONS
 from lakeloop.models import EVALUATION, REGISTRATION
+from lakeloop.names import PREDICTIONS
 from lakeloop.summary import print_summary, summarise
 
 DAY = date(2026, 11, 20)

@@ -11,7 +11,8 @@ import pytest
 from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient
 
-from lakeloop.ingest import RATINGS_SCHEMA, read_manifest
+from lakeloop.ingest.interval import read_manifest
+from lakeloop.ingest.schema import RATINGS_SCHEMA
 from lakeloop.lake import partition_path
 
 DAY = timedelta(days=1)

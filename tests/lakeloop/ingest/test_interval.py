@@ -3,66 +3,38 @@
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import logging
 import shutil
 import subprocess
 import sys
-import threading
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from itertools import zip_longest
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
+from ingest_events import MALFORMED, MIDDLE, event, ms
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient
 from pyarrow import fs as pafs
 
-from lakeloop.ingest import (
-    COMMIT_GROUP_ID,
-    RATINGS_SCHEMA,
-    REJECTED_SCHEMA,
-    FieldKind,
-    FieldSpec,
-    IngestOptions,
-    JsonChunkDecoder,
-    KafkaSliceError,
-    KafkaUnavailableError,
-    LakeWriteError,
-    RecordSchema,
-    RejectionRateExceeded,
-    SeenIds,
-    _ReadAhead,
-    client_config_from_env,
-    ingest_interval,
-    normalize_client_options,
-    read_manifest,
-)
+from lakeloop.ingest.decode import REJECTED_SCHEMA
+from lakeloop.ingest.errors import KafkaSliceError, KafkaUnavailableError, LakeWriteError, RejectionRateExceeded
+from lakeloop.ingest.interval import ingest_interval, read_manifest
+from lakeloop.ingest.options import COMMIT_GROUP_ID, IngestOptions
+from lakeloop.ingest.schema import RATINGS_SCHEMA, FieldKind, FieldSpec, RecordSchema
 from lakeloop.lake import Lake, partition_path
 from lakeloop.services import free_port
 
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
-# Recent days: the broker deletes records older than its retention (7 days by record timestamp).
-MIDDLE = datetime.combine(date.today() - timedelta(days=2), datetime.min.time(), UTC)
 SMALL = IngestOptions(chunk_size=7, row_group_size=10, progress_interval_s=0.0)
 EXPECTED_COLUMNS = pa.schema([("event_id", pa.string()), ("user_id", pa.string()), ("item_id", pa.string()),
                               ("rating", pa.float64()), ("ts", pa.timestamp("ms", tz="UTC"))])
-
-
-def ms(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)
-
-
-def event(event_id: str, at: datetime, user: int | str = 1, item: int | str = 10, rating: float = 4.0) -> bytes:
-    return json.dumps({"event_id": event_id, "user_id": user, "item_id": item, "rating": rating,
-                       "ts": ms(at)}).encode()
 
 
 def new_topic(bootstrap: str, partitions: int) -> str:
@@ -167,7 +139,8 @@ import json, os, signal, sys
 from datetime import datetime
 from pathlib import Path
 import lakeloop.lake
-from lakeloop.ingest import IngestOptions, ingest_interval
+from lakeloop.ingest.interval import ingest_interval
+from lakeloop.ingest.options import IngestOptions
 
 bootstrap, topic, lake, start, end, kill_at_swap = json.loads(sys.argv[1])
 swaps = []
@@ -219,30 +192,6 @@ def test_crash_on_the_first_run_leaves_no_partition(kafka_broker, lake, three_da
     assert not partition_path(lake, "raw/ratings", MIDDLE.date()).exists()
     assert not partition_path(lake, "rejected/ratings", MIDDLE.date()).exists()
     assert ds.dataset(lake / "raw" / "ratings", partitioning="hive").to_table().num_rows == 0
-
-
-MALFORMED = {
-    b"\xff\xfe{}": ("invalid_utf8", "can't decode"),
-    b'{"event_id": "m1", "user_id": 1,': ("invalid_json", "Expecting"),
-    b"": ("invalid_json", "blank value"),
-    None: ("invalid_json", "tombstone"),
-    b'{"event_id": "m2", "user_id": 1, "user_id": 2, "item_id": 3, "rating": 4, "ts": %d}': ("invalid_json",
-                                                                                              "duplicate key"),
-    b"[1, 2, 3]": ("wrong_type", "expected a JSON object"),
-    b'{"event_id": "m3", "user_id": 1.5, "item_id": 3, "rating": 4, "ts": %d}': ("wrong_type", "user_id"),
-    b'{"event_id": "m4", "user_id": 1, "item_id": true, "rating": 4, "ts": %d}': ("wrong_type", "item_id"),
-    b'{"event_id": "m5", "user_id": 1, "item_id": 3, "rating": "4.5", "ts": %d}': ("wrong_type", "rating"),
-    b'{"event_id": "m6", "user_id": 1, "item_id": 3, "rating": 4, "ts": "yesterday"}': ("wrong_type", "ts"),
-    b'{"event_id": "m7", "item_id": 3, "rating": 4, "ts": %d}': ("missing_field", "user_id"),
-    b'{"event_id": "m8", "user_id": null, "item_id": 3, "rating": 4, "ts": %d}': ("missing_field", "user_id"),
-    b'{"event_id": "", "user_id": 1, "item_id": 3, "rating": 4, "ts": %d}': ("missing_field", "event_id"),
-    b'{"event_id": "m9", "user_id": 1, "item_id": 3, "rating": 5.5, "ts": %d}': ("out_of_range", "rating"),
-    b'{"event_id": "m10", "user_id": 1, "item_id": 3, "rating": 0, "ts": %d}': ("out_of_range", "rating"),
-    b'{"event_id": "m11", "user_id": 1, "item_id": 3, "rating": NaN, "ts": %d}': ("out_of_range", "rating"),
-    b'{"event_id": "m12", "pad": "%s"}' % (b"x" * 20_000): ("oversize", "bytes"),
-    b'{"event_id": "good-3", "user_id": 9, "item_id": 9, "rating": 1, "ts": %d}': ("duplicate", "event_id"),
-    b'{"event_id": "good-4", "user_id": 9, "item_id": 9, "rating": 1, "ts": %d}': ("duplicate", "event_id"),
-}
 
 
 def test_each_malformed_kind_is_rejected_with_its_reason_and_counts_reconcile(kafka_broker, lake):
@@ -374,7 +323,7 @@ def test_unreachable_broker_fails_clearly_after_bounded_retries(lake, caplog):
     with caplog.at_level(logging.WARNING, logger="lakeloop.ingest"):
         with pytest.raises(KafkaUnavailableError, match=rf"unreachable at {address} after 2 attempts"):
             ingest_interval({"bootstrap_servers": address}, "ratings", lake, MIDDLE, MIDDLE + DAY, options=options)
-    attempts = [record.message for record in caplog.records if record.name == "lakeloop.ingest"]
+    attempts = [record.message for record in caplog.records if record.name.startswith("lakeloop.ingest")]
     assert len(attempts) == 2
     assert attempts[0].startswith(f"Kafka at {address} not reachable (attempt 1/2)")
     assert attempts[1].startswith(f"Kafka at {address} not reachable (attempt 2/2)")
@@ -413,104 +362,6 @@ def test_a_lake_that_cannot_be_written_is_a_clear_error(kafka_broker, tmp_path, 
     not_a_directory.write_text("")
     with pytest.raises(LakeWriteError, match="cannot write the lake at file://.*/file/lake: .*Not a directory"):
         ingest(kafka_broker, topic, not_a_directory / "lake", MIDDLE)
-
-
-# ---- units without a broker ----------------------------------------------------------------------------
-
-
-def test_fast_and_per_record_decoding_agree():
-    at = ms(MIDDLE)
-    values = [event(f"e{n}", MIDDLE, user=n if n % 4 else f"u{n}", item=-n) for n in range(300)]
-    values += [value % at if value and b"%d" in value else value for value in MALFORMED]
-    values += [b'{"event_id":"x","user_id":-0,"item_id":12345678901234567890,"rating":1,"ts":1}',
-               b'{"event_id":"y","user_id":"1","item_id":2,"rating":3,"ts":1,"note":"\\",\\"user_id\\":5,"}',
-               b' {"event_id":"z","user_id":1,"item_id":2,"rating":3,"ts":1}\t',
-               b'{"event_id":"w","user_id":1,"item_id":2,"rating":3,"ts":1}{"a":1}',
-               b'{"event_id":"v","user_id":1,"item_id":2,"rating":3,"ts":1,"extra":Inf}',  # Arrow alone takes Inf
-               b'{"event_id":"u","user_id":1,"item_id":2,"rating":Infinity,"ts":1}',
-               b'\xef\xbb\xbf{"event_id":"t","user_id":1,"item_id":2,"rating":3,"ts":1}']  # byte order mark
-    values = values[::3] + values[1::3] + values[2::3]  # interleave good and bad
-    # a value that would merge with the next, then one holding two documents: rows must not shift
-    values[150:150] = [b'{"event_id":"s","user_id":1,"item_id":2,"rating":3,"ts":1,"x":',
-                       b'{"event_id":"r","user_id":1,"item_id":2,"rating":3,"ts":1}}',
-                       b'{"event_id":"q","user_id":1,"item_id":2,"rating":3,"ts":1} {"event_id":"p"}']
-
-    fast = JsonChunkDecoder(RATINGS_SCHEMA, min_fast_rows=4).decode(values)
-    slow = JsonChunkDecoder(RATINGS_SCHEMA, fast_path=False).decode(values)
-
-    assert fast.positions.tolist() == slow.positions.tolist()
-    assert fast.rejects == slow.rejects
-    assert str(fast.table.to_pylist()) == str(slow.table.to_pylist())  # str(): NaN == NaN
-    decoded = dict(zip(fast.table["event_id"].to_pylist(), fast.table["item_id"].to_pylist(), strict=True))
-    assert decoded["x"] == "12345678901234567890" and decoded["e4"] == "-4" and "t" in decoded
-    assert [reason for _, reason, _ in fast.rejects].count("invalid_json") == 9  # incl. `Inf`
-
-
-def test_seen_ids_marks_first_occurrences_across_calls():
-    seen = SeenIds()
-    assert seen.first_occurrences(pa.array(["a", "b", "a", "c"])).tolist() == [True, True, False, True]
-    assert seen.first_occurrences(pa.array(["c", "d", "d", "e"])).tolist() == [False, True, False, True]
-    for batch in range(40):
-        seen.first_occurrences(pa.array([f"id-{batch}-{n}" for n in range(100)]))
-    assert len(seen) == 5 + 4000
-    assert seen.first_occurrences(pa.array(["id-0-0", "id-39-99", "new"])).tolist() == [False, False, True]
-
-
-def test_seen_ids_tell_apart_ids_that_share_the_first_half_of_their_fingerprint():
-    class FewFirstHalves(SeenIds):
-        MERGE_LIMIT = 64
-
-        @classmethod
-        def _fingerprints(cls, ids):
-            high, low = SeenIds._fingerprints(ids)
-            return high % np.uint64(3), low  # every id collides on the first half with a third of the others
-
-    seen, expected = FewFirstHalves(), set()
-    for batch in range(30):
-        ids = [f"id-{batch // 3 * 5 + n * 3 % 11}" for n in range(batch % 14 + 1)]  # repeats within a batch, too
-        firsts = [not (event_id in expected or expected.add(event_id)) for event_id in ids]
-        assert seen.first_occurrences(pa.array(ids)).tolist() == firsts
-    assert len(seen) == len(expected)
-
-
-def test_read_ahead_keeps_the_order_raises_in_place_and_always_stops_its_thread():
-    interval = sys.getswitchinterval()
-
-    def ten_then_broken(stop):
-        yield from range(10)
-        raise KafkaSliceError("broker gone")
-
-    received = []
-    with pytest.raises(KafkaSliceError, match="broker gone"):
-        with _ReadAhead(ten_then_broken, depth=2, switch_interval_s=0.0005) as batches:
-            assert sys.getswitchinterval() == pytest.approx(min(interval, 0.0005))
-            for batch in batches:
-                received.extend(batch)
-    assert received == list(range(10))
-
-    def endless(stop):
-        yield from itertools.takewhile(lambda _: not stop.is_set(), itertools.count())
-
-    with _ReadAhead(endless, depth=2, switch_interval_s=0.0005) as batches:
-        assert next(batches)[0] == 0  # leaving early: the reader must stop, not fill the queue forever
-    assert not [thread for thread in threading.enumerate() if thread.name == "lakeloop-ingest-read-ahead"]
-    assert sys.getswitchinterval() == interval
-
-
-def test_client_options_accept_librdkafka_names_and_hide_values_of_unknown_ones():
-    assert normalize_client_options({"bootstrap.servers": "a:1, b:2", "security.protocol": "SASL_SSL",
-                                     "sasl.username": "u", "sasl.password": "p"}) == {
-        "bootstrap_servers": ["a:1", "b:2"], "security_protocol": "SASL_SSL", "sasl_plain_username": "u",
-        "sasl_plain_password": "p"}
-    with pytest.raises(ValueError, match=r"\['sasl\.jaas\.config'\]") as raised:
-        normalize_client_options({"sasl.jaas.config": "secret-value"})
-    assert "secret-value" not in str(raised.value)
-    env = {"LAKELOOP_KAFKA_BOOTSTRAP": "k1:9092,k2:9092", "LAKELOOP_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
-           "LAKELOOP_KAFKA_SASL_MECHANISM": "PLAIN", "LAKELOOP_KAFKA_SASL_USERNAME": "u",
-           "LAKELOOP_KAFKA_SASL_PASSWORD": "p"}
-    assert client_config_from_env(env) == {
-        "bootstrap_servers": ["k1:9092", "k2:9092"], "security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "PLAIN",
-        "sasl_plain_username": "u", "sasl_plain_password": "p"}
 
 
 def test_a_declared_schema_describes_any_json_topic(kafka_broker, lake):
@@ -579,7 +430,8 @@ S3_CRASHING_CHILD = """
 import json, os, signal, sys
 from datetime import datetime
 from lakeloop.lake import Lake
-from lakeloop.ingest import IngestOptions, ingest_interval
+from lakeloop.ingest.interval import ingest_interval
+from lakeloop.ingest.options import IngestOptions
 
 bootstrap, topic, lake, start, end = json.loads(sys.argv[1])
 

@@ -1,0 +1,357 @@
+"""Kafka → lake ingestion of one data interval: exact, idempotent, atomic, streaming, loses nothing.
+
+See docs/ingestion.md for which records belong to an interval, the late/early-event policy and the guarantees.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import logging
+import operator
+import threading
+import time
+from collections import Counter
+from collections.abc import Generator, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from pyarrow import fs as pafs
+
+from lakeloop.ingest.decode import REJECTED_SCHEMA, JsonChunkDecoder
+from lakeloop.ingest.errors import KafkaSliceError, LakeWriteError, RejectionRateExceeded
+from lakeloop.ingest.options import IngestOptions
+from lakeloop.ingest.parquet_file import RowGroupFile
+from lakeloop.ingest.read_ahead import ReadAhead, joined_by_slice
+from lakeloop.ingest.schema import RATINGS_SCHEMA, Reason, RecordSchema
+from lakeloop.ingest.slices import (
+    PartitionSlice,
+    as_utc,
+    commit_progress,
+    epoch_ms,
+    offset_of,
+    open_consumer,
+    plan_slices,
+)
+from lakeloop.ingest.validate import EventTimeWindow, RowValidator, SeenIds
+from lakeloop.lake import MANIFEST_NAME, Lake, as_lake
+from lakeloop.names import RAW_RATINGS, REJECTED_RATINGS
+
+log = logging.getLogger(__name__)
+
+MANIFEST_FORMAT_VERSION = 1
+
+
+@dataclass
+class PartitionCounts:
+    """What happened to one partition's slice."""
+
+    read: int = 0
+    written: int = 0
+    rejected: int = 0
+
+
+@dataclass
+class IngestResult:
+    """The outcome of one run: counts, per-partition slices, and where the partitions were written."""
+
+    topic: str
+    day: date
+    interval_start: datetime
+    interval_end: datetime
+    path: str
+    rejected_path: str
+    slices: list[PartitionSlice]
+    partition_counts: dict[int, PartitionCounts]
+    rejected_by_reason: dict[str, int]
+
+    @property
+    def read(self) -> int:
+        """Records read from the slice."""
+        return sum(counts.read for counts in self.partition_counts.values())
+
+    @property
+    def written(self) -> int:
+        """Rows written to the data partition."""
+        return sum(counts.written for counts in self.partition_counts.values())
+
+    @property
+    def rejected(self) -> int:
+        """Records written to the rejected partition."""
+        return sum(counts.rejected for counts in self.partition_counts.values())
+
+    @property
+    def rejected_fraction(self) -> float:
+        """rejected / read (0 for an empty slice)."""
+        return self.rejected / self.read if self.read else 0.0
+
+    def counts(self) -> dict[str, Any]:
+        """The counts as a small JSON-ready dict (what the Airflow task returns to XCom)."""
+        return {"day": self.day.isoformat(), "topic": self.topic, "read": self.read, "written": self.written,
+                "rejected": self.rejected, "rejected_by_reason": dict(sorted(self.rejected_by_reason.items()))}
+
+    def manifest(self, schema: RecordSchema, dataset: str, rejected_dataset: str,
+                 options: IngestOptions) -> dict[str, Any]:
+        """The `_manifest.json` content: what was read from where, what was written, under which rules (the
+        lake's commit adds the written files)."""
+        counts = self.counts()
+        return {
+            "format_version": MANIFEST_FORMAT_VERSION,
+            "dataset": dataset,
+            "rejected_dataset": rejected_dataset,
+            "day": counts.pop("day"),
+            "topic": counts.pop("topic"),
+            "interval": {"start": self.interval_start.isoformat(), "end": self.interval_end.isoformat()},
+            "partitions": [
+                {"partition": piece.partition, "log_start_offset": piece.log_start_offset,
+                 "start_offset": piece.start_offset, "end_offset": piece.end_offset,
+                 **vars(self.partition_counts[piece.partition])}
+                for piece in self.slices
+            ],
+            "counts": counts,
+            "schema": schema.describe(),
+            "schema_version": schema.version,
+            "policy": {
+                "max_rejected_fraction": options.max_rejected_fraction,
+                "allowed_lateness_s": options.allowed_lateness.total_seconds(),
+                "allowed_earliness_s": options.allowed_earliness.total_seconds(),
+            },
+        }
+
+
+def ingest_interval(
+    client_config: Mapping[str, Any],
+    topic: str,
+    lake: Lake | Path | str,
+    interval_start: datetime,
+    interval_end: datetime,
+    *,
+    schema: RecordSchema = RATINGS_SCHEMA,
+    dataset: str = RAW_RATINGS,
+    rejected_dataset: str = REJECTED_RATINGS,
+    options: IngestOptions | None = None,
+) -> IngestResult:
+    """Ingest the slice of `topic` for [interval_start, interval_end) into the day partition of the start.
+
+    Args:
+        client_config: kafka-python client options, at least `bootstrap_servers` (see
+            `client_config_from_env` and `operators.hooks.kafka.KafkaSliceHook`).
+        topic: The JSON topic to read.
+        lake: The lake (`lakeloop.lake.Lake`), or its local path or URL (`file://`, `s3://`, ...).
+        interval_start: Inclusive start (timezone-aware; naive means UTC). Names the partition `dt=`.
+        interval_end: Exclusive end.
+        schema: The declared schema of the topic's events.
+        dataset: Dataset of the written rows, e.g. `raw/ratings`.
+        rejected_dataset: Dataset of the rejected records, e.g. `rejected/ratings`.
+        options: Policy and tuning; defaults to `IngestOptions()`.
+
+    Returns:
+        The counts and slices; the same facts are in the partition's `_manifest.json`.
+
+    Raises:
+        KafkaUnavailableError: no broker answered after `connect_attempts` tries.
+        KafkaSliceError: the topic is missing or a partition stalled before its end offset.
+        LakeWriteError: the lake could not be written.
+        RejectionRateExceeded: too many rejects; they are published, the data partition is left as it was.
+    """
+    options = options or IngestOptions()
+    start, end = as_utc(interval_start), as_utc(interval_end)
+    if end <= start:
+        raise ValueError(f"empty data interval [{start.isoformat()}, {end.isoformat()}): nothing to ingest; "
+                         "use a timetable whose data intervals are real days")
+    day = start.date()
+    lake = as_lake(lake)
+    final, rejected_final = lake.uri(lake.partition(dataset, day)), lake.uri(lake.partition(rejected_dataset, day))
+
+    consumer = open_consumer(client_config, options)
+    try:
+        slices = plan_slices(consumer, topic, start, end, options)
+        window = EventTimeWindow(lower_ms=epoch_ms(start - options.allowed_lateness),
+                                 upper_ms=epoch_ms(end + options.allowed_earliness))
+        try:
+            with lake.staged_partition(dataset, day) as staged:
+                with lake.staged_partition(rejected_dataset, day) as rejected_staged:
+                    counts = _Run(consumer, topic, schema, window, options, lake.filesystem, staged.directory,
+                                  rejected_staged.directory).read(slices)
+                    result = IngestResult(topic=topic, day=day, interval_start=start, interval_end=end,
+                                          path=final, rejected_path=rejected_final, slices=slices, **counts)
+                    staged.manifest.update(result.manifest(schema, dataset, rejected_dataset, options))
+                    rejected_staged.manifest.update(staged.manifest)
+                # The rejects are published now; too many of them keep the data partition as it was.
+                if result.rejected_fraction > options.max_rejected_fraction:
+                    raise RejectionRateExceeded(_rejection_message(result, options))
+        except OSError as error:
+            raise LakeWriteError(f"cannot write the lake at {lake}: {error}") from error
+        commit_progress(consumer, topic, slices, options)
+    finally:
+        consumer.close(autocommit=False)
+    log.info("ingested %s [%s, %s): read %d, written %d, rejected %d %s → %s", topic, start.isoformat(),
+             end.isoformat(), result.read, result.written, result.rejected, result.rejected_by_reason or "", final)
+    return result
+
+
+def _rejection_message(result: IngestResult, options: IngestOptions) -> str:
+    reasons = ", ".join(f"{reason}={count}" for reason, count in sorted(result.rejected_by_reason.items()))
+    return (f"{result.rejected} of {result.read} records ({result.rejected_fraction:.1%}) of {result.topic} for "
+            f"{result.day} were rejected, above the threshold of {options.max_rejected_fraction:.1%} "
+            f"({reasons}). This usually means an upstream schema change. The data partition {result.path} was "
+            f"left as it was; the rejected records, with their reasons, are in {result.rejected_path}.")
+
+
+def read_manifest(lake: Lake | Path | str, dataset: str, day: date) -> dict[str, Any]:
+    """The `_manifest.json` of a day partition (counts under `"counts"`: read, written, rejected)."""
+    lake = as_lake(lake)
+    manifest = lake.read_manifest(dataset, day)
+    if manifest is None:
+        path = lake.uri(f"{lake.partition(dataset, day)}/{MANIFEST_NAME}")
+        raise FileNotFoundError(f"no manifest at {path}: {dataset} has no complete partition for {day}")
+    return manifest
+
+
+class _Run:
+    """Reads planned slices partition by partition and streams them into the staged partitions."""
+
+    def __init__(self, consumer: Any, topic: str, schema: RecordSchema, window: EventTimeWindow,
+                 options: IngestOptions, filesystem: pafs.FileSystem, staged: str, rejected_staged: str) -> None:
+        self.consumer = consumer
+        self.filesystem = filesystem
+        self.topic = topic
+        self.schema = schema
+        self.options = options
+        self.staged = staged
+        self.rejected_staged = rejected_staged
+        self.decoder = JsonChunkDecoder(schema)
+        self.validator = RowValidator(schema, window)
+        self.seen = SeenIds() if schema.id_field else None
+        self.reasons: Counter[str] = Counter()
+        self._started = time.monotonic()
+        self._last_progress = self._started
+        self._done = 0
+        self._total = 0
+
+    def read(self, slices: list[PartitionSlice]) -> dict[str, Any]:
+        """Stream every slice into its part files; Kafka is read ahead in a background thread."""
+        self._total = sum(piece.size for piece in slices)
+        counts = {piece.partition: PartitionCounts() for piece in slices}
+        any_data = any_rejects = False
+        with ReadAhead(lambda stop: self._chunks(slices, stop), self.options.read_ahead_chunks,
+                        self.options.switch_interval_s) as batches:
+            for piece, piece_chunks in itertools.groupby(joined_by_slice(batches), key=operator.itemgetter(0)):
+                name = f"part-{piece.partition:05d}.parquet"
+                data = RowGroupFile(self.filesystem, f"{self.staged}/{name}", self.schema.output_schema,
+                                     self.options.row_group_size, self.options.compression,
+                                     unique_column=self.schema.id_field)
+                rejects = RowGroupFile(self.filesystem, f"{self.rejected_staged}/{name}", REJECTED_SCHEMA,
+                                        self.options.row_group_size, self.options.compression)
+                for _, records in piece_chunks:
+                    self._process(piece.partition, records, data, rejects, counts[piece.partition])
+                any_data |= data.close()
+                any_rejects |= rejects.close()
+        if not any_data:  # keep the partition readable by Spark/pyarrow even when it has no rows
+            RowGroupFile(self.filesystem, f"{self.staged}/part-00000.parquet", self.schema.output_schema, 1,
+                          self.options.compression).close(write_if_empty=True)
+        if not any_rejects:
+            RowGroupFile(self.filesystem, f"{self.rejected_staged}/part-00000.parquet", REJECTED_SCHEMA, 1,
+                          self.options.compression).close(write_if_empty=True)
+        return {"partition_counts": counts, "rejected_by_reason": dict(self.reasons)}
+
+    def _chunks(self, slices: list[PartitionSlice], stop: threading.Event
+                ) -> Generator[tuple[PartitionSlice, list], None, None]:
+        """(slice, records) in partition then offset order, in chunks of exactly `chunk_size` records (the
+        last of each slice may be short). Runs in the read-ahead thread, the only user of the consumer
+        until it ends; returns early once `stop` is set."""
+        from kafka import TopicPartition
+        from kafka.errors import KafkaError
+
+        chunk_size = self.options.chunk_size
+        for piece in slices:
+            if piece.size <= 0:
+                continue
+            tp = TopicPartition(self.topic, piece.partition)
+            buffer: list[Any] = []
+            try:
+                self.consumer.assign([tp])
+                self.consumer.seek(tp, piece.start_offset)
+                last_record_at = time.monotonic()
+                position = piece.start_offset
+                while position < piece.end_offset and not stop.is_set():
+                    records = self.consumer.poll(timeout_ms=self.options.poll_timeout_ms,
+                                                 max_records=chunk_size).get(tp, [])
+                    position = self.consumer.position(tp)
+                    if records:
+                        last_record_at = time.monotonic()
+                        if records[-1].offset >= piece.end_offset:
+                            records = records[:bisect.bisect_left(records, piece.end_offset, key=offset_of)]
+                        buffer.extend(records)
+                        while len(buffer) >= chunk_size:
+                            yield piece, buffer[:chunk_size]
+                            del buffer[:chunk_size]
+                        self._progress(piece, position)
+                    elif time.monotonic() - last_record_at > self.options.idle_timeout_s:
+                        raise KafkaSliceError(
+                            f"{self.topic}[{piece.partition}]: no record for {self.options.idle_timeout_s:.0f}s "
+                            f"at offset {position}, before the slice end {piece.end_offset}; is the broker still up?")
+            except (KafkaError, OSError) as error:  # raised by the client only: the lake is written elsewhere
+                raise KafkaSliceError(f"reading {self.topic}[{piece.partition}] at offsets "
+                                      f"[{piece.start_offset}, {piece.end_offset}) failed: {error}") from error
+            if buffer:
+                yield piece, buffer
+
+    def _process(self, partition: int, records: list[Any], data: RowGroupFile, rejects: RowGroupFile,
+                 counts: PartitionCounts) -> None:
+        decoded = self.decoder.decode([record.value for record in records])
+        valid, invalid = self.validator.rejections(decoded.table)
+        rejected = decoded.rejects + [(int(decoded.positions[row]), reason, detail) for row, reason, detail in invalid]
+        all_valid = not invalid
+        if self.seen is not None:
+            ids = decoded.table.column(self.schema.id_field)
+            valid_rows = np.flatnonzero(valid)
+            first = self.seen.first_occurrences(ids if all_valid else ids.take(valid_rows))
+            if not first.all():
+                for row in valid_rows[~first]:
+                    rejected.append((int(decoded.positions[row]), Reason.DUPLICATE,
+                                     f"{self.schema.id_field} already written from this slice"))
+                valid[valid_rows[~first]] = False
+                all_valid = False
+        kept = decoded.table if all_valid else decoded.table.filter(pa.array(valid))
+        data.append(self._output(kept))
+        if rejected:
+            rejected.sort()
+            rejects.append(self._rejected_rows(partition, records, rejected))
+            self.reasons.update(str(reason) for _, reason, _ in rejected)
+        counts.read += len(records)
+        counts.written += kept.num_rows
+        counts.rejected += len(rejected)
+        self._done += len(records)
+
+    def _output(self, table: pa.Table) -> pa.Table:
+        columns = [table.column(spec.name) for spec in self.schema.fields]
+        columns = [column if column.type == spec.output_type else column.cast(spec.output_type)
+                   for spec, column in zip(self.schema.fields, columns, strict=True)]
+        return pa.Table.from_arrays(columns, schema=self.schema.output_schema)
+
+    def _rejected_rows(self, partition: int, records: list[Any], rejected: list[tuple[int, str, str]]) -> pa.Table:
+        picked = [records[position] for position, _, _ in rejected]
+        return pa.Table.from_arrays([
+            pa.array([self.topic] * len(picked), pa.string()),
+            pa.array([partition] * len(picked), pa.int32()),
+            pa.array([record.offset for record in picked], pa.int64()),
+            pa.array([record.timestamp for record in picked], pa.int64()).cast(pa.timestamp("ms", tz="UTC")),
+            pa.array([record.key for record in picked], pa.binary()),
+            pa.array([record.value for record in picked], pa.binary()),
+            pa.array([str(reason) for _, reason, _ in rejected], pa.string()),
+            pa.array([detail for _, _, detail in rejected], pa.string()),
+        ], schema=REJECTED_SCHEMA)
+
+    def _progress(self, piece: PartitionSlice, position: int) -> None:
+        now = time.monotonic()
+        if now - self._last_progress < self.options.progress_interval_s:
+            return
+        self._last_progress = now
+        rate = self._done / max(now - self._started, 1e-9)
+        log.info("%s[%d]: offset %d of [%d, %d); %d/%d records of the slice done, %.0f records/s", self.topic,
+                 piece.partition, position, piece.start_offset, piece.end_offset, self._done, self._total, rate)

@@ -1,0 +1,56 @@
+"""The tuning and policy knobs of an ingestion run (no heavy imports: operators take them at DAG parse time).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+
+log = logging.getLogger(__name__)
+
+COMMIT_GROUP_ID = "lakeloop-ingest"
+
+
+@dataclass(frozen=True)
+class IngestOptions:
+    """Tuning and policy knobs of an ingestion run (defaults suit a daily rating topic).
+
+    Args:
+        max_rejected_fraction: Fail (after publishing the rejects) when rejected/read exceeds this.
+        allowed_lateness: Event times this far before the interval start are still accepted.
+        allowed_earliness: Event times less than this past the interval end are still accepted.
+        chunk_size: Records per chunk read from Kafka; chunks read ahead are decoded together (the files
+            written do not depend on that batching).
+        row_group_size: Rows per Parquet row group.
+        connect_attempts: Tries to reach the bootstrap brokers before failing.
+        connect_backoff_s: Pause after the first failed try, doubled after each further one.
+        bootstrap_timeout_ms: How long one try waits for a broker to answer.
+        request_timeout_ms: Timeout of offset look-ups and other broker requests.
+        idle_timeout_s: Fail when a partition yields no record for this long before its end offset.
+        poll_timeout_ms: Longest single `poll` wait.
+        progress_interval_s: Seconds between progress lines in the log.
+        commit_group_id: Group whose committed offsets show progress to lag tools (None: no commit).
+        compression: Parquet compression codec.
+        fetch_max_partition_bytes: kafka-python `max_partition_fetch_bytes`.
+        read_ahead_chunks: Chunks read from Kafka ahead of the one being decoded (a background thread).
+        switch_interval_s: Interpreter thread switch interval while reading ahead (see `ReadAhead`).
+    """
+
+    max_rejected_fraction: float = 0.05
+    allowed_lateness: timedelta = timedelta(days=3)
+    allowed_earliness: timedelta = timedelta(hours=1)
+    chunk_size: int = 20_000
+    row_group_size: int = 128 * 1024
+    connect_attempts: int = 3
+    connect_backoff_s: float = 2.0
+    bootstrap_timeout_ms: int = 10_000
+    request_timeout_ms: int = 30_000
+    idle_timeout_s: float = 60.0
+    poll_timeout_ms: int = 1_000
+    progress_interval_s: float = 10.0
+    commit_group_id: str | None = COMMIT_GROUP_ID
+    compression: str = "zstd"
+    fetch_max_partition_bytes: int = 4 * 1024 * 1024
+    read_ahead_chunks: int = 2
+    switch_interval_s: float = 0.0005
