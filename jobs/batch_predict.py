@@ -1,18 +1,7 @@
-"""Spark batch prediction: the top-k unseen movies per user, scored by the registry's `champion`.
+"""Spark batch prediction: the top-k unseen movies per user, scored by the registry's `champion`, written
+to `<lake>/predictions/dt=D/`.
 
-Users are those of the day's feature window (`<lake>/features/dt=D/`); candidates are every catalog movie a
-user has not rated in that window. Their inputs are built by `jobs.features.serving_inputs` — the same
-transformation as the training examples — with history statistics as of the end of the day's window and the
-vocabularies of the partition the champion was trained on (its version tag `lakeloop.day`). The version is
-resolved from the alias once on the driver and downloaded; each Python worker loads it once (an accumulator
-counts the loads) and scores its partitions as Arrow batches (`mapInArrow`), no per-row Python.
-
-Writes `<lake>/predictions/dt=D/` atomically, from the driver through `lakeloop.lake.Lake` (so on S3 too):
-`user_id`, `item_id`, `score` (the model's score before its clip to the rating range, which would tie every
-movie rated above 5), `rank` (1 = best by score; ties go to the smaller item id), `model_name`,
-`model_version`, `generated_at` (`--generated-at`, the end of the data interval under Airflow, so a rerun
-writes the same rows). Without a champion (the first model was rejected by the quality gate) there is
-nothing to score with: the job says so and writes nothing.
+See docs/evaluation-and-registry.md (batch predictions).
 """
 
 from __future__ import annotations

@@ -1,30 +1,6 @@
 """Spark ETL: raw rating events → deduplicated ratings placed by event date, joined with the movie catalog.
 
-**Which days a run writes (late events).** Ingestion files an event under the day it *arrived* (its Kafka
-timestamp) and accepts events up to its allowed lateness (3 days) late and up to an hour early. The run for
-day D curates by *event* date (`ts`, UTC): it reads the raw partitions dt ∈ [D − lookback − 1, D] — every
-partition that can hold an event dated in [D − lookback, D] — and rewrites the curated partitions of those
-event days, `<lake>/curated/ratings/dt=E/`, each committed atomically with its manifest. So a day's
-partition is rewritten by the runs of E … E + lookback as its late events arrive, and is final after the run
-of E + lookback; rerunning any day rewrites the same partitions with the same rows (idempotent). Events
-dated after D (early arrivals) are left to the next day's run; days without events are not written. Keep
-`--lookback-days` at least ingestion's allowed lateness in days.
-
-**Duplicates.** A re-sent or replayed event (the same `event_id`) counts once: among the raw partitions
-read, the copy that arrived first wins (earliest arrival day, then event time, then the row's values, so
-the choice is deterministic). Ingestion rejects events older than its allowed lateness, so every copy of an
-event dated in the rewritten days lies in the partitions read.
-
-**Catalog.** Joined with `<lake>/reference/movies/`; an event whose item is not in the catalog is kept with
-null title and year, no genres and `in_catalog = false`, and counted.
-
-**Data quality.** Each check fails the task with its numbers in the message: the day's raw partition holds
-fewer than `--min-rows` rows (empty input); a raw partition's columns or types differ from what ingestion
-writes (`RAW_SCHEMA`: schema drift); the day's rating histogram is further than `--max-rating-drift` (total
-variation distance, 0–1) from that of the curated ratings of the `--history-days` days before it.
-
-**Counts reconcile** in the run's manifest (returned, and kept under `run` in every partition's manifest):
-`rows_in == rows_out + duplicates_dropped + rows_outside_rewritten_days`.
+See docs/etl-and-features.md (late events, duplicates, data quality, counts).
 """
 
 from __future__ import annotations

@@ -1,19 +1,6 @@
 """Spark features: the training window of curated ratings → factorization-machine inputs, split by time.
 
-The run for day D reads the curated ratings of the `--window-days` days ending on D and writes
-`<lake>/features/dt=D/` (layout in `lakeloop.features`). The most recent `--eval-fraction` of the window's
-ratings (by event time) is the evaluation set, the rest the training set. Every fitted quantity comes from
-the training rows only, so nothing of the evaluation set leaks into the inputs:
-
-- user and item vocabularies (ids with at least `--min-count` training ratings; others → index 0, OOV);
-- the history statistics of each example: its user's and its item's mean rating and rating count over the
-  training rows strictly before the example's time (window functions), the training mean standing in for
-  the mean of an empty history;
-- the spec's prior mean and rating range.
-
-Release-year bucket and genre multi-hot come from the catalog columns ETL joined in. Batch prediction builds
-the inputs of (user, candidate item) pairs with the same functions (`serving_inputs`): the vocabularies of
-the model's partition, and history statistics as of the end of the window (`_history/`).
+See docs/etl-and-features.md.
 """
 
 from __future__ import annotations

@@ -1,17 +1,7 @@
-"""Offline evaluation of a day's model, next to the current `champion` and two baselines, in one pass.
+"""Offline evaluation of a day's model next to the current `champion` and the baselines, on the same data,
+for rating accuracy and top-10 ranking; then the quality gate.
 
-All of them score the same data: the evaluation set of the day's feature partition (the most recent ratings
-of its window) for rating accuracy (RMSE, MAE), and, for ranking quality, the top-10 lists of the users with
-held-out positives (evaluation ratings >= 4) over the candidate items (those of the training vocabulary the
-user has not rated in training): precision@10, recall@10 and NDCG@10, ranked by the models' scores before
-their rating clip. The candidates' history inputs are the training statistics, as the evaluation examples'
-are (every evaluation rating comes after every training one).
-
-The baselines are fitted on the training set: the global mean (RMSE only) and the user/item-bias model
-(mean + user bias + item bias). The champion was trained on an earlier partition, so it scores with its own
-vocabularies: user and item ids are looked up in the champion day's `_vocab/` tables (unknown ids → 0).
-The quality gate (`lakeloop.gate`) then decides on the new model; `evaluation.json` holds every figure and
-the decision, and `evaluation/` the report (`lakeloop.evaluation_report`) that registration logs to MLflow.
+See docs/evaluation-and-registry.md.
 """
 
 from __future__ import annotations

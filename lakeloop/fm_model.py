@@ -1,17 +1,7 @@
-"""The factorization machine (Rendle, 2010) over the feature fields of `lakeloop.features`, and its
-hyper-parameters (the one place they are set).
+"""The factorization machine (Rendle, 2010) over the feature fields of `lakeloop.features`, and its ranking
+view (the score before the rating clip).
 
-Fields: user and item (vocabulary indices), release-year bucket, genres (multi-hot, each movie's genres
-averaged), and the user's and the item's rating history: the deviation of its mean from the prior, shrunk
-by the confidence c / (c + `history_pseudo_count`) of its count c (a Bayesian average; 0 without history).
-Being bounded, it keeps the larger counts of evaluation and serving time (a history as of the end of the
-training data) in the range training saw, instead of extrapolating a trend learnt on growing counts.
-
-Each field has a first-order weight and a k-dimensional factor; the prediction is the global bias
-(initialised to the training mean) plus the first-order terms plus every pairwise interaction of the
-fields' factors, computed in O(fields·k) with the sum-of-squares identity, with L2 on all weights, clipped
-to the training ratings' range. Built only from Keras layers and `keras.ops`, so the saved `.keras` file
-loads without custom code.
+See docs/tfspark.md (the FM trainer and model).
 """
 
 from __future__ import annotations

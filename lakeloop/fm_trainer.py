@@ -1,10 +1,6 @@
 """The FM trainer run by `tfspark-submit`: Spark reads the day's training examples, TensorFlow fits the FM.
 
-Trainer arguments (`--trainer-arg KEY=VALUE`): `lake` (URL) and `day` (YYYY-MM-DD) name the feature
-partition `<lake>/features/dt=D/` (its `train/` examples and its spec); any field of
-`lakeloop.fm_model.FMHyperParameters` (`factors`, `l2`, `learning_rate`, `batch_size`, `epochs`, `seed`,
-`user_update`, ...) overrides its default. The hyper-parameters and vocabulary sizes join the training summary
-(and so the MLflow run's params).
+Trainer arguments and hyper-parameters: docs/tfspark.md (the FM trainer).
 """
 
 from __future__ import annotations

@@ -1,11 +1,4 @@
-"""Load MovieLens 100K from either of its two published layouts.
-
-- RecBole's atomic files (`ml-100k.inter`, `ml-100k.item`), shipped in the `recbole==1.2.1` wheel, which
-  `make setup` downloads from PyPI and unpacks (the data is never committed: GroupLens terms).
-- The canonical GroupLens zip layout (`u.data`, `u.item`, `u.genre`), for users with internet access.
-
-Cite: F. Maxwell Harper and Joseph A. Konstan. 2015. The MovieLens Datasets: History and Context.
-ACM Transactions on Interactive Intelligent Systems 5, 4, Article 19.
+"""Load MovieLens 100K from either of its two published layouts (RecBole's atomic files or the GroupLens zip).
 """
 
 from __future__ import annotations

@@ -1,12 +1,6 @@
 """The MLflow side of a day's model: one MLflow run per DAG run, the registered version, its alias.
 
-`register_model` logs into the run of the DAG run (tag `lakeloop.dag_run`, created on first use): the training
-summary's parameters, the evaluation's metrics, the evaluation report and summaries as artifacts, lineage tags
-(DAG id, run id, data interval, lake paths, git commit), the gate's decision as tags, and the model with a
-signature and an input example, registered under the model name. The alias follows the quality gate:
-`champion` if promoted, `challenger` if not (the champion stays). Idempotent: a version already registered by
-the same DAG run for the same model file (tag `lakeloop.model_sha256`) is reused; a retrained model in a
-rerun of the DAG run becomes a new version of the same MLflow run.
+See docs/evaluation-and-registry.md (registry).
 """
 
 from __future__ import annotations

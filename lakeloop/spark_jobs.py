@@ -1,15 +1,7 @@
 """What every lakeloop Spark job shares: arguments, the session, event dates, and reading and committing lake
-partitions through `lakeloop.lake.Lake`.
+partitions through `lakeloop.lake.Lake` (by the files a manifest names, never by listing).
 
-Jobs take their parameters as command-line arguments (an options dataclass per job, turned into
-`--kebab-case` flags), and everything about Spark itself (master, memory, shuffle partitions) from
-`spark-submit`, i.e. from the Airflow connection `spark_default`: the code sets no master or Spark conf,
-so the same job runs on `local[*]` and on a cluster. The one exception is how to reach the lake: for an
-`s3://` lake the session gets s3a's settings from the AWS variables (`use_lake`).
-
-Spark reads a partition by the files its manifest names (`read_table`, `read_partitions`), never by listing
-its directory, so files of killed or superseded attempts are never read; it writes into the staging area of
-`Lake.staged_partition` and the lake commits (rename on local disk, a manifest PUT on object stores).
+See docs/etl-and-features.md.
 """
 
 from __future__ import annotations

@@ -1,10 +1,6 @@
 """Operator extra links: buttons on a task instance in the Airflow UI that open MLflow or the Spark UI.
 
-In Airflow 3 a link attached to a task is resolved by the worker when the task finishes (from the task's
-XCom) and stored as XCom itself, which the UI reads; a link with nothing to point at resolves to "" and
-shows disabled. The MLflow UI's address comes from `LAKELOOP_MLFLOW_UI_URL` (what `make ui` serves); the
-Spark UI's from the `ui_url` field in the extra of the task's Spark connection (a Spark History Server,
-a standalone master or a YARN ResourceManager): a `local[*]` master keeps no UI after the job ends.
+See docs/operations.md (extra links).
 """
 
 from __future__ import annotations

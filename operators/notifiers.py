@@ -1,19 +1,6 @@
-"""`LakeloopNotifier`: tell people about a failed task, a failed run or a missed deadline.
+"""`LakeloopNotifier`: tell people about a failed task, a failed run or a missed deadline (webhook, email).
 
-One notifier serves three Airflow hooks, so every alert has the same shape and goes the same way:
-
-- a task's `on_failure_callback`: Airflow 3 calls it only when the task ends FAILED, i.e. after its last
-  retry (a try that will be retried calls `on_retry_callback` instead), so each failed task sends one alert;
-- the DAG's `on_failure_callback`: a run that failed because a task failed is already covered by that
-  task's alert, so only the other reasons (a deadlock, a run timeout) send one;
-- a Deadline Alert's callback (`SyncCallback(LakeloopNotifier)`): a run that has not finished in time.
-
-Each alert is POSTed as JSON to `LAKELOOP_ALERT_WEBHOOK` (Slack-compatible `text`, plus `kind`, `dag_id`,
-`task_id`, `run_id`, `logical_date`, `try_number`, `exception`, `log_url`) and, when the Airflow connection
-named by `LAKELOOP_ALERT_SMTP_CONN_ID` (default `smtp_default`) exists, emailed through it: host, port,
-login, password; extra `to` (comma-separated recipients), `from_email`, `ssl` or `starttls` (booleans).
-Nothing is read at DAG-parse time and no URL or credential lives in code. A failure to deliver is logged,
-never raised: alerting must not fail or retry the task it reports on.
+See docs/operations.md (alerting).
 """
 
 from __future__ import annotations

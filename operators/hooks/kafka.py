@@ -1,19 +1,7 @@
 """A hook reading exact time slices of a Kafka topic into the lake (`lakeloop.ingest.interval` does the work).
 
-Where the brokers are and how to authenticate comes from an Airflow connection, or, without one, from
-the environment of the default set-up (`LAKELOOP_KAFKA_BOOTSTRAP`, plus optional
-`LAKELOOP_KAFKA_SECURITY_PROTOCOL` / `..._SASL_MECHANISM` / `..._SASL_USERNAME` / `..._SASL_PASSWORD` /
-`..._SSL_CAFILE`). Secrets never live in code or DAG files.
-
-Connection (type `kafka`): `host` is a broker or a comma-separated `host:port` list (`port` applies to a
-single host); `login`/`password` become the SASL PLAIN/SCRAM user and password; `extra` is a JSON object
-of kafka-python client options (`security_protocol`, `sasl_mechanism`, `ssl_cafile`, ...), and the
-librdkafka spellings used by Airflow's Kafka provider (`bootstrap.servers`, `security.protocol`,
-`sasl.mechanism`, `sasl.username`, `ssl.ca.location`, ...) are accepted too, so the same connection
-serves both. Example::
-
-    AIRFLOW_CONN_KAFKA_PROD='{"conn_type": "kafka", "host": "b1:9093,b2:9093", "login": "ingest",
-      "password": "...", "extra": {"security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512"}}'
+Brokers and credentials come from an Airflow connection of type `kafka` or, without one, from the
+environment; see docs/deployment.md (the Kafka connection).
 """
 
 from __future__ import annotations
