@@ -51,7 +51,7 @@ services-down:
 	$(BIN)/lakeloop services down
 
 bench: setup
-	$(BIN)/python bench/ingest_throughput.py
+	$(BIN)/python -m bench.ingest_throughput
 
 # One daily DAG run per day size (100K, 1M, 10M events by default; E2E_SIZES=100000,1000000 for fewer), each
 # task timed; table and ratios printed, results in var/bench-e2e/, plot in bench/results/e2e_scaling.png.

@@ -1,31 +1,11 @@
-"""End to end: one daily DAG run per day size (100K, 1M, 10M events), every task timed, peak memory sampled.
-
-For each size, in a fresh state directory of its own (`var/bench-e2e/<events>/`: lake, SQLite Airflow home,
-MLflow database, embedded broker on a free 127.0.0.1 port), the bench
-
-1. generates one day of rating events re-sampled from MovieLens 100K (`bench.e2e_events`: synthetic users
-   derived from real users' tastes, popularity skew and activity as observed; not copies);
-2. publishes them to the embedded broker over TCP and writes the movie catalog (`lakeloop.replay.replay`, as
-   `lakeloop run` does), to a topic of replay's 3 partitions, or more from 1.5M events on (`topic_partitions`);
-3. runs `lakeloop airflow dags test daily_retrain <day>` (the DAG as shipped, except that a failed task is not
-   retried: `LAKELOOP_TASK_RETRIES=0`, so a size that breaks says so at once) while a thread samples the RSS of
-   every process of that run (Airflow, spark-submit JVMs, Spark's Python workers, TensorFlow workers) and of the
-   broker every 0.5 s;
-4. reads each task's wall seconds from the Airflow metadata database (`task_instance` start/end) and, for a
-   task that did not succeed, the error from its log.
-5. when the quality gate kept the day's model out of the registry's champion (so `batch_predict` had nothing
-   to score with and wrote nothing), runs `batch_predict` once more with that model aliased `champion` for the
-   run (`airflow tasks test`), timed the same way; the per-event costs count it in place of the skipped task.
-
-Then it prints a table (events, seconds per task, the DAG run's wall seconds from the first task's start to
-the last one's end, events/s over that time, the largest single process's peak RSS and the task it ran in),
-the per-event cost ratio of each size against the one ten times smaller (goal, 10M vs 1M: ≤ 1.2), writes the
-results to `var/bench-e2e/results.json` (merged with earlier runs of other sizes) and a log-log plot of the
-per-task seconds against events to `bench/results/e2e_scaling.png`.
+"""End to end: one daily DAG run per day size (100K, 1M, 10M events), each on a fresh deployment of its own, every task
+timed and every process's peak RSS sampled; prints the table and the per-event cost ratios (goal, 10M vs 1M: ≤ 1.2),
+writes `var/bench-e2e/results.json` and a log-log plot, `bench/results/e2e_scaling.png`.
 
     make bench-e2e                                            # 100K, 1M and 10M
     .venv/bin/python -m bench.e2e --sizes 100000,1000000
-    nice -n 10 .venv/bin/python -m bench.e2e --sizes 10000000
+
+See docs/performance.md.
 """
 
 from __future__ import annotations
@@ -43,9 +23,14 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from bench.harness import parse_sizes, table_header, table_row
 from lakeloop.cli import DAG_ID
 from lakeloop.config import PROJECT_DIR, Settings, load_settings
+
+if TYPE_CHECKING:
+    from lakeloop.movielens import MovieLens
 
 DAY = date(2026, 11, 20)
 DEFAULT_SIZES = "100000,1000000,10000000"
@@ -173,6 +158,7 @@ class RssSampler(threading.Thread):
         self.join()
 
     def run(self) -> None:
+        """Sample until `stop`, or until the root process is gone."""
         import psutil
 
         try:
@@ -337,11 +323,11 @@ def topic_partitions(events: int) -> int:
     return max(3, -(-events // EVENTS_PER_PARTITION))
 
 
-def run_size(events: int, movielens, root: Path, timeout_s: float) -> SizeResult:
+def run_size(events: int, movielens: MovieLens, root: Path, timeout_s: float) -> SizeResult:
     """Generate, publish and run the DAG for one day of `events` events in a fresh state dir under `root`."""
     import pyarrow.compute as pc
 
-    from bench.e2e_events import generate_events
+    from bench.support.synthetic_events import generate_events
     from lakeloop.replay import ensure_topic, replay
     from lakeloop.services import EmbeddedBroker, free_port
 
@@ -463,7 +449,7 @@ def format_table(results: list[SizeResult]) -> str:
     tasks = task_order(results)
     header = ["events", "users", *tasks, "DAG total s", "events/s", "peak RSS MiB (process, task)", "broker RSS MiB",
               "FM / bias RMSE"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "--:|" * 2 + "--:|" * len(tasks) + "--:|--:|---|--:|---|"]
+    lines = table_header(header, "rr" + "r" * len(tasks) + "rrlrl")
     for result in sorted(results, key=lambda r: r.events):
         by_id = {t.task_id: t for t in result.tasks}
         cells = [f"{result.events:,}", f"{result.users:,}"]
@@ -489,7 +475,7 @@ def format_table(results: list[SizeResult]) -> str:
         gate = result.gate
         cells.append(f"{gate['rmse']:.3f} / {gate['bias_baseline_rmse']:.3f}, "
                      f"{'champion' if gate['promoted'] else 'rejected: no predictions'}" if gate else "—")
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append(table_row(cells))
     return "\n".join(lines)
 
 
@@ -577,7 +563,7 @@ def main(argv: list[str] | None = None) -> dict[int, SizeResult]:
         from lakeloop.movielens import load_movielens
 
         movielens = load_movielens(load_settings().dataset_dir)
-        for events in (int(size) for size in args.sizes.split(",")):
+        for events in parse_sizes(args.sizes):
             result = run_size(events, movielens, args.workdir, args.timeout_minutes * 60)
             results[events] = result
             results_path.parent.mkdir(parents=True, exist_ok=True)

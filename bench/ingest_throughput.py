@@ -1,28 +1,9 @@
-"""Ingestion throughput and memory: raw kafka-python consume vs lakeloop's ingestion vs a naive path.
+"""Ingestion throughput and memory: raw kafka-python consume vs lakeloop's ingestion vs a naive json+pandas path, on
+one day's slice of a topic of an embedded broker (or `--bootstrap`), then a fetch probe and the peak RSS by slice size.
 
-Starts its own embedded broker (noida-db) on a free 127.0.0.1 port, or uses a running one (`--bootstrap`),
-publishes `--events` rating events stamped inside one day (plus 1% on each neighbouring day, so the slice
-is a real slice), then reads that day's slice three ways, side by side in this process, on the same topic
-and consumer settings, one partition after the other:
+    .venv/bin/python -m bench.ingest_throughput --events 100000 --rss-sizes 50000,500000 --repeat 1
 
-  raw kafka-python   assign + seek + poll of the slice, touching each value (the client's limit)
-  lakeloop ingest    `lakeloop.ingest.ingest_interval` end to end: slice, decode, validate, dedup, Parquet
-  naive json+pandas  per-message `json.loads` into a list of dicts, `pandas.DataFrame`, `to_parquet`
-
-The rounds are interleaved; it prints each variant's best wall time, its CPU time, records/s and the ratio
-to raw consume, then each round's own ratio, and checks the target (lakeloop ≥ 0.8× raw) on both the
-best-of and the median round: when they disagree the machine was too busy to tell.
-
-Then the memory part. A fetch probe asks the broker for small fetches and reports, from the consumer's
-own metrics, how much one fetch returned: the embedded broker ignores `max_partition_fetch_bytes` and
-`fetch_max_bytes` and answers every fetch with the partition's whole log from the fetch offset to the high
-watermark, so a client cannot bound what one fetch holds by asking for less, or by reading the slice in
-offset windows. Then, for each of `--rss-sizes`, child processes read a topic of that many events (raw
-consume, then lakeloop's ingestion, `--rss-repeat` times) and report their peak RSS, checked against the target
-(2M ≤ 1.5× 200k) on the worst runs.
-
-    .venv/bin/python bench/ingest_throughput.py --events 500000
-    .venv/bin/python bench/ingest_throughput.py --events 100000 --rss-sizes 50000,500000 --repeat 1
+See docs/performance.md.
 """
 
 from __future__ import annotations
@@ -32,7 +13,6 @@ import json
 import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -41,6 +21,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+from bench.harness import child_environment, last_json_line, module_command, parse_sizes, print_json_line, verdict
 
 DAY = timedelta(days=1)
 PRODUCE_LOG_EVERY = 250_000
@@ -83,7 +65,8 @@ def slice_records(bootstrap: str, topic: str, day: datetime) -> Iterator[list[An
     """The day's slice as kafka-python returns it: lists of records, one partition after the other."""
     from kafka import TopicPartition
 
-    from lakeloop.ingest import IngestOptions, open_consumer, plan_slices
+    from lakeloop.ingest.options import IngestOptions
+    from lakeloop.ingest.slices import open_consumer, plan_slices
 
     options = IngestOptions()
     consumer = open_consumer({"bootstrap_servers": bootstrap}, options)
@@ -114,7 +97,7 @@ def raw_consume(bootstrap: str, topic: str, day: datetime, lake: Path) -> int:
 
 def lakeloop_ingest(bootstrap: str, topic: str, day: datetime, lake: Path) -> int:
     """lakeloop's ingestion, end to end, into a fresh lake."""
-    from lakeloop.ingest import ingest_interval
+    from lakeloop.ingest.interval import ingest_interval
 
     return ingest_interval({"bootstrap_servers": bootstrap}, topic, lake, day, day + DAY).read
 
@@ -147,15 +130,6 @@ class Timing:
 
     wall: list[float]
     cpu: list[float]
-
-
-def verdict(best: float, median: float, target: float) -> str:
-    """Met only if the best-of and the median round both reach the target; split means too noisy to tell."""
-    if best >= target and median >= target:
-        return "met"
-    if best < target and median < target:
-        return "NOT met"
-    return "inconclusive (the rounds disagree)"
 
 
 def throughput(bootstrap: str, topic: str, day: datetime, events: int, repeat: int, workdir: Path) -> str:
@@ -230,12 +204,12 @@ def rss_child(variant: str, bootstrap: str, topic: str, day: datetime, workdir: 
     import pandas  # noqa: F401  (the duplicate index imports it on the first chunk: count it in the baseline)
     import psutil
 
-    import lakeloop.ingest  # noqa: F401
+    import lakeloop.ingest.interval  # noqa: F401
 
     baseline = psutil.Process().memory_info().rss / 2**20
     read = dict(VARIANTS)[variant]
     records = read(bootstrap, topic, day, Path(tempfile.mkdtemp(dir=workdir)))
-    print(json.dumps({"records": records, "baseline_mib": baseline, "peak_mib": peak_rss_mib()}))
+    print_json_line({"records": records, "baseline_mib": baseline, "peak_mib": peak_rss_mib()})
 
 
 def peak_rss_mib() -> float:
@@ -250,10 +224,10 @@ def peak_rss_mib() -> float:
 def measure_rss(variant: str, bootstrap: str, topic: str, day: datetime, workdir: Path, expected: int) -> dict:
     """Run `rss_child` for one variant in a child process and return its measurements."""
     child = subprocess.run(
-        [sys.executable, __file__, "--child-rss", variant, "--bootstrap", bootstrap, "--topic", topic,
-         "--day", day.date().isoformat(), "--workdir", str(workdir)],
-        capture_output=True, text=True, check=True)
-    measured = json.loads(child.stdout.strip().splitlines()[-1])
+        module_command("bench.ingest_throughput", "--child-rss", variant, "--bootstrap", bootstrap, "--topic", topic,
+                       "--day", day.date().isoformat(), "--workdir", str(workdir)),
+        env=child_environment(), capture_output=True, text=True, check=True)
+    measured = last_json_line(child.stdout)
     if measured["records"] != expected:
         raise SystemExit(f"{variant} read {measured['records']} records, expected {expected}")
     return measured
@@ -302,6 +276,7 @@ def rss_table(bootstrap: str, sizes: list[int], day: datetime, partitions: int, 
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Run the throughput comparison and the memory part (or, with `--child-rss`, one RSS child)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=500_000, help="events in the benchmarked slice (0: skip)")
     parser.add_argument("--partitions", type=int, default=3)
@@ -324,7 +299,7 @@ def main(argv: list[str] | None = None) -> None:
 
     # Yesterday: recent enough for the broker's time-based retention.
     day = datetime.combine(date.today() - DAY, datetime.min.time(), UTC)
-    sizes = [int(size) for size in args.rss_sizes.split(",") if size.strip()]
+    sizes = parse_sizes(args.rss_sizes)
     with tempfile.TemporaryDirectory(prefix="lakeloop-bench-") as scratch:
         workdir = Path(scratch)
         broker = None

@@ -1,37 +1,9 @@
-"""Batch scoring: the batch prediction job's pairs/s against scoring the same pairs in one plain Python process.
+"""Batch scoring: the batch prediction job's pairs/s against its own scoring stage and against scoring the same
+pairs in one plain Python process (the limit), on a model trained and registered as the daily loop would.
 
-Prepares, in this process, what the daily loop has when `batch_predict` runs: MovieLens 100K (or its first
-`--ratings` ratings in user order) replayed as one day's raw partition and run through the real ETL and
-features jobs (`bench.quality`'s replay, `jobs.etl`, `jobs.features` with a one-day window), the FM trained on
-the day's training examples by the project's trainer (`lakeloop.fm_trainer.FMTrainer` on the tfspark feed and loop,
-in process, `--epochs` epochs: training is not measured), evaluated and registered in a throwaway MLflow SQLite
-store (`lakeloop.evaluation.evaluate_model`, `lakeloop.registry.register_model`) under the alias the quality
-gate gives it. Then it scores the same candidate pairs (every user of the window × every catalog movie the user
-has not rated, as `jobs.batch_predict.run` builds them), in `--repeat` interleaved rounds, the best of each kept:
-
-  (a) the job        `jobs.batch_predict.run` as is on a local[2] session: resolve the version, download it,
-                     build the candidates' inputs, score them (`mapInArrow`), keep the top 10, write atomically;
-  (b) scoring stage  the candidates' inputs, materialised to Parquet beforehand, → `mapInArrow(score_batches)`
-                     (the job's own scoring function) → count: the part of (a) that scores;
-  (c) the limit      the same Parquet read with pyarrow → `model_inputs` → `model.predict(batch_size=8192)` of
-                     the same model (loaded once, by the job's own loader), in this one Python process, no Spark.
-
-and, for information: building the candidates' inputs with Spark and writing them to Parquet (what (a) does
-before scoring, plus a write), (b0) the scoring stage on 2 rows (its fixed cost: a Python worker per task,
-TensorFlow's import, the model's load), and (c') the job's `score_batches` (one `model.predict_on_batch` per
-Arrow batch) called in this process on the batches Spark would hand it
-(`spark.sql.execution.arrow.maxRecordsPerBatch` rows), no Spark.
-
-Its own session is the feed benchmark's (`bench.feed_benchmark.start_spark`: local[2], 2 shuffle partitions, a
-fresh Python worker per task), so every round of (a) and (b) pays what a new `spark-submit` of the job pays:
-worker start, TensorFlow import, model load. Last, it checks that (a)'s predictions are the top 10 of (c)'s
-scores over the candidate pairs. `--features-from` copies another lake's catalog and feature partition instead
-of building them, and `--users` keeps only the first users of the window (smoke runs).
-
-    .venv/bin/python -m bench.scoring                      # the whole 100K window, 3 rounds
-    .venv/bin/python -m bench.scoring --repeat 5 --epochs 2
     .venv/bin/python -m bench.scoring --quick              # a smoke run: 3,000 ratings, one round
-    .venv/bin/python -m bench.scoring --features-from var/lake --day 2026-11-20   # another lake's features (copied)
+
+See docs/performance.md.
 """
 
 from __future__ import annotations
@@ -41,8 +13,6 @@ import dataclasses
 import os
 import shutil
 import statistics
-import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -55,8 +25,19 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from bench.feed_benchmark import FeedResult, best_feed, start_spark
-from bench.quality import END_DAY, replay_to_lake, time_split_features, train_in_process
+from bench.harness import (
+    REPO,
+    Measurement,
+    best_of,
+    local_environment,
+    round_order,
+    start_spark,
+    table_header,
+    table_row,
+    work_directory,
+)
+from bench.support.fm_training import train_in_process
+from bench.support.movielens_lake import END_DAY, replay_to_lake, time_split_features
 from jobs.batch_predict import (
     PREDICTIONS,
     SCORED_SCHEMA,
@@ -76,8 +57,9 @@ from lakeloop.features import (
     model_inputs,
     read_feature_manifest,
 )
-from lakeloop.lake import MANIFEST_NAME, MOVIES, Lake, partition_path
+from lakeloop.lake import MANIFEST_NAME, Lake, partition_path
 from lakeloop.models import TRAIN_SUMMARY, model_dir, write_json
+from lakeloop.names import MOVIES
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -88,7 +70,6 @@ MODEL = "scoring-bench-fm"
 TOP_K = 10
 PREDICT_BATCH_SIZE = 8192
 SCORE_TOLERANCE = 1e-5
-REPO = Path(__file__).resolve().parents[1]
 JOB, STAGE, LIMIT = "(a)", "(b)", "(c)"
 CANDIDATES, STAGE_FIXED, JOB_FUNCTION = "candidates", "(b0)", "(c')"
 NAMES = {
@@ -159,8 +140,8 @@ class ScoringResults:
     setup: ScoringSetup
     candidate_pairs: int
     repeat: int
-    best: dict[str, FeedResult]
-    rounds: dict[str, list[FeedResult]]
+    best: dict[str, Measurement]
+    rounds: dict[str, list[Measurement]]
     top_k: TopKCheck
     load_averages: tuple[tuple[float, ...], tuple[float, ...]]
 
@@ -252,16 +233,16 @@ def prepare(spark: SparkSession, lake: Path, day: date, workdir: Path, epochs: i
 # The alternatives
 
 
-def materialise_candidates(spark: SparkSession, setup: ScoringSetup, path: Path) -> FeedResult:
+def materialise_candidates(spark: SparkSession, setup: ScoringSetup, path: Path) -> Measurement:
     """Build the candidates' inputs as the job does (one partition per task slot) and write them to `path`."""
     started = time.monotonic()
     (candidate_inputs(spark, setup.lake, setup.day, setup.day).repartition(spark.sparkContext.defaultParallelism)
      .write.mode("overwrite").parquet(str(path)))
     seconds = time.monotonic() - started
-    return FeedResult(CANDIDATES, pq.read_table(path, columns=["user_id"]).num_rows, seconds)
+    return Measurement(CANDIDATES, pq.read_table(path, columns=["user_id"]).num_rows, seconds)
 
 
-def run_job(spark: SparkSession, setup: ScoringSetup, candidate_pairs: int) -> FeedResult:
+def run_job(spark: SparkSession, setup: ScoringSetup, candidate_pairs: int) -> Measurement:
     """(a): `jobs.batch_predict.run` as the DAG's task runs it, with the registered version's alias."""
     from jobs import batch_predict
 
@@ -270,36 +251,36 @@ def run_job(spark: SparkSession, setup: ScoringSetup, candidate_pairs: int) -> F
     started = time.monotonic()
     manifest = batch_predict.run(spark, setup.lake, setup.day, options)
     seconds = time.monotonic() - started
-    return FeedResult(JOB, candidate_pairs, seconds,
-                  f"{manifest['rows']:,} predictions written; model loaded {manifest['model_loads']}×")
+    return Measurement(JOB, candidate_pairs, seconds,
+                       f"{manifest['rows']:,} predictions written; model loaded {manifest['model_loads']}×")
 
 
-def run_scoring_stage(frame: DataFrame, local_model: str, key: str = STAGE) -> FeedResult:
+def run_scoring_stage(frame: DataFrame, local_model: str, key: str = STAGE) -> Measurement:
     """(b) or (b0): `frame`'s rows scored by the job's `score_batches` in `mapInArrow`, counted."""
     tasks = frame.rdd.getNumPartitions()
     started = time.monotonic()
     rows = frame.mapInArrow(score_batches(local_model), SCORED_SCHEMA).count()
-    return FeedResult(key, rows, time.monotonic() - started, f"{tasks} task{'s' if tasks > 1 else ''}")
+    return Measurement(key, rows, time.monotonic() - started, f"{tasks} task{'s' if tasks > 1 else ''}")
 
 
-def score_in_process(model: Any, path: Path) -> tuple[FeedResult, np.ndarray]:
+def score_in_process(model: Any, path: Path) -> tuple[Measurement, np.ndarray]:
     """(c): pyarrow reads the candidates' inputs, `model_inputs` makes numpy arrays, `model.predict` scores them."""
     started = time.monotonic()
     inputs = model_inputs(pq.read_table(path, columns=FEATURE_COLUMNS))
     read = time.monotonic() - started
     scores = np.asarray(model.predict(inputs, batch_size=PREDICT_BATCH_SIZE, verbose=0)).reshape(-1)
     seconds = time.monotonic() - started
-    return FeedResult(LIMIT, len(scores), seconds, f"read {read:.2f}s + predict {seconds - read:.2f}s"), scores
+    return Measurement(LIMIT, len(scores), seconds, f"read {read:.2f}s + predict {seconds - read:.2f}s"), scores
 
 
 def score_arrow_batches(name: str, path: Path, batch_rows: int,
-                        scorer: Callable[[Iterator[pa.RecordBatch]], Iterator[int]]) -> FeedResult:
+                        scorer: Callable[[Iterator[pa.RecordBatch]], Iterator[int]]) -> Measurement:
     """(c'): the Parquet's rows in Arrow batches of `batch_rows`, scored in this process by `scorer`
     (batches → rows scored per batch)."""
     started = time.monotonic()
     batches = pq.read_table(path).to_batches(max_chunksize=batch_rows)
     rows = sum(scorer(iter(batches)))
-    return FeedResult(name, rows, time.monotonic() - started, f"{len(batches)} batches of ≤ {batch_rows:,} rows")
+    return Measurement(name, rows, time.monotonic() - started, f"{len(batches)} batches of ≤ {batch_rows:,} rows")
 
 
 def job_function_scorer(local_model: str) -> Callable[[Iterator[pa.RecordBatch]], Iterator[int]]:
@@ -350,9 +331,9 @@ def check_top_k(predictions: pa.Table, candidates: pa.Table, scores: np.ndarray,
 
 
 def measure_round(spark: SparkSession, setup: ScoringSetup, model: Any, path: Path, pairs: int, batch_rows: int,
-                  reverse: bool) -> Iterator[FeedResult]:
-    """One round of every alternative on the candidates materialised at `path`, in reverse order if asked."""
-    steps: list[Callable[[], FeedResult]] = [
+                  round_index: int) -> Iterator[Measurement]:
+    """One round of every alternative on the candidates materialised at `path`, in reverse order every other round."""
+    steps: list[Callable[[], Measurement]] = [
         lambda: run_job(spark, setup, pairs),
         lambda: run_scoring_stage(spark.read.parquet(str(path)), setup.local_model),
         lambda: run_scoring_stage(spark.read.parquet(str(path)).limit(2).repartition(2), setup.local_model,
@@ -360,7 +341,7 @@ def measure_round(spark: SparkSession, setup: ScoringSetup, model: Any, path: Pa
         lambda: score_in_process(model, path)[0],
         lambda: score_arrow_batches(JOB_FUNCTION, path, batch_rows, job_function_scorer(setup.local_model)),
     ]
-    for step in reversed(steps) if reverse else steps:
+    for step in round_order(steps, round_index):
         yield step()
 
 
@@ -375,9 +356,9 @@ def run_benchmark(spark: SparkSession, lake: Path, day: date, workdir: Path, epo
           f"(alias {setup.alias})", flush=True)
     model = load_scoring_model(setup.local_model)  # the job's own loader: the model its workers score with
     batch_rows = int(spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch", "10000"))
-    rounds: dict[str, list[FeedResult]] = {key: [] for key in ORDER}
+    rounds: dict[str, list[Measurement]] = {key: [] for key in ORDER}
 
-    def record(timing: FeedResult) -> FeedResult:
+    def record(timing: Measurement) -> Measurement:
         rounds[timing.name].append(timing)
         print(f"  {timing.name}: {timing.rows:,} pairs in {timing.seconds:.2f}s, {timing.rows_per_second:,.0f}/s "
               f"{timing.note}", flush=True)
@@ -394,13 +375,13 @@ def run_benchmark(spark: SparkSession, lake: Path, day: date, workdir: Path, epo
             warm_up = pq.read_table(path).slice(0, 2)
             model.predict(model_inputs(warm_up), verbose=0)
             list(score_batches(setup.local_model)(iter(warm_up.to_batches())))
-        for timing in measure_round(spark, setup, model, path, pairs, batch_rows, reverse=round_index % 2 == 1):
+        for timing in measure_round(spark, setup, model, path, pairs, batch_rows, round_index):
             record(timing)
     _, scores = score_in_process(model, path)
     check = check_top_k(pq.read_table(partition_path(setup.lake, PREDICTIONS, setup.day)),
                         pq.read_table(path, columns=["user_id", "item_id"]), scores)
     print(check.describe(TOP_K), flush=True)
-    best = {key: best_feed(timings) for key, timings in rounds.items()}
+    best = {key: best_of(timings) for key, timings in rounds.items()}
     fixed = rounds[STAGE_FIXED]  # 2 rows: its spread in seconds says more than in rows/s
     best[STAGE_FIXED] = dataclasses.replace(best[STAGE_FIXED], note=f"{fixed[0].note}; rounds "
                                             + ", ".join(f"{timing.seconds:.2f}s" for timing in fixed))
@@ -419,7 +400,7 @@ def ratio_line(results: ScoringResults, key: str) -> str:
 
 
 def markdown_report(results: ScoringResults) -> str:
-    """The table, the ratios, where (a)'s time goes, the output check and the machine: ready for the README."""
+    """The table, the ratios, where (a)'s time goes, the output check and the machine, in markdown."""
     setup, best = results.setup, results.best
     rounds = f"best of {results.repeat} interleaved rounds" if results.repeat > 1 else "one round"
     lines = [
@@ -430,15 +411,14 @@ def markdown_report(results: ScoringResults) -> str:
         f"hyper-parameters, trained {setup.epochs} epoch(s) by the project's trainer on the day's training "
         f"examples ({setup.ratings:,} ratings replayed as one day).",
         "",
-        "| alternative | pairs | seconds | pairs/s | vs (c) | note |",
-        "|---|--:|--:|--:|--:|---|",
+        *table_header(["alternative", "pairs", "seconds", "pairs/s", "vs (c)", "note"], "lrrrrl"),
     ]
     for key in ORDER:
         timing = best[key]
         fixed = key == STAGE_FIXED
         rate = "–" if fixed else f"{timing.rows_per_second:,.0f}"
         ratio = "–" if fixed else f"{results.ratio(key):.2f}×"
-        lines.append(f"| {NAMES[key]} | {timing.rows:,} | {timing.seconds:.2f} | {rate} | {ratio} | {timing.note} |")
+        lines.append(table_row([NAMES[key], f"{timing.rows:,}", f"{timing.seconds:.2f}", rate, ratio, timing.note]))
     job, stage = best[JOB].seconds, best[STAGE].seconds
     lines += [
         "",
@@ -475,25 +455,24 @@ def main(argv: list[str] | None = None, spark: SparkSession | None = None) -> Sc
     from lakeloop.movielens import load_movielens
 
     options = parser().parse_args(argv)
-    for name, value in (("PYSPARK_PYTHON", sys.executable), ("SPARK_LOCAL_IP", "127.0.0.1"),
-                        ("TF_CPP_MIN_LOG_LEVEL", "2")):
-        os.environ.setdefault(name, value)
-    workdir = options.workdir or Path(tempfile.mkdtemp(prefix="lakeloop-scoring-"))
-    lake, day = workdir / "lake", options.day if options.features_from else END_DAY
+    local_environment()
+    day = options.day if options.features_from else END_DAY
     own_session = spark is None
-    spark = start_spark() if own_session else spark
+    spark = start_spark("lakeloop scoring benchmark") if own_session else spark
     previous_uri = os.environ.get("MLFLOW_TRACKING_URI")
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{workdir.resolve() / 'mlflow.db'}"
     try:
-        if options.features_from:
-            copy_features(options.features_from, lake, day)
-        else:
-            build_lake(spark, ratings_slice(load_movielens(load_settings().dataset_dir),
-                                            options.ratings or (3_000 if options.quick else None)), lake)
-        if options.users:
-            keep_users(lake, day, options.users)
-        repeat = options.repeat or (1 if options.quick else 3)
-        results = run_benchmark(spark, lake, day, workdir, options.epochs, repeat)
+        with work_directory(options.workdir, "lakeloop-scoring-") as workdir:
+            lake = workdir / "lake"
+            os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{workdir.resolve() / 'mlflow.db'}"
+            if options.features_from:
+                copy_features(options.features_from, lake, day)
+            else:
+                build_lake(spark, ratings_slice(load_movielens(load_settings().dataset_dir),
+                                                options.ratings or (3_000 if options.quick else None)), lake)
+            if options.users:
+                keep_users(lake, day, options.users)
+            repeat = options.repeat or (1 if options.quick else 3)
+            results = run_benchmark(spark, lake, day, workdir, options.epochs, repeat)
     finally:
         if previous_uri is None:
             os.environ.pop("MLFLOW_TRACKING_URI", None)
@@ -501,8 +480,6 @@ def main(argv: list[str] | None = None, spark: SparkSession | None = None) -> Sc
             os.environ["MLFLOW_TRACKING_URI"] = previous_uri
         if own_session:
             spark.stop()
-        if options.workdir is None:
-            shutil.rmtree(workdir, ignore_errors=True)
     print("\n" + markdown_report(results), flush=True)
     return results
 

@@ -1,31 +1,21 @@
-"""Where the e2e training step's time goes besides the step: the FM's lazy step on two workers with its inputs
-drawn five ways, side by side.
-
-In the 10M e2e day a training step took ~8.3 ms, against 2.8 ms for the same step on constant inputs in
-`bench.e2e_train_step`; py-spy found the Python side idle. This times the trainer's step (`user_update=lazy`,
-two `MultiWorkerMirroredStrategy` workers on 127.0.0.1, 128 examples each) with its batch from
-
-  constant    the same tensors every step (as `bench.e2e_train_step`)
-  tensors     a distributed `tf.data` iterator over one repeated batch (`distribute_datasets_from_function`)
-  chunks      the same iterator over a repeated chunk of 128 batches, `unbatch`ed (the feed's shape, no Python)
-  generator   the same chunk from `Dataset.from_generator`, `unbatch`ed (the feed's pipeline, no feed)
-  feed        `tfspark.feed.BatchFeed.dataset()` over an in-memory `ArrowCache` of random rows, distributed
-  feed_local  the same dataset iterated as it is, as `tfspark.loop` now does for a worker of one replica
+"""Where the e2e training step's time goes besides the step: the FM's lazy step on two workers with its inputs drawn
+six ways side by side, from constant tensors to the tfspark feed, distributed and local.
 
     .venv/bin/python -m bench.train_step_inputs --users 120000 --steps 300
+
+See docs/performance.md.
 """
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 
-from bench.e2e_train_step import (
+from bench.harness import print_json_line
+from bench.support.step_workers import (
     GLOBAL_BATCH,
     best_ms_per_step,
     join_cluster,
-    measure,
+    measure_sizes,
     random_examples,
     replica_step,
     run_workers_or_parse,
@@ -39,7 +29,7 @@ RECORD_BATCH_ROWS = 16_384
 def _arrow_cache(features: dict[str, np.ndarray], labels: np.ndarray):
     import pyarrow as pa
 
-    from tfspark.feed import cache_partition
+    from tfspark.task.feed import cache_partition
 
     def record_batches():
         for start in range(0, len(labels), RECORD_BATCH_ROWS):
@@ -56,7 +46,7 @@ def worker(rank: int, ports: list[int], users: int, steps: int, repeat: int) -> 
     strategy = join_cluster(ports, rank)
     import tensorflow as tf
 
-    from tfspark.feed import BatchFeed
+    from tfspark.task.feed import BatchFeed
 
     rows = GLOBAL_BATCH // len(ports)
     features, labels = random_examples(np.random.default_rng(rank), users, CACHE_ROWS)
@@ -99,7 +89,7 @@ def worker(rank: int, ports: list[int], users: int, steps: int, repeat: int) -> 
 
         best[source] = best_ms_per_step(train_steps, steps, repeat)
     if rank == 0:
-        print(json.dumps(best), flush=True)
+        print_json_line(best)
 
 
 def main(argv: list[str] | None = None) -> list[tuple[int, dict[str, float]]]:
@@ -108,15 +98,9 @@ def main(argv: list[str] | None = None) -> list[tuple[int, dict[str, float]]]:
     args = run_workers_or_parse(argv, __doc__, "120000", 300, worker)
     if args is None:
         return []
-    results = []
-    print("| user rows | " + " | ".join(f"{source} (ms/step)" for source in SOURCES) + " | feed / feed_local |")
-    print("|--:|" + "--:|" * (len(SOURCES) + 1))
-    for users in (int(size) for size in args.users.split(",")):
-        best = measure(users, args.steps, args.repeat, module="bench.train_step_inputs")
-        results.append((users, best))
-        print(f"| {users:,} | " + " | ".join(f"{best[source]:.2f}" for source in SOURCES)
-              + f" | {best['feed'] / best['feed_local']:.1f}× |", flush=True)
-    return results
+    return measure_sizes(
+        args, "bench.train_step_inputs", [*(f"{source} (ms/step)" for source in SOURCES), "feed / feed_local"],
+        lambda best: [*(f"{best[source]:.2f}" for source in SOURCES), f"{best['feed'] / best['feed_local']:.1f}×"])
 
 
 if __name__ == "__main__":

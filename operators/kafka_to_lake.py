@@ -30,7 +30,7 @@ class KafkaToLakeOperator(BaseOperator):
         (credentials from the standard AWS variables). (templated)
     :param dataset: Dataset written, e.g. `raw/ratings`. (templated)
     :param rejected_dataset: Dataset of rejected records, e.g. `rejected/ratings`. (templated)
-    :param schema: The declared schema of the topic's events, e.g. `lakeloop.ingest.RATINGS_SCHEMA`.
+    :param schema: The declared schema of the topic's events, e.g. `lakeloop.ingest.schema.RATINGS_SCHEMA`.
     :param kafka_conn_id: Airflow connection of the brokers; None reads `LAKELOOP_KAFKA_BOOTSTRAP`.
     :param max_rejected_fraction: Above this rejected/read ratio the task fails without retrying (the
         rejects are still published); it signals an upstream schema change, which a retry cannot fix.

@@ -4,23 +4,55 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator
+from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+from airflow.sdk import BaseHook
+from airflow.sdk.exceptions import AirflowNotFoundException
 
+from tfspark.config import SUMMARY_FILE
+from tfspark.driver.submit import SubmitOptions, SubmitPlan, build_plan, default_spark_submit, driver_application
 from tfspark.storage import RemoteDirectory
-from tfspark.submit import SUMMARY_FILE, SubmitOptions, SubmitPlan, build_plan, default_spark_submit
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
 
 
-class TFOnSparkOperator(BaseOperator):
-    """Run `tfspark-submit`'s job through the Spark provider's `SparkSubmitHook`; return the summary.
+def spark_master(conn_id: str, deploy_mode: str | None = None) -> tuple[str, str | None]:
+    """The master and deploy mode `SparkSubmitHook` submits to through the Spark connection `conn_id`.
 
-    The Spark master and deploy mode come from the Airflow connection `conn_id`, as for
-    `SparkSubmitOperator`; the command is the one `tfspark-submit` builds for the same options. After the
-    application succeeds, `<output_dir>/train_summary.json` is returned, which pushes it to XCom.
+    Read as the provider's hook reads it: a `spark` connection's host is the master URL (`local[2]`,
+    `spark://head:7077`...) unless a port is set without a scheme, other types give `<type>://<host>`, and a
+    port is appended; the deploy mode is `deploy_mode` or the connection's `deploy-mode` extra. Without the
+    connection, the hook submits to `yarn`.
+    """
+    try:
+        connection = BaseHook.get_connection(conn_id)
+    except AirflowNotFoundException:
+        return "yarn", deploy_mode
+    host = connection.host or ""
+    if connection.conn_type == "spark" and host and ("://" in host or not connection.port):
+        master = host
+    else:
+        master = f"{connection.conn_type}://{host}"
+    if connection.port:
+        master = f"{master}:{connection.port}"
+    return master, deploy_mode or connection.extra_dejson.get("deploy-mode")
 
-    An Airflow retry starts a new Spark application; keep `checkpoint_dir` the same across retries of one
-    DAG run (template it from the run, not the try number) and the retry resumes from the last checkpoint.
+
+class TFOnSparkOperator(SparkSubmitOperator):
+    """`SparkSubmitOperator` running a tfspark trainer as `tfspark-submit` would; returns the training summary.
+
+    The application is tfspark's driver application with the trainer options as its arguments; the master and
+    deploy mode of the Spark connection `conn_id` decide tfspark's Spark configuration (GPUs are scheduled
+    differently on a local master), and `conf` wins over it. Every other `SparkSubmitOperator` parameter
+    (`env_vars`, `py_files`, `driver_memory`, `executor_memory`, `executor_cores`, `num_executors`,
+    `durable`...) is passed on as is; like the provider's operator, this one is `durable` unless told otherwise.
+    After the application succeeds, `<output_dir>/train_summary.json` is returned, which pushes it to XCom.
+
+    An Airflow retry starts a new Spark application (a durable one reconnects to a driver still running on a
+    cluster instead); keep `checkpoint_dir` the same across retries of one DAG run (template it from the run,
+    not the try number) and the new application resumes from the last checkpoint.
 
     :param trainer: `module:Class` of a `tfspark.TFSparkTrainer` subclass. (templated)
     :param num_workers: TensorFlow workers, i.e. barrier tasks; the cluster needs that many task slots.
@@ -28,31 +60,23 @@ class TFOnSparkOperator(BaseOperator):
     :param checkpoint_dir: Checkpoint directory, `file://` URL or path. (templated)
     :param output_dir: Where `model.keras` and `train_summary.json` go, `file://` URL or path. (templated)
     :param trainer_args: `--trainer-arg` pairs, passed to the trainer's constructor as strings. (templated)
-    :param conn_id: The Spark connection (master, deploy mode, queue).
-    :param conf: Extra Spark configuration; it wins over tfspark's defaults. (templated)
-    :param python_env: A packed venv/conda archive for the executors (venv-pack, conda-pack). (templated)
-    :param name: The Spark application name. (templated)
-    :param env_vars: Environment variables of the spark-submit process. (templated)
-    :param py_files: Extra Python files for the driver and executors, comma-separated. (templated)
+    :param python_env: A packed venv/conda archive for the executors (venv-pack, conda-pack), shipped as
+        `spark.archives` unless `conf` sets that itself (spark-submit prefers an `archives` argument). (templated)
     :param cache_memory_mb: Per-worker feed cache held in memory before spilling to local disk.
+    :param conn_id: The Spark connection (master, deploy mode, queue).
+    :param deploy_mode: `client` or `cluster`, instead of the connection's.
+    :param name: The Spark application name. (templated)
     :param spark_binary: The spark-submit to run (default: the one next to this Python, else PATH's).
-    :param driver_memory: Driver memory, e.g. `2g`.
-    :param executor_memory: Executor memory, e.g. `4g`.
-    :param executor_cores: Cores per executor.
-    :param num_executors: Executors to launch (YARN).
     :param pool: The Airflow pool (default `gpu_pool`, so trainings queue for the GPUs).
     """
 
     template_fields: Sequence[str] = (
+        *SparkSubmitOperator.template_fields,
         "trainer",
         "checkpoint_dir",
         "output_dir",
         "trainer_args",
-        "conf",
         "python_env",
-        "name",
-        "env_vars",
-        "py_files",
     )
     template_fields_renderers = {"conf": "json", "trainer_args": "json", "env_vars": "json"}
     ui_color = "#fdf2e6"
@@ -66,41 +90,34 @@ class TFOnSparkOperator(BaseOperator):
         checkpoint_dir: str | None = None,
         output_dir: str | None = None,
         trainer_args: dict[str, Any] | None = None,
-        conn_id: str = "spark_default",
-        conf: dict[str, Any] | None = None,
         python_env: str | None = None,
-        name: str = "tfspark",
-        env_vars: dict[str, Any] | None = None,
-        py_files: str | None = None,
         cache_memory_mb: int | None = None,
+        conn_id: str = "spark_default",
+        deploy_mode: str | None = None,
+        name: str = "tfspark",
         spark_binary: str | None = None,
-        driver_memory: str | None = None,
-        executor_memory: str | None = None,
-        executor_cores: int | None = None,
-        num_executors: int | None = None,
         pool: str = "gpu_pool",
         **kwargs: Any,
     ) -> None:
-        super().__init__(pool=pool, **kwargs)
+        super().__init__(
+            application=driver_application(),
+            conn_id=conn_id,
+            deploy_mode=deploy_mode,
+            name=name,
+            spark_binary=spark_binary or default_spark_submit(),
+            pool=pool,
+            **kwargs,
+        )
         self.trainer = trainer
         self.num_workers = num_workers
         self.gpus_per_worker = gpus_per_worker
         self.checkpoint_dir = checkpoint_dir
         self.output_dir = output_dir
         self.trainer_args = trainer_args or {}
-        self.conn_id = conn_id
-        self.conf = conf or {}
         self.python_env = python_env
-        self.name = name
-        self.env_vars = env_vars
-        self.py_files = py_files
         self.cache_memory_mb = cache_memory_mb
-        self.spark_binary = spark_binary
-        self.driver_memory = driver_memory
-        self.executor_memory = executor_memory
-        self.executor_cores = executor_cores
-        self.num_executors = num_executors
-        self._hook: Any = None
+        self.conn_id = conn_id
+        self.deploy_mode = deploy_mode
 
     def submit_options(self) -> SubmitOptions:
         """The tfspark options of this task (after templating)."""
@@ -115,51 +132,40 @@ class TFOnSparkOperator(BaseOperator):
             cache_memory_mb=self.cache_memory_mb,
         )
 
-    def _make_hook(self, plan: SubmitPlan | None = None) -> Any:
-        from airflow.providers.apache.spark.hooks.spark_submit import SparkSubmitHook
+    def prepare_submission(self) -> SubmitPlan:
+        """Set `conf` and `application_args` to what `tfspark-submit` would pass for this task's master.
 
-        user_conf = {str(key): str(value) for key, value in self.conf.items()}
-        return SparkSubmitHook(
-            conf={**plan.conf, **user_conf} if plan else user_conf,
-            conn_id=self.conn_id,
-            archives=plan.archives if plan else None,
-            py_files=self.py_files,
-            driver_memory=self.driver_memory,
-            executor_memory=self.executor_memory,
-            executor_cores=self.executor_cores,
-            num_executors=self.num_executors,
-            name=self.name,
-            application_args=plan.application_args if plan else None,
-            env_vars=self.env_vars,
-            spark_binary=self.spark_binary or default_spark_submit(),
-        )
-
-    def build_hook(self) -> tuple[Any, SubmitPlan]:
-        """The `SparkSubmitHook` running this task's job, and the tfspark plan it was built from.
-
-        The master decides part of the plan (GPUs are scheduled differently on a local master), so a first
-        hook resolves the connection, the second one carries the plan.
+        The user's `conf` keys win over tfspark's; calling this again changes nothing.
         """
-        connection = self._make_hook()._connection
-        plan = build_plan(
-            self.submit_options(),
-            connection["master"],
-            {str(key): str(value) for key, value in self.conf.items()},
-            connection["deploy_mode"],
-        )
-        return self._make_hook(plan), plan
+        user_conf = {str(key): str(value) for key, value in (self.conf or {}).items()}
+        master, deploy_mode = spark_master(self.conn_id, self.deploy_mode)
+        plan = build_plan(self.submit_options(), master, user_conf, deploy_mode)
+        self.conf = {**plan.conf, **user_conf}
+        if plan.archives:
+            self.conf.setdefault("spark.archives", plan.archives)
+        self.application_args = plan.application_args
+        return plan
 
-    def execute(self, context: Any) -> dict[str, Any] | None:
-        """Submit the training job, wait for it, and return its training summary."""
-        self._hook, plan = self.build_hook()
-        output = RemoteDirectory.for_url_or_local(self.output_dir) if self.output_dir else None
-        if output:
-            output.delete(SUMMARY_FILE)
-        self._hook.submit(plan.application)
-        if output is None:
+    def execute(self, context: Context) -> dict[str, Any] | None:
+        """Submit the training job (or reconnect to it), wait for it, and return its training summary."""
+        self.prepare_submission()
+        store = context.get("task_state_store")
+        if store is None or not store.get(self.external_id_key):
+            self._forget_summary()  # else a durable retry reconnects to a job whose summary may be written already
+        super().execute(context)
+        return self.training_summary()
+
+    def submit_job(self, context: Context) -> str | None:
+        """Submit a new application on the durable path; an earlier one's summary must not stand for it."""
+        self._forget_summary()
+        return super().submit_job(context)
+
+    def training_summary(self) -> dict[str, Any] | None:
+        """`<output_dir>/train_summary.json` of the finished job (None without an `output_dir`)."""
+        if not self.output_dir:
             self.log.warning("no output_dir: the training summary stays in the driver's temporary directory")
             return None
-        summary = json.loads(output.read_bytes(SUMMARY_FILE) or b"null")
+        summary = json.loads(RemoteDirectory.for_url_or_local(self.output_dir).read_bytes(SUMMARY_FILE) or b"null")
         if summary is None:
             raise RuntimeError(f"the training job succeeded but wrote no {SUMMARY_FILE} in {self.output_dir}")
         self.log.info(
@@ -171,7 +177,6 @@ class TFOnSparkOperator(BaseOperator):
         )
         return summary
 
-    def on_kill(self) -> None:
-        """Stop the spark-submit process of a killed task."""
-        if self._hook is not None:
-            self._hook.on_kill()
+    def _forget_summary(self) -> None:
+        if self.output_dir:
+            RemoteDirectory.for_url_or_local(self.output_dir).delete(SUMMARY_FILE)

@@ -84,3 +84,12 @@ def test_no_import_cycles(room):
         if name not in state:
             visit(name, [name])
     assert cycles == []
+
+
+def test_tfspark_task_side_and_shared_modules_never_import_the_driver_side():
+    imports_driver = {
+        name for name, path in room_files().items()
+        if name.startswith("tfspark") and not name.startswith("tfspark.driver")
+        and any(target.startswith("tfspark.driver") for target in imported_modules(path))
+    }
+    assert imports_driver == set()

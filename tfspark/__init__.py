@@ -1,9 +1,9 @@
-"""TensorFlow training inside a Spark application: Arrow feed, barrier rendezvous, resumable checkpoints.
-
-Subclass `TFSparkTrainer` and run it with `tfspark-submit` (or `TFOnSparkOperator` from Airflow).
-Importing this package imports neither TensorFlow nor pyspark.
+"""TensorFlow training inside a Spark application: subclass `TFSparkTrainer`, run it with `tfspark-submit` (or
+`TFOnSparkOperator` from Airflow). `driver/` runs on the submitting machine and the Spark driver, `task/` in the
+barrier tasks. Importing this package imports neither TensorFlow nor pyspark. See docs/tfspark.md.
 """
 
-from tfspark.trainer import TFSparkTrainer, TrainContext
+from tfspark.context import TrainContext
+from tfspark.trainer import TFSparkTrainer
 
 __all__ = ["TFSparkTrainer", "TrainContext"]

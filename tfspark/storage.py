@@ -1,17 +1,22 @@
 """Where tfspark reads and writes: local paths for TensorFlow, and object stores (S3...) through pyarrow.fs.
 
 TensorFlow writes only local (and GCS/HDFS) paths, so checkpoints, the saved model and the training summary
-for a directory on an object store are written locally and uploaded (`RemoteDirectory`).
+for a directory on an object store are written locally and uploaded (`RemoteDirectory`). See docs/tfspark.md.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
-from typing import Any
-from urllib.parse import urlparse
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlparse, urlsplit
+
+if TYPE_CHECKING:
+    from pyarrow import fs as pafs
 
 INDEX_FILE = "checkpoint"
+HADOOP_SCHEMES = {"s3a": "s3", "s3n": "s3"}
 
 
 def url_to_path(url: str) -> str:
@@ -22,6 +27,28 @@ def url_to_path(url: str) -> str:
     if parsed.scheme == "" or len(parsed.scheme) == 1:
         return os.path.abspath(url)
     return url
+
+
+@functools.lru_cache(maxsize=16)
+def _filesystem(root: str) -> tuple[pafs.FileSystem, str]:
+    from pyarrow import fs as pafs
+
+    return pafs.FileSystem.from_uri(root)
+
+
+def resolve_uri(uri: str) -> tuple[pafs.FileSystem, str]:
+    """A file URI as Spark lists it → (pyarrow filesystem, path in it); one filesystem per scheme and host.
+
+    Hadoop's `s3a://` names the same objects as `s3://`, which pyarrow reads (credentials and endpoint from
+    the standard AWS variables, as the lake's)."""
+    from pyarrow import fs as pafs
+
+    parts = urlsplit(uri)
+    if not parts.scheme:
+        return pafs.LocalFileSystem(), uri
+    scheme = HADOOP_SCHEMES.get(parts.scheme, parts.scheme)
+    filesystem, root = _filesystem(f"{scheme}://{parts.netloc}/")
+    return filesystem, f"{root.rstrip('/')}/{unquote(parts.path).lstrip('/')}"
 
 
 class RemoteDirectory:
@@ -36,8 +63,6 @@ class RemoteDirectory:
     def for_url(cls, url: str) -> RemoteDirectory | None:
         """The remote directory at `url`, or None when TensorFlow can use the path directly (local disk)."""
         from pyarrow import fs as pafs
-
-        from tfspark.parquet_direct import resolve_uri
 
         if url_to_path(url) != url:
             return None

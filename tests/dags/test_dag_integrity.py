@@ -1,4 +1,5 @@
-"""Every DAG parses cleanly, cheaply (no TensorFlow, pyspark, numpy or pyarrow at parse time) and follows house rules."""
+"""Every DAG parses cleanly and cheaply (no TensorFlow, pyspark, numpy or pyarrow at parse time) and follows
+house rules."""
 
 from __future__ import annotations
 

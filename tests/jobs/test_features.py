@@ -181,7 +181,7 @@ def test_on_a_lake_committed_by_manifest_the_jobs_read_only_committed_files(spar
     supersedes the previous attempt with the same rows."""
     from jobs.batch_predict import candidate_inputs
     from lakeloop.fm_trainer import FMTrainer
-    from tfspark.parquet_direct import parquet_scan
+    from tfspark.driver.feed_plan import parquet_scan
 
     by_rename, manifest = built
     lake = Lake.from_url(str(tmp_path / "lake"), manifest_commits=True)

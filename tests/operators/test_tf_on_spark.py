@@ -1,4 +1,5 @@
-"""TFOnSparkOperator: the command it submits through the Spark connection, and a real job with an Airflow retry."""
+"""TFOnSparkOperator: a durable SparkSubmitOperator; the command it submits through the Spark connection, and a
+real job with an Airflow retry."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tfspark.submit import driver_application
+from tfspark.driver.submit import driver_application
 
 TESTS_TFSPARK = Path(__file__).resolve().parents[1] / "tfspark"
 TINY_TRAINER = "tiny_trainer:TinyRatingsTrainer"
@@ -19,9 +20,9 @@ LOGICAL_DATE = datetime(2026, 11, 20, tzinfo=UTC)
 
 
 def submit_command(operator) -> list[str]:
-    """The spark-submit command the operator's hook would run."""
-    hook, plan = operator.build_hook()
-    return hook._build_spark_submit_command(plan.application)
+    """The spark-submit command the operator's hook would run (built by the provider's own hook)."""
+    operator.prepare_submission()
+    return operator._get_hook()._build_spark_submit_command(operator.application)
 
 
 def conf_of(command: list[str]) -> dict[str, str]:
@@ -39,14 +40,20 @@ def test_importing_the_operator_imports_neither_tensorflow_nor_pyspark():
 
 
 def test_defaults_and_templated_fields():
+    from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+
     from operators.tf_on_spark import TFOnSparkOperator
 
     operator = TFOnSparkOperator(task_id="train_model", trainer="lakeloop.fm_trainer:FMTrainer")
+    assert isinstance(operator, SparkSubmitOperator)
+    assert operator.durable is True, "a worker crash reconnects to the running job, as for the DAG's Spark tasks"
+    assert TFOnSparkOperator(task_id="t", trainer="m:T", durable=False).durable is False
     assert operator.pool == "gpu_pool"
     assert (operator.num_workers, operator.gpus_per_worker, operator.conn_id) == (1, 0, "spark_default")
-    assert {"trainer", "checkpoint_dir", "output_dir", "trainer_args", "conf", "python_env"} <= set(
-        TFOnSparkOperator.template_fields
-    )
+    assert (operator.name, operator.application) == ("tfspark", driver_application())
+    assert {"trainer", "checkpoint_dir", "output_dir", "trainer_args", "conf", "python_env", "name", "env_vars",
+            "py_files"} <= set(TFOnSparkOperator.template_fields)
+    assert set(SparkSubmitOperator.template_fields) <= set(TFOnSparkOperator.template_fields)
 
 
 def test_the_command_takes_its_master_from_the_spark_connection(monkeypatch):
@@ -87,6 +94,24 @@ def test_gpus_become_spark_task_resources_on_a_cluster_connection(monkeypatch):
     )
     conf = conf_of(submit_command(operator))
     assert (conf["spark.executor.resource.gpu.amount"], conf["spark.task.resource.gpu.amount"]) == ("1", "1")
+
+
+def test_a_python_env_ships_as_spark_archives_and_the_deploy_mode_comes_from_the_connection(monkeypatch):
+    from operators.tf_on_spark import TFOnSparkOperator
+
+    yarn_cluster = {"conn_type": "spark", "host": "yarn", "extra": {"deploy-mode": "cluster"}}
+    monkeypatch.setenv("AIRFLOW_CONN_SPARK_YARN", json.dumps(yarn_cluster))
+    operator = TFOnSparkOperator(
+        task_id="train_model", trainer="m:T", python_env="hdfs:///envs/tf.tar.gz", conn_id="spark_yarn"
+    )
+    command = submit_command(operator)
+    assert command[command.index("--deploy-mode") + 1] == "cluster"
+    conf = conf_of(command)
+    assert conf["spark.archives"] == "hdfs:///envs/tf.tar.gz#environment"
+    assert conf["spark.pyspark.python"] == conf["spark.pyspark.driver.python"] == "./environment/bin/python"
+    assert submit_command(operator) == command, "preparing the submission again changes nothing"
+    missing = TFOnSparkOperator(task_id="train_model", trainer="m:T", conn_id="no_such_connection")
+    assert conf_of(submit_command(missing))["spark.dynamicAllocation.enabled"] == "false", "yarn, as the hook's"
 
 
 def run_dag_test(dag, logical_date: datetime):

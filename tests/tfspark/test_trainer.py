@@ -1,4 +1,4 @@
-"""The user API: `TFSparkTrainer` defaults and `TrainContext` facts."""
+"""The user API: `TFSparkTrainer` defaults, and importing it without TensorFlow or pyspark."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tfspark.trainer import TFSparkTrainer, TrainContext
+from tfspark.trainer import TFSparkTrainer
 
 
 def test_the_public_api_imports_without_tensorflow_or_pyspark():
@@ -36,24 +36,3 @@ def test_a_trainer_must_say_how_to_prepare_and_train():
         TFSparkTrainer().pre_train(None)
     with pytest.raises(NotImplementedError, match="train"):
         TFSparkTrainer().train(None, None)
-
-
-def test_context_knows_the_chief_and_the_step_budget():
-    import tensorflow as tf
-
-    def context(rank: int) -> TrainContext:
-        return TrainContext(
-            strategy=tf.distribute.get_strategy(),
-            rank=rank,
-            num_workers=2,
-            steps_per_epoch=24,
-            epochs=4,
-            batch_size=64,
-            per_worker_batch_size=32,
-            checkpoint_dir="/tmp/ckpt",
-            output_dir="/tmp/out",
-        )
-
-    assert context(0).is_chief and not context(1).is_chief
-    assert context(1).total_steps == 96
-    assert context(0).replicas_per_worker == 1

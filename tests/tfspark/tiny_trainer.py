@@ -22,7 +22,7 @@ import pyspark
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from tfspark.trainer import TFSparkTrainer, TrainContext
+from tfspark import TFSparkTrainer, TrainContext
 
 SPARK_HOME = Path(os.environ.get("SPARK_HOME") or Path(pyspark.__file__).parent)
 RATINGS_FILE = SPARK_HOME / "data" / "mllib" / "als" / "sample_movielens_ratings.txt"

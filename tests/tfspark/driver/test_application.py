@@ -1,10 +1,10 @@
-"""The spark-submit application: loading the trainer and reading the command line."""
+"""The driver application: loading the trainer and reading the command line."""
 
 from __future__ import annotations
 
 import pytest
 
-from tfspark.driver import load_trainer, parser
+from tfspark.driver.application import load_trainer, parser
 
 
 def test_the_trainer_is_imported_by_module_and_class_and_receives_its_args():

@@ -1,8 +1,6 @@
-"""The spark-submit application of tfspark: load the trainer, open the SparkSession, run the job.
-
-`tfspark-submit` (or `TFOnSparkOperator`) runs `spark-submit ... tfspark/driver.py --trainer module:Class
-...`. On success the training summary is written to `<output-dir>/train_summary.json` and printed as one
-`TFSPARK_SUMMARY {...}` line on stdout; any failure exits non-zero after `shutdown` has run.
+"""The spark-submit application of tfspark (what `tfspark-submit` and `TFOnSparkOperator` submit): load the
+trainer, open the SparkSession, run the job; print the summary as one `TFSPARK_SUMMARY {...}` line on stdout.
+Any failure exits non-zero after `shutdown` has run. See docs/tfspark.md.
 """
 
 from __future__ import annotations
@@ -11,8 +9,8 @@ import os
 import sys
 
 if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
-    # Run as a script, Python put tfspark/ itself first on sys.path; a user module named like one of
-    # ours ("trainer", "runtime"...) must not resolve to tfspark's.
+    # Run as a script, Python put tfspark/driver/ itself first on sys.path; a user module named like one of
+    # ours ("runner", "submit"...) must not resolve to tfspark's.
     sys.path.pop(0)
 
 import argparse  # noqa: E402
@@ -22,9 +20,9 @@ import logging  # noqa: E402
 import tempfile  # noqa: E402
 from typing import Any  # noqa: E402
 
-from tfspark.feed import DEFAULT_CACHE_MEMORY_BYTES  # noqa: E402
-from tfspark.runtime import RunConfig, run_trainer, shutdown_trainer  # noqa: E402
-from tfspark.submit import parse_key_values  # noqa: E402
+from tfspark.config import DEFAULT_CACHE_MEMORY_BYTES, RunConfig  # noqa: E402
+from tfspark.driver.runner import run_trainer, shutdown_trainer  # noqa: E402
+from tfspark.driver.submit import parse_key_values  # noqa: E402
 from tfspark.trainer import TFSparkTrainer  # noqa: E402
 
 SUMMARY_PREFIX = "TFSPARK_SUMMARY "
@@ -73,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         from pyspark.sql import SparkSession
 
         builder = SparkSession.builder
-        if SparkConf().get("spark.app.name", "driver.py") == "driver.py":
+        script = os.path.basename(__file__)
+        if SparkConf().get("spark.app.name", script) == script:
             # spark-submit names an unnamed application after its script; name it after the trainer.
             builder = builder.appName(f"tfspark {options.trainer}")
         spark = builder.getOrCreate()

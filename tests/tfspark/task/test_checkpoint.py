@@ -6,8 +6,8 @@ import os
 
 from pyarrow import fs as pafs
 
-from tfspark.checkpoint import TrainingCheckpoint
 from tfspark.storage import url_to_path
+from tfspark.task.checkpoint import TrainingCheckpoint
 
 
 def test_file_urls_and_paths_become_absolute_local_paths(tmp_path, monkeypatch):

@@ -9,7 +9,14 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from tfspark.feed import ArrowCache, BackgroundFill, BatchFeed, cache_partition, column_specs, record_batch_to_numpy
+from tfspark.task.feed import (
+    ArrowCache,
+    BackgroundFill,
+    BatchFeed,
+    cache_partition,
+    column_specs,
+    record_batch_to_numpy,
+)
 
 
 def ratings_batches(rows: int, per_batch: int, start: int = 0) -> list[pa.RecordBatch]:

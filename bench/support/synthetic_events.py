@@ -1,18 +1,7 @@
-"""One day of synthetic rating events re-sampled from MovieLens 100K, for the end-to-end bench (`bench.e2e`).
-
-Each synthetic user is derived from a real user (its "base"), not copied from one:
-
-- activity: how many ratings the synthetic user gives is drawn from the observed per-user counts (heavy
-  tailed: 20 to 737 in 100K), independently of the base user, so larger days have proportionally more users;
-- items: each rating picks, with probability `own_share`, one of the base user's rated movies, otherwise a
-  movie drawn by global popularity (a random rating's movie, so the observed Zipf-like skew is kept); a
-  synthetic user rates each movie at most once, and every movie is one of MovieLens' 1682;
-- ratings: the base user's mean + the movie's mean - the global mean, plus, on the base user's own movies,
-  the base user's observed residual on that movie (its taste, which a factorization model can learn), plus
-  Gaussian noise; rounded to whole stars and clipped to 1..5 as in MovieLens;
-- time: uniform over the day, sorted, in epoch milliseconds (the Kafka record timestamps).
-
-Everything is vectorised numpy / pyarrow: 10M events take seconds.
+"""One day of synthetic rating events re-sampled from MovieLens 100K, for the end-to-end benchmark (`bench.e2e`): each
+synthetic user is derived from a real one, not copied (activity drawn from the observed per-user counts, movies from
+the real user's and by popularity, ratings from the real user's taste plus noise), over a uniform day.
+See docs/performance.md.
 """
 
 from __future__ import annotations

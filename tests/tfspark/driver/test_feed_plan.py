@@ -1,4 +1,5 @@
-"""The direct Parquet path: which DataFrames qualify, how row groups are split, and that it reads what Spark reads."""
+"""The direct Parquet path: which DataFrames qualify, how row groups are split (the driver's plan), and that the
+workers read what Spark would give them (`tfspark.task.parquet_read`)."""
 
 from __future__ import annotations
 
@@ -10,19 +11,18 @@ import pyarrow.parquet as pq
 import pytest
 from pyspark.sql import functions as F
 
-from tfspark.parquet_direct import (
+from tfspark.driver.feed_plan import (
     PARQUET_DIRECT_CONF,
     DirectPathUnavailable,
     ParquetScan,
     RowGroup,
-    RowGroupSlice,
-    open_parquet,
     parquet_scan,
     plan_parquet_feed,
     plan_row_groups,
     read_row_groups,
-    resolve_uri,
 )
+from tfspark.storage import resolve_uri
+from tfspark.task.parquet_read import RowGroupSlice, open_parquet
 
 
 def ratings_table(first: int, rows: int) -> pa.Table:

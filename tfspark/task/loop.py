@@ -1,26 +1,48 @@
-"""The distributed custom training loop behind `TrainContext.fit`.
-
-Keras 3 `model.fit` fails under `MultiWorkerMirroredStrategy` on this stack, so the loop is written out:
-the worker's dataset iterated as it is when the worker has one replica (through
-`strategy.distribute_datasets_from_function` the feed's `from_generator` pipeline cost ~5 ms more a step:
-`bench/train_step_inputs.py`), else distributed by it (the dataset already holds per-replica batches),
-`strategy.run` of a gradient step with `tf.nn.compute_average_loss`, several steps per `tf.function` call
-(a `tf.range` loop) between the points where Python must act: checkpoints, progress logs, epoch ends.
-Every worker derives those points from the global step alone, so all of them call the same collectives.
+"""The distributed custom training loop behind `TrainContext.fit` (Keras 3 `model.fit` fails under
+`MultiWorkerMirroredStrategy` on this stack), several steps per `tf.function` call between checkpoints, logs
+and epoch ends. See docs/tfspark.md.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
-from tfspark.checkpoint import TrainingCheckpoint
+from tfspark.task.checkpoint import TrainingCheckpoint
 
 if TYPE_CHECKING:
     import tensorflow as tf
 
-    from tfspark.trainer import LossFn, StepCallback, TrainContext
+    from tfspark.task.feed import BatchFeed
+
+LossFn = Callable[[Any, Any], Any]
+StepCallback = Callable[[int, float], None]
+
+
+class FitContext(Protocol):
+    """What the loop reads of its `tfspark.TrainContext` (which calls the loop; the loop does not import it)."""
+
+    strategy: Any
+    rank: int
+    epochs: int
+    steps_per_epoch: int
+    batch_size: int
+    checkpoint_dir: str
+    checkpoint_every: int
+    log_every: int
+    feed: BatchFeed | None
+
+    @property
+    def is_chief(self) -> bool: ...
+
+    @property
+    def total_steps(self) -> int: ...
+
+    @property
+    def replicas_per_worker(self) -> int: ...
+
 
 logger = logging.getLogger("tfspark")
 
@@ -65,7 +87,7 @@ def _steps_until(step: int, every: int) -> int:
 
 
 def run_fit(
-    ctx: TrainContext,
+    ctx: FitContext,
     model: Any,
     optimizer: Any,
     loss_fn: LossFn,
@@ -88,12 +110,15 @@ def run_fit(
             logger.info("rank %d resumes from step %d of %d", ctx.rank, resumed_from, total)
         if ctx.feed is not None:
             ctx.feed.start_batch = step * ctx.replicas_per_worker
+        # One replica: the dataset as it is (behind distribute_datasets_from_function the feed's from_generator
+        # pipeline costs ~5 ms more a step: bench/train_step_inputs.py); else it already holds per-replica batches.
         iterator = iter(dataset if ctx.replicas_per_worker == 1
                         else strategy.distribute_datasets_from_function(lambda _: dataset))
         train_steps = make_train_steps(strategy, model, optimizer, loss_fn)
         epoch_losses: list[float] = []
         log_step, log_time = step, time.monotonic()
         while step < total:
+            # Every worker derives the chunk from the global step alone, so all of them call the same collectives.
             chunk = min(
                 total - step,
                 _steps_until(step, ctx.steps_per_epoch),

@@ -1,8 +1,7 @@
-"""The barrier runtime on real Spark (local mode) and real TensorFlow, on Spark's MovieLens sample.
+"""The barrier tasks on real Spark (local mode) and real TensorFlow, on Spark's MovieLens sample.
 
 Each scenario is a real `tfspark-submit` application (see `tfspark_jobs`); the GPU scenario runs on
-`local-cluster`, where Spark schedules GPUs, with a discovery-script stub. The schema checks and the
-`run_trainer` contract (shutdown always runs) need no Spark at all.
+`local-cluster`, where Spark schedules GPUs, with a discovery-script stub.
 """
 
 from __future__ import annotations
@@ -13,12 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pyspark.sql import types as T
 from tfspark_jobs import TINY_TRAINER, ConcurrentRuns
 from tiny_trainer import RATINGS_FILE, write_ratings_parquet
-
-from tfspark.runtime import RunConfig, run_trainer, validate_schema
-from tfspark.trainer import TFSparkTrainer
 
 
 def ratings_variance() -> float:
@@ -154,44 +149,3 @@ def test_each_worker_sees_only_the_gpus_spark_assigned_its_task(runs):
     assert sorted(summary["cuda_visible_devices"]) == ["6", "7"], "one fake GPU each, never both"
     assert summary["tensorflow_preloaded"] == [False, False], "set before TensorFlow was imported"
     assert summary["global_step"] == 24
-
-
-class RecordingTrainer(TFSparkTrainer):
-    """Fails where told and records whether shutdown ran."""
-
-    def __init__(self, **kwargs: str) -> None:
-        super().__init__(**kwargs)
-        self.shutdowns = 0
-
-    def pre_train(self, spark):
-        raise RuntimeError("the lake is unreachable")
-
-    def shutdown(self) -> None:
-        self.shutdowns += 1
-        if self.args.get("shutdown_fails"):
-            raise OSError("could not close the connection pool")
-
-
-def test_shutdown_runs_when_pre_train_fails(tmp_path):
-    trainer = RecordingTrainer()
-    with pytest.raises(RuntimeError, match="lake is unreachable"):
-        run_trainer(None, trainer, RunConfig(checkpoint_dir=str(tmp_path), output_dir=str(tmp_path)))
-    assert trainer.shutdowns == 1
-
-
-def test_a_failing_shutdown_does_not_hide_the_training_failure(tmp_path):
-    trainer = RecordingTrainer(shutdown_fails="1")
-    with pytest.raises(RuntimeError, match="lake is unreachable"):
-        run_trainer(None, trainer, RunConfig(checkpoint_dir=str(tmp_path), output_dir=str(tmp_path)))
-    assert trainer.shutdowns == 1
-
-
-def test_columns_are_checked_on_the_driver_before_any_task_starts():
-    fields = [T.StructField("user_id", T.LongType()), T.StructField("label", T.DoubleType())]
-    validate_schema(T.StructType([*fields, T.StructField("v", T.ArrayType(T.FloatType()))]), "label")
-    with pytest.raises(TypeError, match="'title' is string"):
-        validate_schema(T.StructType([*fields, T.StructField("title", T.StringType())]), "label")
-    with pytest.raises(ValueError, match="label column 'rating'"):
-        validate_schema(T.StructType(fields), "rating")
-    with pytest.raises(ValueError, match="at least one feature"):
-        validate_schema(T.StructType(fields[1:]), "label")

@@ -1,15 +1,7 @@
-"""Checkpoints for resumable training: restore the latest on start, save every K steps and at the end.
+"""Resumable training: restore the chief's latest checkpoint, save every K steps and at the end.
 
-Under `MultiWorkerMirroredStrategy` every worker must take part in a save, but only the chief's copy is
-kept: the others write to a throwaway directory, as TensorFlow's multi-worker guide prescribes. Every
-worker restores from the chief's directory, which must therefore be shared storage on a real cluster
-(local disk is enough for local Spark).
-
-TensorFlow itself writes only local (and GCS/HDFS) paths, so a checkpoint directory on an object store
-(`s3://...`, any scheme pyarrow knows) is mirrored: every worker downloads it into a local directory before
-restoring, and the chief uploads each new checkpoint's files and then the `checkpoint` index file, which
-names the latest one. The index is one PUT, so a chief killed mid-upload leaves the previous checkpoint
-as the latest; files of checkpoints the manager retired are deleted after the index.
+Only the chief's copy is kept; a checkpoint directory on an object store is mirrored locally and uploaded,
+the index file last (one PUT: the commit). See docs/tfspark.md.
 """
 
 from __future__ import annotations

@@ -1,19 +1,6 @@
-"""`tfspark-submit`: build and run the spark-submit command of a tfspark training job.
-
-    tfspark-submit --trainer module:Class --num-workers N [--gpus-per-worker G] [--checkpoint-dir URL]
-                   [--output-dir URL] [--python-env ARCHIVE] [--trainer-arg KEY=VALUE ...]
-                   [spark-submit options ...]
-
-Options tfspark does not know are passed to spark-submit unchanged (`--master`, `--conf k=v`,
-`--driver-memory`...). The master defaults to `local[N]`. When a worker fails, Spark reruns the whole
-barrier stage, on local masters too, up to `spark.stage.maxConsecutiveAttempts` (default 4) times, and
-training resumes from the last checkpoint. `SubmitPlan` is shared with `TFOnSparkOperator`, which hands
-the same pieces to the Airflow Spark provider's `SparkSubmitHook`.
-
-`--python-env` ships a packed environment to the executors (`spark.archives`) and makes them use its
-python; build one with `venv-pack -o env.tar.gz` (venv-pack) or `conda pack -o env.tar.gz` (conda-pack)
-in an environment holding tensorflow, pyarrow and tfspark. It applies to cluster masters; local masters
-run the executors with the submitting python.
+"""`tfspark-submit --trainer module:Class --num-workers N ...`: build and run the spark-submit command of a
+tfspark training job. Options it does not know go to spark-submit unchanged; the master defaults to `local[N]`.
+`build_plan` is shared with `TFOnSparkOperator`. See docs/tfspark.md.
 """
 
 from __future__ import annotations
@@ -28,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 PYTHON_ENV_ALIAS = "environment"
-SUMMARY_FILE = "train_summary.json"
 
 GPU_DISCOVERY_SCRIPT = r"""#!/usr/bin/env bash
 # Spark resource discovery: the GPUs nvidia-smi lists, as {"name": "gpu", "addresses": [...]}.
@@ -83,8 +69,8 @@ def parse_key_values(pairs: list[str]) -> dict[str, str]:
 
 
 def driver_application() -> str:
-    """The path of `tfspark/driver.py`, the application spark-submit runs."""
-    return str(Path(__file__).with_name("driver.py"))
+    """The path of `tfspark/driver/application.py`, the application spark-submit runs."""
+    return str(Path(__file__).with_name("application.py"))
 
 
 def default_spark_submit() -> str:
@@ -152,7 +138,7 @@ def build_plan(
 
 
 def application_args(options: SubmitOptions) -> list[str]:
-    """The arguments of `tfspark/driver.py` for `options`."""
+    """The arguments of the driver application (`tfspark/driver/application.py`) for `options`."""
     args = ["--trainer", options.trainer, "--num-workers", str(options.num_workers)]
     if options.gpus_per_worker:
         args += ["--gpus-per-worker", str(options.gpus_per_worker)]

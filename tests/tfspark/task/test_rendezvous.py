@@ -10,7 +10,7 @@ import socket
 import pytest
 from pyspark.resource import ResourceInformation
 
-from tfspark.rendezvous import (
+from tfspark.task.rendezvous import (
     WorkerInfo,
     assign_gpus,
     plan_steps,

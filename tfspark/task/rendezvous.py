@@ -1,8 +1,7 @@
 """How N barrier tasks become one TensorFlow cluster: GPUs, ports, `TF_CONFIG`, equal step counts.
 
-No ZooKeeper: every task reserves a free port, `BarrierTaskContext.allGather` hands every task the list of
-all addresses (and row counts), and each builds the same `TF_CONFIG` from it. Nothing here imports
-TensorFlow, so the GPU environment is set before TensorFlow is first imported.
+The tasks exchange addresses with `BarrierTaskContext.allGather` (no ZooKeeper). Nothing here imports
+TensorFlow, so the GPU environment is set before it is. See docs/tfspark.md.
 """
 
 from __future__ import annotations
@@ -71,10 +70,12 @@ class WorkerInfo:
     cuda_visible_devices: str = ""
 
     def to_json(self) -> str:
+        """The message this task sends (`allGather` exchanges strings)."""
         return json.dumps(asdict(self))
 
     @classmethod
     def from_json(cls, text: str) -> WorkerInfo:
+        """A message another task sent."""
         return cls(**json.loads(text))
 
 
@@ -107,6 +108,7 @@ class StepPlan:
 
     @property
     def total_steps(self) -> int:
+        """Steps of the whole run: `steps_per_epoch * epochs`."""
         return self.steps_per_epoch * self.epochs
 
 

@@ -1,14 +1,7 @@
-"""The Arrow feed: a worker's partition → a local cache → equal-size `tf.data` batches, no per-row Python.
+"""The Arrow feed: a worker's rows → a local cache (`ArrowCache`, spilling to disk) → equal-size `tf.data` batches
+(`BatchFeed`), no per-row Python; `BackgroundFill` trains on the first pass while the rows are still read.
 
-Each barrier task receives its partition as Arrow record batches. `ArrowCache` keeps them for all epochs,
-in memory up to a limit and in a local Arrow IPC file past it, so a worker's memory does not grow with its
-partition. `BatchFeed` cycles over the cache and cuts it into batches of exactly `batch_size` rows with numpy
-slicing (one vectorised operation per record batch), so every worker can be told to yield the same number
-of batches whatever the size of its partition; the batches cut from one record batch reach TensorFlow
-together, as one chunk. When a worker's rows are known before they arrive (the direct Parquet path),
-`BackgroundFill` reads the partition into the cache in a thread and hands each record batch on as it
-arrives, so the first pass trains while the partition is still being read. TensorFlow is imported only by
-`BatchFeed.dataset`.
+TensorFlow is imported only by `BatchFeed.dataset`. See docs/tfspark.md.
 """
 
 from __future__ import annotations
@@ -25,10 +18,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 
+from tfspark.config import DEFAULT_CACHE_MEMORY_BYTES
+
 if TYPE_CHECKING:
     import tensorflow as tf
 
-DEFAULT_CACHE_MEMORY_BYTES = 512 * 1024 * 1024
 FILL_AHEAD_BATCHES = 8
 
 NumpyBatch = dict[str, np.ndarray]
@@ -42,7 +36,7 @@ class ArrowCache:
     about one record batch while training cycles over the partition.
     """
 
-    def __init__(self, spill_dir: str | None = None, memory_limit_bytes: int = DEFAULT_CACHE_MEMORY_BYTES):
+    def __init__(self, spill_dir: str | None = None, memory_limit_bytes: int = DEFAULT_CACHE_MEMORY_BYTES) -> None:
         self._spill_dir = spill_dir
         self._memory_limit = memory_limit_bytes
         self._in_memory: list[pa.RecordBatch] = []
@@ -172,7 +166,7 @@ class BackgroundFill:
     _END = object()
 
     def __init__(self, batches: Iterable[pa.RecordBatch], cache: ArrowCache, rows: int,
-                 ahead: int = FILL_AHEAD_BATCHES):
+                 ahead: int = FILL_AHEAD_BATCHES) -> None:
         self.cache = cache
         self.rows = rows
         self.seconds: float | None = None

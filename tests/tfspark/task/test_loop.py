@@ -8,8 +8,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from tfspark.feed import BatchFeed, cache_partition
-from tfspark.trainer import TrainContext
+from tfspark.context import TrainContext
+from tfspark.task.feed import BatchFeed, cache_partition
 
 ROWS, BATCH, EPOCHS = 200, 20, 3
 
@@ -131,7 +131,7 @@ def test_save_model_writes_the_chiefs_model_only(tmp_path):
 def test_checkpoints_and_the_model_on_s3_survive_an_interrupted_fit(tmp_path, s3_lake):
     import keras
 
-    from tfspark.runtime import write_summary
+    from tfspark.driver.runner import write_summary
     from tfspark.storage import RemoteDirectory
 
     checkpoints, output = f"{s3_lake.url}/checkpoints/tiny/run-1", f"{s3_lake.url}/models/tiny/dt=2026-11-20"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tfspark.submit import (
+from tfspark.driver.submit import (
     SubmitOptions,
     build_command,
     build_plan,

@@ -1,41 +1,32 @@
-"""The direct Parquet path: workers read a plain Parquet scan's files themselves, with pyarrow.
-
-Through `mapInArrow`, Spark converts every row of the training DataFrame from its JVM row format to Arrow,
-which bounds the feed's first pass. When the DataFrame `pre_train` returns is nothing but columns of Parquet
-files (an optional projection of plain column references over a Parquet relation: no filter, no computed
-column, no join, no partition column), the rows Spark would hand over are exactly the files' rows. Then the
-driver plans which rows of which row groups each worker reads (`plan_row_groups`: contiguous, balanced to
-one row, deterministic, so a retried stage or application gets the same shards) and each barrier task reads
-its own with pyarrow (`ParquetFeedPlan.batches`), cast to the Arrow types Spark would give, in record batches
-of Spark's `maxRecordsPerBatch`, into the same cache and feed as the Spark path.
-
-`plan_parquet_feed` raises `DirectPathUnavailable`, saying why, for anything else; the runtime then takes
-the Spark path. Files are opened with `pyarrow.fs.FileSystem.from_uri`, so any filesystem pyarrow knows works
-(local, `s3://` — also as Hadoop's `s3a://` —, `gs://`, `hdfs://`...); a scheme it does not know falls back to Spark.
+"""The driver side of the direct Parquet path: when the training DataFrame is a plain Parquet scan, plan which
+rows of which row groups each worker reads itself (`tfspark.task.parquet_read`) instead of Spark converting
+every row for `mapInArrow`; anything else raises `DirectPathUnavailable` and Spark feeds the workers.
+See docs/tfspark.md.
 """
 
 from __future__ import annotations
 
-import functools
-import itertools
-from collections.abc import Iterator, Sequence
+import logging
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
-from urllib.parse import unquote, urlsplit
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pyarrow import fs as pafs
+
+from tfspark.storage import resolve_uri
+from tfspark.task.parquet_read import ParquetFeedPlan, RowGroupSlice
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
+
+logger = logging.getLogger("tfspark")
 
 PARQUET_DIRECT = "parquet-direct"
 SPARK_ARROW = "spark-arrow"
 PARQUET_DIRECT_CONF = "spark.tfspark.parquetDirect"
 _FOOTER_THREADS = 8
-HADOOP_SCHEMES = {"s3a": "s3", "s3n": "s3"}
 _LOGICAL_RELATION = "org.apache.spark.sql.execution.datasources.LogicalRelation"
 _HADOOP_FS_RELATION = "org.apache.spark.sql.execution.datasources.HadoopFsRelation"
 _PARQUET_FORMAT = "org.apache.spark.sql.execution.datasources.parquet.ParquetFileFormat"
@@ -61,41 +52,6 @@ class RowGroup:
     path: str
     index: int
     num_rows: int
-
-
-@dataclass(frozen=True)
-class RowGroupSlice:
-    """Rows `[offset, offset + length)` of one row group: a worker's part of it."""
-
-    path: str
-    index: int
-    offset: int
-    length: int
-
-
-@dataclass(frozen=True)
-class ParquetFeedPlan:
-    """Which rows each worker reads, and the Arrow schema and record batch size Spark would have used."""
-
-    schema: pa.Schema
-    shards: tuple[tuple[RowGroupSlice, ...], ...]
-    batch_rows: int | None
-    num_files: int
-    num_row_groups: int
-
-    @property
-    def worker_rows(self) -> list[int]:
-        """Rows planned for each worker."""
-        return [sum(piece.length for piece in shard) for shard in self.shards]
-
-    def batches(self, rank: int) -> Iterator[pa.RecordBatch]:
-        """Worker `rank`'s rows as record batches of at most `batch_rows`, typed as Spark would type them."""
-        for uri, pieces in itertools.groupby(self.shards[rank], key=lambda piece: piece.path):
-            with open_parquet(uri) as parquet_file:
-                for piece in pieces:
-                    table = parquet_file.read_row_group(piece.index, columns=self.schema.names)
-                    table = table.select(self.schema.names).slice(piece.offset, piece.length).cast(self.schema)
-                    yield from table.to_batches(max_chunksize=self.batch_rows)
 
 
 def parquet_scan(frame: DataFrame) -> ParquetScan:
@@ -138,30 +94,6 @@ def parquet_scan(frame: DataFrame) -> ParquetScan:
 
 def _first_line(text: str) -> str:
     return text.strip().splitlines()[0] if text.strip() else text
-
-
-@functools.lru_cache(maxsize=16)
-def _filesystem(root: str) -> tuple[pafs.FileSystem, str]:
-    return pafs.FileSystem.from_uri(root)
-
-
-def resolve_uri(uri: str) -> tuple[pafs.FileSystem, str]:
-    """A file URI as Spark lists it → (pyarrow filesystem, path in it); one filesystem per scheme and host.
-
-    Hadoop's `s3a://` names the same objects as `s3://`, which pyarrow reads (credentials and endpoint from
-    the standard AWS variables, as the lake's)."""
-    parts = urlsplit(uri)
-    if not parts.scheme:
-        return pafs.LocalFileSystem(), uri
-    scheme = HADOOP_SCHEMES.get(parts.scheme, parts.scheme)
-    filesystem, root = _filesystem(f"{scheme}://{parts.netloc}/")
-    return filesystem, f"{root.rstrip('/')}/{unquote(parts.path).lstrip('/')}"
-
-
-def open_parquet(uri: str) -> pq.ParquetFile:
-    """Open a Parquet file by URI for reading (footer and row groups)."""
-    filesystem, path = resolve_uri(uri)
-    return pq.ParquetFile(path, filesystem=filesystem)
 
 
 def read_row_groups(scan: ParquetScan, schema: pa.Schema) -> list[RowGroup]:
@@ -241,3 +173,20 @@ def plan_parquet_feed(frame: DataFrame, num_workers: int) -> ParquetFeedPlan:
         num_files=len(scan.files),
         num_row_groups=len(groups),
     )
+
+
+def plan_feed(frame: DataFrame, num_workers: int) -> tuple[ParquetFeedPlan | None, str | None]:
+    """The direct Parquet plan when `frame` qualifies, else None and why not; the choice is logged."""
+    try:
+        parquet = plan_parquet_feed(frame, num_workers)
+    except DirectPathUnavailable as reason:
+        logger.info("feed path: %s (not %s: %s)", SPARK_ARROW, PARQUET_DIRECT, reason)
+        return None, str(reason)
+    logger.info(
+        "feed path: %s (%d files, %d row groups, rows per worker %s)",
+        PARQUET_DIRECT,
+        parquet.num_files,
+        parquet.num_row_groups,
+        parquet.worker_rows,
+    )
+    return parquet, None

@@ -1,0 +1,58 @@
+"""MovieLens 100K replayed into a lake as the daily loop would have it: the catalog, one raw partition per day, then
+the real ETL and features jobs (the pipeline's time split). Used by the quality and scoring benchmarks.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from jobs import etl, features
+from lakeloop.ingest.schema import RATINGS_SCHEMA
+from lakeloop.lake import atomic_partition, partition_path, window_days
+from lakeloop.names import RAW_RATINGS
+from lakeloop.replay import build_events, write_catalog
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+    from lakeloop.movielens import MovieLens
+
+END_DAY = date(2026, 11, 20)
+
+
+def raw_table(events: pa.Table) -> pa.Table:
+    """Replay events (`lakeloop.replay.build_events`) in the raw lake schema ingestion writes."""
+    return events.cast(RATINGS_SCHEMA.output_schema)
+
+
+def write_raw_day(lake: Path, day: date, raw: pa.Table) -> Path:
+    """Write `raw` as the raw partition of `day`, as ingestion would have (events arrived that day)."""
+    final = partition_path(lake, RAW_RATINGS, day)
+    with atomic_partition(final) as staged:
+        pq.write_table(raw, staged / "part-0.parquet")
+    return final
+
+
+def replay_to_lake(movielens: MovieLens, lake: Path, days: int, end_day: date = END_DAY) -> list[date]:
+    """The catalog and one raw partition per day, each holding the events of that day (as the replay maps them)."""
+    write_catalog(movielens, lake)
+    raw = raw_table(build_events(movielens, days, end_day))
+    event_day = pc.cast(raw["ts"], pa.date32())
+    replayed = window_days(end_day, days)
+    for day in replayed:
+        write_raw_day(lake, day, raw.filter(pc.equal(event_day, pa.scalar(day, pa.date32()))))
+    return replayed
+
+
+def time_split_features(spark: SparkSession, lake: Path, days: int, end_day: date = END_DAY) -> None:
+    """ETL for every replayed day, then the features job for the last day over the whole window: its most recent
+    10% of ratings by time are the evaluation set."""
+    for day in window_days(end_day, days):
+        etl.run(spark, lake, day)
+    features.run(spark, lake, end_day, features.FeatureOptions(window_days=days))

@@ -1,0 +1,52 @@
+"""The driver side of a run without Spark: the `run_trainer` contract (shutdown always runs) and the schema
+checks made before any task starts."""
+
+from __future__ import annotations
+
+import pytest
+from pyspark.sql import types as T
+
+from tfspark.config import RunConfig
+from tfspark.driver.runner import run_trainer, validate_schema
+from tfspark.trainer import TFSparkTrainer
+
+
+class RecordingTrainer(TFSparkTrainer):
+    """Fails where told and records whether shutdown ran."""
+
+    def __init__(self, **kwargs: str) -> None:
+        super().__init__(**kwargs)
+        self.shutdowns = 0
+
+    def pre_train(self, spark):
+        raise RuntimeError("the lake is unreachable")
+
+    def shutdown(self) -> None:
+        self.shutdowns += 1
+        if self.args.get("shutdown_fails"):
+            raise OSError("could not close the connection pool")
+
+
+def test_shutdown_runs_when_pre_train_fails(tmp_path):
+    trainer = RecordingTrainer()
+    with pytest.raises(RuntimeError, match="lake is unreachable"):
+        run_trainer(None, trainer, RunConfig(checkpoint_dir=str(tmp_path), output_dir=str(tmp_path)))
+    assert trainer.shutdowns == 1
+
+
+def test_a_failing_shutdown_does_not_hide_the_training_failure(tmp_path):
+    trainer = RecordingTrainer(shutdown_fails="1")
+    with pytest.raises(RuntimeError, match="lake is unreachable"):
+        run_trainer(None, trainer, RunConfig(checkpoint_dir=str(tmp_path), output_dir=str(tmp_path)))
+    assert trainer.shutdowns == 1
+
+
+def test_columns_are_checked_on_the_driver_before_any_task_starts():
+    fields = [T.StructField("user_id", T.LongType()), T.StructField("label", T.DoubleType())]
+    validate_schema(T.StructType([*fields, T.StructField("v", T.ArrayType(T.FloatType()))]), "label")
+    with pytest.raises(TypeError, match="'title' is string"):
+        validate_schema(T.StructType([*fields, T.StructField("title", T.StringType())]), "label")
+    with pytest.raises(ValueError, match="label column 'rating'"):
+        validate_schema(T.StructType(fields), "rating")
+    with pytest.raises(ValueError, match="at least one feature"):
+        validate_schema(T.StructType(fields[1:]), "label")

@@ -1,0 +1,24 @@
+"""What the driver and the barrier tasks of a training job both read: its `RunConfig` and the file names it writes.
+
+Shared so that neither side imports the other (see docs/tfspark.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SUMMARY_FILE = "train_summary.json"
+DEFAULT_CACHE_MEMORY_BYTES = 512 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Where and how wide to train; the trainer's own attributes say how (batch size, epochs...)."""
+
+    checkpoint_dir: str
+    output_dir: str
+    num_workers: int = 1
+    gpus_per_worker: int = 0
+    cache_memory_bytes: int = DEFAULT_CACHE_MEMORY_BYTES
+    log_every: int = 100
+    trainer_name: str = ""

@@ -1,0 +1,119 @@
+"""`TrainContext`: what a worker's `train` knows about the cluster and the run, plus `fit` and `save_model`.
+
+Built in every barrier task; `fit` runs the task side's training loop (`tfspark.task.loop`). See docs/tfspark.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from tfspark.storage import RemoteDirectory
+from tfspark.task.loop import LossFn, StepCallback, run_fit
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+    from tfspark.task.feed import BatchFeed
+
+__all__ = ["LossFn", "StepCallback", "TrainContext"]
+
+logger = logging.getLogger("tfspark")
+
+
+@dataclass
+class TrainContext:
+    """What a worker's `train` needs to know about the cluster and the run, plus the training helpers.
+
+    `batch_size` is the global batch; each worker's dataset yields `per_worker_batch_size` rows per batch
+    and exactly `steps_per_epoch * epochs` steps' worth of batches, the same on every worker.
+    """
+
+    strategy: Any
+    rank: int
+    num_workers: int
+    steps_per_epoch: int
+    epochs: int
+    batch_size: int
+    per_worker_batch_size: int
+    checkpoint_dir: str
+    output_dir: str
+    checkpoint_every: int = 200
+    log_every: int = 100
+    rows: int = 0
+    feed: BatchFeed | None = field(default=None, repr=False)
+    fit_result: dict[str, Any] | None = None
+
+    @property
+    def is_chief(self) -> bool:
+        """Worker 0 is the chief: it keeps the checkpoints, the saved model and the summary."""
+        return self.rank == 0
+
+    @property
+    def total_steps(self) -> int:
+        """Steps of the whole run: `steps_per_epoch * epochs`."""
+        return self.steps_per_epoch * self.epochs
+
+    @property
+    def replicas_per_worker(self) -> int:
+        """Model replicas on this worker (its GPUs under the strategy, else 1)."""
+        return max(1, self.strategy.num_replicas_in_sync // self.num_workers)
+
+    def fit(
+        self,
+        model: Any,
+        optimizer: Any,
+        loss_fn: LossFn,
+        dataset: tf.data.Dataset,
+        on_step_end: StepCallback | None = None,
+    ) -> dict[str, Any]:
+        """Run the distributed training loop over `dataset` for `total_steps`, resuming from a checkpoint.
+
+        Args:
+            model: a Keras model created inside `ctx.strategy.scope()`.
+            optimizer: a Keras optimizer (built here if needed, inside the scope).
+            loss_fn: `loss_fn(labels, predictions)` returning per-example losses of shape [batch].
+            dataset: the dataset `train` received, or one derived from it batch-for-batch (e.g. `.map`).
+            on_step_end: optional `callback(step, loss)`, called on every worker after each step and after
+                that step's checkpoint, if any (makes the loop run one step per call; leave None for speed).
+
+        Returns:
+            `{"loss": mean loss of the final epoch, "global_step": int, "resumed_from_step": int | None,
+            "epoch_losses": [mean loss of each epoch finished in this run]}`.
+        """
+        self.fit_result = run_fit(self, model, optimizer, loss_fn, dataset, on_step_end)
+        return self.fit_result
+
+    def save_model(self, model: Any) -> str | None:
+        """Save `model` to `<output_dir>/model.keras` on the chief; return that path (None elsewhere).
+
+        Call it on every worker: the others save to a throwaway file, as multi-worker saving requires.
+        """
+        remote = RemoteDirectory.for_url(self.output_dir)
+        if self.is_chief and remote:
+            scratch = tempfile.mkdtemp(prefix="tfspark-model-")
+            try:
+                model.save(os.path.join(scratch, "model.keras"))
+                path = remote.put(os.path.join(scratch, "model.keras"), "model.keras")
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+            logger.info("saved model to %s", path)
+            return path
+        if self.is_chief:
+            os.makedirs(self.output_dir, exist_ok=True)
+            path = os.path.join(self.output_dir, "model.keras")
+            partial = os.path.join(self.output_dir, ".model.partial.keras")
+            model.save(partial)
+            os.replace(partial, path)
+            logger.info("saved model to %s", path)
+            return path
+        scratch = tempfile.mkdtemp(prefix="tfspark-model-")
+        try:
+            model.save(os.path.join(scratch, "model.keras"))
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        return None
