@@ -85,15 +85,39 @@ class AliasedVersion:
     day: date
 
 
-def aliased_version(model_name: str, alias: str, tracking_uri: str | None = None) -> AliasedVersion | None:
-    """The version behind `alias` of `model_name`, or None if the alias (or the model) does not exist."""
-    from mlflow import MlflowClient
+class RegistryUnavailableError(RuntimeError):
+    """The registry did not answer (database locked, server down...): whether a version exists is unknown, so the
+    task fails (and retries) instead of reading the outage as "no champion"."""
+
+
+def _is_absent(error: Exception) -> bool:
+    """Whether an MLflow error says the alias or the registered model does not exist (and nothing else)."""
     from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, RESOURCE_DOES_NOT_EXIST, ErrorCode
+
+    if not isinstance(error, MlflowException):
+        return False
+    if error.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+        return True
+    return error.error_code == ErrorCode.Name(INVALID_PARAMETER_VALUE) and "alias" in error.message \
+        and "not found" in error.message
+
+
+def aliased_version(model_name: str, alias: str, tracking_uri: str | None = None) -> AliasedVersion | None:
+    """The version behind `alias` of `model_name`, or None if the alias (or the model) does not exist; raises
+    `RegistryUnavailableError` when the registry cannot answer."""
+    import mlflow
+    from mlflow import MlflowClient
 
     try:
         version = MlflowClient(tracking_uri=tracking_uri).get_model_version_by_alias(model_name, alias)
-    except MlflowException as error:
-        log.info("no %s version of %s: %s", alias, model_name, error.message)
+    except Exception as error:
+        if not _is_absent(error):
+            where = tracking_uri or mlflow.get_tracking_uri()
+            raise RegistryUnavailableError(
+                f"the MLflow registry at {where} could not say which version of {model_name} is {alias!r} "
+                f"({type(error).__name__}: {error}); failing rather than acting as if there were none") from error
+        log.info("no %s version of %s: %s", alias, model_name, error)
         return None
     return AliasedVersion(version=str(version.version), day=date.fromisoformat(version.tags[DAY_TAG]))
 

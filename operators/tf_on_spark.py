@@ -10,6 +10,7 @@ from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOpe
 from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowNotFoundException
 
+from lakeloop.names import GPU_POOL
 from tfspark.config import SUMMARY_FILE
 from tfspark.driver.submit import SubmitOptions, SubmitPlan, build_plan, default_spark_submit, driver_application
 from tfspark.storage import RemoteDirectory
@@ -96,7 +97,7 @@ class TFOnSparkOperator(SparkSubmitOperator):
         deploy_mode: str | None = None,
         name: str = "tfspark",
         spark_binary: str | None = None,
-        pool: str = "gpu_pool",
+        pool: str = GPU_POOL,
         **kwargs: Any,
     ) -> None:
         super().__init__(

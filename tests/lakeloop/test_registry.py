@@ -7,6 +7,7 @@ RMSE and each step's gate decision is known in advance; the untrained model pred
 from __future__ import annotations
 
 import json
+import sqlite3
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -25,7 +26,17 @@ from lakeloop.models import (
     model_dir,
     write_json,
 )
-from lakeloop.registry import DAG_RUN_TAG, RunLineage, file_sha256, git_commit, load_champion, register_model
+from lakeloop.registry import (
+    DAG_RUN_TAG,
+    RegistryUnavailableError,
+    RunLineage,
+    aliased_version,
+    file_sha256,
+    git_commit,
+    load_champion,
+    register_model,
+)
+from lakeloop.services import free_port
 
 DAY = date(2026, 11, 20)
 MODEL = "registry-test-fm"
@@ -160,3 +171,33 @@ def test_a_model_in_an_s3_lake_is_evaluated_as_in_a_local_lake_and_registered(fe
     example = model_inputs(read_features(s3_feature_lake, DAY, "eval"))
     np.testing.assert_allclose(champion.model.predict(example, verbose=0), model.predict(example, verbose=0),
                                rtol=1e-6)
+
+
+def test_a_missing_model_or_alias_is_no_version(tracking):
+    from mlflow import MlflowClient
+
+    assert aliased_version("never-registered", "champion", tracking) is None
+    MlflowClient(tracking_uri=tracking).create_registered_model("registered-without-alias")
+    assert aliased_version("registered-without-alias", "champion", tracking) is None
+
+
+def test_a_locked_registry_database_fails_instead_of_reading_as_no_champion(tracking, tmp_path):
+    from mlflow import MlflowClient
+
+    MlflowClient(tracking_uri=tracking).create_registered_model(MODEL)
+    holder = sqlite3.connect(tmp_path / "mlflow.db", isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # another writer holds the database: readers cannot get in either
+    try:
+        with pytest.raises(RegistryUnavailableError, match=f"could not say which version of {MODEL}"):
+            load_champion(MODEL, tracking)  # what evaluation asks before the quality gate decides
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
+def test_a_registry_server_that_does_not_answer_fails_the_lookup(monkeypatch):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    stopped = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    with pytest.raises(RegistryUnavailableError, match=stopped):
+        aliased_version(MODEL, "champion", stopped)
