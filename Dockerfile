@@ -39,8 +39,8 @@ RUN .venv/bin/python -c "from pyspark.sql import SparkSession; SparkSession.buil
 COPY . .
 RUN .venv/bin/uv pip install --no-cache --python .venv/bin/python --no-deps . \
     && useradd --uid "${LAKELOOP_UID}" --gid 0 --create-home lakeloop \
-    && mkdir -p /var/lib/lakeloop /opt/airflow/logs \
-    && chown -R lakeloop:0 /var/lib/lakeloop /opt/airflow
+    && mkdir -p /var/lib/lakeloop /var/lib/mlflow-auth /opt/airflow/logs \
+    && chown -R lakeloop:0 /var/lib/lakeloop /var/lib/mlflow-auth /opt/airflow
 
 USER lakeloop
 ENTRYPOINT ["/usr/bin/tini", "--"]

@@ -23,6 +23,9 @@ A task that fails after its last retry, a run that fails for another reason, and
 `LAKELOOP_RUN_DEADLINE_MINUTES` after it was queued (360 under the scheduler of `lakeloop ui` and compose;
 off under `dags test`, see `lakeloop/operations.py`) are alerted by `LakeloopNotifier` (webhook
 `LAKELOOP_ALERT_WEBHOOK`, email via the `smtp_default` connection).
+
+**Run params** (trigger with config, or a backfill's config): `spark_etl`'s data-quality thresholds and the
+severity of each check (`fail` or `warn`), to accept a real change in the data; see docs/etl-and-features.md.
 """
 
 from __future__ import annotations
@@ -30,9 +33,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
-from airflow.sdk import DAG, Asset, DeadlineAlert, DeadlineReference, SyncCallback, task
+from airflow.sdk import DAG, Asset, DeadlineAlert, DeadlineReference, Param, SyncCallback, task
 
 from lakeloop.config import load_settings
+from lakeloop.data_quality import DEFAULT_MIN_ROWS, FAIL, SEVERITIES
 from lakeloop.ingest.schema import RATINGS_SCHEMA
 from lakeloop.names import GPU_POOL, PREDICTIONS, RAW_RATINGS, REJECTED_RATINGS, SPARK_POOL
 from lakeloop.operations import MAX_RETRY_DELAY, RETRY_BACKOFF_MULTIPLIER, load_operations
@@ -59,6 +63,17 @@ with DAG(
     max_active_runs=1,
     doc_md=__doc__,
     tags=["lakeloop", "recommender"],
+    params={
+        "max_rating_drift": Param(settings.max_rating_drift, type="number", minimum=0, maximum=1,
+                                  description="spark_etl: largest total variation distance of the day's rating "
+                                              "histogram from the history's"),
+        "rating_drift_severity": Param(FAIL, enum=list(SEVERITIES),
+                                       description="spark_etl: fail the day or warn when the drift is larger"),
+        "min_rows": Param(DEFAULT_MIN_ROWS, type="integer", minimum=0,
+                          description="spark_etl: fewest raw rows the day must hold"),
+        "empty_input_severity": Param(FAIL, enum=list(SEVERITIES),
+                                      description="spark_etl: fail the day or warn when it has fewer rows"),
+    },
     on_failure_callback=alert,
     deadline=DeadlineAlert(reference=DeadlineReference.DAGRUN_QUEUED_AT, interval=operations.run_deadline,
                            callback=SyncCallback(LakeloopNotifier)) if operations.run_deadline else None,
@@ -87,7 +102,11 @@ with DAG(
     spark_etl = SparkSubmitOperator(
         task_id="spark_etl",
         application=str(JOBS / "etl.py"),
-        application_args=["--lake", settings.lake_url, "--day", DAY],
+        application_args=["--lake", settings.lake_url, "--day", DAY,
+                          "--max-rating-drift", "{{ params.max_rating_drift }}",
+                          "--rating-drift-severity", "{{ params.rating_drift_severity }}",
+                          "--min-rows", "{{ params.min_rows }}",
+                          "--empty-input-severity", "{{ params.empty_input_severity }}"],
         name="lakeloop-etl",
         pool=SPARK_POOL,
         durable=True,

@@ -14,6 +14,14 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import from_arrow_schema
 
+from lakeloop.data_quality import (
+    DEFAULT_MAX_RATING_DRIFT,
+    DEFAULT_MIN_ROWS,
+    FAIL,
+    DataQualityError,
+    check_severity,
+    enforce,
+)
 from lakeloop.ingest.schema import RATINGS_SCHEMA
 from lakeloop.lake import Lake, as_lake, window_days
 from lakeloop.names import CURATED_RATINGS, MOVIES, RAW_RATINGS
@@ -34,18 +42,16 @@ CURATED_COLUMNS = ["event_id", "user_id", "item_id", "rating", "ts", "arrival_dt
                    "in_catalog"]
 
 
-class DataQualityError(RuntimeError):
-    """An input failed a data-quality check; the message names the check and gives the numbers."""
-
-
 @dataclass(frozen=True)
 class EtlOptions:
     """The ETL's parameters (command-line flags of the job)."""
 
     lookback_days: int = field(default=3, metadata={"help": "past event days rewritten for late events"})
-    min_rows: int = field(default=1, metadata={"help": "fewest raw rows the day must hold"})
-    max_rating_drift: float = field(default=0.2, metadata={
+    min_rows: int = field(default=DEFAULT_MIN_ROWS, metadata={"help": "fewest raw rows the day must hold"})
+    empty_input_severity: str = field(default=FAIL, metadata={"help": "fail or warn when the day has fewer rows"})
+    max_rating_drift: float = field(default=DEFAULT_MAX_RATING_DRIFT, metadata={
         "help": "largest total variation distance between the day's rating histogram and the history's"})
+    rating_drift_severity: str = field(default=FAIL, metadata={"help": "fail or warn when the drift is larger"})
     history_days: int = field(default=30, metadata={"help": "curated days before the day forming the history"})
 
 
@@ -85,8 +91,10 @@ def _mean(histogram: dict[float, int]) -> float:
     return sum(stars * rows for stars, rows in histogram.items()) / sum(histogram.values())
 
 
-def check_rating_drift(day_ratings: DataFrame, history: DataFrame | None, max_drift: float) -> dict:
-    """Fail when the day's rating histogram is further than `max_drift` from the history's; return the numbers."""
+def check_rating_drift(day_ratings: DataFrame, history: DataFrame | None, max_drift: float,
+                       severity: str = FAIL) -> dict:
+    """Fail (or warn, by `severity`) when the day's rating histogram is further than `max_drift` from the
+    history's; return the numbers."""
     day_histogram = rating_histogram(day_ratings)
     history_histogram = rating_histogram(history) if history is not None else {}
     if not day_histogram or not history_histogram:
@@ -102,13 +110,19 @@ def check_rating_drift(day_ratings: DataFrame, history: DataFrame | None, max_dr
         "history_rows": sum(history_histogram.values()),
         "history_mean": round(_mean(history_histogram), 4),
     }
-    if report["total_variation"] > max_drift:
-        raise DataQualityError(
-            f"rating distribution drift: total variation distance {report['total_variation']:.3f} > {max_drift} "
-            f"between the day's {report['day_rows']} ratings (mean {report['day_mean']:.3f}, histogram "
-            f"{dict(sorted(day_histogram.items()))}) and {report['history_rows']} ratings of history (mean "
-            f"{report['history_mean']:.3f}, histogram {dict(sorted(history_histogram.items()))})")
-    log.info("rating drift check passed: %s", report)
+    report["passed"] = report["total_variation"] <= max_drift
+    if not report["passed"]:
+        report["severity"] = severity
+        enforce(severity,
+                f"rating distribution drift: total variation distance {report['total_variation']:.3f} > {max_drift} "
+                f"between the day's {report['day_rows']} ratings (mean {report['day_mean']:.3f}, histogram "
+                f"{dict(sorted(day_histogram.items()))}) and {report['history_rows']} ratings of history (mean "
+                f"{report['history_mean']:.3f}, histogram {dict(sorted(history_histogram.items()))})",
+                f"rerun the day with the run param max_rating_drift >= {report['total_variation']:.3f}, or "
+                f"rating_drift_severity=warn (a manual run's or a backfill's config, e.g. "
+                f"{{\"max_rating_drift\": {min(1.0, round(report['total_variation'] + 0.005, 2))}}})")
+    else:
+        log.info("rating drift check passed: %s", report)
     return report
 
 
@@ -119,6 +133,8 @@ def _history(spark: SparkSession, lake: Lake, day: date, history_days: int) -> D
 
 def run(spark: SparkSession, lake: Lake | Path, day: date, options: EtlOptions = EtlOptions()) -> dict:
     """Curate the event days [day - lookback, day] from the raw partitions; return the run's manifest."""
+    check_severity("empty_input_severity", options.empty_input_severity)
+    check_severity("rating_drift_severity", options.rating_drift_severity)
     lake = as_lake(lake)
     raw_day_url = lake.spark_uri(lake.partition(RAW_RATINGS, day))
     raw_days = existing_partition_days(lake, RAW_RATINGS, window_days(day, options.lookback_days + 2))
@@ -129,12 +145,15 @@ def run(spark: SparkSession, lake: Lake | Path, day: date, options: EtlOptions =
     raw = read_partitions(spark, lake, RAW_RATINGS, raw_days).withColumnRenamed("dt", "arrival_dt").cache()
     rows_by_arrival = {row["arrival_dt"]: row["count"] for row in raw.groupBy("arrival_dt").count().collect()}
     if rows_by_arrival.get(day, 0) < options.min_rows:
-        raise DataQualityError(f"empty input: {raw_day_url} holds {rows_by_arrival.get(day, 0)} "
-                               f"rows, fewer than the minimum of {options.min_rows}")
+        enforce(options.empty_input_severity,
+                f"empty input: {raw_day_url} holds {rows_by_arrival.get(day, 0)} rows, fewer than the minimum of "
+                f"{options.min_rows}",
+                "rerun the day with the run param min_rows lowered or empty_input_severity=warn")
 
     kept = keep_first_copies(raw).withColumn("dt", utc_date("ts")).cache()
     drift = check_rating_drift(kept.filter(F.col("arrival_dt") == F.lit(day)),
-                               _history(spark, lake, day, options.history_days), options.max_rating_drift)
+                               _history(spark, lake, day, options.history_days), options.max_rating_drift,
+                               options.rating_drift_severity)
     rewritten = window_days(day, options.lookback_days + 1)
     kept_by_day = {row["dt"]: row["count"] for row in kept.groupBy("dt").count().collect()}
 

@@ -6,21 +6,51 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
+from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
 
-from lakeloop.config import DEFAULT_KAFKA_PORT, Settings, load_settings
+from lakeloop.config import (
+    BROKER_DIR_NAME,
+    DEFAULT_KAFKA_BOOTSTRAP,
+    DEFAULT_KAFKA_PORT,
+    BadSetting,
+    ConfigurationError,
+    Settings,
+    load_settings,
+    parse_kafka_bootstrap,
+    state_dir_from,
+)
+from lakeloop.operations import load_operations
 from lakeloop.services import EmbeddedBroker
 
 DAG_ID = "daily_retrain"
 
 
+def first_address(bootstrap: str) -> tuple[str, int]:
+    """Host and port of the first `host:port` of a checked bootstrap list."""
+    host, _, port = bootstrap.split(",")[0].rpartition(":")
+    return host or "127.0.0.1", int(port or DEFAULT_KAFKA_PORT)
+
+
 def embedded_broker(settings: Settings) -> EmbeddedBroker:
     """The broker of the default set-up, serving the port named in LAKELOOP_KAFKA_BOOTSTRAP."""
-    host, _, port = settings.kafka_bootstrap.split(",")[0].rpartition(":")
+    host, port = first_address(settings.kafka_bootstrap)
     settings.broker_dir.mkdir(parents=True, exist_ok=True)
-    return EmbeddedBroker(state_dir=settings.broker_dir, port=int(port or DEFAULT_KAFKA_PORT),
-                          host=host or "127.0.0.1")
+    return EmbeddedBroker(state_dir=settings.broker_dir, port=port, host=host)
+
+
+def broker_whatever_the_settings(environ: Mapping[str, str] | None = None) -> EmbeddedBroker:
+    """The embedded broker as `services down` and `status` need it: found by the pid file in the state directory,
+    with no other setting checked, so a bad one (caught by every other command) never keeps anyone from
+    stopping the broker. An unusable LAKELOOP_KAFKA_BOOTSTRAP only changes the address the status line shows."""
+    env = os.environ if environ is None else environ
+    try:
+        host, port = first_address(parse_kafka_bootstrap(env.get("LAKELOOP_KAFKA_BOOTSTRAP", DEFAULT_KAFKA_BOOTSTRAP)))
+    except ValueError:
+        host, port = "127.0.0.1", DEFAULT_KAFKA_PORT
+    return EmbeddedBroker(state_dir=state_dir_from(env) / BROKER_DIR_NAME, port=port, host=host)
 
 
 def yesterday() -> date:
@@ -28,12 +58,15 @@ def yesterday() -> date:
     return datetime.now(UTC).date() - timedelta(days=1)
 
 
-def cmd_services(args: argparse.Namespace, settings: Settings) -> int:
-    broker = embedded_broker(settings)
+def cmd_services(args: argparse.Namespace, settings: Settings | None) -> int:
     if args.action == "up":
+        assert settings is not None, "services up needs the checked settings"
+        broker = embedded_broker(settings)
         broker.start()
-    elif args.action == "down":
-        broker.stop()
+    else:
+        broker = broker_whatever_the_settings()
+        if args.action == "down":
+            broker.stop()
     print(broker.status())
     return 0
 
@@ -128,14 +161,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def needs_settings(args: argparse.Namespace) -> bool:
+    """Whether a command needs the checked settings: all but `services down` and `services status`."""
+    return not (args.command == "services" and args.action in ("down", "status"))
+
+
+def checked_settings() -> Settings:
+    """The settings, after checking every variable the project reads, the DAG's retry knobs too, so a bad value
+    stops the command here with one message naming each bad variable, not later inside Airflow."""
+    try:
+        load_operations()
+        operations_problems: tuple[BadSetting, ...] = ()
+    except ConfigurationError as error:
+        operations_problems = error.problems
+    try:
+        settings = load_settings()
+    except ConfigurationError as error:
+        raise ConfigurationError(*error.problems, *operations_problems) from None
+    if operations_problems:
+        raise ConfigurationError(*operations_problems)
+    return settings
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `lakeloop` console script."""
+    """Entry point of the `lakeloop` console script. A bad setting prints one line naming it and exits 2,
+    without a traceback."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["airflow"]:
-        return cmd_airflow(argparse.Namespace(airflow_args=argv[1:]), load_settings())
-    args = build_parser().parse_args(argv)
-    return args.handler(args, load_settings())
+    try:
+        if argv[:1] == ["airflow"]:
+            return cmd_airflow(argparse.Namespace(airflow_args=argv[1:]), checked_settings())
+        args = build_parser().parse_args(argv)
+        return args.handler(args, checked_settings() if needs_settings(args) else None)
+    except ConfigurationError as error:
+        print(f"lakeloop: configuration error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

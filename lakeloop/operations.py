@@ -1,6 +1,7 @@
 """How the daily DAG retries and when it alerts on lateness, from the environment with safe defaults.
 
-See docs/operations.md (retries and timeouts, alerting).
+See docs/operations.md (retries and timeouts, alerting). Values are checked when loaded, like the settings of
+`lakeloop.config`: a bad one raises ConfigurationError naming the variable.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+
+from lakeloop.config import SettingsReader, parse_finite_within
 
 RETRY_BACKOFF_MULTIPLIER = 2.0
 RUN_DEADLINE_ENV = "LAKELOOP_RUN_DEADLINE_MINUTES"
@@ -25,14 +28,50 @@ class Operations:
     run_deadline: timedelta | None = None
 
 
+def parse_retries(text: str) -> int:
+    """Retries per task: a whole number >= 0 (a negative count used to reach Airflow unnoticed)."""
+    allowed = "a whole number >= 0"
+    try:
+        retries = int(text)
+    except ValueError:
+        raise ValueError(allowed) from None
+    if retries < 0:
+        raise ValueError(allowed)
+    return retries
+
+
+def parse_retry_delay(text: str) -> timedelta:
+    """The first retry delay: a finite number of seconds > 0."""
+    allowed = "a finite number of seconds > 0"
+    seconds = parse_finite_within(text, allowed, minimum=0, above_minimum=True)
+    try:
+        return timedelta(seconds=seconds)
+    except OverflowError:  # beyond timedelta's 999999999 days
+        raise ValueError(allowed) from None
+
+
+def parse_run_deadline(text: str) -> timedelta | None:
+    """The run deadline: a finite number of minutes > 0; empty or 0 means no deadline."""
+    allowed = "a finite number of minutes > 0, or 0 or empty for no deadline"
+    if text.strip() == "":
+        return None
+    minutes = parse_finite_within(text, allowed, minimum=0)
+    try:
+        return timedelta(minutes=minutes) if minutes > 0 else None
+    except OverflowError:  # beyond timedelta's 999999999 days
+        raise ValueError(allowed) from None
+
+
 def load_operations(environ: Mapping[str, str] | None = None) -> Operations:
-    """Read the knobs from `environ` (default: the process environment); an unset or 0 deadline is none."""
+    """Read and check the knobs from `environ` (default: the process environment); an unset, empty or 0 deadline
+    is none. Bad values raise one ConfigurationError naming each variable."""
     env = os.environ if environ is None else environ
     defaults = Operations()
-    deadline_minutes = float(env.get(RUN_DEADLINE_ENV) or 0)
-    return Operations(
-        retries=int(env.get("LAKELOOP_TASK_RETRIES", defaults.retries)),
-        retry_delay=timedelta(seconds=float(env.get("LAKELOOP_RETRY_DELAY_SECONDS",
-                                                    defaults.retry_delay.total_seconds()))),
-        run_deadline=timedelta(minutes=deadline_minutes) if deadline_minutes > 0 else None,
+    reader = SettingsReader(env)
+    operations = Operations(
+        retries=reader.read("LAKELOOP_TASK_RETRIES", parse_retries, defaults.retries),
+        retry_delay=reader.read("LAKELOOP_RETRY_DELAY_SECONDS", parse_retry_delay, defaults.retry_delay),
+        run_deadline=reader.read(RUN_DEADLINE_ENV, parse_run_deadline, defaults.run_deadline),
     )
+    reader.check()
+    return operations

@@ -10,14 +10,17 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from lakeloop.ingest.kafka_config import normalize_client_options, security_options_from_env
 from lakeloop.lake import Lake, as_lake
 from lakeloop.movielens import MovieLens
 from lakeloop.names import MOVIES
@@ -83,16 +86,23 @@ def write_catalog(movielens: MovieLens, lake: Lake | Path | str) -> str:
     return lake.uri(path)
 
 
-def ensure_topic(bootstrap: str, topic: str, partitions: int = 3) -> None:
+def kafka_options(bootstrap: str, security: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """kafka-python options of the replay's clients: `bootstrap` plus the security settings `security` (any
+    spelling `normalize_client_options` takes; default: the environment's, as ingestion reads them)."""
+    security = security_options_from_env() if security is None else security
+    return normalize_client_options({**security, "bootstrap_servers": bootstrap, "client_id": "lakeloop-replay"})
+
+
+def ensure_topic(bootstrap: str, topic: str, partitions: int = 3, security: Mapping[str, Any] | None = None) -> None:
     """Create `topic` with `partitions` partitions unless it exists, keeping records forever.
 
     Replayed events carry past timestamps; with a time-based retention the broker would delete them
-    before the DAG could backfill those days.
+    before the DAG could backfill those days. `security`: see `kafka_options`.
     """
     from kafka.admin import KafkaAdminClient, NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="lakeloop-replay")
+    admin = KafkaAdminClient(**kafka_options(bootstrap, security))
     try:
         if topic not in admin.list_topics():
             admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1,
@@ -103,11 +113,13 @@ def ensure_topic(bootstrap: str, topic: str, partitions: int = 3) -> None:
         admin.close()
 
 
-def records_in_time_range(bootstrap: str, topic: str, start_ms: int, end_ms: int) -> int:
-    """How many records of `topic` have a timestamp in [start_ms, end_ms) (0 if the topic is absent)."""
+def records_in_time_range(bootstrap: str, topic: str, start_ms: int, end_ms: int,
+                          security: Mapping[str, Any] | None = None) -> int:
+    """How many records of `topic` have a timestamp in [start_ms, end_ms) (0 if the topic is absent).
+    `security`: see `kafka_options`."""
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, client_id="lakeloop-replay")
+    consumer = KafkaConsumer(**kafka_options(bootstrap, security), enable_auto_commit=False)
     try:
         partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
         if not partitions:
@@ -121,12 +133,12 @@ def records_in_time_range(bootstrap: str, topic: str, start_ms: int, end_ms: int
         consumer.close()
 
 
-def publish_events(events: pa.Table, bootstrap: str, topic: str) -> None:
-    """Publish each event as UTF-8 JSON keyed by user id, with the record timestamp set to `ts`."""
+def publish_events(events: pa.Table, bootstrap: str, topic: str, security: Mapping[str, Any] | None = None) -> None:
+    """Publish each event as UTF-8 JSON keyed by user id, with the record timestamp set to `ts`.
+    `security`: see `kafka_options`."""
     from kafka import KafkaProducer
 
-    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, batch_size=256 * 1024,
-                             acks="all", client_id="lakeloop-replay")
+    producer = KafkaProducer(**kafka_options(bootstrap, security), linger_ms=20, batch_size=256 * 1024, acks="all")
     started = time.monotonic()
     rows = events.to_pylist()
     for index, event in enumerate(rows, start=1):
@@ -139,26 +151,29 @@ def publish_events(events: pa.Table, bootstrap: str, topic: str) -> None:
 
 
 def replay(movielens: MovieLens, bootstrap: str, topic: str, lake: Lake | Path | str, days: int, end_day: date,
-           force: bool = False, events: pa.Table | None = None) -> ReplayReport:
+           force: bool = False, events: pa.Table | None = None,
+           security: Mapping[str, Any] | None = None) -> ReplayReport:
     """Publish every rating to `topic` over the `days` days ending on `end_day`, and write the catalog.
 
     Replaying the same days twice would put every event in the topic twice (ingestion would reject the
     copies as duplicates), so a topic that already holds records in those days is left alone unless `force`.
     `events` (in `build_events`' layout, already timed) replaces MovieLens' own ratings, e.g. a re-sampled
-    stream (`bench.e2e`); the catalog is still MovieLens'.
+    stream (`bench.e2e`); the catalog is still MovieLens'. `security` holds the Kafka security settings
+    (default: the environment's `LAKELOOP_KAFKA_SECURITY_PROTOCOL`, `..._SASL_*`, `..._SSL_CAFILE`).
     """
     if days < 1:
         raise ValueError("days must be at least 1")
+    security = security_options_from_env() if security is None else security
     if events is None:
         events = build_events(movielens, days, end_day)
-    ensure_topic(bootstrap, topic)
+    ensure_topic(bootstrap, topic, security=security)
     first_ms, last_ms = pc.min(events["ts"]).as_py(), pc.max(events["ts"]).as_py()
-    present = records_in_time_range(bootstrap, topic, first_ms, last_ms + 1)
+    present = records_in_time_range(bootstrap, topic, first_ms, last_ms + 1, security=security)
     if present and not force:
         log.warning("topic %r already holds %d records in the replayed days: not publishing again "
                     "(use --force to publish anyway)", topic, present)
     else:
-        publish_events(events, bootstrap, topic)
+        publish_events(events, bootstrap, topic, security=security)
     day_of = pc.cast(pc.cast(events["ts"], pa.timestamp("ms", tz="UTC")), pa.date32())
     counts = pc.value_counts(day_of)
     per_day = {str(item["values"]): item["counts"] for item in counts.to_pylist()}

@@ -1,5 +1,6 @@
-"""(d), the tfspark feed, measured by the real runtime: a trainer run through `tfspark.driver.runner.run_trainer` that times
-the feed's passes and, optionally, FM training fed by it against in-memory numpy, in the same barrier task.
+"""(d), the tfspark feed, measured by the real runtime: a trainer run through
+`tfspark.driver.runner.run_trainer` that times the feed's passes and, optionally, FM training fed by it
+against in-memory numpy, in the same barrier task.
 See docs/performance.md.
 """
 

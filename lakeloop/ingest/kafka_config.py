@@ -7,7 +7,14 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from lakeloop.config import load_settings
+from lakeloop.config import (
+    KAFKA_SECURITY_PROTOCOL_ENV,
+    BadSetting,
+    ConfigurationError,
+    SettingsReader,
+    load_settings,
+    parse_kafka_security_protocol,
+)
 
 # Option names accepted from Airflow connection extras / the environment, and the confluent-kafka
 # (librdkafka) spellings also accepted, so a connection made for the official Kafka provider works.
@@ -40,7 +47,7 @@ CLIENT_OPTION_ALIASES = {
 
 
 ENV_CLIENT_OPTIONS = {
-    "LAKELOOP_KAFKA_SECURITY_PROTOCOL": "security_protocol",
+    KAFKA_SECURITY_PROTOCOL_ENV: "security_protocol",
     "LAKELOOP_KAFKA_SASL_MECHANISM": "sasl_mechanism",
     "LAKELOOP_KAFKA_SASL_USERNAME": "sasl_plain_username",
     "LAKELOOP_KAFKA_SASL_PASSWORD": "sasl_plain_password",
@@ -51,7 +58,9 @@ ENV_CLIENT_OPTIONS = {
 def normalize_client_options(options: Mapping[str, Any]) -> dict[str, Any]:
     """Translate client options (kafka-python or librdkafka spelling) to kafka-python keyword arguments.
 
-    Unknown names raise ValueError listing the names only, never values (they may hold secrets).
+    Unknown names raise ValueError listing the names only, never values (they may hold secrets). The security
+    protocol is matched case-insensitively to Kafka's names and a misspelt one (`SASL-SSL`) raises
+    ConfigurationError: kafka-python would connect in plaintext.
     """
     normalized: dict[str, Any] = {}
     unknown = []
@@ -60,6 +69,11 @@ def normalize_client_options(options: Mapping[str, Any]) -> dict[str, Any]:
         if key not in CLIENT_OPTIONS:
             unknown.append(name)
             continue
+        if key == "security_protocol":
+            try:
+                value = parse_kafka_security_protocol(value)
+            except ValueError as refused:
+                raise ConfigurationError(BadSetting(name, value, str(refused))) from None
         normalized[key] = value
     if unknown:
         raise ValueError(f"unsupported Kafka client options {sorted(unknown)}; supported: {sorted(CLIENT_OPTIONS)} "
@@ -70,13 +84,23 @@ def normalize_client_options(options: Mapping[str, Any]) -> dict[str, Any]:
     return normalized
 
 
-def client_config_from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """Kafka client options of the default set-up: `LAKELOOP_KAFKA_BOOTSTRAP` plus optional security.
-
-    `LAKELOOP_KAFKA_SECURITY_PROTOCOL`, `..._SASL_MECHANISM`, `..._SASL_USERNAME`, `..._SASL_PASSWORD` and
-    `..._SSL_CAFILE` pass through to kafka-python when set.
-    """
+def security_options_from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The Kafka security options of the environment, in kafka-python's spelling: `LAKELOOP_KAFKA_SECURITY_PROTOCOL`
+    (Kafka's names, any case; another raises ConfigurationError), `..._SASL_MECHANISM`, `..._SASL_USERNAME`,
+    `..._SASL_PASSWORD` and `..._SSL_CAFILE`, each when set and not empty."""
     env = os.environ if environ is None else environ
-    options: dict[str, Any] = {"bootstrap_servers": load_settings(dict(env)).kafka_bootstrap}
-    options.update({key: env[name] for name, key in ENV_CLIENT_OPTIONS.items() if env.get(name)})
+    options: dict[str, Any] = {key: env[name] for name, key in ENV_CLIENT_OPTIONS.items() if env.get(name)}
+    if "security_protocol" in options:
+        reader = SettingsReader(env)
+        options["security_protocol"] = reader.read(KAFKA_SECURITY_PROTOCOL_ENV, parse_kafka_security_protocol, None)
+        reader.check()
+    return options
+
+
+def client_config_from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Kafka client options of the default set-up: `LAKELOOP_KAFKA_BOOTSTRAP` plus the optional security settings
+    of `security_options_from_env`. The whole environment is checked first (`load_settings`)."""
+    env = os.environ if environ is None else environ
+    options: dict[str, Any] = {"bootstrap_servers": load_settings(env).kafka_bootstrap}
+    options.update(security_options_from_env(env))
     return normalize_client_options(options)

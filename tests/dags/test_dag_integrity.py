@@ -69,6 +69,15 @@ def test_daily_retrain_is_bounded_retried_and_alerted(dagbag):
     assert {task.task_id for task in dag.tasks if task.wait_for_downstream} == {"evaluate_model", "register_model"}
 
 
+def test_the_etl_thresholds_are_run_params_of_the_dag(dagbag):
+    dag = dagbag.dags["daily_retrain"]
+    assert {"max_rating_drift", "rating_drift_severity", "min_rows", "empty_input_severity"} <= set(dag.params)
+    arguments = dag.get_task("spark_etl").application_args
+    for name in ("max_rating_drift", "rating_drift_severity", "min_rows", "empty_input_severity"):
+        flag = "--" + name.replace("_", "-")
+        assert arguments[arguments.index(flag) + 1] == f"{{{{ params.{name} }}}}"
+
+
 def test_without_a_configured_deadline_the_dag_declares_none(monkeypatch):
     from airflow.dag_processing.dagbag import DagBag
 

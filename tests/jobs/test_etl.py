@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import sys
 from datetime import date
 from pathlib import Path
@@ -16,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs import etl
+from lakeloop.data_quality import DataQualityError
 from lakeloop.ingest.schema import RATINGS_SCHEMA
 from lakeloop.lake import partition_path
 from lakeloop.movielens import MovieLens
@@ -117,7 +119,7 @@ def test_a_rerun_rewrites_the_same_partitions(spark, two_days):
 def test_an_empty_day_fails_with_its_row_count(spark, movielens, lake):
     write_catalog(movielens, lake)
     write_raw(lake, DAY2, raw_events(movielens, 10).slice(0, 0))
-    with pytest.raises(etl.DataQualityError, match=r"empty input: .*dt=2026-11-20 holds 0 rows"):
+    with pytest.raises(DataQualityError, match=r"empty input: .*dt=2026-11-20 holds 0 rows"):
         etl.run(spark, lake, DAY2)
 
 
@@ -127,12 +129,14 @@ def test_schema_drift_fails_with_the_differences(spark, movielens, lake):
     drifted = events.set_column(3, "rating", pc.cast(events["rating"], pa.string())).append_column(
         "device", pa.array(["phone"] * events.num_rows))
     write_raw(lake, DAY2, drifted)
-    with pytest.raises(etl.DataQualityError, match=r"schema drift .*unexpected columns \['device'\].*"
+    with pytest.raises(DataQualityError, match=r"schema drift .*unexpected columns \['device'\].*"
                                                    r"'rating': 'double -> string'"):
         etl.run(spark, lake, DAY2)
 
 
-def test_a_rating_distribution_far_off_the_history_fails_unless_allowed(spark, movielens, lake):
+@pytest.fixture
+def drifted_day(spark, movielens, lake):
+    """A lake whose DAY2 holds only 1-star ratings after a curated DAY1 of MovieLens' usual spread."""
     write_catalog(movielens, lake)
     events = raw_events(movielens, 2000)
     on_day1 = pc.equal(event_days(events), pa.scalar(DAY1, pa.date32()))
@@ -140,12 +144,45 @@ def test_a_rating_distribution_far_off_the_history_fails_unless_allowed(spark, m
     day2 = events.filter(pc.invert(on_day1))
     write_raw(lake, DAY2, day2.set_column(3, "rating", pa.array([1.0] * day2.num_rows)))
     etl.run(spark, lake, DAY1)
+    return lake
 
-    with pytest.raises(etl.DataQualityError, match=r"rating distribution drift: total variation distance 0\.9\d* > "
-                                                   r"0\.2 between the day's \d+ ratings \(mean 1\.000"):
-        etl.run(spark, lake, DAY2)
-    manifest = etl.run(spark, lake, DAY2, etl.EtlOptions(max_rating_drift=1.0))
-    assert manifest["rating_drift"]["checked"] and manifest["rating_drift"]["total_variation"] > 0.9
+
+def test_a_rating_distribution_far_off_the_history_fails_unless_allowed(spark, drifted_day):
+    with pytest.raises(DataQualityError, match=r"rating distribution drift: total variation distance 0\.9\d* > "
+                                               r"0\.2 between the day's \d+ ratings \(mean 1\.000.*accept it: rerun "
+                                               r"the day with the run param max_rating_drift >= 0\.9"):
+        etl.run(spark, drifted_day, DAY2)
+    manifest = etl.run(spark, drifted_day, DAY2, etl.EtlOptions(max_rating_drift=1.0))
+    assert manifest["rating_drift"]["passed"] and manifest["rating_drift"]["total_variation"] > 0.9
+
+    warned = etl.run(spark, drifted_day, DAY2, etl.EtlOptions(rating_drift_severity="warn"))
+    assert (warned["rating_drift"]["passed"], warned["rating_drift"]["severity"]) == (False, "warn")
+    with pytest.raises(ValueError, match="rating_drift_severity='ignore'"):
+        etl.run(spark, drifted_day, DAY2, etl.EtlOptions(rating_drift_severity="ignore"))
+
+
+@pytest.mark.slow
+def test_the_dags_etl_task_accepts_a_drifted_day_with_a_raised_run_param(drifted_day, airflow_db):
+    """`airflow tasks test` of the DAG's own spark_etl: the drifted day fails with the default threshold and
+    passes when the run param raises it, as a manual run or a backfill with that config would."""
+    env = {**os.environ, "LAKELOOP_LAKE_URL": drifted_day.as_uri(),
+           "AIRFLOW_CONN_SPARK_DEFAULT": json.dumps({"conn_type": "spark", "host": "local[2]"}),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    airflow = str(Path(sys.executable).parent / "airflow")
+
+    def spark_etl(*params: str) -> subprocess.CompletedProcess:
+        return subprocess.run([airflow, "tasks", "test", "daily_retrain", "spark_etl", str(DAY2), *params], env=env,
+                              capture_output=True, text=True, timeout=600)
+
+    failed = spark_etl()  # `tasks test` exits 0 whatever the task did: its log says how the task ended
+    assert "new_state=up_for_retry" in failed.stdout, failed.stdout[-3000:] + failed.stderr[-3000:]
+    assert "DataQualityError: rating distribution drift" in failed.stdout
+    assert "accept it: rerun the day with the run param max_rating_drift >= 0.9" in failed.stdout
+    assert not partition_path(drifted_day, CURATED_RATINGS, DAY2).exists()
+    accepted = spark_etl("--task-params", json.dumps({"max_rating_drift": 0.99}))
+    assert "new_state=success" in accepted.stdout, accepted.stdout[-3000:] + accepted.stderr[-3000:]
+    manifest = json.loads((partition_path(drifted_day, CURATED_RATINGS, DAY2) / "_manifest.json").read_text())
+    assert manifest["run"]["rating_drift"]["max_total_variation"] == 0.99
 
 
 def test_the_job_runs_unchanged_on_the_master_of_the_spark_connection(two_days, monkeypatch):

@@ -7,8 +7,10 @@ from datetime import UTC, date, datetime
 
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import pytest
 from kafka import KafkaConsumer, TopicPartition
 
+from lakeloop.config import ConfigurationError
 from lakeloop.movielens import MovieLens
 from lakeloop.names import MOVIES
 from lakeloop.replay import build_events, map_event_times, records_in_time_range, replay, write_catalog
@@ -83,3 +85,82 @@ def test_the_catalog_is_replaced_in_one_put_on_an_s3_lake(movielens, s3_lake):
     assert [info.base_name for info in listed] == ["movies.parquet"]
     catalog = pq.read_table(url.removeprefix("s3://"), filesystem=s3_lake.filesystem)
     assert catalog.equals(movielens.movies)
+
+
+class RecordingClient:
+    """Stands in for kafka-python's admin client, consumer and producer, recording the options each was made with."""
+
+    made: list[tuple[str, dict]] = []
+
+    def __init__(self, **options):
+        RecordingClient.made.append((type(self).__name__, options))
+
+    def list_topics(self):
+        return []
+
+    def create_topics(self, topics):
+        pass
+
+    def partitions_for_topic(self, topic):
+        return None
+
+    def send(self, topic, **record):
+        pass
+
+    def flush(self):
+        pass
+
+    def close(self):
+        pass
+
+
+class Admin(RecordingClient):
+    pass
+
+
+class Consumer(RecordingClient):
+    pass
+
+
+class Producer(RecordingClient):
+    pass
+
+
+@pytest.fixture
+def recording_clients(monkeypatch):
+    import kafka
+    import kafka.admin
+
+    monkeypatch.setattr(kafka.admin, "KafkaAdminClient", Admin)
+    monkeypatch.setattr(kafka, "KafkaConsumer", Consumer)
+    monkeypatch.setattr(kafka, "KafkaProducer", Producer)
+    RecordingClient.made = []
+    return RecordingClient.made
+
+
+def test_replay_gives_every_client_the_security_settings_of_the_environment(movielens, lake, recording_clients,
+                                                                             monkeypatch):
+    monkeypatch.setenv("LAKELOOP_KAFKA_SECURITY_PROTOCOL", "sasl_ssl")
+    monkeypatch.setenv("LAKELOOP_KAFKA_SASL_MECHANISM", "PLAIN")
+    monkeypatch.setenv("LAKELOOP_KAFKA_SASL_USERNAME", "replayer")
+    monkeypatch.setenv("LAKELOOP_KAFKA_SASL_PASSWORD", "secret")
+    monkeypatch.setenv("LAKELOOP_KAFKA_SSL_CAFILE", "/etc/kafka/ca.pem")
+    replay(MovieLens(movielens.ratings.slice(0, 50), movielens.movies), "k1:9093,k2:9093", "ratings", lake,
+           days=1, end_day=END)
+    assert [name for name, _ in recording_clients] == ["Admin", "Consumer", "Producer"]
+    for _, options in recording_clients:
+        assert options["bootstrap_servers"] == ["k1:9093", "k2:9093"]
+        assert {key: options[key] for key in ("security_protocol", "sasl_mechanism", "sasl_plain_username",
+                                              "sasl_plain_password", "ssl_cafile")} == {
+            "security_protocol": "SASL_SSL", "sasl_mechanism": "PLAIN", "sasl_plain_username": "replayer",
+            "sasl_plain_password": "secret", "ssl_cafile": "/etc/kafka/ca.pem"}
+
+
+def test_replay_takes_explicit_security_settings_and_refuses_a_misspelt_protocol(movielens, lake, recording_clients,
+                                                                                 monkeypatch):
+    monkeypatch.setenv("LAKELOOP_KAFKA_SECURITY_PROTOCOL", "SASL-SSL")  # not read: the settings are given
+    small = MovieLens(movielens.ratings.slice(0, 50), movielens.movies)
+    replay(small, "k1:9093", "ratings", lake, days=1, end_day=END, security={"security.protocol": "ssl"})
+    assert [options["security_protocol"] for _, options in recording_clients] == ["SSL"] * 3
+    with pytest.raises(ConfigurationError, match="^LAKELOOP_KAFKA_SECURITY_PROTOCOL='SASL-SSL': "):
+        replay(small, "k1:9093", "ratings", lake, days=1, end_day=END)
