@@ -41,6 +41,7 @@ from lakeloop.ingest.schema import RATINGS_SCHEMA
 from lakeloop.names import GPU_POOL, PREDICTIONS, RAW_RATINGS, REJECTED_RATINGS, SPARK_POOL
 from lakeloop.operations import MAX_RETRY_DELAY, RETRY_BACKOFF_MULTIPLIER, load_operations
 from lakeloop.timetable import DailyIntervalTimetable
+from operators.champion_spark_submit import ChampionSparkSubmitOperator
 from operators.kafka_to_lake import KafkaToLakeOperator
 from operators.links import MLflowModelVersionLink, MLflowRegisteredModelLink, MLflowRunLink, SparkUILink
 from operators.notifiers import LakeloopNotifier
@@ -146,12 +147,14 @@ with DAG(
         return register_day(settings, data_interval_start.date(), dag_run.dag_id, dag_run.run_id,
                             data_interval_start, data_interval_end)
 
-    batch_predict = SparkSubmitOperator(
+    batch_predict = ChampionSparkSubmitOperator(
         task_id="batch_predict",
         application=str(JOBS / "batch_predict.py"),
         application_args=["--lake", settings.lake_url, "--day", DAY, "--model-name", settings.model_name,
                           "--generated-at", "{{ data_interval_end | ts }}"],
         name="lakeloop-batch-predict",
+        model_name=settings.model_name,
+        tracking_uri=settings.mlflow_tracking_uri,
         pool=SPARK_POOL,
         durable=True,
         outlets=[PREDICTIONS_ASSET],

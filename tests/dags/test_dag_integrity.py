@@ -69,6 +69,15 @@ def test_daily_retrain_is_bounded_retried_and_alerted(dagbag):
     assert {task.task_id for task in dag.tasks if task.wait_for_downstream} == {"evaluate_model", "register_model"}
 
 
+def test_batch_predict_is_skipped_without_a_champion_so_its_asset_is_not_updated(dagbag):
+    from operators.champion_spark_submit import ChampionSparkSubmitOperator
+
+    batch_predict = dagbag.dags["daily_retrain"].get_task("batch_predict")
+    assert isinstance(batch_predict, ChampionSparkSubmitOperator)
+    assert [outlet.name for outlet in batch_predict.outlets] == ["lakeloop_predictions"]
+    assert batch_predict.alias == "champion"
+
+
 def test_the_etl_thresholds_are_run_params_of_the_dag(dagbag):
     dag = dagbag.dags["daily_retrain"]
     assert {"max_rating_drift", "rating_drift_severity", "min_rows", "empty_input_severity"} <= set(dag.params)
