@@ -26,6 +26,7 @@ from lakeloop.operations import load_operations
 from lakeloop.services import EmbeddedBroker
 
 DAG_ID = "daily_retrain"
+MAX_DAYS = 3650  # ten years of days: far beyond any replay or training window, far below `date`'s range
 
 
 def first_address(bootstrap: str) -> tuple[str, int]:
@@ -56,6 +57,17 @@ def broker_whatever_the_settings(environ: Mapping[str, str] | None = None) -> Em
 def yesterday() -> date:
     """The last complete UTC day."""
     return datetime.now(UTC).date() - timedelta(days=1)
+
+
+def day_count(text: str) -> int:
+    """`--days`: a whole number of days from 1 to MAX_DAYS, refused by argparse (exit 2) before any work."""
+    try:
+        days = int(text)
+    except ValueError:
+        days = 0
+    if not 1 <= days <= MAX_DAYS:
+        raise argparse.ArgumentTypeError(f"expected a whole number of days from 1 to {MAX_DAYS}, got {text!r}")
+    return days
 
 
 def cmd_services(args: argparse.Namespace, settings: Settings | None) -> int:
@@ -102,25 +114,37 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from lakeloop.lake import window_days
     from lakeloop.summary import print_summary
 
-    embedded_broker(settings).start()
-    cmd_replay(args, settings)
-    days = window_days(args.end_date, args.days)
-    for day in days:
-        print(f"--- running {DAG_ID} for {day} ---", flush=True)
-        run_airflow(["dags", "test", DAG_ID, day.isoformat()], settings)
+    broker = embedded_broker(settings)
+    started_here = broker.start()
+    try:
+        cmd_replay(args, settings)
+        days = window_days(args.end_date, args.days)
+        for day in days:
+            print(f"--- running {DAG_ID} for {day} ---", flush=True)
+            run_airflow(["dags", "test", DAG_ID, day.isoformat()], settings)
+    except BaseException:
+        if started_here:
+            broker.stop()
+        raise
     print_summary(settings, days)
     return 0
 
 
 def cmd_summary(args: argparse.Namespace, settings: Settings) -> int:
     from lakeloop.lake import window_days
-    from lakeloop.summary import print_summary, summarise
+    from lakeloop.summary import holds_nothing, print_summary, summarise
 
     days = window_days(args.end_date, args.days)
+    report = summarise(settings, days)
+    if holds_nothing(report):
+        print(f"lakeloop summary: the lake {settings.lake_url} holds nothing for {days[0]} to {days[-1]} (no "
+              "ingested ratings, model or predictions): run `lakeloop run` first, or check LAKELOOP_LAKE_URL, "
+              "--end-date and --days", file=sys.stderr)
+        return 1
     if args.json:
-        print(json.dumps(summarise(settings, days), indent=2, default=str))
+        print(json.dumps(report, indent=2, default=str))
     else:
-        print_summary(settings, days)
+        print_summary(settings, days, report)
     return 0
 
 
@@ -134,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     services.set_defaults(handler=cmd_services)
 
     def add_days(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("--days", type=int, default=3, help="number of days (default 3)")
+        sub.add_argument("--days", type=day_count, default=3, help=f"number of days, 1 to {MAX_DAYS} (default 3)")
         sub.add_argument("--end-date", type=date.fromisoformat, default=yesterday(),
                          help="last day, YYYY-MM-DD (default yesterday, UTC)")
 
@@ -159,6 +183,13 @@ def build_parser() -> argparse.ArgumentParser:
     airflow.add_argument("airflow_args", nargs=argparse.REMAINDER)
     airflow.set_defaults(handler=cmd_airflow)
     return parser
+
+
+def check_window(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse (exit 2) a `--days` window that would start before the first day a date can hold."""
+    if getattr(args, "days", None) and args.end_date - date.min < timedelta(days=args.days - 1):
+        parser.error(f"--days {args.days} ending {args.end_date} would start before {date.min}: "
+                     "choose a later --end-date or fewer --days")
 
 
 def needs_settings(args: argparse.Namespace) -> bool:
@@ -191,7 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if argv[:1] == ["airflow"]:
             return cmd_airflow(argparse.Namespace(airflow_args=argv[1:]), checked_settings())
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        check_window(parser, args)
         return args.handler(args, checked_settings() if needs_settings(args) else None)
     except ConfigurationError as error:
         print(f"lakeloop: configuration error: {error}", file=sys.stderr)

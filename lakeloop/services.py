@@ -74,10 +74,10 @@ class EmbeddedBroker:
             return None
         return pid
 
-    def start(self, timeout: float = 30.0) -> None:
-        """Start the broker (no-op when ours already runs) and wait until it accepts connections."""
+    def start(self, timeout: float = 30.0) -> bool:
+        """Start the broker and wait until it accepts connections; False (nothing done) when ours already runs."""
         if self.pid() is not None and port_open(self.host, self.port):
-            return
+            return False
         if port_open(self.host, self.port):
             raise BrokerError(f"port {self.port} is taken by a process lakeloop did not start")
         data_dir = self.state_dir / "data"
@@ -93,7 +93,7 @@ class EmbeddedBroker:
             if process.poll() is not None:
                 raise BrokerError(f"noida-db exited with {process.returncode}; see {self.log_file}")
             if port_open(self.host, self.port):
-                return
+                return True
             time.sleep(0.2)
         self.stop()
         raise BrokerError(f"noida-db did not listen on {self.bootstrap} within {timeout:.0f}s")

@@ -28,10 +28,17 @@ def summarise(settings: Settings, days: list[date]) -> dict:
     return report
 
 
-def print_summary(settings: Settings, days: list[date]) -> None:
-    """Print the summary table of `summarise`."""
+def holds_nothing(report: dict) -> bool:
+    """Whether a `summarise` report found nothing at all for its days: no ingested ratings, no evaluation, no
+    registration, no predictions (an empty lake, another lake, or days nothing ran for)."""
+    return not any(entry["raw"] or entry["evaluation"] or entry["registration"] or entry["predictions"]
+                   for entry in report.values())
+
+
+def print_summary(settings: Settings, days: list[date], report: dict | None = None) -> None:
+    """Print the summary table of `summarise` (the given report of those days, else a fresh one)."""
     print(f"\nlakeloop summary (lake {settings.lake_url}, model {settings.model_name})")
-    for day, entry in summarise(settings, days).items():
+    for day, entry in (report if report is not None else summarise(settings, days)).items():
         raw = entry["raw"] or {}
         evaluation = entry["evaluation"] or {}
         registration = entry["registration"] or {}

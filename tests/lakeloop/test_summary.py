@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 from lakeloop.config import load_settings
 from lakeloop.models import EVALUATION, REGISTRATION
 from lakeloop.names import PREDICTIONS
-from lakeloop.summary import print_summary, summarise
+from lakeloop.summary import holds_nothing, print_summary, summarise
 
 DAY = date(2026, 11, 20)
 
@@ -35,6 +35,8 @@ def test_the_summary_reads_an_s3_lake(s3_lake, capsys):
     assert report[str(DAY)]["predictions_path"] == f"{s3_lake.url}/predictions/dt={DAY}"
     assert report["2026-11-21"] == {"raw": {}, "evaluation": None, "registration": None, "predictions": None,
                                     "predictions_path": None}
+    assert not holds_nothing(report)
+    assert holds_nothing({"2026-11-21": report["2026-11-21"]})
     print_summary(settings, [DAY])
     assert "ingested 10 (read 12, rejected 2) | eval RMSE 0.9100 (baseline 0.9500) | fm v2 @champion" in (
         capsys.readouterr().out)

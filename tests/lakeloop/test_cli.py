@@ -1,0 +1,85 @@
+"""The `lakeloop` command's arguments and exit codes, with a real embedded broker where a command starts one."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from lakeloop.cli import MAX_DAYS, broker_whatever_the_settings, main
+from lakeloop.lake import Lake
+from lakeloop.names import RAW_RATINGS
+from lakeloop.services import free_port, port_open
+
+END_DATE = date(2026, 11, 20)
+
+
+@pytest.fixture
+def project_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A state directory and lake of this test alone, a broker port nobody uses; any broker a command started
+    there is stopped afterwards."""
+    monkeypatch.setenv("LAKELOOP_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("LAKELOOP_LAKE_URL", (tmp_path / "lake").as_uri())
+    monkeypatch.setenv("LAKELOOP_KAFKA_BOOTSTRAP", f"127.0.0.1:{free_port()}")
+    yield tmp_path
+    broker_whatever_the_settings().stop()
+
+
+@pytest.mark.parametrize("command", ["replay", "run", "summary"])
+@pytest.mark.parametrize("days", ["0", "-3", "1000000", "three"])
+def test_a_day_count_outside_1_to_the_maximum_is_refused_before_any_work(project_state, capsys, command, days):
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--days", days, "--end-date", END_DATE.isoformat()])
+    assert exit_.value.code == 2
+    error = capsys.readouterr().err
+    assert f"error: argument --days: expected a whole number of days from 1 to {MAX_DAYS}, got {days!r}" in error
+    assert not (project_state / "broker").exists(), "nothing was started"
+
+
+def test_a_window_reaching_before_year_1_is_refused(project_state, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["summary", "--days", "10", "--end-date", "0001-01-05"])
+    assert exit_.value.code == 2
+    assert "error: --days 10 ending 0001-01-05 would start before 0001-01-01" in capsys.readouterr().err
+
+
+def test_run_stops_the_broker_it_started_when_it_fails(project_state):
+    bootstrap_port = int(broker_whatever_the_settings().port)
+    with pytest.raises(FileNotFoundError, match="no MovieLens 100K"):
+        main(["run", "--days", "1", "--end-date", END_DATE.isoformat(),
+              "--dataset-dir", str(project_state / "no-such-dataset")])
+    broker = broker_whatever_the_settings()
+    assert broker.pid() is None and not broker.pid_file.exists()
+    assert not port_open("127.0.0.1", bootstrap_port)
+
+
+def test_run_leaves_a_broker_it_did_not_start_running(project_state):
+    assert main(["services", "up"]) == 0
+    broker = broker_whatever_the_settings()
+    pid = broker.pid()
+    with pytest.raises(FileNotFoundError):
+        main(["run", "--days", "1", "--dataset-dir", str(project_state / "no-such-dataset")])
+    assert broker.pid() == pid and port_open(broker.host, broker.port)
+
+
+def test_summary_of_an_empty_lake_says_so_and_fails(project_state, capsys):
+    for extra in ([], ["--json"]):
+        assert main(["summary", "--days", "2", "--end-date", END_DATE.isoformat(), *extra]) == 1
+        captured = capsys.readouterr()
+        assert captured.out == ""
+        assert (f"lakeloop summary: the lake {(project_state / 'lake').as_uri()} holds nothing for 2026-11-19 to "
+                f"2026-11-20") in captured.err
+
+
+def test_summary_of_a_lake_with_a_day_in_the_window_succeeds(project_state, capsys):
+    lake = Lake.from_url((project_state / "lake").as_uri())
+    with lake.staged_partition(RAW_RATINGS, END_DATE) as staged:
+        pq.write_table(pa.table({"x": [1]}), f"{staged.directory}/part-0.parquet", filesystem=lake.filesystem)
+        staged.manifest.update({"counts": {"read": 3, "written": 3, "rejected": 0}})
+
+    assert main(["summary", "--days", "2", "--end-date", END_DATE.isoformat()]) == 0
+    out = capsys.readouterr().out
+    assert "2026-11-20: ingested 3 (read 3, rejected 0)" in out and "2026-11-19: ingested -" in out
