@@ -6,6 +6,7 @@ and Spark runs in local mode. Production points `LAKELOOP_KAFKA_BOOTSTRAP` at a 
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import signal
@@ -15,6 +16,8 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+logger = logging.getLogger(__name__)
 
 
 class BrokerError(RuntimeError):
@@ -65,14 +68,29 @@ class EmbeddedBroker:
     def log_file(self) -> Path:
         return self.state_dir / "broker.log"
 
+    @property
+    def data_dir(self) -> Path:
+        """The broker's data directory, named on its command line: what tells our broker from another process."""
+        return (self.state_dir / "data").absolute()
+
+    def recorded_pid(self) -> int | None:
+        """The pid the pid file names, alive or not (None without a readable pid file)."""
+        try:
+            return int(self.pid_file.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def is_ours(self, pid: int) -> bool:
+        """Whether `pid` is alive and is the broker started on this state directory: a `noida-db start` whose
+        command line names our data directory. A pid the system gave to another process since is not."""
+        arguments = _command_line(pid)
+        return any(name == "--data-dir" and Path(value).resolve() == self.data_dir.resolve()
+                   for name, value in zip(arguments, arguments[1:], strict=False))
+
     def pid(self) -> int | None:
         """The pid of the broker this state directory started, if it is still alive."""
-        try:
-            pid = int(self.pid_file.read_text().strip())
-            os.kill(pid, 0)
-        except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
-            return None
-        return pid
+        pid = self.recorded_pid()
+        return pid if pid is not None and self.is_ours(pid) else None
 
     def start(self, timeout: float = 30.0) -> bool:
         """Start the broker and wait until it accepts connections; False (nothing done) when ours already runs."""
@@ -80,9 +98,8 @@ class EmbeddedBroker:
             return False
         if port_open(self.host, self.port):
             raise BrokerError(f"port {self.port} is taken by a process lakeloop did not start")
-        data_dir = self.state_dir / "data"
-        data_dir.mkdir(parents=True, exist_ok=True)
-        command = [_noida_binary(), "start", "--data-dir", str(data_dir), "--host", self.host,
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        command = [_noida_binary(), "start", "--data-dir", str(self.data_dir), "--host", self.host,
                    "--only", "kafka", "--kafka-port", str(self.port)]
         with open(self.log_file, "ab") as log:
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
@@ -99,19 +116,27 @@ class EmbeddedBroker:
         raise BrokerError(f"noida-db did not listen on {self.bootstrap} within {timeout:.0f}s")
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop the broker this state directory started (by pid), waiting for it to exit."""
+        """Stop the broker this state directory started (its process group), waiting until every process of it has
+        exited. A pid file naming a pid that is no longer our broker is removed without signalling anything."""
         pid = self.pid()
         if pid is None:
-            self.pid_file.unlink(missing_ok=True)
+            self._remove_stale_pid_file()
             return
         _signal_group(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.pid() is None or _is_zombie(pid):
+        while _group_runs(pid):
+            if time.monotonic() >= deadline:
+                _signal_group(pid, signal.SIGKILL)
                 break
             time.sleep(0.1)
-        else:
-            _signal_group(pid, signal.SIGKILL)
+        self.pid_file.unlink(missing_ok=True)
+
+    def _remove_stale_pid_file(self) -> None:
+        stale = self.recorded_pid()
+        arguments = _command_line(stale) if stale is not None else []
+        if arguments:
+            logger.warning("%s named pid %d, which is not the broker started there (it runs %r): removed the stale "
+                        "pid file and signalled nothing", self.pid_file, stale, " ".join(arguments)[:200])
         self.pid_file.unlink(missing_ok=True)
 
     def status(self) -> str:
@@ -123,17 +148,31 @@ class EmbeddedBroker:
         return f"kafka broker: running (pid {pid}) on {self.bootstrap}, {reachable}; data in {self.state_dir}"
 
 
-def _signal_group(pid: int, signum: int) -> None:
-    """Signal the broker's whole process group: the `noida-db` launcher runs the server as a child."""
+def _command_line(pid: int) -> list[str]:
+    """The arguments of a live process (empty when it does not exist, is a zombie or cannot be read)."""
     try:
-        os.killpg(os.getpgid(pid), signum)
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            return [part.decode(errors="replace") for part in cmdline.read().split(b"\0") if part]
+    except OSError:
+        return []
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    """Signal the broker's whole process group: the `noida-db` launcher leads it (it was started in a session of
+    its own) and runs the server as a child, which keeps the group after the launcher exits."""
+    try:
+        os.killpg(pgid, signum)
     except ProcessLookupError:
         pass
 
 
-def _is_zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split(")")[-1].split()[0] == "Z"
-    except OSError:
-        return True
+def _group_runs(pgid: int) -> bool:
+    """Whether a process of the group `pgid` still runs (zombies waiting to be reaped do not count)."""
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, _parent, group = stat_file.read_text().rpartition(")")[2].split()[:3]
+        except (OSError, ValueError):
+            continue
+        if int(group) == pgid and state != "Z":
+            return True
+    return False
