@@ -14,15 +14,13 @@ if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(
     sys.path.pop(0)
 
 import argparse  # noqa: E402
-import importlib  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import tempfile  # noqa: E402
-from typing import Any  # noqa: E402
 
 from tfspark.config import DEFAULT_CACHE_MEMORY_BYTES, RunConfig  # noqa: E402
 from tfspark.driver.runner import run_trainer, shutdown_trainer  # noqa: E402
-from tfspark.driver.submit import parse_key_values  # noqa: E402
+from tfspark.driver.submit import parse_key_values, trainer_class  # noqa: E402
 from tfspark.trainer import TFSparkTrainer  # noqa: E402
 
 SUMMARY_PREFIX = "TFSPARK_SUMMARY "
@@ -30,13 +28,7 @@ SUMMARY_PREFIX = "TFSPARK_SUMMARY "
 
 def load_trainer(spec: str, trainer_args: dict[str, str]) -> TFSparkTrainer:
     """Import `module:Class` and instantiate it with the trainer args."""
-    module_name, sep, class_name = spec.partition(":")
-    if not sep or not module_name or not class_name:
-        raise ValueError(f"--trainer must look like module:Class, got {spec!r}")
-    trainer_class: Any = getattr(importlib.import_module(module_name), class_name)
-    if not (isinstance(trainer_class, type) and issubclass(trainer_class, TFSparkTrainer)):
-        raise TypeError(f"{spec} is not a subclass of tfspark.TFSparkTrainer")
-    return trainer_class(**trainer_args)
+    return trainer_class(spec)(**trainer_args)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -1,20 +1,35 @@
 """`tfspark-submit --trainer module:Class --num-workers N ...`: build and run the spark-submit command of a
-tfspark training job. Options it does not know go to spark-submit unchanged; the master defaults to `local[N]`.
-`build_plan` is shared with `TFOnSparkOperator`. See docs/tfspark.md.
+tfspark training job. spark-submit's own options go to it unchanged, anything after `--` too; the master defaults
+to `local[N]`. `build_plan` is shared with `TFOnSparkOperator`. See docs/tfspark.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
+import importlib
 import os
 import shlex
 import stat
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 PYTHON_ENV_ALIAS = "environment"
+
+# The options of spark-submit (Spark 4's `spark-submit --help`) that fit a tfspark job, with and without a value;
+# `--kill`, `--status`, `--help` and `--version` make spark-submit do something else than run the job.
+SPARK_SUBMIT_VALUED_OPTIONS = frozenset({
+    "--master", "--deploy-mode", "--class", "--name", "--jars", "--packages", "--exclude-packages",
+    "--repositories", "--py-files", "--files", "--archives", "--conf", "--properties-file", "--driver-memory",
+    "--driver-java-options", "--driver-library-path", "--driver-class-path", "--executor-memory", "--proxy-user",
+    "--remote", "--driver-cores", "--total-executor-cores", "--executor-cores", "--num-executors", "--principal",
+    "--keytab", "--queue",
+})
+SPARK_SUBMIT_SWITCHES = frozenset({"--verbose", "--supervise", "--load-spark-defaults"})
+SPARK_SUBMIT_SHORT_FORMS = {"-c": "--conf", "-v": "--verbose"}
 
 GPU_DISCOVERY_SCRIPT = r"""#!/usr/bin/env bash
 # Spark resource discovery: the GPUs nvidia-smi lists, as {"name": "gpu", "addresses": [...]}.
@@ -153,60 +168,106 @@ def application_args(options: SubmitOptions) -> list[str]:
     return args
 
 
+def trainer_class(spec: str) -> type:
+    """Import the `module:Class` a job names and check it is a `TFSparkTrainer` subclass: what the driver runs,
+    and what `tfspark-submit --dry-run` checks before printing the command."""
+    from tfspark.trainer import TFSparkTrainer
+
+    module_name, sep, class_name = spec.partition(":")
+    if not sep or not module_name or not class_name:
+        raise ValueError(f"--trainer must look like module:Class, got {spec!r}")
+    found = getattr(importlib.import_module(module_name), class_name)
+    if not (isinstance(found, type) and issubclass(found, TFSparkTrainer)):
+        raise TypeError(f"{spec} is not a subclass of tfspark.TFSparkTrainer")
+    return found
+
+
+def whole_number(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number of at least `minimum` (anything else is argparse's usage error)."""
+
+    def parse(text: str) -> int:
+        try:
+            number = int(text)
+        except ValueError:
+            number = minimum - 1
+        if number < minimum:
+            raise argparse.ArgumentTypeError(f"expected a whole number at least {minimum}, got {text!r}")
+        return number
+
+    return parse
+
+
 def _parser() -> argparse.ArgumentParser:
     args = argparse.ArgumentParser(
         prog="tfspark-submit",
-        description="Run a tfspark trainer on Spark; unknown options go to spark-submit.",
+        description="Run a tfspark trainer on Spark. spark-submit's own options (--master, --conf, "
+                    "--driver-memory...) go to it; so does anything after `--`, unchecked.",
+        allow_abbrev=False,
     )
     args.add_argument("--trainer", required=True, help="module:Class of a tfspark.TFSparkTrainer subclass")
-    args.add_argument("--num-workers", type=int, default=1, help="TensorFlow workers (barrier tasks)")
-    args.add_argument("--gpus-per-worker", type=int, default=0)
+    args.add_argument("--num-workers", type=whole_number(1), default=1, help="TensorFlow workers (barrier tasks)")
+    args.add_argument("--gpus-per-worker", type=whole_number(0), default=0)
     args.add_argument("--checkpoint-dir", help="file:// URL or path; reuse it to resume a run")
     args.add_argument("--output-dir", help="file:// URL or path for model.keras and train_summary.json")
     args.add_argument("--python-env", help="packed venv/conda archive for the executors (venv-pack, conda-pack)")
     args.add_argument("--trainer-arg", action="append", default=[], metavar="KEY=VALUE")
     args.add_argument("--cache-memory-mb", type=int, help="per-worker feed cache in memory before spilling")
     args.add_argument("--spark-submit", default=None, help="spark-submit binary (default: the venv's)")
-    args.add_argument("--dry-run", action="store_true", help="print the command instead of running it")
+    args.add_argument("--dry-run", action="store_true",
+                      help="import the trainer and print the command instead of running it")
     return args
 
 
-def _split_spark_args(spark_args: list[str]) -> tuple[str | None, dict[str, str], str | None, list[str]]:
-    """Read `--master`, `--deploy-mode` and the `--conf` pairs of the pass-through spark-submit options.
+class UnknownOption(ValueError):
+    """An argument before `--` that is neither tfspark-submit's nor spark-submit's."""
 
-    Returns (master, conf, deploy mode, the options minus `--master`).
+    def __init__(self, arg: str, known: list[str]) -> None:
+        close = difflib.get_close_matches(arg.partition("=")[0], known, n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        super().__init__(f"unrecognized argument {arg!r}: neither a tfspark-submit option nor a spark-submit one; "
+                         f"{hint}put spark-submit arguments tfspark-submit does not know after `--`")
+
+
+def _split_spark_args(spark_args: list[str]) -> tuple[str | None, dict[str, str], str | None, list[str]]:
+    """Check and read the pass-through spark-submit options: `--master`, `--deploy-mode` and the `--conf` pairs.
+
+    Returns (master, conf, deploy mode, the options minus `--master`); an option spark-submit does not know raises
+    `UnknownOption`, one without its value ValueError.
     """
     master, conf, deploy_mode, rest = None, {}, None, []
-    valued = ("--master", "--conf", "--deploy-mode")
     index = 0
     while index < len(spark_args):
         arg = spark_args[index]
         name, has_value, inline = arg.partition("=")
-        if name in valued and not has_value:
-            if index + 1 >= len(spark_args):
-                raise ValueError(f"{arg} needs a value")
-            value = spark_args[index + 1]
-            index += 2
-        elif name in valued:
-            value = inline
-            index += 1
-        else:
-            rest.append(arg)
+        name = SPARK_SUBMIT_SHORT_FORMS.get(name, name)
+        if name in SPARK_SUBMIT_SWITCHES and not has_value:
+            rest.append(name)
             index += 1
             continue
+        if name not in SPARK_SUBMIT_VALUED_OPTIONS:
+            tfspark_options = [option for action in _parser()._actions for option in action.option_strings]
+            raise UnknownOption(arg, [*tfspark_options, *SPARK_SUBMIT_VALUED_OPTIONS, *SPARK_SUBMIT_SWITCHES])
+        if has_value:
+            value = inline
+            index += 1
+        elif index + 1 < len(spark_args):
+            value = spark_args[index + 1]
+            index += 2
+        else:
+            raise ValueError(f"{arg} needs a value")
         if name == "--master":
             master = value
-        elif name == "--deploy-mode":
+            continue
+        if name == "--deploy-mode":
             deploy_mode = value
-            rest += ["--deploy-mode", value]
-        else:
+        elif name == "--conf":
             key, _, conf_value = value.partition("=")
             conf[key] = conf_value
-            rest += ["--conf", value]
+        rest += [name, value]
     return master, conf, deploy_mode, rest
 
 
-def _command(parsed: argparse.Namespace, spark_args: list[str]) -> list[str]:
+def _command(parsed: argparse.Namespace, spark_args: list[str], verbatim: list[str]) -> list[str]:
     options = SubmitOptions(
         trainer=parsed.trainer,
         num_workers=parsed.num_workers,
@@ -220,19 +281,40 @@ def _command(parsed: argparse.Namespace, spark_args: list[str]) -> list[str]:
     master, user_conf, deploy_mode, rest = _split_spark_args(spark_args)
     master = master or f"local[{options.num_workers}]"
     plan = build_plan(options, master, user_conf, deploy_mode or user_conf.get("spark.submit.deployMode"))
-    return plan.command(parsed.spark_submit or default_spark_submit(), master, rest)
+    return plan.command(parsed.spark_submit or default_spark_submit(), master, rest + verbatim)
+
+
+def _parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    """The parsed options and the spark-submit command of `tfspark-submit argv`; a bad argument exits with
+    argparse's usage error (status 2)."""
+    parser = _parser()
+    checked, verbatim = _split_at_double_dash(argv)
+    parsed, spark_args = parser.parse_known_args(checked)
+    try:
+        return parsed, _command(parsed, spark_args, verbatim)
+    except ValueError as error:
+        parser.error(str(error))
+
+
+def _split_at_double_dash(argv: list[str]) -> tuple[list[str], list[str]]:
+    """The arguments before the first `--` (checked) and after it (passed to spark-submit as they are)."""
+    index = argv.index("--") if "--" in argv else len(argv)
+    return argv[:index], argv[index + 1:]
 
 
 def build_command(argv: list[str]) -> list[str]:
     """The spark-submit command `tfspark-submit argv` runs."""
-    return _command(*_parser().parse_known_args(argv))
+    return _parse(argv)[1]
 
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: print the spark-submit command and become it (signals and exit code included)."""
-    parsed, spark_args = _parser().parse_known_args(sys.argv[1:] if argv is None else argv)
-    command = _command(parsed, spark_args)
+    parsed, command = _parse(sys.argv[1:] if argv is None else argv)
     if parsed.dry_run:
+        try:
+            trainer_class(parsed.trainer)
+        except (ImportError, AttributeError, ValueError, TypeError) as error:
+            _parser().error(f"--trainer {parsed.trainer}: {error}")
         print(shlex.join(command))
         return 0
     print("tfspark-submit: " + shlex.join(command), file=sys.stderr, flush=True)

@@ -134,9 +134,9 @@ def test_the_default_gpu_discovery_script_reports_what_nvidia_smi_lists(tmp_path
 
 
 def test_dry_run_prints_the_command_it_would_run(capsys):
-    assert main(["--trainer", "m:T", "--dry-run"]) == 0
+    assert main(["--trainer", "tiny_trainer:TinyRatingsTrainer", "--dry-run"]) == 0
     printed = shlex.split(capsys.readouterr().out)
-    assert printed == build_command(["--trainer", "m:T"])
+    assert printed == build_command(["--trainer", "tiny_trainer:TinyRatingsTrainer"])
 
 
 def test_the_console_script_is_installed_and_answers():
@@ -144,3 +144,68 @@ def test_the_console_script_is_installed_and_answers():
         [str(VENV_BIN / "tfspark-submit"), "--help"], capture_output=True, text=True, check=True
     ).stdout
     assert "--num-workers" in usage and "--gpus-per-worker" in usage and "--python-env" in usage
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "expected"),
+    [("--num-workers", "0", "at least 1"), ("--num-workers", "-2", "at least 1"),
+     ("--num-workers", "two", "at least 1"), ("--gpus-per-worker", "-1", "at least 0")],
+)
+def test_worker_and_gpu_counts_out_of_range_are_refused(capsys, option, value, expected):
+    with pytest.raises(SystemExit) as exit_:
+        build_command(["--trainer", "m:T", option, value])
+    assert exit_.value.code == 2
+    assert f"error: argument {option}: expected a whole number {expected}, got {value!r}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "unknown", "hint"),
+    [(["--num-worker", "2"], "--num-worker", "did you mean --num-workers?"),
+     (["--driver-memroy", "2g"], "--driver-memroy", "did you mean --driver-memory?"),
+     (["--checkpoint-dri=/tmp/c"], "--checkpoint-dri=/tmp/c", "did you mean --checkpoint-dir?"),
+     (["--num-workers", "2", "3"], "3", "")],
+)
+def test_an_option_neither_tfspark_submit_nor_spark_submit_knows_is_refused(capsys, argv, unknown, hint):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--trainer", "m:T", *argv, "--dry-run"])
+    assert exit_.value.code == 2
+    error = capsys.readouterr().err
+    assert f"error: unrecognized argument {unknown!r}" in error and hint in error
+    assert "after `--`" in error
+
+
+def test_spark_submit_options_pass_with_their_values_and_anything_after_a_double_dash_verbatim():
+    command = build_command(
+        ["--trainer", "m:T", "--name", "nightly", "-c", "spark.x=1", "--verbose", "--driver-java-options",
+         "-Dlog4j.debug=true", "--num-workers", "2", "--", "--future-spark-option", "v"]
+    )
+    spark_part = command[: command.index(driver_application())]
+    assert "--verbose" in spark_part
+    assert spark_part[spark_part.index("--name") + 1] == "nightly"
+    assert conf_of(command)["spark.x"] == "1", "-c is --conf"
+    assert spark_part[spark_part.index("--driver-java-options") + 1] == "-Dlog4j.debug=true"
+    assert spark_part[-2:] == ["--future-spark-option", "v"]
+    assert command[command.index(driver_application()) + 1 :][:4] == ["--trainer", "m:T", "--num-workers", "2"]
+
+
+def test_a_spark_submit_option_without_its_value_is_refused(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        build_command(["--trainer", "m:T", "--driver-memory"])
+    assert exit_.value.code == 2
+    assert "error: --driver-memory needs a value" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("trainer", "problem"),
+    [("no_such_module:Trainer", "No module named 'no_such_module'"),
+     ("tiny_trainer:TinyRatingsTrainr", "has no attribute 'TinyRatingsTrainr'"),
+     ("pathlib:Path", "is not a subclass of tfspark.TFSparkTrainer"),
+     ("tiny_trainer.TinyRatingsTrainer", "must look like module:Class")],
+)
+def test_a_dry_run_imports_the_trainer_so_a_wrong_one_fails_it(capsys, trainer, problem):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--trainer", trainer, "--dry-run"])
+    assert exit_.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert f"error: --trainer {trainer}: " in captured.err and problem in captured.err
