@@ -8,14 +8,17 @@ under an attempt prefix and published by one PUT of the partition's `_manifest.j
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
+import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -27,6 +30,11 @@ from pyarrow import fs as pafs
 from tfspark.storage import RemoteDirectory
 
 log = logging.getLogger(__name__)
+
+
+class ConcurrentWriteError(RuntimeError):
+    """Another run wrote, or is writing, the same partition at the same time, so this run's rows were not committed:
+    one of two overlapping writers fails rather than have its rows silently lost or a commit claim missing files."""
 
 
 def json_bytes(document: dict[str, Any]) -> bytes:
@@ -73,8 +81,50 @@ def atomic_partition(final: Path) -> Iterator[Path]:
     swap_in(staged, final)
 
 
+@contextmanager
+def _partition_write_lock(final: Path, what: str) -> Iterator[None]:
+    """Hold the writer lock of one local partition for the block, or raise `ConcurrentWriteError` at once if another
+    writer holds it (`what` names the partition in that message).
+
+    The lock is `flock` on the hidden file `.lock-<partition>` beside the partition; the kernel releases it when
+    its holder dies, so whoever holds it knows every staging directory of the partition is a dead writer's. The
+    holder removes the file when done; a writer that locked a file already removed retries on the new one.
+    """
+    lock_path = final.parent / f".lock-{final.name}"
+    final.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(descriptor)
+            raise ConcurrentWriteError(
+                f"another run is writing {what} ({lock_path} is locked by a live process); this run stopped before "
+                "writing anything, because two writers of one partition lose rows. Wait for the other run to "
+                "finish, or stop it, then rerun this one.") from None
+        if _is_the_file_at(descriptor, lock_path):
+            break
+        os.close(descriptor)
+    try:
+        yield
+    finally:
+        lock_path.unlink(missing_ok=True)
+        os.close(descriptor)
+
+
+def _is_the_file_at(descriptor: int, path: Path) -> bool:
+    """Whether the open file is still the one at `path` (not removed or replaced since it was opened)."""
+    try:
+        at_path = path.stat()
+    except FileNotFoundError:
+        return False
+    opened = os.fstat(descriptor)
+    return (opened.st_dev, opened.st_ino) == (at_path.st_dev, at_path.st_ino)
+
+
 def _remove_leftovers_of(final: Path) -> None:
-    """Remove the staging/retired directories that killed writers of this one partition left."""
+    """Remove the staging/retired directories that killed writers of this one partition left (call it only while
+    holding `_partition_write_lock`: then no live writer has one)."""
     for leftover in [*final.parent.glob(f".staging-{final.name}-*"), *final.parent.glob(f".retired-{final.name}-*")]:
         log.warning("removing %s left by an interrupted run", leftover)
         shutil.rmtree(leftover, ignore_errors=True)
@@ -92,6 +142,10 @@ def clean_stale_staging(dataset_dir: Path) -> None:
 
 MANIFEST_NAME = "_manifest.json"
 ATTEMPT_PREFIX = "_attempt-"
+ATTEMPT_TIME_FORMAT = "%Y%m%dT%H%M%SZ"
+# An attempt not committed after this long is a killed writer's (a daily run does not stage one partition for a day).
+ABANDONED_ATTEMPT_AGE = timedelta(hours=24)
+_TIMED_ATTEMPT = re.compile(rf"{ATTEMPT_PREFIX}(\d{{8}}T\d{{6}}Z)-[0-9a-f]+")
 
 
 @dataclass(frozen=True)
@@ -104,6 +158,8 @@ class Lake:
     partition is committed by one PUT of `dt=D/_manifest.json` naming them. Readers take the manifest's file
     list (`partition_files`), so files of a killed or superseded attempt are never read; superseded attempts
     are deleted after the commit (a reader still listing them at that moment fails and must retry).
+    A writer of a partition that another run is writing fails with `ConcurrentWriteError` (a lock on local disk;
+    a check of the manifest before and after the commit on object stores: docs/deployment.md).
     `manifest_commits` says which protocol the lake uses: always on object stores; on a local directory only
     when asked for (tests run the object-store protocol through real Spark that way, without S3).
     """
@@ -160,11 +216,8 @@ class Lake:
 
     def read_json(self, path: str) -> dict[str, Any] | None:
         """A JSON document of the lake, or None if it does not exist."""
-        try:
-            with self.filesystem.open_input_stream(path) as stream:
-                return json.loads(stream.read())
-        except FileNotFoundError:
-            return None
+        document = self._read_bytes(path)
+        return None if document is None else json.loads(document)
 
     def write_json(self, path: str, document: dict[str, Any]) -> None:
         """Write a JSON document in one PUT (local: write aside, then rename over)."""
@@ -222,33 +275,86 @@ class Lake:
         """Yield a staging area for the day's partition; on success commit it, on error discard it.
 
         Write the data files (Parquet, any depth) into `staged.directory` through `self.filesystem` and fill
-        `staged.manifest`; the commit adds the list of files and their rows under `"files"`.
+        `staged.manifest`; the commit adds the list of files and their rows under `"files"`. Raises
+        `ConcurrentWriteError` when another run writes the same partition at the same time: on a lake committed by
+        rename at the start, while the other one stages; on one committed by manifest at the commit, if the other
+        committed first (this run's files are then deleted). On object stores one window is left: a commit
+        whose check precedes another's PUT and read-back replaces it, and both report success
+        (docs/deployment.md); the manifest then holds the later one's rows, whole.
         """
         final = self.partition(dataset, day)
         if not self.manifest_commits:
-            _remove_leftovers_of(Path(final))
-            with atomic_partition(Path(final)) as directory:
-                staged = StagedPartition(directory=str(directory), manifest={})
-                yield staged
-                staged.manifest["files"] = self._files_with_rows(staged.directory)
-                self.write_json(f"{staged.directory}/{MANIFEST_NAME}", staged.manifest)
+            with _partition_write_lock(Path(final), f"{dataset} for {day} in {self}"):
+                _remove_leftovers_of(Path(final))
+                with atomic_partition(Path(final)) as directory:
+                    staged = StagedPartition(directory=str(directory), manifest={})
+                    yield staged
+                    staged.manifest["files"] = self._files_with_rows(staged.directory)
+                    self.write_json(f"{staged.directory}/{MANIFEST_NAME}", staged.manifest)
             return
-        attempt = f"{ATTEMPT_PREFIX}{uuid.uuid4().hex}"
+        base = self._read_bytes(f"{final}/{MANIFEST_NAME}")
+        attempt = f"{ATTEMPT_PREFIX}{datetime.now(UTC).strftime(ATTEMPT_TIME_FORMAT)}-{uuid.uuid4().hex[:16]}"
         staged = StagedPartition(directory=f"{final}/{attempt}", manifest={})
         if self.is_local:  # object stores have no directories; a local one must exist before files go in
             self.filesystem.create_dir(staged.directory, recursive=True)
         try:
             yield staged
+            staged.manifest["files"] = [{**entry, "name": f"{attempt}/{entry['name']}"}
+                                        for entry in self._files_with_rows(staged.directory)]
         except BaseException:
-            try:
-                self.filesystem.delete_dir(staged.directory)
-            except OSError as error:  # nothing uploaded yet, or the store is unreachable: the attempt stays unread
-                log.warning("could not delete the failed attempt %s: %s", staged.directory, error)
+            self._discard_attempt(staged.directory)
             raise
-        staged.manifest["files"] = [{**entry, "name": f"{attempt}/{entry['name']}"}
-                                    for entry in self._files_with_rows(staged.directory)]
-        self.write_json(f"{final}/{MANIFEST_NAME}", staged.manifest)
-        self._delete_superseded(final, keep=attempt)
+        self._commit_manifest(dataset, day, base, staged.directory, staged.manifest)
+        self._delete_superseded(final, base, keep=attempt)
+
+    def _commit_manifest(self, dataset: str, day: date, base: bytes | None, attempt_dir: str,
+                         manifest: dict[str, Any]) -> None:
+        """Publish `manifest` as the partition's commit if no other writer committed since `base` was read, and
+        check that it is what the partition holds after the PUT; else delete the attempt and raise
+        `ConcurrentWriteError`. If the PUT or the read-back fails, the commit may have landed: the attempt is kept.
+        """
+        final, attempt = attempt_dir.rsplit("/", 1)
+        path = f"{final}/{MANIFEST_NAME}"
+        if self._read_bytes(path) != base:
+            self._discard_attempt(attempt_dir)
+            raise self._concurrent_write(dataset, day, "it was committed by another run while this run wrote it")
+        self._put_manifest(final, attempt, manifest)
+        if self._read_bytes(path) != json_bytes(manifest):
+            self._discard_attempt(attempt_dir)
+            raise self._concurrent_write(dataset, day, "another run's commit replaced this run's as it was made")
+
+    def _concurrent_write(self, dataset: str, day: date, what_happened: str) -> ConcurrentWriteError:
+        partition = self.uri(self.partition(dataset, day))
+        return ConcurrentWriteError(
+            f"{partition}: {what_happened}. This run's rows were not committed (its files are deleted); the "
+            f"partition holds the other run's commit, whole. Two runs wrote {dataset} for {day} at the same time: "
+            "let one run write a day at a time (no manual run or rerun while another run of the day is active), "
+            "then rerun this one if its rows are the ones wanted.")
+
+    def _put_manifest(self, partition: str, attempt: str, manifest: dict[str, Any]) -> None:
+        """One PUT of the partition's manifest (local disk: written in the attempt's directory, then renamed over,
+        so two writers never share a half-written file)."""
+        target = f"{partition}/{MANIFEST_NAME}"
+        if not self.is_local:
+            self.write_json(target, manifest)
+            return
+        written = f"{partition}/{attempt}/.{MANIFEST_NAME}.partial"
+        with self.filesystem.open_output_stream(written) as stream:
+            stream.write(json_bytes(manifest))
+        self.filesystem.move(written, target)
+
+    def _read_bytes(self, path: str) -> bytes | None:
+        try:
+            with self.filesystem.open_input_stream(path) as stream:
+                return stream.read()
+        except FileNotFoundError:
+            return None
+
+    def _discard_attempt(self, directory: str) -> None:
+        try:
+            self.filesystem.delete_dir(directory)
+        except OSError as error:  # nothing uploaded yet, or the store is unreachable: the attempt stays unread
+            log.warning("could not delete the attempt %s: %s", directory, error)
 
     def _parquet_files(self, directory: str) -> list[dict[str, Any]]:
         """The Parquet files under `directory` (names relative to it), leaving out hidden files (`.name`)."""
@@ -261,14 +367,30 @@ class Lake:
                  "rows": pq.ParquetFile(entry["path"], filesystem=self.filesystem).metadata.num_rows}
                 for entry in sorted(self._parquet_files(directory), key=lambda entry: entry["name"])]
 
-    def _delete_superseded(self, partition: str, keep: str) -> None:
+    def _delete_superseded(self, partition: str, base: bytes | None, keep: str) -> None:
+        """After a commit, delete the attempts of the version it replaced (`base`) and those abandoned by killed
+        writers — never one that may still be a live writer's."""
+        replaced = {entry["name"].split("/", 1)[0] for entry in json.loads(base).get("files", [])} if base else set()
+        now = datetime.now(UTC)
         for info in self.filesystem.get_file_info(pafs.FileSelector(partition)):
-            name = info.path.rsplit("/", 1)[-1]
-            if name not in (keep, MANIFEST_NAME):
-                if info.type == pafs.FileType.Directory:
+            name = info.base_name
+            if name != keep and name.startswith(ATTEMPT_PREFIX) and (
+                    name in replaced or _is_abandoned(name, now)):
+                try:
                     self.filesystem.delete_dir(info.path)
-                else:
-                    self.filesystem.delete_file(info.path)
+                except FileNotFoundError:  # another writer's cleanup deleted it first
+                    pass
+
+
+def _is_abandoned(attempt: str, now: datetime) -> bool:
+    """Whether an attempt not named by the committed manifest is a killed writer's: it started more than
+    `ABANDONED_ATTEMPT_AGE` ago, or its name has no start time (written by a version that did not protect
+    concurrent writers, so no writer of this version can be using it)."""
+    timed = _TIMED_ATTEMPT.fullmatch(attempt)
+    if timed is None:
+        return True
+    started = datetime.strptime(timed.group(1), ATTEMPT_TIME_FORMAT).replace(tzinfo=UTC)
+    return now - started > ABANDONED_ATTEMPT_AGE
 
 
 def _inside_attempt(name: str) -> str:
