@@ -5,14 +5,13 @@ See docs/operations.md (alerting).
 
 from __future__ import annotations
 
+import html
 import json
 import os
-import smtplib
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from email.message import EmailMessage
 from typing import Any
 
 from airflow.sdk.bases.notifier import BaseNotifier
@@ -22,6 +21,8 @@ SMTP_CONN_ENV = "LAKELOOP_ALERT_SMTP_CONN_ID"
 DEFAULT_SMTP_CONN_ID = "smtp_default"
 EXCEPTION_SUMMARY_CHARS = 500
 ALREADY_ALERTED_REASONS = frozenset({"task_failure"})
+# The TLS extras of lakeloop's own SMTP code, replaced by the Airflow SMTP provider's `disable_ssl`/`disable_tls`.
+RETIRED_SMTP_EXTRAS = ("ssl", "starttls")
 
 
 @dataclass(frozen=True)
@@ -108,8 +109,9 @@ class LakeloopNotifier(BaseNotifier):
     :param webhook_url: Where to POST the JSON alert; None reads `LAKELOOP_ALERT_WEBHOOK` when notifying
         (unset: no webhook).
     :param smtp_conn_id: The Airflow SMTP connection; None reads `LAKELOOP_ALERT_SMTP_CONN_ID`, else
-        `smtp_default` (absent: no email).
-    :param timeout: Seconds allowed for each delivery.
+        `smtp_default` (absent: no email). The SMTP provider's `SmtpHook` sends through it, with its TLS and
+        certificate checks; the connection's `timeout` extra bounds the email.
+    :param timeout: Seconds allowed for the webhook POST.
     """
 
     def __init__(self, webhook_url: str | None = None, smtp_conn_id: str | None = None, timeout: float = 10.0,
@@ -150,7 +152,9 @@ class LakeloopNotifier(BaseNotifier):
         self.log.info("posted the %s alert to the webhook", alert.kind)
 
     def send_email(self, alert: Alert) -> None:
-        """Email the alert through the SMTP connection, if that connection exists."""
+        """Email the alert through the SMTP connection, if that connection exists, with the Airflow SMTP provider's
+        hook (TLS as the connection's `disable_ssl`/`disable_tls` extras say, server certificates verified)."""
+        from airflow.providers.smtp.hooks.smtp import SmtpHook
         from airflow.sdk import BaseHook
         from airflow.sdk.exceptions import AirflowNotFoundException
 
@@ -161,24 +165,20 @@ class LakeloopNotifier(BaseNotifier):
             self.log.debug("no SMTP connection %r: not emailing", conn_id)
             return
         extra = connection.extra_dejson
+        for retired in RETIRED_SMTP_EXTRAS:
+            if retired in extra:
+                raise ValueError(
+                    f"SMTP connection {conn_id!r} sets the extra `{retired}`, which lakeloop no longer reads: the "
+                    "Airflow SMTP provider sends the email, TLS on unless told otherwise. For STARTTLS (port 587) "
+                    'set {"disable_ssl": true}, for TLS from the start (port 465) {"disable_tls": true}, for a '
+                    'plain relay both; then remove `ssl`/`starttls`')
         recipients = [address.strip() for address in str(extra.get("to", "")).split(",") if address.strip()]
         if not recipients:
             self.log.warning("SMTP connection %r has no `to` in its extra: not emailing", conn_id)
             return
-        message = EmailMessage()
-        message["Subject"] = f"[lakeloop] {alert.headline}"
-        message["From"] = extra.get("from_email") or connection.login or "lakeloop@localhost"
-        message["To"] = ", ".join(recipients)
-        message.set_content(alert.text + "\n\n" + json.dumps(asdict(alert), indent=2))
-        smtp_class = smtplib.SMTP_SSL if _truthy(extra.get("ssl")) else smtplib.SMTP
-        with smtp_class(connection.host or "localhost", connection.port or 25, timeout=self.timeout) as smtp:
-            if _truthy(extra.get("starttls")):
-                smtp.starttls()
-            if connection.login:
-                smtp.login(connection.login, connection.password or "")
-            smtp.send_message(message)
+        body = alert.text + "\n\n" + json.dumps(asdict(alert), indent=2)
+        with SmtpHook(smtp_conn_id=conn_id) as smtp:
+            smtp.send_email_smtp(to=recipients, subject=f"[lakeloop] {alert.headline}",
+                                 html_content=f"<pre>{html.escape(body)}</pre>",
+                                 from_email=extra.get("from_email") or connection.login or "lakeloop@localhost")
         self.log.info("emailed the %s alert to %s", alert.kind, ", ".join(recipients))
-
-
-def _truthy(value: Any) -> bool:
-    return str(value).strip().lower() in ("1", "true", "yes", "on")

@@ -6,15 +6,22 @@ for real under the scheduler is in tests/dags/test_daily_retrain_scheduler.py.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
+from email.message import Message
 from types import SimpleNamespace
 
 import pytest
 
 from operators.notifiers import LakeloopNotifier, alert_from_context, summarise_exception
-from tests.alert_servers import WebhookServer, alert_servers
+from tests.alert_servers import SMTPServer, WebhookServer, alert_servers, self_signed_certificate
 
 LOGICAL_DATE = datetime(2026, 11, 20, tzinfo=UTC)
+
+
+def body_of(message: Message) -> str:
+    """The text of an email, whatever its MIME structure."""
+    return "".join(part.get_payload(decode=True).decode() for part in message.walk() if not part.is_multipart())
 
 
 def task_failure_context() -> dict:
@@ -46,7 +53,7 @@ def test_a_failed_task_is_posted_and_emailed(smtp_connection):
     [message] = smtp.messages
     assert message["To"] == "oncall@example.org"
     assert message["Subject"] == "[lakeloop] daily_retrain.ingest_ratings failed after 3 tries"
-    assert "broker unreachable" in message.get_payload()
+    assert "ConnectionError: broker unreachable at 127.0.0.1:1" in body_of(message)
 
 
 def test_a_missed_deadline_uses_the_same_path(smtp_connection):
@@ -109,3 +116,48 @@ def test_without_configuration_nothing_is_sent(monkeypatch):
 def test_long_exceptions_are_cut():
     summary = summarise_exception(RuntimeError("x" * 2000))
     assert len(summary) == 500 and summary.startswith("RuntimeError: xxx") and summary.endswith("…")
+
+
+@pytest.fixture(scope="module")
+def untrusted_certificate(tmp_path_factory):
+    """A self-signed certificate for 127.0.0.1 that no CA of the system trusts."""
+    return self_signed_certificate(tmp_path_factory.mktemp("smtp-tls"))
+
+
+@pytest.mark.parametrize("implicit_tls", [False, True], ids=["starttls", "tls-from-the-start"])
+def test_email_over_tls_is_refused_when_the_server_certificate_is_not_trusted(monkeypatch, capsys,
+                                                                              untrusted_certificate, implicit_tls):
+    monkeypatch.delenv("LAKELOOP_ALERT_WEBHOOK", raising=False)
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    with SMTPServer(untrusted_certificate, implicit_tls=implicit_tls) as smtp:
+        monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEFAULT", smtp.connection_uri_json("oncall@example.org"))
+        LakeloopNotifier()(task_failure_context())
+    assert smtp.messages == []
+    logged = capsys.readouterr().out
+    assert "could not email the task_failed alert" in logged and "CERTIFICATE_VERIFY_FAILED" in logged
+
+
+@pytest.mark.parametrize("implicit_tls", [False, True], ids=["starttls", "tls-from-the-start"])
+def test_email_over_tls_is_sent_when_the_server_certificate_is_trusted(monkeypatch, untrusted_certificate,
+                                                                       implicit_tls):
+    monkeypatch.delenv("LAKELOOP_ALERT_WEBHOOK", raising=False)
+    monkeypatch.setenv("SSL_CERT_FILE", str(untrusted_certificate[0]))
+    with SMTPServer(untrusted_certificate, implicit_tls=implicit_tls) as smtp:
+        monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEFAULT", smtp.connection_uri_json("oncall@example.org"))
+        LakeloopNotifier()(task_failure_context())
+    [message] = smtp.messages
+    assert message["Subject"] == "[lakeloop] daily_retrain.ingest_ratings failed after 3 tries"
+
+
+@pytest.mark.parametrize("old_extra", ["ssl", "starttls"])
+def test_a_connection_with_the_old_tls_extras_is_told_how_to_migrate(monkeypatch, capsys, old_extra):
+    monkeypatch.delenv("LAKELOOP_ALERT_WEBHOOK", raising=False)
+    with SMTPServer() as smtp:
+        connection = json.loads(smtp.connection_uri_json("oncall@example.org"))
+        connection["extra"] = {"to": "oncall@example.org", old_extra: True}
+        monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEFAULT", json.dumps(connection))
+        LakeloopNotifier()(task_failure_context())
+    assert smtp.messages == []
+    logged = capsys.readouterr().out
+    assert f"SMTP connection 'smtp_default' sets the extra `{old_extra}`, which lakeloop no longer reads" in logged
+    assert '"disable_ssl": true' in logged and '"disable_tls": true' in logged
