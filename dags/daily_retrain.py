@@ -38,6 +38,7 @@ from airflow.sdk import DAG, Asset, DeadlineAlert, DeadlineReference, Param, Syn
 from lakeloop.config import load_settings
 from lakeloop.data_quality import DEFAULT_MIN_ROWS, FAIL, SEVERITIES
 from lakeloop.ingest.schema import RATINGS_SCHEMA
+from lakeloop.models import run_directory_name
 from lakeloop.names import GPU_POOL, PREDICTIONS, RAW_RATINGS, REJECTED_RATINGS, SPARK_POOL
 from lakeloop.operations import MAX_RETRY_DELAY, RETRY_BACKOFF_MULTIPLIER, load_operations
 from lakeloop.timetable import DailyIntervalTimetable
@@ -75,6 +76,7 @@ with DAG(
         "empty_input_severity": Param(FAIL, enum=list(SEVERITIES),
                                       description="spark_etl: fail the day or warn when it has fewer rows"),
     },
+    user_defined_filters={"run_directory": run_directory_name},
     on_failure_callback=alert,
     deadline=DeadlineAlert(reference=DeadlineReference.DAGRUN_QUEUED_AT, interval=operations.run_deadline,
                            callback=SyncCallback(LakeloopNotifier)) if operations.run_deadline else None,
@@ -124,7 +126,7 @@ with DAG(
         task_id="train_model",
         trainer="lakeloop.fm_trainer:FMTrainer",
         num_workers=2,
-        checkpoint_dir=f"{settings.lake_url}/checkpoints/{settings.model_name}/{{{{ run_id | replace(':', '_') }}}}",
+        checkpoint_dir=f"{settings.lake_url}/checkpoints/{settings.model_name}/{{{{ run_id | run_directory }}}}",
         output_dir=f"{settings.lake_url}/models/{settings.model_name}/dt={DAY}",
         trainer_args={"lake": settings.lake_url, "day": DAY},
         pool=GPU_POOL,
