@@ -8,6 +8,7 @@ from __future__ import annotations
 import html
 import json
 import os
+import smtplib
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -177,8 +178,14 @@ class LakeloopNotifier(BaseNotifier):
             self.log.warning("SMTP connection %r has no `to` in its extra: not emailing", conn_id)
             return
         body = alert.text + "\n\n" + json.dumps(asdict(alert), indent=2)
-        with SmtpHook(smtp_conn_id=conn_id) as smtp:
-            smtp.send_email_smtp(to=recipients, subject=f"[lakeloop] {alert.headline}",
-                                 html_content=f"<pre>{html.escape(body)}</pre>",
-                                 from_email=extra.get("from_email") or connection.login or "lakeloop@localhost")
+        try:
+            with SmtpHook(smtp_conn_id=conn_id) as smtp:
+                smtp.send_email_smtp(to=recipients, subject=f"[lakeloop] {alert.headline}",
+                                     html_content=f"<pre>{html.escape(body)}</pre>",
+                                     from_email=extra.get("from_email") or connection.login or "lakeloop@localhost")
+        except smtplib.SMTPNotSupportedError as error:
+            raise RuntimeError(
+                f"{error} The SMTP connection {conn_id!r} asks for STARTTLS (no `disable_tls` extra) and this server "
+                'does not offer it: set {"disable_tls": true} for TLS from the first byte (port 465), or '
+                '{"disable_ssl": true} on a STARTTLS port (587)') from error
         self.log.info("emailed the %s alert to %s", alert.kind, ", ".join(recipients))

@@ -161,3 +161,18 @@ def test_a_connection_with_the_old_tls_extras_is_told_how_to_migrate(monkeypatch
     logged = capsys.readouterr().out
     assert f"SMTP connection 'smtp_default' sets the extra `{old_extra}`, which lakeloop no longer reads" in logged
     assert '"disable_ssl": true' in logged and '"disable_tls": true' in logged
+
+
+def test_a_connection_asking_for_starttls_inside_tls_is_told_which_extra_to_set(monkeypatch, capsys,
+                                                                                 untrusted_certificate):
+    monkeypatch.delenv("LAKELOOP_ALERT_WEBHOOK", raising=False)
+    monkeypatch.setenv("SSL_CERT_FILE", str(untrusted_certificate[0]))
+    with SMTPServer(untrusted_certificate, implicit_tls=True) as smtp:
+        connection = json.loads(smtp.connection_uri_json("oncall@example.org"))
+        del connection["extra"]["disable_tls"], connection["extra"]["disable_ssl"]
+        monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEFAULT", json.dumps(connection))
+        LakeloopNotifier()(task_failure_context())
+    assert smtp.messages == []
+    logged = capsys.readouterr().out
+    assert "STARTTLS extension not supported by server." in logged
+    assert 'set {"disable_tls": true} for TLS from the first byte (port 465)' in logged
