@@ -19,10 +19,10 @@ from pyspark.sql import functions as F
 
 from lakeloop.features import EVAL, FEATURE_COLUMNS, FEATURES, TRAIN, USER_HISTORY, model_inputs
 from lakeloop.lake import Lake, as_lake
-from lakeloop.names import MOVIES, PREDICTIONS
+from lakeloop.names import PREDICTIONS
 from lakeloop.registry import aliased_version
 from lakeloop.spark_inputs import serving_inputs
-from lakeloop.spark_jobs import read_reference, read_table, run_day_job
+from lakeloop.spark_jobs import read_catalog, read_table, run_day_job
 
 log = logging.getLogger(__name__)
 SCORED_SCHEMA = "user_id string, item_id string, score double"
@@ -82,7 +82,7 @@ def candidate_inputs(spark: SparkSession, lake: Lake | Path, day: date, model_da
         return read_table(spark, lake, FEATURES, day, name)
 
     rated = table(TRAIN).select("user_id", "item_id").union(table(EVAL).select("user_id", "item_id")).distinct()
-    movies = read_reference(spark, lake, MOVIES).select("item_id", "year", "genres")
+    movies = read_catalog(spark, lake).select("item_id", "year", "genres")
     pairs = table(USER_HISTORY).select("user_id").crossJoin(movies).join(rated, ["user_id", "item_id"], "left_anti")
     return serving_inputs(spark, lake, day, pairs, model_day).select("user_id", "item_id", *FEATURE_COLUMNS)
 

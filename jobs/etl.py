@@ -24,11 +24,11 @@ from lakeloop.data_quality import (
 )
 from lakeloop.ingest.schema import RATINGS_SCHEMA
 from lakeloop.lake import Lake, as_lake, window_days
-from lakeloop.names import CURATED_RATINGS, MOVIES, RAW_RATINGS
+from lakeloop.names import CURATED_RATINGS, RAW_RATINGS
 from lakeloop.spark_jobs import (
     existing_partition_days,
+    read_catalog,
     read_partitions,
-    read_reference,
     read_table,
     run_day_job,
     utc_date,
@@ -136,6 +136,7 @@ def run(spark: SparkSession, lake: Lake | Path, day: date, options: EtlOptions =
     check_severity("empty_input_severity", options.empty_input_severity)
     check_severity("rating_drift_severity", options.rating_drift_severity)
     lake = as_lake(lake)
+    movies = read_catalog(spark, lake)
     raw_day_url = lake.spark_uri(lake.partition(RAW_RATINGS, day))
     raw_days = existing_partition_days(lake, RAW_RATINGS, window_days(day, options.lookback_days + 2))
     if day not in raw_days:
@@ -157,7 +158,6 @@ def run(spark: SparkSession, lake: Lake | Path, day: date, options: EtlOptions =
     rewritten = window_days(day, options.lookback_days + 1)
     kept_by_day = {row["dt"]: row["count"] for row in kept.groupBy("dt").count().collect()}
 
-    movies = read_reference(spark, lake, MOVIES)
     curated = (
         kept.filter(F.col("dt").between(F.lit(rewritten[0]), F.lit(day)))
         .join(F.broadcast(movies), on="item_id", how="left")

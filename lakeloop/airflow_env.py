@@ -28,6 +28,9 @@ POOLS = {
 }
 DEFAULT_API_PORT = "8080"
 DEFAULT_MLFLOW_UI_URL = "http://127.0.0.1:5000"
+# The loop runs no MLflow server jobs (GenAI scorers and the like): without this, each server starts seven idle job
+# consumers, ~185 MB and an mlflow import each.
+MLFLOW_SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 PASSWORD_FILE = "simple_auth_manager_passwords.json.generated"
 
 
@@ -182,7 +185,8 @@ def start_mlflow_ui(env: dict[str, str]) -> subprocess.Popen:
     port = urlparse(env["LAKELOOP_MLFLOW_UI_URL"]).port or 5000
     return subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "ui", "--backend-store-uri",
                              env["MLFLOW_TRACKING_URI"], "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                            env={**env, **MLFLOW_SERVER_ENV}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
 
 
 def stop_process_groups(processes: list[subprocess.Popen], timeout_s: float = 60.0) -> None:

@@ -72,7 +72,7 @@ def build_events(movielens: MovieLens, days: int, end_day: date) -> pa.Table:
 
 
 def write_catalog(movielens: MovieLens, lake: Lake | Path | str) -> str:
-    """Write the movie catalog, a reference dataset read whole (`lakeloop.spark_jobs.read_reference`), as the one file
+    """Write the movie catalog, a reference dataset read whole (`lakeloop.spark_jobs.read_catalog`), as the one file
     `<lake>/reference/movies/movies.parquet`; return the dataset's URL.
 
     The file is replaced atomically, so readers see the old catalog or the new one: one PUT on an object store,

@@ -20,13 +20,18 @@ from typing import Any, TypeVar
 from pyarrow import fs as pafs
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.types import IntegralType
 
 from lakeloop.config import s3a_settings
+from lakeloop.data_quality import DataQualityError
 from lakeloop.lake import Lake, as_lake
+from lakeloop.names import MOVIES
 
 log = logging.getLogger("lakeloop.jobs")
 DAY_MS = 86_400_000
 Options = TypeVar("Options")
+# The catalog columns the jobs use, with the lake's types (integer columns of another width are cast).
+CATALOG_COLUMNS = {"item_id": "string", "title": "string", "year": "int", "genres": "array<string>"}
 
 
 def day_job_parser(description: str) -> argparse.ArgumentParser:
@@ -118,9 +123,31 @@ def read_partitions(spark: SparkSession, lake: Lake, dataset: str, days: list[da
     return functools.reduce(DataFrame.unionByName, frames)
 
 
-def read_reference(spark: SparkSession, lake: Lake, dataset: str) -> DataFrame:
-    """A reference dataset of the lake (not partitioned by day, e.g. the movie catalog)."""
-    return spark.read.parquet(lake.spark_uri(lake.path(dataset)))
+def read_catalog(spark: SparkSession, lake: Lake) -> DataFrame:
+    """The movie catalog (`MOVIES`, read whole) conformed to the lake's types, or a `DataQualityError` before any
+    work of the day is done.
+
+    Ids are strings throughout the lake (ingestion writes an event's integer id as its decimal text), so a catalog
+    whose `item_id` is an integer is read as that text, and a year of any integer width as an int; an id of another
+    type (a float's text would never match an event's), a missing column or a retyped one is refused with what the
+    catalog must hold.
+    """
+    url = lake.spark_uri(lake.path(MOVIES))
+    catalog = spark.read.parquet(url)
+    found = {column.name: column.dataType for column in catalog.schema}
+    for name, expected in CATALOG_COLUMNS.items():
+        if isinstance(found.get(name), IntegralType) and found[name].simpleString() != expected:
+            log.info("%s: %s is %s, read as %s", url, name, found[name].simpleString(), expected)
+            catalog = catalog.withColumn(name, F.col(name).cast(expected))
+            found[name] = catalog.schema[name].dataType
+    problems = [f"{name} is missing" if name not in found else f"{name} is {found[name].simpleString()}"
+                for name, expected in CATALOG_COLUMNS.items()
+                if name not in found or found[name].simpleString() != expected]
+    if problems:
+        expected = ", ".join(f"{name} {type_name}" for name, type_name in CATALOG_COLUMNS.items())
+        raise DataQualityError(f"the movie catalog {url} does not fit the lake: {'; '.join(problems)}. Rewrite it "
+                               f"with the columns {expected} (an integer item_id is read as its decimal text)")
+    return catalog
 
 
 def _parquet_writer(frame: DataFrame):

@@ -19,6 +19,7 @@ from lakeloop.config import Settings
 from lakeloop.lake import partition_path
 from lakeloop.models import EVALUATION, REGISTRATION, TRAIN_SUMMARY, model_dir
 from lakeloop.movielens import MovieLens
+from lakeloop.names import MOVIES
 from lakeloop.replay import replay
 
 DAY = date(2026, 11, 20)
@@ -106,4 +107,8 @@ def check_day_outputs(settings: Settings, events: int, day: date = DAY) -> None:
     rated = set(zip(curated["user_id"].to_pylist(), curated["item_id"].to_pylist(), strict=True))
     recommended = zip(predictions["user_id"].to_pylist(), predictions["item_id"].to_pylist(), strict=True)
     assert not rated.intersection(recommended)
+    assert predictions.schema.field("item_id").type == "string"
+    catalog = {str(item) for item in pq.read_table(lake / MOVIES, columns=["item_id"])["item_id"].to_pylist()}
+    assert set(predictions["item_id"].to_pylist()) <= catalog
+    assert pc.all(curated["in_catalog"]).as_py(), "a rated movie was not found in the catalog"
     assert (lake / "checkpoints" / settings.model_name).is_dir()

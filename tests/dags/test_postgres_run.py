@@ -10,6 +10,9 @@ init script; Airflow migrates its schema there, and an MLflow tracking server (a
 artifacts proxied) keeps runs and the registry there. The day's outputs are checked (`check_day_outputs`),
 and the run, its task instances, the predictions Asset's event and the registered model must be rows in
 PostgreSQL.
+
+The catalog is the one a user's data set often has: `item_id` as an integer (the events' type), where the replay
+writes MovieLens ids as strings; the day must run through as on the string catalog.
 """
 
 from __future__ import annotations
@@ -27,9 +30,10 @@ from pathlib import Path
 import pytest
 from daily_retrain_run import check_day_outputs, loop_environment, publish_day, run_dags_test
 
-from lakeloop.airflow_env import stop_process_groups
+from lakeloop.airflow_env import MLFLOW_SERVER_ENV, stop_process_groups
 from lakeloop.config import load_settings
 from lakeloop.services import free_port
+from tests.catalogs import with_integer_item_ids
 
 REPO = Path(__file__).resolve().parents[2]
 EVENTS = 5_000
@@ -64,8 +68,8 @@ def mlflow_server(backend_store_uri: str, artifacts: Path, timeout: float = 180.
                "--serve-artifacts", "--artifacts-destination", artifacts.as_uri(), "--host", "127.0.0.1",
                "--port", str(port), "--workers", "1"]
     with open(artifacts.parent / "mlflow-server.log", "ab") as log:
-        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                  start_new_session=True)
+        server = subprocess.Popen(command, env={**os.environ, **MLFLOW_SERVER_ENV}, stdout=log,
+                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + timeout
         while True:
@@ -90,7 +94,7 @@ def test_daily_retrain_on_postgres(kafka_broker, movielens, postgres, tmp_path):
         env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = database_url(postgres, databases["airflow"],
                                                                   "postgresql+psycopg2")
         settings = load_settings(env)
-        publish_day(settings, movielens, EVENTS)
+        publish_day(settings, with_integer_item_ids(movielens), EVENTS)
         run_dags_test(env)
         check_day_outputs(settings, EVENTS)
 

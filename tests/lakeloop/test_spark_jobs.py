@@ -1,5 +1,6 @@
-"""Atomic partition writes shared by the Spark jobs, on both commit protocols (rename, manifest): a write that fails
-midway leaves the live data as it was, and readers take exactly the committed files."""
+"""What the Spark jobs share: atomic partition writes on both commit protocols (rename, manifest) — a write that
+fails midway leaves the live data as it was, and readers take exactly the committed files — and the movie catalog
+read with the lake's types."""
 
 from __future__ import annotations
 
@@ -12,8 +13,18 @@ from pyarrow import fs as pafs
 from pyspark.sql import functions as F
 
 from lakeloop.config import s3a_settings
+from lakeloop.data_quality import DataQualityError
 from lakeloop.lake import ATTEMPT_PREFIX, MANIFEST_NAME, Lake
-from lakeloop.spark_jobs import read_partitions, read_table, use_lake, utc_date, write_day_partitions, write_partition
+from lakeloop.names import MOVIES
+from lakeloop.spark_jobs import (
+    read_catalog,
+    read_partitions,
+    read_table,
+    use_lake,
+    utc_date,
+    write_day_partitions,
+    write_partition,
+)
 
 DAY = date(2026, 11, 20)
 
@@ -115,3 +126,36 @@ def test_s3_lakes_get_the_s3a_settings_from_the_aws_variables(spark, lake, monke
     finally:
         for key in s3a_settings():
             spark.conf.unset(key)
+
+
+def write_catalog_file(lake: Lake, columns: dict[str, pa.Array]) -> None:
+    lake.filesystem.create_dir(lake.path(MOVIES), recursive=True)
+    pq.write_table(pa.table(columns), lake.path(MOVIES, "movies.parquet"), filesystem=lake.filesystem)
+
+
+def test_an_integer_catalog_is_read_with_the_lakes_string_ids(spark, lake):
+    lake = Lake.from_url(str(lake))
+    write_catalog_file(lake, {"item_id": pa.array([7, 42], pa.int64()), "title": pa.array(["A", "B"]),
+                              "year": pa.array([1995, None], pa.int64()),
+                              "genres": pa.array([["Drama"], []], pa.list_(pa.string()))})
+    catalog = read_catalog(spark, lake)
+    assert catalog.schema.simpleString() == "struct<item_id:string,title:string,year:int,genres:array<string>>"
+    assert sorted(tuple(row) for row in catalog.select("item_id", "year").collect()) == [("42", None), ("7", 1995)]
+
+
+@pytest.mark.parametrize(("column", "values", "problem"), [
+    ("item_id", pa.array([7.0, 42.0]), "item_id is double"),
+    ("title", None, "title is missing"),
+    ("genres", pa.array(["Drama", ""]), "genres is string"),
+])
+def test_a_catalog_that_does_not_fit_the_lake_is_refused_naming_the_column(spark, lake, column, values, problem):
+    lake = Lake.from_url(str(lake))
+    columns = {"item_id": pa.array(["7", "42"]), "title": pa.array(["A", "B"]), "year": pa.array([1995, 1996]),
+               "genres": pa.array([["Drama"], []], pa.list_(pa.string()))}
+    if values is None:
+        del columns[column]
+    else:
+        columns[column] = values
+    write_catalog_file(lake, columns)
+    with pytest.raises(DataQualityError, match=f"{problem}.*Rewrite it with the columns item_id string"):
+        read_catalog(spark, lake)
