@@ -145,7 +145,6 @@ ATTEMPT_PREFIX = "_attempt-"
 ATTEMPT_TIME_FORMAT = "%Y%m%dT%H%M%SZ"
 # An attempt not committed after this long is a killed writer's (a daily run does not stage one partition for a day).
 ABANDONED_ATTEMPT_AGE = timedelta(hours=24)
-_TIMED_ATTEMPT = re.compile(rf"{ATTEMPT_PREFIX}(\d{{8}}T\d{{6}}Z)-[0-9a-f]+")
 
 
 @dataclass(frozen=True)
@@ -293,7 +292,7 @@ class Lake:
                     self.write_json(f"{staged.directory}/{MANIFEST_NAME}", staged.manifest)
             return
         base = self._read_bytes(f"{final}/{MANIFEST_NAME}")
-        attempt = f"{ATTEMPT_PREFIX}{datetime.now(UTC).strftime(ATTEMPT_TIME_FORMAT)}-{uuid.uuid4().hex[:16]}"
+        attempt = timed_name(ATTEMPT_PREFIX)
         staged = StagedPartition(directory=f"{final}/{attempt}", manifest={})
         if self.is_local:  # object stores have no directories; a local one must exist before files go in
             self.filesystem.create_dir(staged.directory, recursive=True)
@@ -375,18 +374,24 @@ class Lake:
         for info in self.filesystem.get_file_info(pafs.FileSelector(partition)):
             name = info.base_name
             if name != keep and name.startswith(ATTEMPT_PREFIX) and (
-                    name in replaced or _is_abandoned(name, now)):
+                    name in replaced or is_abandoned(name, ATTEMPT_PREFIX, now)):
                 try:
                     self.filesystem.delete_dir(info.path)
                 except FileNotFoundError:  # another writer's cleanup deleted it first
                     pass
 
 
-def _is_abandoned(attempt: str, now: datetime) -> bool:
-    """Whether an attempt not named by the committed manifest is a killed writer's: it started more than
+def timed_name(prefix: str) -> str:
+    """A unique name for one writer's private directory (an attempt, a job's staging), carrying its UTC start time
+    so that `is_abandoned` can tell a killed writer's leftover from a live writer's directory."""
+    return f"{prefix}{datetime.now(UTC).strftime(ATTEMPT_TIME_FORMAT)}-{uuid.uuid4().hex[:16]}"
+
+
+def is_abandoned(name: str, prefix: str, now: datetime) -> bool:
+    """Whether a writer's directory named by `timed_name(prefix)` is a killed writer's: it started more than
     `ABANDONED_ATTEMPT_AGE` ago, or its name has no start time (written by a version that did not protect
     concurrent writers, so no writer of this version can be using it)."""
-    timed = _TIMED_ATTEMPT.fullmatch(attempt)
+    timed = re.fullmatch(rf"{re.escape(prefix)}(\d{{8}}T\d{{6}}Z)-[0-9a-f]+", name)
     if timed is None:
         return True
     started = datetime.strptime(timed.group(1), ATTEMPT_TIME_FORMAT).replace(tzinfo=UTC)

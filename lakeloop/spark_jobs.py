@@ -11,9 +11,8 @@ import dataclasses
 import functools
 import logging
 import typing
-import uuid
 from collections.abc import Callable
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,7 +23,7 @@ from pyspark.sql.types import IntegralType
 
 from lakeloop.config import s3a_settings
 from lakeloop.data_quality import DataQualityError
-from lakeloop.lake import Lake, as_lake
+from lakeloop.lake import Lake, as_lake, is_abandoned, timed_name
 from lakeloop.names import MOVIES
 
 log = logging.getLogger("lakeloop.jobs")
@@ -188,12 +187,15 @@ def write_day_partitions(frame: DataFrame, lake: Lake | Path, dataset: str, mani
     pass through the driver) — and committed with its manifest: swapped in by rename, or published by the
     manifest PUT. A failure before a day's commit leaves that day's previous partition as it was; days already
     committed keep the run's complete rows for their day (a rerun writes the same). The staging directory
-    is removed at the end, and a killed run's is removed by the next run.
+    is removed at the end; a killed run's is removed by a later run once abandoned (`lakeloop.lake.is_abandoned`),
+    never while a concurrent run may still be moving files out of it.
     """
     lake = as_lake(lake)
     listed = lake.filesystem.get_file_info(pafs.FileSelector(lake.path(dataset), allow_not_found=True))
-    _delete_dirs(lake, [info.path for info in listed if info.base_name.startswith(DAYS_STAGING_PREFIX)])
-    job_dir = lake.path(dataset, f"{DAYS_STAGING_PREFIX}{uuid.uuid4().hex[:8]}")
+    now = datetime.now(UTC)
+    _delete_dirs(lake, [info.path for info in listed if info.base_name.startswith(DAYS_STAGING_PREFIX)
+                        and is_abandoned(info.base_name, DAYS_STAGING_PREFIX, now)])
+    job_dir = lake.path(dataset, timed_name(DAYS_STAGING_PREFIX))
     written = []
     try:
         _parquet_writer(frame).partitionBy("dt").parquet(lake.spark_uri(job_dir))

@@ -14,9 +14,10 @@ from pyspark.sql import functions as F
 
 from lakeloop.config import s3a_settings
 from lakeloop.data_quality import DataQualityError
-from lakeloop.lake import ATTEMPT_PREFIX, MANIFEST_NAME, Lake
+from lakeloop.lake import ATTEMPT_PREFIX, MANIFEST_NAME, Lake, timed_name
 from lakeloop.names import MOVIES
 from lakeloop.spark_jobs import (
+    DAYS_STAGING_PREFIX,
     read_catalog,
     read_partitions,
     read_table,
@@ -86,6 +87,21 @@ def test_day_partitions_are_written_by_event_day_and_committed_whole(spark, any_
         write_day_partitions(fails_on_the_last_row(frame), any_lake, "events", manifests)
     assert values(spark, any_lake, "events", DAY) == [2, 3]
     assert listing(any_lake, "events") == ["dt=2026-11-19", "dt=2026-11-20"]
+
+
+def test_a_concurrent_runs_staging_survives_and_a_killed_runs_is_removed(spark, any_lake):
+    """Another run still moving its days out of its staging directory keeps it; one abandoned a day ago is gone."""
+    live = any_lake.path("events", timed_name(DAYS_STAGING_PREFIX))
+    killed = any_lake.path("events", f"{DAYS_STAGING_PREFIX}20000101T000000Z-{'0' * 16}")
+    for directory in (live, killed):
+        any_lake.filesystem.create_dir(f"{directory}/dt=2026-11-20", recursive=True)
+        pq.write_table(pa.table({"n": pa.array([9], pa.int64())}), f"{directory}/dt=2026-11-20/part-0.parquet",
+                       filesystem=any_lake.filesystem)
+
+    write_day_partitions(spark.createDataFrame([(1, DAY)], "n long, dt date"), any_lake, "events", {DAY: {"rows": 1}})
+
+    assert listing(any_lake, "events") == sorted([live.rsplit("/", 1)[1], "dt=2026-11-20"])
+    assert values(spark, any_lake, "events", DAY) == [1]
 
 
 def test_a_killed_attempt_is_never_read_and_a_rerun_supersedes_it(spark, lake):
