@@ -38,8 +38,7 @@ from airflow.sdk import DAG, Asset, DeadlineAlert, DeadlineReference, Param, Syn
 from lakeloop.config import load_settings
 from lakeloop.data_quality import DEFAULT_MIN_ROWS, FAIL, SEVERITIES
 from lakeloop.ingest.schema import RATINGS_SCHEMA
-from lakeloop.models import run_directory_name
-from lakeloop.names import GPU_POOL, PREDICTIONS, RAW_RATINGS, REJECTED_RATINGS, SPARK_POOL
+from lakeloop.names import GPU_POOL, PREDICTIONS, RAW_RATINGS, REJECTED_RATINGS, SPARK_POOL, run_directory_name
 from lakeloop.operations import MAX_RETRY_DELAY, RETRY_BACKOFF_MULTIPLIER, load_operations
 from lakeloop.timetable import DailyIntervalTimetable
 from operators.champion_spark_submit import ChampionSparkSubmitOperator

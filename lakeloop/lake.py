@@ -130,16 +130,6 @@ def _remove_leftovers_of(final: Path) -> None:
         shutil.rmtree(leftover, ignore_errors=True)
 
 
-def clean_stale_staging(dataset_dir: Path) -> None:
-    """Remove staging/retired leftovers of killed writers under a dataset directory."""
-    if not dataset_dir.exists():
-        return
-    for leftover in dataset_dir.glob(".staging-*"):
-        shutil.rmtree(leftover, ignore_errors=True)
-    for leftover in dataset_dir.glob(".retired-*"):
-        shutil.rmtree(leftover, ignore_errors=True)
-
-
 MANIFEST_NAME = "_manifest.json"
 ATTEMPT_PREFIX = "_attempt-"
 ATTEMPT_TIME_FORMAT = "%Y%m%dT%H%M%SZ"

@@ -31,17 +31,6 @@ def model_dir(lake: Path, model_name: str, day: date) -> Path:
     return partition_path(lake, f"{MODELS}/{model_name}", day)
 
 
-def run_directory_name(run_id: str) -> str:
-    """The directory a DAG run's training checkpoints go in (`<lake>/checkpoints/<model>/<this>`): the run id with
-    `:` as `_` (Hadoop paths refuse colons). A run id that is not one path segment (empty, `.`, `..`, holding `/`
-    or `\\`) is refused: it would name another directory, shared or outside the model's checkpoints."""
-    name = run_id.replace(":", "_")
-    if name in ("", ".", "..") or "/" in name or "\\" in name:
-        raise ValueError(f"run id {run_id!r} cannot name this run's checkpoint directory: it must not be empty, "
-                         "'.' or '..', nor hold '/' or '\\'. Trigger the run again with another run id")
-    return name
-
-
 def write_json(path: Path, payload: dict) -> None:
     """Write a JSON artefact into a local model directory atomically (aside, then renamed over)."""
     ModelDirectory.at(path.parent).write_json(path.name, payload)

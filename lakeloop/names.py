@@ -1,4 +1,4 @@
-"""Names the DAG, the operators and the jobs share: the lake's datasets and the Airflow pools.
+"""Names the DAG, the operators and the jobs share: the lake's datasets, the Airflow pools, a run's directory.
 
 Plain strings, no imports: the DAG reads them at parse time.
 """
@@ -11,3 +11,14 @@ MOVIES = "reference/movies"  # the movie catalog: a reference dataset, not parti
 
 GPU_POOL = "gpu_pool"
 SPARK_POOL = "spark_pool"
+
+
+def run_directory_name(run_id: str) -> str:
+    """The directory a DAG run's training checkpoints go in (`<lake>/checkpoints/<model>/<this>`): the run id with
+    `:` as `_` (Hadoop paths refuse colons). A run id that is not one path segment (empty, `.`, `..`, holding `/`
+    or `\\`) is refused: it would name another directory, shared or outside the model's checkpoints."""
+    name = run_id.replace(":", "_")
+    if name in ("", ".", "..") or "/" in name or "\\" in name:
+        raise ValueError(f"run id {run_id!r} cannot name this run's checkpoint directory: it must not be empty, "
+                         "'.' or '..', nor hold '/' or '\\'. Trigger the run again with another run id")
+    return name

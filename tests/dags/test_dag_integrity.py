@@ -106,3 +106,13 @@ def test_parsing_imports_nothing_heavy():
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=dict(os.environ),
                             check=True)
     assert json.loads(result.stdout.strip().splitlines()[-1]) == []
+
+
+def test_a_run_id_reaches_the_checkpoint_path_only_as_one_path_segment(dagbag):
+    dag = dagbag.dags["daily_retrain"]
+    template = dag.get_template_env().from_string(dag.get_task("train_model").checkpoint_dir)
+    assert template.render(run_id="scheduled__2026-11-20T00:00:00+00:00").endswith(
+        "/scheduled__2026-11-20T00_00_00+00_00")
+    for run_id in ("..", ".", "a/../b", ""):
+        with pytest.raises(ValueError, match="run id"):
+            template.render(run_id=run_id)

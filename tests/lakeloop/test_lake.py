@@ -18,7 +18,6 @@ from lakeloop.lake import (
     ConcurrentWriteError,
     Lake,
     atomic_partition,
-    clean_stale_staging,
     partition_path,
     window_days,
 )
@@ -52,14 +51,6 @@ def test_a_failed_write_leaves_the_previous_partition_untouched(lake):
         raise RuntimeError("killed mid-write")
     assert (final / "part-0").read_text() == "complete"
     assert sorted(p.name for p in final.parent.iterdir()) == ["dt=2026-11-20"]
-
-
-def test_leftovers_of_killed_writers_are_cleaned(lake):
-    dataset = lake / "raw/ratings"
-    (dataset / ".staging-dt=2026-11-20-abcd").mkdir(parents=True)
-    (dataset / "dt=2026-11-19").mkdir()
-    clean_stale_staging(dataset)
-    assert [p.name for p in dataset.iterdir()] == ["dt=2026-11-19"]
 
 
 @pytest.fixture(params=["local", "s3"])
