@@ -9,6 +9,7 @@ import html
 import json
 import os
 import smtplib
+import ssl
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -183,6 +184,14 @@ class LakeloopNotifier(BaseNotifier):
                 smtp.send_email_smtp(to=recipients, subject=f"[lakeloop] {alert.headline}",
                                      html_content=f"<pre>{html.escape(body)}</pre>",
                                      from_email=extra.get("from_email") or connection.login or "lakeloop@localhost")
+        except ssl.SSLCertVerificationError:
+            raise
+        except ssl.SSLError as error:
+            raise RuntimeError(
+                f"{error}: the SMTP server {connection.host}:{connection.port} did not answer TLS, which the "
+                f"connection {conn_id!r} asks for (no `disable_ssl` extra). On a STARTTLS port (587) set "
+                '{"disable_ssl": true}; for a plain relay inside a trusted network {"disable_ssl": true, '
+                '"disable_tls": true}') from error
         except smtplib.SMTPNotSupportedError as error:
             raise RuntimeError(
                 f"{error} The SMTP connection {conn_id!r} asks for STARTTLS (no `disable_tls` extra) and this server "

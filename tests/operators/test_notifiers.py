@@ -176,3 +176,16 @@ def test_a_connection_asking_for_starttls_inside_tls_is_told_which_extra_to_set(
     logged = capsys.readouterr().out
     assert "STARTTLS extension not supported by server." in logged
     assert 'set {"disable_tls": true} for TLS from the first byte (port 465)' in logged
+
+
+def test_a_plain_relay_reached_without_the_tls_extras_is_told_which_extras_to_set(monkeypatch, capsys):
+    monkeypatch.delenv("LAKELOOP_ALERT_WEBHOOK", raising=False)
+    with SMTPServer() as smtp:
+        connection = json.loads(smtp.connection_uri_json("oncall@example.org"))
+        del connection["extra"]["disable_tls"], connection["extra"]["disable_ssl"]
+        monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEFAULT", json.dumps(connection))
+        LakeloopNotifier()(task_failure_context())
+    assert smtp.messages == []
+    logged = capsys.readouterr().out
+    assert f"the SMTP server 127.0.0.1:{smtp.port} did not answer TLS" in logged
+    assert '{"disable_ssl": true, "disable_tls": true}' in logged
