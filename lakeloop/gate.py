@@ -7,6 +7,7 @@ fails the gate is still registered, as the `challenger`; the run goes on (a skip
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 CHAMPION = "champion"
@@ -44,8 +45,8 @@ class GateDecision:
 def quality_gate(rmse: float, baseline_rmse: float, champion_rmse: float | None = None,
                  champion_version: str | None = None, tolerance: float = DEFAULT_TOLERANCE) -> GateDecision:
     """Decide on a new model from its RMSE, the bias baseline's and the champion's (if any) on the same data."""
-    if tolerance < 0:
-        raise ValueError(f"the gate tolerance must be >= 0, got {tolerance}")
+    if not (math.isfinite(tolerance) and tolerance >= 0):
+        raise ValueError(f"the gate tolerance must be a finite number >= 0, got {tolerance}")
     decided = dict(rmse=rmse, baseline_rmse=baseline_rmse, champion_rmse=champion_rmse,
                    champion_version=champion_version, tolerance=tolerance)
     if not rmse < baseline_rmse:

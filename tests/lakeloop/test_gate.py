@@ -34,6 +34,8 @@ def test_the_decision_round_trips_through_json():
     assert GateDecision.from_json(payload) == decision
 
 
-def test_a_negative_tolerance_is_refused():
-    with pytest.raises(ValueError, match="tolerance"):
-        quality_gate(0.9, baseline_rmse=0.95, tolerance=-0.1)
+@pytest.mark.parametrize("tolerance", [-0.1, float("nan"), float("inf")])
+def test_a_tolerance_that_would_decide_nothing_is_refused(tolerance):
+    """nan and inf would let any model that beats the baseline past a better champion."""
+    with pytest.raises(ValueError, match="tolerance must be a finite number >= 0"):
+        quality_gate(2.0, baseline_rmse=2.5, champion_rmse=1.0, champion_version="1", tolerance=tolerance)
