@@ -32,6 +32,10 @@ REJECTED_SCHEMA = pa.schema([
 """Columns of the rejected-records dataset: where the record was, its raw bytes, and why it was rejected."""
 
 
+OVERSIZE_VALUE_HEAD_BYTES = 1024
+"""Bytes of an `oversize` value kept (in `value` of the rejected dataset): the rest is dropped as it is read."""
+
+
 @dataclass
 class DecodedChunk:
     """The outcome of decoding a chunk of values.
@@ -98,11 +102,15 @@ class JsonChunkDecoder:
             rf'([{{,][ \t]*"{re.escape(name)}"[ \t]*:[ \t]*)(0|-?[1-9][0-9]*)([ \t]*[,}}])'
             for name in self._id_fields]
 
-    def decode(self, values: Sequence[bytes | None]) -> DecodedChunk:
-        """Decode a chunk; every value ends up either as a table row or as a rejection."""
+    def decode(self, values: Sequence[bytes | None], sizes: Sequence[int] | None = None) -> DecodedChunk:
+        """Decode a chunk; every value ends up either as a table row or as a rejection.
+
+        `sizes` are the values' sizes in Kafka when `values` holds only the head of the oversize ones (as
+        `lakeloop.ingest.chunks.without_oversize_values` leaves them); by default, the values' lengths.
+        """
         rejects: list[tuple[int, str, str]] = []
         binary = pa.array(values, pa.binary())
-        candidates = self._screen(values, binary, rejects)
+        candidates = self._screen(values, binary, sizes, rejects)
         tables: list[pa.Table] = []
         positions: list[np.ndarray] = []
         if candidates is None:
@@ -119,21 +127,22 @@ class JsonChunkDecoder:
                             positions=np.concatenate(positions) if positions else np.empty(0, np.int64),
                             rejects=rejects)
 
-    def _screen(self, values: Sequence[bytes | None], binary: pa.Array,
+    def _screen(self, values: Sequence[bytes | None], binary: pa.Array, sizes: Sequence[int] | None,
                 rejects: list[tuple[int, str, str]]) -> np.ndarray | None:
         """Reject tombstones and oversize values up front; None means every value is a candidate."""
-        lengths = pc.binary_length(binary)
+        limit = self.schema.max_value_bytes
+        lengths = pc.binary_length(binary) if sizes is None else pa.array(sizes, pa.int64())
         longest = pc.max(lengths).as_py()
-        if lengths.null_count == 0 and (longest is None or longest <= self.schema.max_value_bytes):
+        if binary.null_count == 0 and (longest is None or longest <= limit):
             return None
-        too_big = pc.fill_null(pc.greater(lengths, self.schema.max_value_bytes), False)
-        missing = pc.is_null(lengths).to_numpy(zero_copy_only=False)
-        oversize = too_big.to_numpy(zero_copy_only=False)
+        missing = binary.is_null().to_numpy(zero_copy_only=False)
+        oversize = pc.fill_null(pc.greater(lengths, limit), False).to_numpy(zero_copy_only=False) & ~missing
         for position in np.flatnonzero(missing):
             rejects.append((int(position), Reason.INVALID_JSON, "empty value (null/tombstone record)"))
         for position in np.flatnonzero(oversize):
-            rejects.append((int(position), Reason.OVERSIZE,
-                            f"value of {len(values[position])} bytes > {self.schema.max_value_bytes}"))
+            size, kept = lengths[position].as_py(), len(values[position])
+            rejects.append((int(position), Reason.OVERSIZE, f"value of {size} bytes > {limit}" + (
+                f"; only its first {kept} bytes are kept" if kept < size else "")))
         return np.flatnonzero(~(missing | oversize)).astype(np.int64)
 
     def _decode_range(self, values: Sequence[bytes], binary: pa.Array, positions: np.ndarray,

@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 from pyarrow import fs as pafs
 
+from lakeloop.ingest.chunks import ChunkBuffer, without_oversize_values
 from lakeloop.ingest.decode import REJECTED_SCHEMA, JsonChunkDecoder
 from lakeloop.ingest.errors import KafkaSliceError, LakeWriteError, RejectionRateExceeded
 from lakeloop.ingest.options import IngestOptions
@@ -36,6 +37,7 @@ from lakeloop.ingest.slices import (
     offset_of,
     open_consumer,
     plan_slices,
+    value_size,
 )
 from lakeloop.ingest.validate import EventTimeWindow, RowValidator, SeenIds
 from lakeloop.lake import MANIFEST_NAME, Lake, as_lake
@@ -57,7 +59,8 @@ class PartitionCounts:
 
 @dataclass
 class IngestResult:
-    """The outcome of one run: counts, per-partition slices, and where the partitions were written."""
+    """The outcome of one run: counts, per-partition slices, where the partitions were written, and how many
+    chunks were read from Kafka and the bytes of values of the largest (what `chunk_bytes` bounds)."""
 
     topic: str
     day: date
@@ -68,6 +71,8 @@ class IngestResult:
     slices: list[PartitionSlice]
     partition_counts: dict[int, PartitionCounts]
     rejected_by_reason: dict[str, int]
+    chunks: int = 0
+    largest_chunk_bytes: int = 0
 
     @property
     def read(self) -> int:
@@ -227,6 +232,7 @@ class _Run:
         self.decoder = JsonChunkDecoder(schema)
         self.validator = RowValidator(schema, window)
         self.seen = SeenIds() if schema.id_field else None
+        self.chunker = ChunkBuffer(options.chunk_size, options.chunk_bytes)
         self.reasons: Counter[str] = Counter()
         self._started = time.monotonic()
         self._last_progress = self._started
@@ -257,22 +263,22 @@ class _Run:
         if not any_rejects:
             RowGroupFile(self.filesystem, f"{self.rejected_staged}/part-00000.parquet", REJECTED_SCHEMA, 1,
                           self.options.compression).close(write_if_empty=True)
-        return {"partition_counts": counts, "rejected_by_reason": dict(self.reasons)}
+        return {"partition_counts": counts, "rejected_by_reason": dict(self.reasons), "chunks": self.chunker.chunks,
+                "largest_chunk_bytes": self.chunker.largest_chunk_bytes}
 
     def _chunks(self, slices: list[PartitionSlice], stop: threading.Event
                 ) -> Generator[tuple[PartitionSlice, list], None, None]:
-        """(slice, records) in partition then offset order, in chunks of exactly `chunk_size` records (the
-        last of each slice may be short). Runs in the read-ahead thread, the only user of the consumer
-        until it ends; returns early once `stop` is set."""
+        """(slice, records) in partition then offset order, in chunks of `chunk_size` records or `chunk_bytes`
+        bytes of values, whichever comes first (the last of each slice may be short); oversize values are cut
+        as soon as they are polled. Runs in the read-ahead thread, the only user of the consumer until it ends;
+        returns early once `stop` is set."""
         from kafka import TopicPartition
         from kafka.errors import KafkaError
 
-        chunk_size = self.options.chunk_size
         for piece in slices:
             if piece.size <= 0:
                 continue
             tp = TopicPartition(self.topic, piece.partition)
-            buffer: list[Any] = []
             try:
                 self.consumer.assign([tp])
                 self.consumer.seek(tp, piece.start_offset)
@@ -280,16 +286,15 @@ class _Run:
                 position = piece.start_offset
                 while position < piece.end_offset and not stop.is_set():
                     records = self.consumer.poll(timeout_ms=self.options.poll_timeout_ms,
-                                                 max_records=chunk_size).get(tp, [])
+                                                 max_records=self.options.chunk_size).get(tp, [])
                     position = self.consumer.position(tp)
                     if records:
                         last_record_at = time.monotonic()
                         if records[-1].offset >= piece.end_offset:
                             records = records[:bisect.bisect_left(records, piece.end_offset, key=offset_of)]
-                        buffer.extend(records)
-                        while len(buffer) >= chunk_size:
-                            yield piece, buffer[:chunk_size]
-                            del buffer[:chunk_size]
+                        records, sizes = without_oversize_values(records, self.schema.max_value_bytes)
+                        for chunk in self.chunker.add(records, sizes):
+                            yield piece, chunk
                         self._progress(piece, position)
                     elif time.monotonic() - last_record_at > self.options.idle_timeout_s:
                         raise KafkaSliceError(
@@ -298,24 +303,26 @@ class _Run:
             except (KafkaError, OSError) as error:  # raised by the client only: the lake is written elsewhere
                 raise KafkaSliceError(f"reading {self.topic}[{piece.partition}] at offsets "
                                       f"[{piece.start_offset}, {piece.end_offset}) failed: {error}") from error
-            if buffer:
-                yield piece, buffer
+            rest = self.chunker.flush()
+            if rest:
+                yield piece, rest
 
     def _process(self, partition: int, records: list[Any], data: RowGroupFile, rejects: RowGroupFile,
                  counts: PartitionCounts) -> None:
-        decoded = self.decoder.decode([record.value for record in records])
+        decoded = self.decoder.decode([record.value for record in records], list(map(value_size, records)))
         valid, invalid = self.validator.rejections(decoded.table)
         rejected = decoded.rejects + [(int(decoded.positions[row]), reason, detail) for row, reason, detail in invalid]
         all_valid = not invalid
         if self.seen is not None:
-            ids = decoded.table.column(self.schema.id_field)
+            id_field = self.schema.id_field
             valid_rows = np.flatnonzero(valid)
-            first = self.seen.first_occurrences(ids if all_valid else ids.take(valid_rows))
-            if not first.all():
-                for row in valid_rows[~first]:
-                    rejected.append((int(decoded.positions[row]), Reason.DUPLICATE,
-                                     f"{self.schema.id_field} already written from this slice"))
-                valid[valid_rows[~first]] = False
+            candidates = decoded.table if all_valid else decoded.table.take(valid_rows)
+            found = self.seen.occurrences(candidates.column(id_field), candidates.drop_columns([id_field]))
+            if not found.first.all():
+                repeats = ~found.first
+                for row, conflicting in zip(valid_rows[repeats], found.conflicting[repeats], strict=True):
+                    rejected.append((int(decoded.positions[row]), *self._duplicate_reason(conflicting)))
+                valid[valid_rows[repeats]] = False
                 all_valid = False
         kept = decoded.table if all_valid else decoded.table.filter(pa.array(valid))
         data.append(self._output(kept))
@@ -327,6 +334,12 @@ class _Run:
         counts.written += kept.num_rows
         counts.rejected += len(rejected)
         self._done += len(records)
+
+    def _duplicate_reason(self, conflicting: bool) -> tuple[Reason, str]:
+        if conflicting:
+            return (Reason.DUPLICATE_CONFLICT, f"{self.schema.id_field} already written from this slice with "
+                    "different content; the first occurrence was kept")
+        return Reason.DUPLICATE, f"{self.schema.id_field} already written from this slice"
 
     def _output(self, table: pa.Table) -> pa.Table:
         columns = [table.column(spec.name) for spec in self.schema.fields]

@@ -29,10 +29,14 @@ class ReadAhead:
     thread at its place in the order; leaving the `with` block stops the background thread and waits for
     it (so the Kafka consumer is free again afterwards).
 
+    At most `2 * depth + 1` items are held at once: a batch being consumed (at most `depth` items), the
+    queue behind it (`depth`), and the item the background thread is handing over. With the ingestion's
+    chunks bounded by bytes, that bounds the memory of the read-ahead (see docs/ingestion.md).
+
     Args:
         make_items: Called in the background thread with a stop event, which the iterator should check
             between blocking calls so that an early exit does not wait for them.
-        depth: Items produced but not yet consumed, at most (bounds the memory held).
+        depth: Items produced but not yet consumed, at most (bounds the memory held, see above).
         switch_interval_s: The interpreter's thread switch interval while reading ahead (if lower).
     """
 

@@ -67,9 +67,11 @@ class RecordSchema:
         name: Schema name, recorded in manifests.
         version: Bumped on every incompatible change; recorded in manifests.
         fields: The declared fields, in output column order. Undeclared JSON fields are ignored.
-        id_field: Field whose repeated values within a slice are rejected as `duplicate` (None: no check).
+        id_field: Field whose repeated values within a slice are rejected as `duplicate`, or as
+            `duplicate_conflict` when the other declared fields differ from the first occurrence's (None: no check).
         event_time_field: `EPOCH_MILLIS` field checked against the late/early-event policy (None: no check).
-        max_value_bytes: Larger Kafka values are rejected as `oversize` without being parsed.
+        max_value_bytes: Larger Kafka values are rejected as `oversize` without being parsed, and only their
+            first bytes are kept past the poll that read them.
     """
 
     name: str
@@ -143,5 +145,6 @@ class Reason(StrEnum):
     OUT_OF_RANGE = "out_of_range"
     OVERSIZE = "oversize"
     DUPLICATE = "duplicate"
+    DUPLICATE_CONFLICT = "duplicate_conflict"
     TOO_LATE = "too_late"
     TOO_EARLY = "too_early"

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import operator
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -53,6 +54,7 @@ def open_consumer(client_config: Mapping[str, Any], options: IngestOptions | Non
         "allow_auto_create_topics": False,
         "max_poll_records": options.chunk_size,
         "max_partition_fetch_bytes": options.fetch_max_partition_bytes,
+        "fetch_max_bytes": options.fetch_max_partition_bytes,  # one partition is assigned at a time
         "bootstrap_timeout_ms": options.bootstrap_timeout_ms,
         "request_timeout_ms": options.request_timeout_ms,
         **normalize_client_options(client_config),
@@ -141,6 +143,10 @@ def _address(bootstrap_servers: Any) -> str:
 
 def offset_of(record: Any) -> int:
     return record.offset
+
+
+value_size = operator.attrgetter("serialized_value_size")
+"""A kafka-python record's value size in Kafka (-1 for a null value), even after its value was cut."""
 
 
 def as_utc(moment: datetime) -> datetime:

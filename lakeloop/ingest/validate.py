@@ -102,31 +102,46 @@ class RowValidator:
         return limits
 
 
+@dataclass(frozen=True)
+class Occurrences:
+    """Per row of a batch: whether its id is seen for the first time (`first`, the row to keep), and whether it
+    repeats an id with other content than that id's first occurrence (`conflicting`; never a first row)."""
+
+    first: np.ndarray
+    conflicting: np.ndarray
+
+
 class SeenIds:
-    """Exact-enough membership of the ids already written from a slice, in bounded memory.
+    """Exact-enough membership of the ids already written from a slice, and their content, in bounded memory.
 
     Each id is reduced to a 128-bit fingerprint (two independent SipHash-2-4 keys, via pandas) held as
-    two uint64 halves, in a few numpy arrays sorted by the first half and merged like an LSM tree: 16 bytes
-    per id, lookups by binary search on the first half (machine integers sort and search several times
-    faster than 16-byte strings), confirmed on the second. Ids sharing a first half (odds ~ n^2 / 2^65)
-    sit side by side and are told apart by the second. Levels stop merging at `MERGE_LIMIT` fingerprints,
-    so a merge never needs a second copy of the whole index.
+    two uint64 halves, in a few numpy arrays sorted by the first half and merged like an LSM tree: lookups
+    by binary search on the first half (machine integers sort and search several times faster than 16-byte
+    strings), confirmed on the second. Ids sharing a first half (odds ~ n^2 / 2^65) sit side by side and are
+    told apart by the second. Next to each id, a 64-bit fingerprint of the row's other columns tells an exact
+    repeat (a redelivery) from a conflicting one: 24 bytes per id in all. Levels stop merging at
+    `MERGE_LIMIT` fingerprints, so a merge never needs a second copy of the whole index.
     """
 
     _KEYS = ("lakeloop-ingest1", "lakeloop-ingest2")
+    _CONTENT_KEY = "lakeloop-content"
+    _NULL = np.uint64(0x9E3779B97F4A7C15)  # the fingerprint of a null, whatever the column's type
     MERGE_LIMIT = 1 << 18
 
     def __init__(self) -> None:
-        self._levels: list[tuple[np.ndarray, np.ndarray]] = []  # (high, low) halves, sorted by high
+        self._levels: list[tuple[np.ndarray, ...]] = []  # (high, low, content), sorted by high
 
     def __len__(self) -> int:
-        return sum(len(high) for high, _ in self._levels)
+        return sum(len(level[0]) for level in self._levels)
 
-    def first_occurrences(self, ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
-        """Mark the ids not seen before (in earlier calls or earlier in `ids`), and remember them."""
+    def occurrences(self, ids: pa.Array | pa.ChunkedArray, content: pa.Table | None = None) -> Occurrences:
+        """Classify the rows of a batch against the ids seen before (in earlier calls or earlier in `ids`), and
+        remember the new ones. `content` holds the rows' other columns (None: only the ids are compared)."""
         if len(ids) == 0:
-            return np.zeros(0, dtype=bool)
+            return Occurrences(np.zeros(0, dtype=bool), np.zeros(0, dtype=bool))
         ids_high, ids_low = self._fingerprints(ids)
+        contents = (self._content_fingerprints(content) if content is not None and content.num_columns
+                    else np.zeros(len(ids), dtype=np.uint64))
         order = np.argsort(ids_high, kind="stable")  # stable: among equal ids, the earliest comes first
         high, low = ids_high[order], ids_low[order]
         if ((high[1:] == high[:-1]) & (low[1:] != low[:-1])).any():  # different ids share a first half
@@ -134,12 +149,17 @@ class SeenIds:
             high, low = ids_high[order], ids_low[order]
         distinct = np.ones(len(order), dtype=bool)
         distinct[1:] = (high[1:] != high[:-1]) | (low[1:] != low[:-1])
-        order, high, low = order[distinct], high[distinct], low[distinct]
-        new = ~self._contains(high, low)
+        run = np.cumsum(distinct) - 1  # per sorted row, the index of its id among the distinct ones
+        sorted_contents = contents[order]
+        high, low, first_contents = high[distinct], low[distinct], sorted_contents[distinct]
+        seen, seen_contents = self._lookup(high, low)
+        reference = np.where(seen, seen_contents, first_contents)
         first = np.zeros(len(ids), dtype=bool)
-        first[order[new]] = True
-        self._add(high[new], low[new])
-        return first
+        first[order[np.flatnonzero(distinct)[~seen]]] = True
+        conflicting = np.zeros(len(ids), dtype=bool)
+        conflicting[order] = sorted_contents != reference[run]
+        self._add(high[~seen], low[~seen], first_contents[~seen])
+        return Occurrences(first, conflicting)
 
     @classmethod
     def _fingerprints(cls, ids: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
@@ -149,40 +169,71 @@ class SeenIds:
         high, low = (hash_array(values, hash_key=key, categorize=False) for key in cls._KEYS)
         return high, low
 
-    def _contains(self, high: np.ndarray, low: np.ndarray) -> np.ndarray:
+    @classmethod
+    def _content_fingerprints(cls, content: pa.Table) -> np.ndarray:
+        """One 64-bit fingerprint per row of all the columns (a column's type never changes its values' hash)."""
+        combined = np.zeros(content.num_rows, dtype=np.uint64)
+        for column in content.columns:
+            column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+            hashed = cls._value_hashes(pc.fill_null(column, "" if pa.types.is_string(column.type) else 0))
+            if column.null_count:
+                hashed[pc.is_null(column).to_numpy(zero_copy_only=False)] = cls._NULL
+            combined = combined * np.uint64(1_000_003) ^ hashed  # position-dependent: ("a", "b") != ("b", "a")
+        return combined
+
+    @classmethod
+    def _value_hashes(cls, column: pa.Array) -> np.ndarray:
+        """A 64-bit hash of each value. Strings are hashed once per distinct value (Arrow finds those without the
+        GIL): ids such as user or item ids repeat within a chunk, and every string hashed holds the GIL."""
+        from pandas.util import hash_array
+
+        if not pa.types.is_string(column.type):
+            return hash_array(column.to_numpy(zero_copy_only=False), categorize=False)
+        encoded = pc.dictionary_encode(column)
+        distinct = hash_array(encoded.dictionary.to_numpy(zero_copy_only=False), hash_key=cls._CONTENT_KEY,
+                              categorize=False)
+        return distinct[encoded.indices.to_numpy()]
+
+    def _lookup(self, high: np.ndarray, low: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Which fingerprints are known, and the content fingerprint stored with each known one."""
         found = np.zeros(len(high), dtype=bool)
-        for level_high, level_low in self._levels:
+        contents = np.zeros(len(high), dtype=np.uint64)
+        for level_high, level_low, level_contents in self._levels:
             index = np.searchsorted(level_high, high)
             same_high = level_high.take(index, mode="clip") == high
-            found |= same_high & (level_low.take(index, mode="clip") == low)
+            hit = same_high & (level_low.take(index, mode="clip") == low) & ~found
+            contents[hit] = level_contents[index[hit]]
+            found |= hit
             for row in np.flatnonzero(same_high & ~found):  # a first half shared by several ids: its whole run
                 run_end = np.searchsorted(level_high, high[row], side="right")
-                found[row] = bool((level_low[index[row]:run_end] == low[row]).any())
-        return found
+                matches = np.flatnonzero(level_low[index[row]:run_end] == low[row])
+                if len(matches):
+                    found[row] = True
+                    contents[row] = level_contents[index[row] + matches[0]]
+        return found, contents
 
-    def _add(self, high: np.ndarray, low: np.ndarray) -> None:
+    def _add(self, high: np.ndarray, low: np.ndarray, contents: np.ndarray) -> None:
         if not len(high):
             return
-        self._levels.append((high, low))
+        self._levels.append((high, low, contents))
         while (len(self._levels) > 1 and len(self._levels[-2][0]) <= 2 * len(self._levels[-1][0])
                and len(self._levels[-2][0]) + len(self._levels[-1][0]) <= self.MERGE_LIMIT):
             newer, older = self._levels.pop(), self._levels.pop()
             self._levels.append(self._merged(older, newer))
 
     @staticmethod
-    def _merged(older: tuple[np.ndarray, np.ndarray], newer: tuple[np.ndarray, np.ndarray]
-                ) -> tuple[np.ndarray, np.ndarray]:
+    def _merged(older: tuple[np.ndarray, ...], newer: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
         """Two levels as one, still sorted by the first half (a linear merge, not a sort)."""
         into = np.searchsorted(older[0], newer[0], side="right") + np.arange(len(newer[0]))
         from_older = np.ones(len(older[0]) + len(newer[0]), dtype=bool)
         from_older[into] = False
         merged = []
-        for old_half, new_half in zip(older, newer, strict=True):
-            half = np.empty(len(from_older), dtype=np.uint64)
-            half[into] = new_half
-            half[from_older] = old_half
-            merged.append(half)
-        return merged[0], merged[1]
+        for old_array, new_array in zip(older, newer, strict=True):
+            array = np.empty(len(from_older), dtype=np.uint64)
+            array[into] = new_array
+            array[from_older] = old_array
+            merged.append(array)
+        return tuple(merged)
 
 
 def _iso(epoch_ms: int) -> str:

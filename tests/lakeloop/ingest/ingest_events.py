@@ -39,6 +39,8 @@ MALFORMED = {
     b'{"event_id": "m10", "user_id": 1, "item_id": 3, "rating": 0, "ts": %d}': ("out_of_range", "rating"),
     b'{"event_id": "m11", "user_id": 1, "item_id": 3, "rating": NaN, "ts": %d}': ("out_of_range", "rating"),
     b'{"event_id": "m12", "pad": "%s"}' % (b"x" * 20_000): ("oversize", "bytes"),
-    b'{"event_id": "good-3", "user_id": 9, "item_id": 9, "rating": 1, "ts": %d}': ("duplicate", "event_id"),
-    b'{"event_id": "good-4", "user_id": 9, "item_id": 9, "rating": 1, "ts": %d}': ("duplicate", "event_id"),
+    b'{"event_id": "good-3", "user_id": 9, "item_id": 9, "rating": 1, "ts": %d}': ("duplicate_conflict",
+                                                                                  "different content"),
+    b'{"event_id": "good-4", "user_id": 4, "item_id": 10, "rating": 4.0, "ts": %d}': ("duplicate",
+                                                                                     "already written"),
 }

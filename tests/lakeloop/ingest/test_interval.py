@@ -22,7 +22,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient
 from pyarrow import fs as pafs
 
-from lakeloop.ingest.decode import REJECTED_SCHEMA
+from lakeloop.ingest.decode import OVERSIZE_VALUE_HEAD_BYTES, REJECTED_SCHEMA
 from lakeloop.ingest.errors import KafkaSliceError, KafkaUnavailableError, LakeWriteError, RejectionRateExceeded
 from lakeloop.ingest.interval import ingest_interval, read_manifest
 from lakeloop.ingest.options import COMMIT_GROUP_ID, IngestOptions
@@ -31,24 +31,29 @@ from lakeloop.lake import Lake, partition_path
 from lakeloop.services import free_port
 
 HOUR = timedelta(hours=1)
+LARGEST_TEST_MESSAGE = 8 * 1024 * 1024
 DAY = timedelta(days=1)
 SMALL = IngestOptions(chunk_size=7, row_group_size=10, progress_interval_s=0.0)
 EXPECTED_COLUMNS = pa.schema([("event_id", pa.string()), ("user_id", pa.string()), ("item_id", pa.string()),
                               ("rating", pa.float64()), ("ts", pa.timestamp("ms", tz="UTC"))])
 
 
-def new_topic(bootstrap: str, partitions: int) -> str:
+def new_topic(bootstrap: str, partitions: int, max_message_bytes: int | None = None) -> str:
     topic = f"ingest-{uuid.uuid4().hex[:10]}"
+    configs = {"retention.ms": "-1"}
+    if max_message_bytes is not None:
+        configs["max.message.bytes"] = str(max_message_bytes)
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    admin.create_topics({topic: {"num_partitions": partitions, "replication_factor": 1,
-                                 "configs": {"retention.ms": "-1"}}}, wait_for_metadata=True)
+    admin.create_topics({topic: {"num_partitions": partitions, "replication_factor": 1, "configs": configs}},
+                        wait_for_metadata=True)
     admin.close()
     return topic
 
 
 def produce(bootstrap: str, topic: str, records: list[tuple[int, datetime, bytes | None, bytes | None]]) -> list[int]:
     """Send (partition, record timestamp, key, value) in order; return the offsets."""
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5,
+                             max_request_size=LARGEST_TEST_MESSAGE)
     futures = [producer.send(topic, partition=partition, timestamp_ms=ms(at), key=key, value=value)
                for partition, at, key, value in records]
     producer.flush()
@@ -212,8 +217,12 @@ def test_each_malformed_kind_is_rejected_with_its_reason_and_counts_reconcile(ka
     by_value = {}
     for row in rejected.to_pylist():
         assert row["topic"] == topic and row["key"] == b"bad"
-        assert row["value"] == sent[(row["partition"], row["offset"])]  # the raw bytes, untouched
-        by_value[row["value"]] = (row["reason"], row["detail"])
+        value = sent[(row["partition"], row["offset"])]
+        if row["reason"] == "oversize":
+            assert row["value"] == value[:OVERSIZE_VALUE_HEAD_BYTES]
+        else:
+            assert row["value"] == value  # the raw bytes, untouched
+        by_value[value] = (row["reason"], row["detail"])
     expected = {value if value is None or b"%d" not in value else value % ms(at): reason
                 for value, reason in MALFORMED.items()}
     assert set(by_value) == set(expected)
@@ -283,8 +292,13 @@ def test_duplicates_across_chunks_and_partitions_keep_the_first(kafka_broker, la
     topic = new_topic(kafka_broker.bootstrap, partitions=2)
     at = MIDDLE + HOUR
     records = [(0, at, b"a", event(f"e{n}", at, rating=1.0)) for n in range(12)]
-    records += [(0, at, b"a", event("e3", at, rating=2.0)), (1, at, b"b", event("e5", at, rating=3.0)),
-                (1, at, b"b", event("e100", at, rating=4.0)), (1, at, b"b", event("e100", at, rating=5.0))]
+    reordered_e8 = dict(reversed(json.loads(event("e8", at, rating=1.0)).items()), origin="retry")
+    records += [(0, at, b"a", event("e3", at, rating=2.0)),  # offset 12: differs from offset 3, an earlier chunk
+                (0, at, b"a", event("e7", at, rating=1.0)),  # 13: the same bytes as offset 7
+                (0, at, b"a", json.dumps(reordered_e8).encode()),  # 14: same declared fields, other bytes
+                (1, at, b"b", event("e5", at, rating=3.0)),  # partition 1, offset 0: differs from p0's e5
+                (1, at, b"b", event("e100", at, rating=4.0)), (1, at, b"b", event("e100", at, rating=5.0)),
+                (1, at, b"b", event("e100", at, rating=4.0))]  # 3: the same as offset 1, in the same chunk
     produce(kafka_broker.bootstrap, topic, records)
 
     result = ingest(kafka_broker, topic, lake, MIDDLE, options=IngestOptions(chunk_size=5, max_rejected_fraction=1.0))
@@ -292,7 +306,78 @@ def test_duplicates_across_chunks_and_partitions_keep_the_first(kafka_broker, la
     rows = raw_rows(lake, MIDDLE.date())
     assert sorted(rows["event_id"].to_pylist()) == sorted([f"e{n}" for n in range(12)] + ["e100"])
     assert set(rows.filter(pa.compute.equal(rows["event_id"], "e100"))["rating"].to_pylist()) == {4.0}
-    assert result.rejected_by_reason == {"duplicate": 3}
+    assert result.rejected_by_reason == {"duplicate": 3, "duplicate_conflict": 3}
+    assert result.read == result.written + result.rejected
+    rejected = rejected_rows(lake, MIDDLE.date()).to_pylist()
+    reasons = {(row["partition"], row["offset"]): row["reason"] for row in rejected}
+    assert reasons == {(0, 12): "duplicate_conflict", (0, 13): "duplicate", (0, 14): "duplicate",
+                       (1, 0): "duplicate_conflict", (1, 2): "duplicate_conflict", (1, 3): "duplicate"}
+    details = {row["reason"]: row["detail"] for row in rejected}
+    assert details["duplicate_conflict"] == ("event_id already written from this slice with different content; "
+                                             "the first occurrence was kept")
+    assert details["duplicate"] == "event_id already written from this slice"
+
+
+def big_value(event_id: str, size: int) -> bytes:
+    """A JSON event of exactly `size` bytes (an undeclared field pads it)."""
+    head = b'{"event_id": "%s", "pad": "' % event_id.encode()
+    return head + b"x" * (size - len(head) - 2) + b'"}'
+
+
+def padded_event(event_id: str, at: datetime, pad_bytes: int, **fields) -> bytes:
+    """A valid event made longer by an undeclared field of `pad_bytes` characters."""
+    return json.dumps({**json.loads(event(event_id, at, **fields)), "pad": "p" * pad_bytes}).encode()
+
+
+def test_oversized_values_are_rejected_as_they_are_read(kafka_broker, lake):
+    topic = new_topic(kafka_broker.bootstrap, partitions=2, max_message_bytes=LARGEST_TEST_MESSAGE)
+    at = MIDDLE + HOUR
+    records = [(n % 2, at, b"k", event(f"e{n}", at, user=n)) for n in range(40)]
+    for n in (3, 11, 12, 30):
+        records.insert(n, (n % 2, at, b"big", big_value(f"big-{n}", 2 * 1024 * 1024)))
+    offsets = produce(kafka_broker.bootstrap, topic, records)
+    sent = {(partition, offset): value for (partition, _, _, value), offset in zip(records, offsets, strict=True)}
+
+    result = ingest(kafka_broker, topic, lake, MIDDLE, options=IngestOptions(max_rejected_fraction=0.1))
+
+    assert (result.read, result.written, result.rejected_by_reason) == (44, 40, {"oversize": 4})
+    assert sorted(raw_rows(lake, MIDDLE.date())["event_id"].to_pylist()) == sorted(f"e{n}" for n in range(40))
+    rejected = rejected_rows(lake, MIDDLE.date()).to_pylist()
+    assert sorted((row["partition"], row["offset"]) for row in rejected) == sorted(
+        key for key, value in sent.items() if len(value) > RATINGS_SCHEMA.max_value_bytes)
+    for row in rejected:
+        value = sent[(row["partition"], row["offset"])]
+        assert (row["key"], row["reason"]) == (b"big", "oversize")
+        assert row["detail"].startswith(f"value of {len(value)} bytes > {RATINGS_SCHEMA.max_value_bytes}")
+        assert row["value"] == value[:OVERSIZE_VALUE_HEAD_BYTES]  # only a head of the payload is kept
+    assert result.largest_chunk_bytes < 64 * 1024  # the 2 MB payloads were dropped before the chunks
+
+
+def test_chunks_are_bounded_by_value_bytes_without_changing_the_output(kafka_broker, lake):
+    topic = new_topic(kafka_broker.bootstrap, partitions=2)
+    at = MIDDLE + HOUR
+    records = [(n % 2, at, b"k", padded_event(f"e{n}", at, pad_bytes=n * 397 % 3000, user=n)) for n in range(80)]
+    records += [(0, at, b"k", b"{not json"), (1, at, b"k", padded_event("e7", at, pad_bytes=10, rating=2.0)),
+                (0, at, b"k", big_value("big", 20_000))]
+    produce(kafka_broker.bootstrap, topic, records)
+    data, rejected = (partition_path(lake, dataset, MIDDLE.date()) for dataset in ("raw/ratings", "rejected/ratings"))
+    budget = 4096
+
+    small = ingest(kafka_broker, topic, lake, MIDDLE,
+                   options=IngestOptions(chunk_bytes=budget, row_group_size=10, max_rejected_fraction=1.0))
+    small_files = file_digests(data), file_digests(rejected)
+    large = ingest(kafka_broker, topic, lake, MIDDLE,
+                   options=IngestOptions(row_group_size=10, max_rejected_fraction=1.0))
+
+    assert (file_digests(data), file_digests(rejected)) == small_files
+    assert (small.read, small.written, small.rejected_by_reason) == (
+        large.read, large.written, large.rejected_by_reason) == (
+        83, 80, {"invalid_json": 1, "duplicate_conflict": 1, "oversize": 1})
+    assert large.chunks == 2 and budget < large.largest_chunk_bytes  # one chunk per partition
+    assert small.largest_chunk_bytes <= budget < 2 * small.largest_chunk_bytes  # every value is < 3.2 KB
+    assert small.chunks >= large.largest_chunk_bytes // budget
+    with pytest.raises(ValueError, match="chunk_bytes=0 must be at least 1"):
+        IngestOptions(chunk_bytes=0)
 
 
 def test_an_empty_interval_writes_an_empty_readable_partition(kafka_broker, lake):
