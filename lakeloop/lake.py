@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -148,7 +149,8 @@ class Lake:
     list (`partition_files`), so files of a killed or superseded attempt are never read; superseded attempts
     are deleted after the commit (a reader still listing them at that moment fails and must retry).
     A writer of a partition that another run is writing fails with `ConcurrentWriteError` (a lock on local disk;
-    a check of the manifest before and after the commit on object stores: docs/deployment.md).
+    on S3 a PUT conditional on the manifest read at the start; on other object stores a check of the manifest
+    before and after the commit: docs/deployment.md).
     `manifest_commits` says which protocol the lake uses: always on object stores; on a local directory only
     when asked for (tests run the object-store protocol through real Spark that way, without S3).
     """
@@ -179,8 +181,25 @@ class Lake:
 
     @property
     def is_local(self) -> bool:
-        """Whether the lake is a local directory rather than an object store."""
-        return isinstance(self.filesystem, pafs.LocalFileSystem)
+        """Whether the lake is a local directory (a `file://` URL) rather than an object store."""
+        return urlparse(self.url).scheme == "file"
+
+    @property
+    def commits_conditionally(self) -> bool:
+        """Whether the manifest commit is a compare-and-swap (S3's conditional PUT), which leaves two writers no
+        window; other object stores commit by an unconditional PUT checked before and after."""
+        return self.manifest_commits and urlparse(self.url).scheme == "s3"
+
+    @cached_property
+    def s3_client(self) -> Any:
+        """The boto3 client of an `s3://` lake, for the one thing pyarrow's filesystem cannot do: a conditional PUT.
+        boto3 reads the same AWS variables as pyarrow (keys, `AWS_ENDPOINT_URL_S3`), so both reach the same store
+        with the same identity; the region is given as `config.s3a_settings` takes it (boto3 itself ignores
+        `AWS_REGION`, which docker-compose sets)."""
+        import boto3  # here, not at the top: it costs ~0.3 s in every process that imports the lake
+
+        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        return boto3.session.Session(region_name=region).client("s3")
 
     def path(self, *parts: str) -> str:
         """A path inside the lake, on its filesystem."""
@@ -267,8 +286,8 @@ class Lake:
         `staged.manifest`; the commit adds the list of files and their rows under `"files"`. Raises
         `ConcurrentWriteError` when another run writes the same partition at the same time: on a lake committed by
         rename at the start, while the other one stages; on one committed by manifest at the commit, if the other
-        committed first (this run's files are then deleted). On object stores one window is left: a commit
-        whose check precedes another's PUT and read-back replaces it, and both report success
+        committed first (this run's files are then deleted). On object stores other than S3 one window is left: a
+        commit whose check precedes another's PUT and read-back replaces it, and both report success
         (docs/deployment.md); the manifest then holds the later one's rows, whole.
         """
         final = self.partition(dataset, day)
@@ -281,7 +300,7 @@ class Lake:
                     staged.manifest["files"] = self._files_with_rows(staged.directory)
                     self.write_json(f"{staged.directory}/{MANIFEST_NAME}", staged.manifest)
             return
-        base = self._read_bytes(f"{final}/{MANIFEST_NAME}")
+        base, base_etag = self._read_manifest_version(f"{final}/{MANIFEST_NAME}")
         attempt = timed_name(ATTEMPT_PREFIX)
         staged = StagedPartition(directory=f"{final}/{attempt}", manifest={})
         if self.is_local:  # object stores have no directories; a local one must exist before files go in
@@ -293,20 +312,28 @@ class Lake:
         except BaseException:
             self._discard_attempt(staged.directory)
             raise
-        self._commit_manifest(dataset, day, base, staged.directory, staged.manifest)
+        self._commit_manifest(dataset, day, base, base_etag, staged.directory, staged.manifest)
         self._delete_superseded(final, base, keep=attempt)
 
-    def _commit_manifest(self, dataset: str, day: date, base: bytes | None, attempt_dir: str,
+    def _commit_manifest(self, dataset: str, day: date, base: bytes | None, base_etag: str | None, attempt_dir: str,
                          manifest: dict[str, Any]) -> None:
-        """Publish `manifest` as the partition's commit if no other writer committed since `base` was read, and
-        check that it is what the partition holds after the PUT; else delete the attempt and raise
-        `ConcurrentWriteError`. If the PUT or the read-back fails, the commit may have landed: the attempt is kept.
+        """Publish `manifest` as the partition's commit if no other writer committed since the manifest `base` (with
+        `base_etag` on S3) was read: check the manifest, then PUT it, on S3 conditionally (no other commit can land
+        in between), elsewhere reading it back after. If another did, delete the attempt and raise
+        `ConcurrentWriteError`. If a request fails otherwise, the commit may have landed: the error propagates and
+        the attempt is kept.
         """
         final, attempt = attempt_dir.rsplit("/", 1)
         path = f"{final}/{MANIFEST_NAME}"
+        committed_meanwhile = "it was committed by another run while this run wrote it"
         if self._read_bytes(path) != base:
             self._discard_attempt(attempt_dir)
-            raise self._concurrent_write(dataset, day, "it was committed by another run while this run wrote it")
+            raise self._concurrent_write(dataset, day, committed_meanwhile)
+        if self.commits_conditionally:
+            if not self._put_manifest_if_unchanged(path, json_bytes(manifest), base_etag):
+                self._discard_attempt(attempt_dir)
+                raise self._concurrent_write(dataset, day, committed_meanwhile)
+            return
         self._put_manifest(final, attempt, manifest)
         if self._read_bytes(path) != json_bytes(manifest):
             self._discard_attempt(attempt_dir)
@@ -331,6 +358,33 @@ class Lake:
         with self.filesystem.open_output_stream(written) as stream:
             stream.write(json_bytes(manifest))
         self.filesystem.move(written, target)
+
+    def _read_manifest_version(self, path: str) -> tuple[bytes | None, str | None]:
+        """The manifest at `path` and, on a lake that commits conditionally, its S3 ETag, read in one request so that
+        the two belong to the same version; (None, None) if there is none."""
+        if not self.commits_conditionally:
+            return self._read_bytes(path), None
+        bucket, key = path.split("/", 1)
+        try:
+            response = self.s3_client.get_object(Bucket=bucket, Key=key)
+        except self.s3_client.exceptions.NoSuchKey:
+            return None, None
+        return response["Body"].read(), response["ETag"]
+
+    def _put_manifest_if_unchanged(self, path: str, document: bytes, base_etag: str | None) -> bool:
+        """One PUT of the manifest that S3 applies only if the manifest is still the version with `base_etag`
+        (`If-Match`), or still absent if there was none (`If-None-Match: *`); whether this run's manifest is the
+        commit. A 412 answers a retry too: botocore resends a PUT whose answer was lost though it landed, and the
+        resent one then fails on the run's own manifest, which is this run's commit all the same."""
+        bucket, key = path.split("/", 1)
+        condition = {"IfMatch": base_etag} if base_etag else {"IfNoneMatch": "*"}
+        try:
+            self.s3_client.put_object(Bucket=bucket, Key=key, Body=document, **condition)
+        except self.s3_client.exceptions.ClientError as error:
+            if error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") != 412:
+                raise
+            return self._read_bytes(path) == document
+        return True
 
     def _read_bytes(self, path: str) -> bytes | None:
         try:

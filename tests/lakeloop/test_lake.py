@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
 import threading
@@ -300,6 +301,16 @@ class PausingHandler(pafs.FileSystemHandler):
             assert self.resume.wait(60), "the test never resumed the paused writer"
         self.requests.append((operation, path))
 
+    def watch(self, s3_client) -> None:
+        """Hold and record the manifest requests the lake makes through boto3 (S3's conditional commit) too, by
+        botocore's event hooks: a GetObject as a read, a PutObject as a write of `bucket/key`."""
+        def hold_and_record(params, operation, **_) -> None:
+            self._request(operation, f"{params['Bucket']}/{params['Key']}")
+
+        for operation, s3_operation in (("read", "GetObject"), ("write", "PutObject")):
+            s3_client.meta.events.register(f"before-parameter-build.s3.{s3_operation}",
+                                           functools.partial(hold_and_record, operation=operation))
+
     def get_type_name(self):
         return f"pausing-{self.inner.type_name}"
 
@@ -349,7 +360,9 @@ class PausingHandler(pafs.FileSystemHandler):
 
 
 def before_its_manifest_put(operation: str, path: str, earlier: list) -> bool:
-    return operation == "write" and path.endswith("/_manifest.json")
+    """Before the request that publishes the writer's manifest: its PUT on an object store; on local disk the write
+    of the file it then renames over the manifest."""
+    return operation == "write" and path.endswith(("/_manifest.json", "/._manifest.json.partial"))
 
 
 def before_reading_back_its_manifest(operation: str, path: str, earlier: list) -> bool:
@@ -358,9 +371,11 @@ def before_reading_back_its_manifest(operation: str, path: str, earlier: list) -
 
 
 def pausing_writer(lake: Lake, values: list[int], pause_at) -> tuple[Writer, PausingHandler]:
-    """A writer staging `values` in the same S3 lake through a filesystem that pauses it where `pause_at` says."""
+    """A writer staging `values` in the same lake through a filesystem that pauses it where `pause_at` says."""
     handler = PausingHandler(lake.filesystem, pause_at)
     paused_lake = Lake(url=lake.url, filesystem=pafs.PyFileSystem(handler), root=lake.root, manifest_commits=True)
+    if paused_lake.commits_conditionally:
+        handler.watch(paused_lake.s3_client)
     return start_staging(paused_lake, values), handler
 
 
@@ -371,10 +386,24 @@ def commit_until_paused(writer: Writer, pause: PausingHandler) -> None:
         pass
 
 
-def test_a_commit_replaced_before_it_is_read_back_on_s3_fails_and_the_later_one_lands_whole(s3_lake):
-    commit_values(s3_lake, [0])
-    first, first_pause = pausing_writer(s3_lake, [1, 2, 3], before_reading_back_its_manifest)
-    second, second_pause = pausing_writer(s3_lake, [7, 8], before_its_manifest_put)
+def commit_while_another_waits_to_put(lake: Lake) -> tuple[Writer, Writer]:
+    """Two writers of the day: `later` checks the partition and is held before its manifest PUT while `earlier`
+    commits [1, 2, 3], which must succeed; then `later` PUTs [7, 8]. Both have finished; `later.error` says how."""
+    later, later_pause = pausing_writer(lake, [7, 8], before_its_manifest_put)
+    earlier = start_staging(lake, [1, 2, 3])
+    commit_until_paused(later, later_pause)
+    assert earlier.finish() is None
+    later_pause.resume.set()
+    later.finish()
+    return earlier, later
+
+
+def test_a_commit_replaced_before_it_is_read_back_fails_and_the_later_one_lands_whole(lake):
+    """On a lake whose manifest PUT is unconditional (local disk here; gs:// and object stores other than S3 too)."""
+    manifest_lake = Lake.from_url(str(lake), manifest_commits=True)
+    commit_values(manifest_lake, [0])
+    first, first_pause = pausing_writer(manifest_lake, [1, 2, 3], before_reading_back_its_manifest)
+    second, second_pause = pausing_writer(manifest_lake, [7, 8], before_its_manifest_put)
     commit_until_paused(second, second_pause)  # found the partition as it started: about to PUT
     commit_until_paused(first, first_pause)  # found it so too, and PUT its manifest
     second_pause.resume.set()
@@ -384,28 +413,67 @@ def test_a_commit_replaced_before_it_is_read_back_on_s3_fails_and_the_later_one_
     error = first.finish()
     assert isinstance(error, ConcurrentWriteError), error
     assert "replaced" in str(error)
-    assert read_values(s3_lake, DAY) == [7, 8]
-    assert_the_manifest_holds_its_rows(s3_lake)
-    assert names_in(s3_lake, s3_lake.partition("predictions", DAY)) == sorted(
+    assert read_values(manifest_lake, DAY) == [7, 8]
+    assert_the_manifest_holds_its_rows(manifest_lake)
+    assert names_in(manifest_lake, manifest_lake.partition("predictions", DAY)) == sorted(
         [second.directory.rsplit("/", 1)[-1], "_manifest.json"])
 
 
-def test_in_the_window_left_on_s3_both_report_success_and_the_manifest_still_holds_its_rows(s3_lake):
-    """The window docs/deployment.md describes: a commit checked before another's PUT and read-back replaces it
-    (no conditional PUT through pyarrow). Nothing is deleted that the manifest names."""
-    commit_values(s3_lake, [0])
-    later, later_pause = pausing_writer(s3_lake, [7, 8], before_its_manifest_put)
-    earlier = start_staging(s3_lake, [1, 2, 3])
-    commit_until_paused(later, later_pause)
+def test_in_the_window_left_without_a_conditional_put_both_report_success_and_the_manifest_holds_its_rows(lake):
+    """The window docs/deployment.md describes for lakes without a conditional PUT (local disk committed by manifest
+    here, gs:// and other object stores too): a commit checked before another's PUT and read-back replaces it.
+    Nothing is deleted that the manifest names."""
+    manifest_lake = Lake.from_url(str(lake), manifest_commits=True)
+    commit_values(manifest_lake, [0])
+    earlier, later = commit_while_another_waits_to_put(manifest_lake)
 
-    assert earlier.finish() is None
-    later_pause.resume.set()
-    assert later.finish() is None
-
-    assert read_values(s3_lake, DAY) == [7, 8]
-    assert_the_manifest_holds_its_rows(s3_lake)
+    assert later.error is None
+    assert read_values(manifest_lake, DAY) == [7, 8]
+    assert_the_manifest_holds_its_rows(manifest_lake)
     attempts = [writer.directory.rsplit("/", 1)[-1] for writer in (earlier, later)]
-    assert names_in(s3_lake, s3_lake.partition("predictions", DAY)) == sorted([*attempts, "_manifest.json"])
+    assert names_in(manifest_lake, manifest_lake.partition("predictions", DAY)) == sorted([*attempts, "_manifest.json"])
+
+
+@pytest.mark.parametrize("committed_before", [True, False], ids=["replacing-a-commit", "first-commit"])
+def test_on_s3_a_commit_checked_before_another_lands_is_refused_by_its_conditional_put(s3_lake, committed_before):
+    """The window above is closed on S3: the manifest PUT is conditional on the version read as the writer started
+    (`If-Match: <etag>`, or `If-None-Match: *` for a first commit), so the later PUT fails and the earlier commit's
+    rows stay.
+
+    moto checks the condition and then writes without holding a lock in between, so two PUTs arriving at the same
+    instant on its threaded server could both pass (AWS and MinIO check atomically). The test does not rely on
+    that: the events hold the later writer before its PUT until the earlier one has committed."""
+    if committed_before:
+        commit_values(s3_lake, [0])
+    earlier, later = commit_while_another_waits_to_put(s3_lake)
+
+    assert isinstance(later.error, ConcurrentWriteError), later.error
+    assert "committed by another run" in str(later.error) and "not committed" in str(later.error)
+    assert read_values(s3_lake, DAY) == [1, 2, 3]
+    assert_the_manifest_holds_its_rows(s3_lake)
+    assert names_in(s3_lake, s3_lake.partition("predictions", DAY)) == sorted(
+        [earlier.directory.rsplit("/", 1)[-1], "_manifest.json"])
+
+
+def test_an_s3_manifest_put_resent_after_it_landed_is_this_runs_commit(s3_lake):
+    """botocore resends a PUT whose answer was lost (a timeout, a reset connection) though it may have landed; the
+    resent conditional PUT then fails with 412 on the run's own manifest. That is this run's commit: its files stay.
+    The hook makes botocore resend the first manifest PUT after the server answered it."""
+    commit_values(s3_lake, [0])
+    resent = []
+
+    def resend_the_first_put(response, **_) -> int | None:
+        if resent or response is None or response[0].status_code != 200:
+            return None
+        resent.append(True)
+        return 0  # seconds to wait before sending it again
+
+    s3_lake.s3_client.meta.events.register("needs-retry.s3.PutObject", resend_the_first_put)
+    commit_values(s3_lake, [1, 2])
+
+    assert resent
+    assert read_values(s3_lake, DAY) == [1, 2]
+    assert_the_manifest_holds_its_rows(s3_lake)
 
 
 def attempt_name(started: datetime) -> str:
