@@ -375,13 +375,16 @@ class Lake:
         """One PUT of the manifest that S3 applies only if the manifest is still the version with `base_etag`
         (`If-Match`), or still absent if there was none (`If-None-Match: *`); whether this run's manifest is the
         commit. A 412 answers a retry too: botocore resends a PUT whose answer was lost though it landed, and the
-        resent one then fails on the run's own manifest, which is this run's commit all the same."""
+        resent one then fails on the run's own manifest, which is this run's commit all the same. Other answers (the
+store cannot answer) propagate: the commit may have landed."""
         bucket, key = path.split("/", 1)
         condition = {"IfMatch": base_etag} if base_etag else {"IfNoneMatch": "*"}
         try:
             self.s3_client.put_object(Bucket=bucket, Key=key, Body=document, **condition)
         except self.s3_client.exceptions.ClientError as error:
-            if error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") != 412:
+            # 412: the condition failed; 409: another conditional write of the key was in flight (AWS); 404: the
+            # manifest was deleted since it was read (If-Match). Each means another run changed the partition.
+            if error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") not in (404, 409, 412):
                 raise
             return self._read_bytes(path) == document
         return True

@@ -520,10 +520,10 @@ from lakeloop.ingest.options import IngestOptions
 
 bootstrap, topic, lake, start, end = json.loads(sys.argv[1])
 
-def die_before_the_commit(self, path, document):
+def die_before_the_commit(self, path, document, base_etag):
     os.kill(os.getpid(), signal.SIGKILL)  # every data file is uploaded; the manifest PUT never happens
 
-Lake.write_json = die_before_the_commit
+Lake._put_manifest_if_unchanged = die_before_the_commit
 ingest_interval({"bootstrap_servers": bootstrap}, topic, lake, datetime.fromisoformat(start),
                 datetime.fromisoformat(end), options=IngestOptions(chunk_size=7, row_group_size=10))
 """
