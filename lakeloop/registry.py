@@ -10,6 +10,7 @@ import logging
 import subprocess
 from dataclasses import asdict, dataclass
 from datetime import date
+from importlib import metadata
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -18,6 +19,7 @@ from lakeloop.gate import CHAMPION, GateDecision
 from lakeloop.lake import Lake, as_lake
 from lakeloop.models import EVALUATION, MODEL_FILE, REGISTRATION, REPORT_DIR, TRAIN_SUMMARY, ModelDirectory
 
+MODEL_PACKAGES = ("tensorflow", "numpy", "cloudpickle")
 log = logging.getLogger(__name__)
 DAY_TAG = "lakeloop.day"
 SHA_TAG = "lakeloop.model_sha256"
@@ -146,7 +148,13 @@ def _log_model(model_path: Path, model_name: str, lake: Lake, day: date):
     example = model_inputs(read_features(lake, day, "eval").slice(0, 5))
     signature = infer_signature(example, model.predict(example, verbose=0))
     return mlflow.tensorflow.log_model(model, name="model", registered_model_name=model_name, signature=signature,
-                                       input_example=example)
+                                       input_example=example, pip_requirements=model_requirements())
+
+
+def model_requirements() -> list[str]:
+    """What serving the model needs, pinned to this environment: the list MLflow infers for it (plus mlflow, which
+    it adds itself), declared because inferring it loads the model in a subprocess (~13 s per registration)."""
+    return [f"{package}=={metadata.version(package)}" for package in MODEL_PACKAGES]
 
 
 def register_model(lake: Lake | Path | str, model_name: str, day: date, tracking_uri: str,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from datetime import UTC, date, datetime
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,7 @@ from lakeloop.registry import (
     file_sha256,
     git_commit,
     load_champion,
+    model_requirements,
     register_model,
 )
 from lakeloop.services import free_port
@@ -138,6 +140,7 @@ def test_a_model_that_does_not_beat_the_baseline_is_only_a_challenger(feature_la
 @pytest.mark.slow
 def test_a_model_in_an_s3_lake_is_evaluated_as_in_a_local_lake_and_registered(feature_lake, s3_feature_lake,
                                                                                fitted_model, store_model, tmp_path):
+    import mlflow
     from mlflow import MlflowClient
 
     name, summary = "registry-s3-test-fm", {"global_step": 10, "rows": 1800, "epoch_losses": [1.2, 0.9]}
@@ -167,6 +170,8 @@ def test_a_model_in_an_s3_lake_is_evaluated_as_in_a_local_lake_and_registered(fe
     assert run.data.params["global_step"] == "10" and run.data.metrics["rmse"] == pytest.approx(s3_metrics["rmse"])
     assert {f"{REPORT_DIR}/report.md", f"{REPORT_DIR}/{EVALUATION}"} <= {
         item.path for item in client.list_artifacts(run.info.run_id, REPORT_DIR)}
+    requirements = Path(mlflow.pyfunc.get_model_dependencies(f"models:/{name}/1")).read_text().split()
+    assert requirements == [f"mlflow=={metadata.version('mlflow')}", *model_requirements()]
     champion = load_champion(name, tracking)
     example = model_inputs(read_features(s3_feature_lake, DAY, "eval"))
     np.testing.assert_allclose(champion.model.predict(example, verbose=0), model.predict(example, verbose=0),
