@@ -34,7 +34,17 @@ from lakeloop.features import (
 from lakeloop.fm_model import ranking_model
 from lakeloop.gate import DEFAULT_TOLERANCE, quality_gate
 from lakeloop.lake import Lake, as_lake
-from lakeloop.metrics import BIAS_BASELINE, CHAMPION, METRIC_PREFIX, MODEL, mae, ranking_metrics, rmse
+from lakeloop.metrics import (
+    BIAS_BASELINE,
+    CHAMPION,
+    METRIC_PREFIX,
+    MODEL,
+    POPULARITY,
+    RANKING_BASELINES,
+    mae,
+    ranking_metrics,
+    rmse,
+)
 from lakeloop.models import EVALUATION, MODEL_FILE, REPORT_DIR, TRAIN_SUMMARY, ModelDirectory
 
 if TYPE_CHECKING:
@@ -43,6 +53,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 POSITIVE_RATING = 4.0
 ACTIVITY_BUCKETS = ((0, 0, "new (0)"), (1, 9, "1-9"), (10, 49, "10-49"), (50, None, "50+"))
+NDCG = "ndcg_at_10"
 RATING_COLUMNS = ["user_id", "item_id", *FEATURE_COLUMNS, LABEL]
 
 
@@ -105,6 +116,14 @@ def bias_scorer(baseline: BiasBaseline) -> Scorer:
     """Score with the user/item-bias baseline fitted on the day's training set."""
     def score(inputs: dict[str, np.ndarray], user_ids: pa.Array, item_ids: pa.Array) -> np.ndarray:
         return baseline.predict(inputs["user_idx"], inputs["item_idx"])
+
+    return score
+
+
+def popularity_scorer() -> Scorer:
+    """Rank by the item's training ratings (most-rated first): the popularity baseline of the ranking metrics."""
+    def score(inputs: dict[str, np.ndarray], user_ids: pa.Array, item_ids: pa.Array) -> np.ndarray:
+        return np.asarray(inputs["item_rating_count"], np.float64)
 
     return score
 
@@ -237,7 +256,8 @@ def evaluate_model(lake: Lake | Path | str, model_name: str, day: date, champion
     train_labels = train[LABEL].to_numpy().astype(np.float64)
     bias = BiasBaseline.fit(train["user_idx"].to_numpy(), train["item_idx"].to_numpy(), train_labels)
     scorers = {MODEL: keras_scorer(model), BIAS_BASELINE: bias_scorer(bias)}
-    rankers = {MODEL: keras_scorer(model, ranking=True), BIAS_BASELINE: scorers[BIAS_BASELINE]}
+    rankers = {MODEL: keras_scorer(model, ranking=True), BIAS_BASELINE: scorers[BIAS_BASELINE],
+               POPULARITY: popularity_scorer()}
     if champion is not None:
         scorers[CHAMPION], rankers[CHAMPION] = champion.scorer(lake), champion.scorer(lake, ranking=True)
     inputs = model_inputs(evaluation)
@@ -247,15 +267,18 @@ def evaluate_model(lake: Lake | Path | str, model_name: str, day: date, champion
     metrics = {"day": day.isoformat(), "eval_rows": int(len(labels)), "ranking_users": len(ranking.user_ids),
                "candidate_items": len(ranking.item_ids), "baseline_mean": float(train_labels.mean()),
                "baseline_rmse": rmse(np.full_like(labels, train_labels.mean()), labels)}
-    for name in scorers:
-        scored = {"rmse": rmse(predictions[name], labels), "mae": mae(predictions[name], labels),
-                  **ranking_metrics(ranking.scores(rankers[name]), ranking.seen, ranking.relevant)}
+    for name in rankers:
+        scored = ({"rmse": rmse(predictions[name], labels), "mae": mae(predictions[name], labels)}
+                  if name in predictions else {})
+        scored.update(ranking_metrics(ranking.scores(rankers[name]), ranking.seen, ranking.relevant))
         metrics.update({f"{METRIC_PREFIX[name]}{key}": value for key, value in scored.items()})
     metrics["rmse_by_user_activity"] = rmse_by_user_activity(inputs["user_rating_count"], labels, predictions)
     if champion is not None:
         metrics.update(champion_version=champion.version, champion_day=champion.day.isoformat())
     decision = quality_gate(metrics["rmse"], metrics["bias_baseline_rmse"], metrics.get("champion_rmse"),
-                            champion.version if champion else None, tolerance)
+                            champion.version if champion else None, tolerance, ndcg=metrics[NDCG],
+                            baseline_ndcg={name: metrics[METRIC_PREFIX[name] + NDCG] for name in RANKING_BASELINES},
+                            champion_ndcg=metrics.get(METRIC_PREFIX[CHAMPION] + NDCG))
     metrics["gate"] = decision.to_json()
     log.info("quality gate for %s %s: %s → alias %s", model_name, day, decision.reason, decision.alias)
     summary = directory.read_json(TRAIN_SUMMARY) if directory.exists(TRAIN_SUMMARY) else {}

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from lakeloop.metrics import BIAS_BASELINE, CHAMPION, METRIC_PREFIX, MODEL
+from lakeloop.metrics import BIAS_BASELINE, CHAMPION, METRIC_PREFIX, MODEL, POPULARITY
 from lakeloop.models import REPORT_DIR
 
-LABELS = {MODEL: "new model", CHAMPION: "champion", BIAS_BASELINE: "bias baseline"}
+LABELS = {MODEL: "new model", CHAMPION: "champion", BIAS_BASELINE: "bias baseline", POPULARITY: "popularity"}
 RANKED_METRICS = ["rmse", "mae", "precision_at_10", "recall_at_10", "ndcg_at_10"]
 
 
@@ -67,8 +67,12 @@ def _training_curve(epoch_losses: list[float], path: Path) -> None:
 
 def _markdown(metrics: dict) -> str:
     gate = metrics["gate"]
-    rows = ["| " + " | ".join([LABELS[name], *(f"{metrics[METRIC_PREFIX[name] + key]:.4f}" for key in RANKED_METRICS)])
-            + " |" for name in LABELS if METRIC_PREFIX[name] + "rmse" in metrics]
+    def cell(name: str, key: str) -> str:
+        value = metrics.get(METRIC_PREFIX[name] + key)
+        return "–" if value is None else f"{value:.4f}"
+
+    rows = ["| " + " | ".join([LABELS[name], *(cell(name, key) for key in RANKED_METRICS)]) + " |"
+            for name in LABELS if METRIC_PREFIX[name] + "ndcg_at_10" in metrics]
     champion = (f"champion: version {metrics['champion_version']} (trained on {metrics['champion_day']})"
                 if "champion_version" in metrics else "champion: none yet")
     return "\n".join([

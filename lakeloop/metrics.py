@@ -9,8 +9,10 @@ from __future__ import annotations
 import numpy as np
 
 TOP_K = 10
-MODEL, CHAMPION, BIAS_BASELINE = "model", "champion", "bias_baseline"
-METRIC_PREFIX = {MODEL: "", CHAMPION: "champion_", BIAS_BASELINE: "bias_baseline_"}
+MODEL, CHAMPION, BIAS_BASELINE, POPULARITY = "model", "champion", "bias_baseline", "popularity"
+METRIC_PREFIX = {MODEL: "", CHAMPION: "champion_", BIAS_BASELINE: "bias_baseline_", POPULARITY: "popularity_"}
+RANKING_BASELINES = (POPULARITY, BIAS_BASELINE)
+"""The trivial rankings a model's top-10 lists must beat (popularity ranks by training ratings, so it has no RMSE)."""
 
 
 def rmse(predictions: np.ndarray, labels: np.ndarray) -> float:

@@ -84,12 +84,20 @@ def test_evaluation_scores_model_champion_and_baselines_on_the_same_data(feature
     assert metrics["ranking_users"] > 0 and metrics["candidate_items"] > 0
     assert sum(bucket["rows"] for bucket in metrics["rmse_by_user_activity"].values()) == evaluation.num_rows
     assert metrics["gate"]["champion_version"] == "7" and metrics["gate"]["alias"] in ("champion", "challenger")
+    # popularity ranks (it rates nothing); the gate weighed both trivial rankings and the champion's lists
+    assert "popularity_rmse" not in metrics and 0 < metrics["popularity_ndcg_at_10"] <= 1
+    assert metrics["gate"]["baseline_ndcg"] == {"popularity": metrics["popularity_ndcg_at_10"],
+                                                "bias_baseline": metrics["bias_baseline_ndcg_at_10"]}
+    assert metrics["gate"]["ndcg"] == metrics["ndcg_at_10"]
+    assert metrics["gate"]["champion_ndcg"] == metrics["champion_ndcg_at_10"]
+    assert metrics["gate"]["rule"] in ("rmse_vs_bias_baseline", "ndcg_vs_baselines", "every_rule")
     assert json.loads((directory / EVALUATION).read_text()) == metrics
     report = directory / "evaluation"
     assert {path.name for path in report.iterdir()} == REPORT_FILES
     assert all((report / name).read_bytes().startswith(b"\x89PNG") for name in
                ("prediction_distribution.png", "rmse_by_user_activity.png", "training_curve.png"))
     assert "Quality gate" in (report / "report.md").read_text()
+    assert "| popularity | – | – |" in (report / "report.md").read_text()
 
 
 def test_evaluation_on_an_s3_lake_equals_the_local_one(feature_lake, s3_feature_lake, untrained_model, store_model,
