@@ -22,6 +22,7 @@ from lakeloop.features import (
 )
 from lakeloop.lake import Lake, as_lake
 from lakeloop.spark_jobs import read_table
+from lakeloop.towers import ITEM_TOWER_INPUTS, USER_TOWER_INPUTS
 
 
 def year_index(column: str) -> Column:
@@ -38,13 +39,24 @@ def genre_multi_hot(column: str) -> Column:
 
 def add_model_inputs(frame: DataFrame, user_vocab: DataFrame, item_vocab: DataFrame, prior_mean: float) -> DataFrame:
     """Add the model's inputs to rows holding ids, catalog `year`/`genres` and (possibly null) history."""
+    return add_item_inputs(add_user_inputs(frame, user_vocab, prior_mean), item_vocab, prior_mean)
+
+
+def add_user_inputs(frame: DataFrame, user_vocab: DataFrame, prior_mean: float) -> DataFrame:
+    """Add the user side of the model's inputs to rows holding `user_id` and (possibly null) user history."""
     return (frame.join(F.broadcast(user_vocab.select("user_id", "user_idx")), "user_id", "left")
-            .join(F.broadcast(item_vocab.select("item_id", "item_idx")), "item_id", "left")
-            .fillna({"user_idx": OOV_INDEX, "item_idx": OOV_INDEX})
+            .fillna({"user_idx": OOV_INDEX})
+            .fillna({"user_mean_rating": prior_mean, "user_rating_count": 0.0}))
+
+
+def add_item_inputs(frame: DataFrame, item_vocab: DataFrame, prior_mean: float) -> DataFrame:
+    """Add the item side of the model's inputs to rows holding `item_id`, catalog `year`/`genres` and (possibly
+    null) item history."""
+    return (frame.join(F.broadcast(item_vocab.select("item_id", "item_idx")), "item_id", "left")
+            .fillna({"item_idx": OOV_INDEX})
             .withColumn("year_idx", year_index("year"))
             .withColumn("genres", genre_multi_hot("genres"))
-            .fillna({"user_mean_rating": prior_mean, "item_mean_rating": prior_mean,
-                     "user_rating_count": 0.0, "item_rating_count": 0.0}))
+            .fillna({"item_mean_rating": prior_mean, "item_rating_count": 0.0}))
 
 
 def serving_inputs(spark: SparkSession, lake: Lake | Path, day: date, pairs: DataFrame,
@@ -62,3 +74,28 @@ def serving_inputs(spark: SparkSession, lake: Lake | Path, day: date, pairs: Dat
                     .join(F.broadcast(table(day, ITEM_HISTORY)), "item_id", "left"))
     return add_model_inputs(with_history, table(model_day, USER_VOCAB), table(model_day, ITEM_VOCAB),
                             read_feature_spec(lake, model_day).prior_mean)
+
+
+def serving_user_inputs(spark: SparkSession, lake: Lake | Path, day: date, model_day: date | None = None) -> DataFrame:
+    """The user side of the model's inputs (`user_id`, `USER_TOWER_INPUTS`) for every user of the day's window, as
+    `serving_inputs` builds it for a pair: history as of the end of the window, `model_day`'s vocabulary."""
+    lake = as_lake(lake)
+    model_day = model_day or day
+    users = read_table(spark, lake, FEATURES, day, USER_HISTORY)
+    return (add_user_inputs(users, read_table(spark, lake, FEATURES, model_day, USER_VOCAB),
+                            read_feature_spec(lake, model_day).prior_mean)
+            .select("user_id", *USER_TOWER_INPUTS))
+
+
+def serving_item_inputs(spark: SparkSession, lake: Lake | Path, day: date, catalog: DataFrame,
+                        model_day: date | None = None) -> DataFrame:
+    """The item side of the model's inputs (`item_id`, `ITEM_TOWER_INPUTS`) for every movie of `catalog` (`item_id`,
+    `year`, `genres`), as `serving_inputs` builds it for a pair: history as of the end of the day's window,
+    `model_day`'s vocabulary."""
+    lake = as_lake(lake)
+    model_day = model_day or day
+    items = catalog.select("item_id", "year", "genres").join(
+        F.broadcast(read_table(spark, lake, FEATURES, day, ITEM_HISTORY)), "item_id", "left")
+    return (add_item_inputs(items, read_table(spark, lake, FEATURES, model_day, ITEM_VOCAB),
+                            read_feature_spec(lake, model_day).prior_mean)
+            .select("item_id", *ITEM_TOWER_INPUTS))
