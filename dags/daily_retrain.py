@@ -124,7 +124,6 @@ with DAG(
     train_model = TFOnSparkOperator(
         task_id="train_model",
         trainer="lakeloop.fm_trainer:FMTrainer",
-        num_workers=2,
         checkpoint_dir=f"{settings.lake_url}/checkpoints/{settings.model_name}/{{{{ run_id | run_directory }}}}",
         output_dir=f"{settings.lake_url}/models/{settings.model_name}/dt={DAY}",
         trainer_args={"lake": settings.lake_url, "day": DAY},

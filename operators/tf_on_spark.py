@@ -56,7 +56,8 @@ class TFOnSparkOperator(SparkSubmitOperator):
     not the try number) and the new application resumes from the last checkpoint.
 
     :param trainer: `module:Class` of a `tfspark.TFSparkTrainer` subclass. (templated)
-    :param num_workers: TensorFlow workers, i.e. barrier tasks; the cluster needs that many task slots.
+    :param num_workers: TensorFlow workers, i.e. barrier tasks; the cluster needs that many task slots. None (the
+        default): one per executor, so one on a local master (see docs/tfspark.md, workers).
     :param gpus_per_worker: GPUs per worker (0: CPU only).
     :param checkpoint_dir: Checkpoint directory, `file://` URL or path. (templated)
     :param output_dir: Where `model.keras` and `train_summary.json` go, `file://` URL or path. (templated)
@@ -86,7 +87,7 @@ class TFOnSparkOperator(SparkSubmitOperator):
         self,
         *,
         trainer: str,
-        num_workers: int = 1,
+        num_workers: int | None = None,
         gpus_per_worker: int = 0,
         checkpoint_dir: str | None = None,
         output_dir: str | None = None,

@@ -13,11 +13,12 @@ DEFAULT_CACHE_MEMORY_BYTES = 512 * 1024 * 1024
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Where and how wide to train; the trainer's own attributes say how (batch size, epochs...)."""
+    """Where and how wide to train (`num_workers` None: one per executor); the trainer's own attributes say how
+    (batch size, epochs...)."""
 
     checkpoint_dir: str
     output_dir: str
-    num_workers: int = 1
+    num_workers: int | None = None
     gpus_per_worker: int = 0
     cache_memory_bytes: int = DEFAULT_CACHE_MEMORY_BYTES
     log_every: int = 100

@@ -49,7 +49,7 @@ def test_defaults_and_templated_fields():
     assert operator.durable is True, "a worker crash reconnects to the running job, as for the DAG's Spark tasks"
     assert TFOnSparkOperator(task_id="t", trainer="m:T", durable=False).durable is False
     assert operator.pool == "gpu_pool"
-    assert (operator.num_workers, operator.gpus_per_worker, operator.conn_id) == (1, 0, "spark_default")
+    assert (operator.num_workers, operator.gpus_per_worker, operator.conn_id) == (None, 0, "spark_default")
     assert (operator.name, operator.application) == ("tfspark", driver_application())
     assert {"trainer", "checkpoint_dir", "output_dir", "trainer_args", "conf", "python_env", "name", "env_vars",
             "py_files"} <= set(TFOnSparkOperator.template_fields)

@@ -21,6 +21,7 @@ import tempfile  # noqa: E402
 from tfspark.config import DEFAULT_CACHE_MEMORY_BYTES, RunConfig  # noqa: E402
 from tfspark.driver.runner import run_trainer, shutdown_trainer  # noqa: E402
 from tfspark.driver.submit import parse_key_values, trainer_class  # noqa: E402
+from tfspark.driver.workers import worker_count  # noqa: E402
 from tfspark.trainer import TFSparkTrainer  # noqa: E402
 
 SUMMARY_PREFIX = "TFSPARK_SUMMARY "
@@ -35,7 +36,7 @@ def parser() -> argparse.ArgumentParser:
     """The driver's command line (what `tfspark-submit` passes after the application path)."""
     args = argparse.ArgumentParser(prog="tfspark driver", description=__doc__)
     args.add_argument("--trainer", required=True, help="module:Class of a TFSparkTrainer subclass")
-    args.add_argument("--num-workers", type=int, default=1)
+    args.add_argument("--num-workers", type=worker_count, default=None, help="a number, or auto (one per executor)")
     args.add_argument("--gpus-per-worker", type=int, default=0)
     args.add_argument("--checkpoint-dir", help="file:// URL or path (default: <output-dir>/checkpoints)")
     args.add_argument("--output-dir", help="file:// URL or path (default: a new temporary directory)")

@@ -5,6 +5,7 @@ its planned Parquet row groups (`tfspark.driver.feed_plan`). See docs/tfspark.md
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from tfspark.config import SUMMARY_FILE, RunConfig
 from tfspark.driver.feed_plan import PARQUET_DIRECT, SPARK_ARROW, plan_feed
 from tfspark.driver.submit import is_local_master
+from tfspark.driver.workers import resolve_num_workers
 from tfspark.storage import RemoteDirectory
 from tfspark.task.barrier import RESULT_SCHEMA, TaskPayload, barrier_task
 from tfspark.task.parquet_read import ParquetFeedPlan
@@ -83,8 +85,10 @@ def validate_schema(schema: StructType, label_column: str) -> None:
 
 
 def train_on_spark(frame: DataFrame, trainer: TFSparkTrainer, config: RunConfig) -> dict[str, Any]:
-    """Train `trainer` on `frame` with `config.num_workers` barrier tasks; return the run's summary."""
+    """Train `trainer` on `frame` with `config.num_workers` barrier tasks (one per executor if None); return the
+    run's summary."""
     spark = frame.sparkSession
+    config = dataclasses.replace(config, num_workers=resolve_num_workers(config.num_workers, spark.sparkContext))
     validate_schema(frame.schema, trainer.label_column)
     if spark.sparkContext.getConf().get("spark.python.worker.reuse", "true").lower() == "true":
         logger.warning(

@@ -1,6 +1,7 @@
 """`tfspark-submit --trainer module:Class --num-workers N ...`: build and run the spark-submit command of a
 tfspark training job. spark-submit's own options go to it unchanged, anything after `--` too; the master defaults
-to `local[N]`. `build_plan` is shared with `TFOnSparkOperator`. See docs/tfspark.md.
+to `local[N]` (`local[*]` with `--num-workers auto`, the default). `build_plan` is shared with
+`TFOnSparkOperator`. See docs/tfspark.md.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tfspark.driver.workers import AUTO, worker_count
 
 PYTHON_ENV_ALIAS = "environment"
 
@@ -44,7 +47,7 @@ class SubmitOptions:
     """The tfspark part of a submission (everything else is plain spark-submit)."""
 
     trainer: str
-    num_workers: int = 1
+    num_workers: int | None = None
     gpus_per_worker: int = 0
     checkpoint_dir: str | None = None
     output_dir: str | None = None
@@ -137,7 +140,7 @@ def build_plan(
         conf["spark.dynamicAllocation.enabled"] = "false"
     if options.gpus_per_worker > 0 and local:
         # Spark schedules no GPUs on a local master: the driver discovers them, the workers split them.
-        conf["spark.driver.resource.gpu.amount"] = str(options.gpus_per_worker * options.num_workers)
+        conf["spark.driver.resource.gpu.amount"] = str(options.gpus_per_worker * (options.num_workers or 1))
         if "spark.driver.resource.gpu.discoveryScript" not in taken:
             conf["spark.driver.resource.gpu.discoveryScript"] = gpu_discovery_script()
     elif options.gpus_per_worker > 0:
@@ -154,7 +157,7 @@ def build_plan(
 
 def application_args(options: SubmitOptions) -> list[str]:
     """The arguments of the driver application (`tfspark/driver/application.py`) for `options`."""
-    args = ["--trainer", options.trainer, "--num-workers", str(options.num_workers)]
+    args = ["--trainer", options.trainer, "--num-workers", str(options.num_workers or AUTO)]
     if options.gpus_per_worker:
         args += ["--gpus-per-worker", str(options.gpus_per_worker)]
     if options.checkpoint_dir:
@@ -205,7 +208,9 @@ def _parser() -> argparse.ArgumentParser:
         allow_abbrev=False,
     )
     args.add_argument("--trainer", required=True, help="module:Class of a tfspark.TFSparkTrainer subclass")
-    args.add_argument("--num-workers", type=whole_number(1), default=1, help="TensorFlow workers (barrier tasks)")
+    args.add_argument("--num-workers", type=worker_count, default=None,
+                      help="TensorFlow workers (barrier tasks): a number, or auto (default: one per executor, so one "
+                           "on a local master)")
     args.add_argument("--gpus-per-worker", type=whole_number(0), default=0)
     args.add_argument("--checkpoint-dir", help="file:// URL or path; reuse it to resume a run")
     args.add_argument("--output-dir", help="file:// URL or path for model.keras and train_summary.json")
@@ -279,7 +284,7 @@ def _command(parsed: argparse.Namespace, spark_args: list[str], verbatim: list[s
         cache_memory_mb=parsed.cache_memory_mb,
     )
     master, user_conf, deploy_mode, rest = _split_spark_args(spark_args)
-    master = master or f"local[{options.num_workers}]"
+    master = master or f"local[{options.num_workers or '*'}]"
     plan = build_plan(options, master, user_conf, deploy_mode or user_conf.get("spark.submit.deployMode"))
     return plan.command(parsed.spark_submit or default_spark_submit(), master, rest + verbatim)
 

@@ -23,10 +23,10 @@ def test_a_trainer_spec_must_name_a_tfspark_trainer():
         load_trainer("no_such_module:Trainer", {})
 
 
-def test_driver_options_default_to_one_cpu_worker():
+def test_driver_options_default_to_one_cpu_worker_per_executor():
     options = parser().parse_args(["--trainer", "m:T"])
     assert (options.num_workers, options.gpus_per_worker, options.checkpoint_dir, options.output_dir) == (
-        1,
+        None,
         0,
         None,
         None,

@@ -148,14 +148,16 @@ def test_the_console_script_is_installed_and_answers():
 
 @pytest.mark.parametrize(
     ("option", "value", "expected"),
-    [("--num-workers", "0", "at least 1"), ("--num-workers", "-2", "at least 1"),
-     ("--num-workers", "two", "at least 1"), ("--gpus-per-worker", "-1", "at least 0")],
+    [("--num-workers", "0", "`auto` or a whole number at least 1"),
+     ("--num-workers", "-2", "`auto` or a whole number at least 1"),
+     ("--num-workers", "two", "`auto` or a whole number at least 1"),
+     ("--gpus-per-worker", "-1", "a whole number at least 0")],
 )
 def test_worker_and_gpu_counts_out_of_range_are_refused(capsys, option, value, expected):
     with pytest.raises(SystemExit) as exit_:
         build_command(["--trainer", "m:T", option, value])
     assert exit_.value.code == 2
-    assert f"error: argument {option}: expected a whole number {expected}, got {value!r}" in capsys.readouterr().err
+    assert f"error: argument {option}: expected {expected}, got {value!r}" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
