@@ -1,4 +1,4 @@
-"""Fixtures shared by the whole suite: a real Kafka-protocol broker, an isolated project state, a lake with one
+"""Fixtures shared by the whole suite: a real Apache Kafka broker, an isolated project state, a lake with one
 day's real feature partition (built by the ETL and features jobs) and FMs for it."""
 
 from __future__ import annotations
@@ -57,7 +57,9 @@ def airflow_db() -> Path:
 
 @pytest.fixture(scope="session")
 def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
-    """A fresh noida-db broker on a free 127.0.0.1 port, with its own data directory."""
+    """A fresh single-node Apache Kafka broker on a free 127.0.0.1 port, with its own state directory: one per
+    pytest worker (a start takes ~5 s once `make setup` resolved the jars and the first broker wrote its class
+    archive)."""
     broker = EmbeddedBroker(state_dir=tmp_path_factory.mktemp("broker"), port=free_port())
     broker.start()
     yield broker
