@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -32,6 +33,11 @@ DEFAULT_MLFLOW_UI_URL = "http://127.0.0.1:5000"
 # consumers, ~185 MB and an mlflow import each.
 MLFLOW_SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 PASSWORD_FILE = "simple_auth_manager_passwords.json.generated"
+# TensorFlow's C++ log threshold: 2 hides its info and warnings; 3 hides its errors too, among them the
+# `failed call to cuInit` every TensorFlow import prints on a machine without a CUDA driver, which a CPU-only set-up
+# does not need to hear about. With GPUs configured those errors matter and stay.
+TF_LOG_LEVEL_WITH_GPUS, TF_LOG_LEVEL_CPU_ONLY = "2", "3"
+GPUS_PER_WORKER_ENV = "LAKELOOP_GPUS_PER_WORKER"
 
 
 # Airflow's `sql_alchemy_connect_args` (imported by every Airflow process of the project): on the embedded SQLite
@@ -64,7 +70,7 @@ def airflow_environment(settings: Settings, base: dict[str, str] | None = None) 
         "PYSPARK_PYTHON": sys.executable,
         "PYSPARK_DRIVER_PYTHON": sys.executable,
         "SPARK_LOCAL_IP": "127.0.0.1",
-        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "TF_CPP_MIN_LOG_LEVEL": TF_LOG_LEVEL_WITH_GPUS if gpus_configured(env) else TF_LOG_LEVEL_CPU_ONLY,
         "AIRFLOW__API__HOST": "127.0.0.1",
         "AIRFLOW__API__PORT": api_port,
         "AIRFLOW__API__WORKERS": "1",
@@ -79,6 +85,16 @@ def airflow_environment(settings: Settings, base: dict[str, str] | None = None) 
     if venv_bin not in env.get("PATH", "").split(os.pathsep):
         env["PATH"] = venv_bin + os.pathsep + env.get("PATH", "")
     return env
+
+
+def gpus_configured(env: Mapping[str, str]) -> bool:
+    """Whether the environment asks for GPUs: `LAKELOOP_GPUS_PER_WORKER` above 0 (a value that is not a number
+    counts as asking, so TensorFlow's GPU errors stay visible), or `CUDA_VISIBLE_DEVICES` naming a device."""
+    try:
+        asked = int(env.get(GPUS_PER_WORKER_ENV) or 0) > 0
+    except ValueError:
+        asked = True
+    return asked or env.get("CUDA_VISIBLE_DEVICES", "").strip() not in ("", "-1")
 
 
 def run_airflow(args: list[str], settings: Settings, check: bool = True) -> int:

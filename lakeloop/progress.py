@@ -16,6 +16,7 @@ from typing import IO, Any
 
 FINISHED = frozenset({"success", "failed", "skipped", "upstream_failed", "removed"})
 FAILED = frozenset({"failed", "upstream_failed"})
+ON_THE_WAY = frozenset({"scheduled", "queued"})  # the moments before a task runs: not worth a line
 ERROR_LINE_LIMIT = 8
 LINE_WIDTH_LIMIT = 300
 FAILURE_HINTS_DOC = "docs/operations.md#when-lakeloop-run-fails"
@@ -25,14 +26,28 @@ TRAINING_STEP = re.compile(r"rank \d+ step (?P<step>\d+)/(?P<total>\d+) epoch (?
 TASK_START = re.compile(r"\[DAG TEST\] starting task_id=(?P<task_id>\S+)")
 INGEST_PROGRESS = re.compile(r"(?P<done>\d+)/(?P<total>\d+) records of the slice done")
 INGEST_RESULT = re.compile(r"read (?P<read>\d+), written (?P<written>\d+), rejected (?P<rejected>\d+)")
+SKIP_REASON = re.compile(r"Skipping task\..*reason=(?P<quote>['\"])(?P<reason>.*?)(?P=quote)")
 # A line of `airflow dags test` output: "<ISO time> [<level>] <message> [<logger>] key=value ...".
 STRUCTURED_LINE = re.compile(r"^\S+Z \[(?P<level>\w+)\s*\] (?P<message>.*?)(?: \[[\w.]+\](?: \w+=.*)?)?$")
 SPARK_LINE = re.compile(r"^\d\d/\d\d/\d\d \d\d:\d\d:\d\d (?P<level>[A-Z]+) (?P<message>.*)$")
-EXCEPTION_LINE = re.compile(r"^(?:Caused by: )?(?:[\w.]+\.)?\w*(?:Error|Exception|Exit|Failure)\b(?::|$)")
+EXCEPTION_LINE = re.compile(r"^(?:Caused by: |Exception in thread \"[^\"]*\" )?"
+                            r"(?:[\w.]+\.)?\w*(?:Error|Exception|Exit|Failure)\b(?::|$)")
 NOISE = re.compile(r"^(?:\s*at [\w.$<>]+\(|\s*\.\.\. \d+ more|Traceback \(most recent call last\)|\s*File \")")
+# What an error line says about the cause, whichever task printed it; checked before the task's own hint.
+ERROR_HINTS = (
+    (re.compile(r"Master must either be|All masters are unresponsive|Failed to connect to master"),
+     "Spark cannot use the master of the `spark_default` connection: fix its host (or unset "
+     "AIRFLOW_CONN_SPARK_DEFAULT for the embedded local[*])"),
+    (re.compile(r"NoBrokersAvailable|KafkaConnectionError|KafkaSliceError"),
+     "no Kafka broker answers at LAKELOOP_KAFKA_BOOTSTRAP: `lakeloop services up`, or fix the address"),
+    (re.compile(r"ConcurrentWriteError"), "another run writes the same day: let it finish, then rerun this day"),
+    (re.compile(r"[Dd]ata.quality|DataQualityError"),
+     "a data-quality check failed: its message names the check and the run param that relaxes it "
+     "(docs/etl-and-features.md#data-quality)"),
+)
 HINTS = {
     "ingest_ratings": "is the broker up (`lakeloop services status`) and LAKELOOP_KAFKA_BOOTSTRAP right?",
-    "spark_etl": "a data-quality check or Spark itself: the ETL's message names the check and the run param",
+    "spark_etl": "Spark, or a data-quality check (its message names the check and the run param)",
     "spark_features": "Spark: check the `spark_default` connection (master) and the memory free",
     "train_model": "TensorFlow on Spark: the trainer's error, or the `spark_default` connection (master)",
     "evaluate_model": "the evaluation reads the day's model and features: did train_model write them?",
@@ -147,6 +162,8 @@ class TaskProgress:
             self.records_done, self.records_total = int(match["done"]), int(match["total"])
         elif (match := INGEST_RESULT.search(line)) is not None:
             self.result = f"{match['written']} rows written (read {match['read']}, rejected {match['rejected']})"
+        elif (match := SKIP_REASON.search(line)) is not None:
+            self.result = match["reason"]
 
     def eta_seconds(self) -> float | None:
         """Seconds left in training at the rate observed since the first step line; None until two lines."""
@@ -185,7 +202,7 @@ def format_duration(seconds: float) -> str:
 
 def task_line(day: date, row: TaskRow, now: datetime, note: str = "") -> str:
     """One task's line: day, task, state, duration, and a note (progress or result)."""
-    seconds = row.seconds(now)
+    seconds = row.seconds(now) if row.state != "upstream_failed" else None
     duration = format_duration(seconds) if seconds is not None else "-"
     return f"{day}  {row.task_id:<15} {row.state or 'waiting':<15} {duration:>12}" + (f"  {note}" if note else "")
 
@@ -226,13 +243,13 @@ class ProgressView:
         for row in rows:
             progress = self.progress.get(row.task_id, TaskProgress())
             key = (row.state, progress.milestone() if row.state == "running" else ())
-            if row.state is None or self.shown.get(row.task_id) == key:
+            if row.state is None or row.state in ON_THE_WAY or self.shown.get(row.task_id) == key:
                 if row.state == "running":
                     live_row = row
                 continue
             self.shown[row.task_id] = key
             if row.finished:
-                note = (progress.result or "") if row.state == "success" else ""
+                note = (progress.result or "") if row.state in ("success", "skipped") else ""
                 self._print(task_line(self.day, row, now, note))
             elif row.state == "running":
                 live_row = row
@@ -286,7 +303,8 @@ def failure_report(day: date, rows: list[TaskRow], log_path: Path, log_lines: li
         row.task_id for row in rows if row.state in FAILED]
     task = failed[0] if failed else None
     errors = meaningful_error_lines(log_lines) or ["(no error line found in the log: read it whole)"]
-    hint = HINTS.get(task or "", "read the log from its end")
+    matched = [hint for pattern, hint in ERROR_HINTS if any(pattern.search(line) for line in errors)]
+    hint = matched[0] if matched else HINTS.get(task or "", "read the log from its end")
     return "\n".join([
         f"FAILED: {day}, task {task or '(none failed: the DAG run itself failed)'}",
         "last error lines:",

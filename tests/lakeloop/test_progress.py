@@ -208,3 +208,22 @@ def test_task_states_before_the_database_exists_are_none_yet(tmp_path: Path):
     states = TaskStates(f"sqlite:///{tmp_path / 'not-yet' / 'airflow.db'}", "daily_retrain", DAY, since=T0)
     assert states.read() == []
     assert not (tmp_path / "not-yet").exists()
+
+
+def test_a_skipped_task_says_why():
+    progress = TaskProgress()
+    progress.feed("2026-12-03T06:46:00.968496Z [info     ] Skipping task.                 [task] "
+                  "loc=task_runner.py:1622 reason='no champion version of lakeloop-fm in the registry: nothing to "
+                  "score with, so no predictions and no Asset event'\n", now=1.0)
+    assert progress.result == ("no champion version of lakeloop-fm in the registry: nothing to score with, so no "
+                               "predictions and no Asset event")
+
+
+def test_the_hint_follows_the_cause_an_error_line_names_before_the_task():
+    lines = [relayed('Exception in thread "main" org.apache.spark.SparkException: Master must either be yarn or start '
+                     "with spark, k8s, or local")]
+    assert meaningful_error_lines(lines) == [
+        'Exception in thread "main" org.apache.spark.SparkException: Master must either be yarn or start with spark, '
+        "k8s, or local"]
+    report = failure_report(DAY, rows(("spark_features", "failed", 0, 9)), Path("day.log"), lines)
+    assert "what to try: Spark cannot use the master of the `spark_default` connection" in report
