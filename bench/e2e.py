@@ -39,7 +39,7 @@ PLOT_PATH = PROJECT_DIR / "bench" / "results" / "e2e_scaling.png"
 SAMPLE_SECONDS = 0.5
 COST_RATIO_GOAL = 1.2  # per-event cost at 10M vs 1M
 MIB = 1 << 20
-EVENTS_PER_PARTITION = 500_000  # about 57 MB of JSON records
+REPLAY_PARTITIONS = 3  # lakeloop.replay.ensure_topic's default
 SCORING_TASK = "batch_predict"
 
 
@@ -314,13 +314,15 @@ def tail(path: Path, lines: int) -> str:
 
 
 def topic_partitions(events: int) -> int:
-    """Partitions of a day's topic: replay's 3, or enough to keep a partition of `events` under about 60 MB.
+    """Partitions of a day's topic: replay's 3 at every size, like the topic `make run` replays into.
 
-    The embedded broker answers a fetch with the partition's whole log up to the high watermark, whatever the
-    consumer asks for, and kafka-python drops a response over `receive_message_max_bytes` (100 MB): with 3
-    partitions, ingesting 10M events failed on a 379 MB response. A real Kafka broker bounds each fetch.
+    The ingestion reads one partition at a time in fetches of at most `max_partition_fetch_bytes` (4 MiB), which
+    the embedded Apache Kafka broker honours, so what it holds does not grow with a partition's size; 10M events
+    (~1.2 GB of JSON, ~380 MB a partition) stay well within what one Kafka partition takes. (noida-db, the
+    embedded broker before, answered a fetch with the partition's whole log, so the bench needed a partition per
+    500k events to keep responses under kafka-python's 100 MB frame limit.)
     """
-    return max(3, -(-events // EVENTS_PER_PARTITION))
+    return REPLAY_PARTITIONS
 
 
 def run_size(events: int, movielens: MovieLens, root: Path, timeout_s: float) -> SizeResult:
