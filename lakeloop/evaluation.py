@@ -31,7 +31,7 @@ from lakeloop.features import (
     read_feature_spec,
     read_features,
 )
-from lakeloop.fm_model import ranking_model
+from lakeloop.fm_model import ranking_model, rating_model
 from lakeloop.gate import DEFAULT_TOLERANCE, quality_gate
 from lakeloop.lake import Lake, as_lake
 from lakeloop.metrics import (
@@ -104,7 +104,7 @@ Scorer = Callable[[dict[str, np.ndarray], pa.Array, pa.Array], np.ndarray]
 def keras_scorer(model: keras.Model, ranking: bool = False) -> Scorer:
     """Score with a model of the day's partition (its inputs use this partition's vocabularies): predicted
     ratings, or with `ranking` the scores before the rating clip (`lakeloop.fm_model.ranking_model`)."""
-    model = ranking_model(model) if ranking else model
+    model = ranking_model(model) if ranking else rating_model(model)
 
     def score(inputs: dict[str, np.ndarray], user_ids: pa.Array, item_ids: pa.Array) -> np.ndarray:
         return np.asarray(model.predict(inputs, batch_size=8192, verbose=0), np.float64).reshape(-1)

@@ -17,30 +17,55 @@ if TYPE_CHECKING:
 
 
 USER_UPDATES = ("lazy", "dense")
+WARM_STARTS = ("champion", "none")
+REFERENCE_BATCH = 256
+RATING, RANKING_SCORE, NEGATIVE_ITEMS = "rating", "ranking_score", "negative_items"
+SELECTION_USER_FACTORS, SELECTION_ITEM_FACTORS = "user_selection_factors", "item_selection_factors"
+SELECTION_ITEM_WEIGHT = "item_selection_weight"
+SELECTION_LAYERS = (SELECTION_USER_FACTORS, SELECTION_ITEM_FACTORS, SELECTION_ITEM_WEIGHT)
 
 
 @dataclass(frozen=True)
 class FMHyperParameters:
-    """The FM's hyper-parameters and training schedule, logged with every run.
+    """The FM's hyper-parameters and training schedule, logged with every run (docs/tfspark.md, the FM trainer).
 
-    `user_update`: "lazy" updates only the rows of the users a step looks up, their L2 scaled by the steps between
-    their lookups (the same penalty in expectation), so a step costs the same whatever the day's users; "dense"
-    applies Adam with the L2 to every row of the user tables every step, so the step grows with the users
-    (README, "Performance").
+    `l2` is per example: each example's loss carries the L2 of the rows it looks up. `learning_rate` is Adam's rate
+    at a batch of `REFERENCE_BATCH` examples, scaled by the square root of `batch_size` over it and reached after
+    `warmup_steps` of linear warm-up. `negatives` items sampled per example train the selection model (BPR, weight
+    `selection_weight`); the ranking score is `rating_weight` × the rating score + the selection score. `warm_start`
+    "champion" starts from the newest promoted model of an earlier day and trains `warm_epochs` epochs; "none" (or
+    no such model) trains `epochs` from scratch. `user_update`: "lazy" updates only the rows of the users a step
+    looks up, so a step costs the same whatever the day's users; "dense" applies Adam to every row of the user
+    tables every step.
     """
 
     factors: int = 32
-    l2: float = 1e-4
+    l2: float = 0.03
     learning_rate: float = 0.002
     batch_size: int = 256
     epochs: int = 11
+    warmup_steps: int = 100
     seed: int = 42
     history_pseudo_count: float = 10.0
     user_update: str = "lazy"
+    negatives: int = 4
+    selection_weight: float = 1.0
+    rating_weight: float = 0.3
+    warm_start: str = "champion"
+    warm_epochs: int = 3
 
     def __post_init__(self) -> None:
         if self.user_update not in USER_UPDATES:
             raise ValueError(f"user_update must be one of {USER_UPDATES}, got {self.user_update!r}")
+        if self.warm_start not in WARM_STARTS:
+            raise ValueError(f"warm_start must be one of {WARM_STARTS}, got {self.warm_start!r}")
+        if self.negatives < 1:
+            raise ValueError(f"negatives must be at least 1, got {self.negatives}")
+
+    @property
+    def peak_learning_rate(self) -> float:
+        """Adam's rate after the warm-up: `learning_rate` scaled by √(batch_size / REFERENCE_BATCH)."""
+        return self.learning_rate * (self.batch_size / REFERENCE_BATCH) ** 0.5
 
     @classmethod
     def from_args(cls, args: dict[str, str]) -> FMHyperParameters:
@@ -57,32 +82,37 @@ class FMHyperParameters:
 
 
 def build_fm_model(spec: FeatureSpec, hparams: FMHyperParameters) -> keras.Model:
-    """A Keras FM taking the spec's input columns and predicting a rating."""
+    """A Keras FM taking the spec's input columns; outputs `rating` (the FM's score clipped to the rating range) and
+    `ranking_score` (`rating_weight` × the FM's score + the selection model's: what top-k lists are ordered by)."""
     import keras
     from keras import layers, ops
 
-    regularizer = keras.regularizers.L2(hparams.l2)
+    # Per example: each example's loss carries the L2 of the factor rows and weights it looks up (Keras divides an
+    # activity regularizer by the batch), so a row is penalised in proportion to its data, as in libFM and SVD.
+    per_example = keras.regularizers.L2(hparams.l2)
     inputs = {name: keras.Input((), dtype="int64", name=name) for name in INDEX_COLUMNS}
     inputs["genres"] = keras.Input((len(GENRES),), dtype="float32", name="genres")
     inputs.update({name: keras.Input((), dtype="float32", name=name) for name in spec.history_columns})
     factors, first_order = [], []
 
     def dense_field(name: str, values, with_bias: bool = False) -> None:
-        factors.append(layers.Dense(hparams.factors, use_bias=False, kernel_regularizer=regularizer,
+        factors.append(layers.Dense(hparams.factors, use_bias=False, activity_regularizer=per_example,
                                     kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
                                     name=f"{name}_factors")(values))
-        weight = layers.Dense(1, kernel_initializer="zeros", kernel_regularizer=regularizer, use_bias=with_bias,
-                              bias_initializer=keras.initializers.Constant(spec.prior_mean), name=f"{name}_weight")
+        # The kernel's L2 per step: a per-example penalty on this output would shrink the global bias it carries.
+        weight = layers.Dense(1, kernel_initializer="zeros", kernel_regularizer=keras.regularizers.L2(hparams.l2),
+                              use_bias=with_bias, bias_initializer=keras.initializers.Constant(spec.prior_mean),
+                              name=f"{name}_weight")
         first_order.append(ops.squeeze(weight(values), -1))
 
     sizes = {"user_idx": spec.user_vocab_size, "item_idx": spec.item_vocab_size, "year_idx": YEAR_BUCKETS}
     for name, size in sizes.items():
         field = name.removesuffix("_idx")
-        factors.append(layers.Embedding(size, hparams.factors, embeddings_regularizer=regularizer,
+        factors.append(layers.Embedding(size, hparams.factors, activity_regularizer=per_example,
                                         embeddings_initializer=keras.initializers.RandomNormal(stddev=0.01),
                                         name=f"{field}_factors")(inputs[name]))
         first_order.append(ops.squeeze(layers.Embedding(size, 1, embeddings_initializer="zeros",
-                                                        embeddings_regularizer=regularizer,
+                                                        activity_regularizer=per_example,
                                                         name=f"{field}_weight")(inputs[name]), -1))
     genres = inputs["genres"]
     # The genre field's first-order layer carries the global bias (a Dense bias needs no custom layer).
@@ -94,20 +124,95 @@ def build_fm_model(spec: FeatureSpec, hparams: FMHyperParameters) -> keras.Model
             dense_field(f"{entity}_history", ops.expand_dims((inputs[mean] - spec.prior_mean) * confidence, -1))
     stacked = ops.stack(factors, axis=1)
     interactions = 0.5 * ops.sum(ops.square(ops.sum(stacked, axis=1)) - ops.sum(ops.square(stacked), axis=1), axis=-1)
-    prediction = ops.clip(ops.add(sum(first_order), interactions), spec.rating_min, spec.rating_max)
-    return keras.Model(inputs, prediction, name="factorization_machine")
+    score = ops.add(sum(first_order), interactions)
+    selection = selection_layers(spec, hparams)
+    ranking = hparams.rating_weight * score + selection_score(selection, inputs["user_idx"], inputs["item_idx"])
+    rating = ops.clip(score, spec.rating_min, spec.rating_max)
+    return keras.Model(inputs, {RATING: rating, RANKING_SCORE: ranking}, name="factorization_machine")
+
+
+def selection_layers(spec: FeatureSpec, hparams: FMHyperParameters) -> dict:
+    """The selection model's tables: a user's and an item's factors and an item's weight, by layer name."""
+    import keras
+
+    per_example = keras.regularizers.L2(hparams.l2)
+
+    def table(name: str, rows: int, width: int, stddev: float):
+        initializer = keras.initializers.RandomNormal(stddev=stddev) if stddev else "zeros"
+        return keras.layers.Embedding(rows, width, embeddings_initializer=initializer,
+                                      activity_regularizer=per_example, name=name)
+
+    return {SELECTION_USER_FACTORS: table(SELECTION_USER_FACTORS, spec.user_vocab_size, hparams.factors, 0.01),
+            SELECTION_ITEM_FACTORS: table(SELECTION_ITEM_FACTORS, spec.item_vocab_size, hparams.factors, 0.01),
+            SELECTION_ITEM_WEIGHT: table(SELECTION_ITEM_WEIGHT, spec.item_vocab_size, 1, 0.0)}
+
+
+def selection_score(selection: dict, users, items):
+    """How likely the users are to pick the items, as a logit up to a per-user constant: b'_i + <p'_u, q'_i>.
+    `items` may have one more axis than `users` (several items per user)."""
+    from keras import ops
+
+    user_factors = selection[SELECTION_USER_FACTORS](users)
+    if len(items.shape) > len(users.shape):
+        user_factors = ops.expand_dims(user_factors, 1)
+    return (ops.sum(user_factors * selection[SELECTION_ITEM_FACTORS](items), axis=-1)
+            + ops.squeeze(selection[SELECTION_ITEM_WEIGHT](items), -1))
+
+
+def training_model(model: keras.Model, negatives: int) -> keras.Model:
+    """The FM for training: the inputs plus `negative_items` (int64, one row of `negatives` sampled item indices per
+    example), the output one (batch, 2 + negatives) tensor: the rating, the selection score of the example's item
+    and those of the negatives, which `fm_loss` turns into the example's loss."""
+    import keras
+    from keras import ops
+
+    selection = {name: model.get_layer(name) for name in SELECTION_LAYERS}
+    inputs = {tensor.name: keras.Input(tensor.shape[1:], dtype=tensor.dtype, name=tensor.name)
+              for tensor in model.inputs}
+    inputs[NEGATIVE_ITEMS] = keras.Input((negatives,), dtype="int64", name=NEGATIVE_ITEMS)
+    rating = model({name: tensor for name, tensor in inputs.items() if name != NEGATIVE_ITEMS})[RATING]
+    positive = selection_score(selection, inputs["user_idx"], inputs["item_idx"])
+    negative = selection_score(selection, inputs["user_idx"], inputs[NEGATIVE_ITEMS])
+    stacked = ops.concatenate([ops.stack([rating, positive], axis=1), negative], axis=1)
+    return keras.Model(inputs, stacked, name="factorization_machine_training")
+
+
+def fm_loss(selection_weight: float):
+    """The per-example training loss of `training_model`'s output: the rating's squared error plus
+    `selection_weight` × the BPR loss of the example's item against each negative (mean of softplus(s⁻ - s⁺))."""
+    from keras import ops
+
+    def loss(labels, outputs):
+        rating, positive, negative = outputs[:, 0], outputs[:, 1:2], outputs[:, 2:]
+        squared = ops.square(ops.cast(labels, rating.dtype) - rating)
+        return squared + selection_weight * ops.mean(ops.softplus(negative - positive), axis=-1)
+
+    return loss
 
 
 def ranking_model(model: keras.Model) -> keras.Model:
-    """The model's scores before its final clip to the rating range, for ranking.
+    """The model's ranking score alone (what top-k lists are ordered by).
 
-    The clip gives every candidate the model rates above the top rating the same score, so a top-10 list
-    would be ordered by the tie-break instead of by the model (43% of the top-10 rows of a 20k-event run were
-    tied at 5.0). Ratings (RMSE, MAE) keep the clip; a model whose output is not a clip is returned as is.
+    The rating's clip gives every candidate rated above the top rating the same score, so a list ordered by the
+    rating would be ordered by the tie-break (43% of the top-10 rows of a 20k-event run were tied at 5.0); and a
+    rating says how much a user who picks an item likes it, not whether they would pick it: the ranking score adds
+    the selection model. A model saved before the ranking output (one rating output, a clip) ranks by its score
+    before the clip.
     """
     import keras
 
+    if isinstance(model.output, dict):
+        return keras.Model(model.inputs, model.output[RANKING_SCORE], name=f"{model.name}_ranking")
     final = model.outputs[0]._keras_history.operation
     if type(final).__name__ != "Clip":
         return model
     return keras.Model(model.inputs, final.input, name=f"{model.name}_ranking")
+
+
+def rating_model(model: keras.Model) -> keras.Model:
+    """The model's predicted rating alone (what RMSE is measured on)."""
+    import keras
+
+    if isinstance(model.output, dict):
+        return keras.Model(model.inputs, model.output[RATING], name=f"{model.name}_rating")
+    return model

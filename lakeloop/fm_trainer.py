@@ -5,20 +5,16 @@ Trainer arguments and hyper-parameters: docs/tfspark.md (the FM trainer).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 from lakeloop.features import FEATURE_COLUMNS, FEATURES, LABEL, TRAIN, FeatureSpec, read_feature_spec
 from lakeloop.fm_model import FMHyperParameters
 from lakeloop.lake import Lake
 from lakeloop.spark_jobs import read_table, use_lake
+from lakeloop.warm_start import WarmStart
 from tfspark import TFSparkTrainer, TrainContext
-
-
-def squared_error(labels, predictions):
-    """Per-example squared error (the runtime averages it over the global batch)."""
-    from keras import ops
-
-    return ops.square(ops.cast(labels, predictions.dtype) - predictions)
 
 
 def take_weight_l2(model) -> list[float]:
@@ -43,7 +39,7 @@ def take_weight_l2(model) -> list[float]:
 
 
 SPARSE_ALL_REDUCE_BYTES = 4 << 20
-USER_TABLES = ("user_factors", "user_weight")
+USER_TABLES = ("user_factors", "user_weight", "user_selection_factors")
 
 
 EXACT_FLOAT32_INTEGERS = 1 << 24
@@ -93,16 +89,15 @@ def looked_up_rows(gradient):
     return tf.IndexedSlices(rows[:, :-1], tf.cast(rows[:, -1], tf.int64) - 1)
 
 
-def lazy_tables(model, names: tuple[str, ...], row_steps) -> list:
-    """Per trainable variable, the `row_steps` (each row's `steps_per_lookup`) if `fused_adam` is to update only the
-    rows a step looked up, else None: the embedding tables of the layers named `names`, whose lookups become sparse
-    reads.
+def lazy_tables(model, names: tuple[str, ...]) -> set[str]:
+    """The paths of the variables `fused_adam` is to update only at the rows a step looked up: the embedding tables
+    of the layers named `names`, whose lookups become sparse reads.
 
-    The FM's user tables grow with the users of a day, and a dense update rewrites all their rows every step
-    (the L2 gradient of a whole table is dense), so the step grew with the day (15–18 ms at 120K users
-    against 6 ms at 12K, two workers). A lazy update touches only the step's rows; a dense read of a table
-    that sparse updates write is copied whole on every read, so the lookups read rows instead (from the worker's
-    own copy of the variable: a mirrored variable has no sparse read of its own). The saved model is unchanged.
+    The FM's user tables grow with the users of a day, and a dense update rewrites all their rows every step, so
+    the step grew with the day (15–18 ms at 120K users against 6 ms at 12K, two workers). A lazy update touches only
+    the step's rows; a dense read of a table that sparse updates write is copied whole on every read, so the lookups
+    read rows instead (from the worker's own copy of the variable: a mirrored variable has no sparse read of its
+    own). The saved model is unchanged.
     """
     import keras
 
@@ -114,8 +109,7 @@ def lazy_tables(model, names: tuple[str, ...], row_steps) -> list:
         if not isinstance(layer, keras.layers.Embedding):
             raise ValueError(f"{layer.name}: only Embedding tables can be updated lazily, got {type(layer).__name__}")
         layer.call = _sparse_lookup(layer)
-    paths = {layer.embeddings.path for layer in layers}
-    return [row_steps if variable.path in paths else None for variable in model.trainable_variables]
+    return {layer.embeddings.path for layer in layers}
 
 
 def _sparse_lookup(layer):
@@ -130,40 +124,24 @@ def _sparse_lookup(layer):
     return call
 
 
-def steps_per_lookup(lookups, steps_per_epoch: int):
-    """Per row of a table, the steps per step that looks the row up, from its lookups per epoch: 1 / P(a step
-    looks it up), with P = 1 - (1 - 1/steps)^lookups (rows never looked up get `steps_per_epoch`).
-
-    A dense update applies the L2 to every row every step; a lazy one reaches a row only on the steps that look
-    it up, so its L2 there counts for the steps in between. Without this, the 1M-event e2e day's users overfit
-    (RMSE 0.866 against the dense update's 0.841); a constant larger L2 that fixed it cost MovieLens 100K's
-    (0.943 against 0.895): how much a row's L2 weighs against its data depends on how often it is seen.
-    """
-    import numpy as np
-
-    lookups = np.asarray(lookups, dtype=np.float64)
-    chance = 1.0 - np.power(1.0 - 1.0 / steps_per_epoch, lookups)
-    return (1.0 / np.maximum(chance, 1.0 / steps_per_epoch)).astype(np.float32)
-
-
-def fused_adam(learning_rate: float, weight_l2: list[float], lazy_row_steps: list | None = None):
+def fused_adam(learning_rate, weight_l2: list[float], lazy: list[bool] | None = None):
     """Keras' Adam plus the L2 gradient of `weight_l2` (per trainable variable, from `take_weight_l2`), each update
-    done by TensorFlow's fused, in-place kernel (`ResourceApplyAdam`), or lazily where `lazy_row_steps` (per
-    trainable variable, from `lazy_tables`) holds each row's `steps_per_lookup` instead of None.
+    done by TensorFlow's fused, in-place kernel (`ResourceApplyAdam`), or lazily where `lazy` (per trainable
+    variable, from `lazy_tables`) is true. `learning_rate` is a rate or a Keras schedule.
 
     The same update as `keras.optimizers.Adam` on a loss with the L2 penalty (moments, bias correction, epsilon
     outside the square root), in one pass over a variable instead of about ten element-wise operations with a
     new tensor each: a step cost 2.6 ms at 13K users and 22–35 ms at 130K with Keras' update, 1.7 and 14–17 ms
     fused (one process). A lazy variable gets Adam's update on the rows of the step only: rows no example of the
     step looks up keep their weights and moments (as in TensorFlow Addons' LazyAdam), so the step's cost does not
-    grow with the table. A looked-up row's L2 is scaled by its steps per lookup, the steps whose L2 a dense update
-    would have applied to it meanwhile: the same penalty in expectation (see `steps_per_lookup`).
+    grow with the table. Its L2 comes with the data loss (the model's per-example penalty), so it is sparse too.
     """
     import keras
     import tensorflow as tf
 
-    row_steps = [None if steps is None else tf.constant(steps, tf.float32)
-                 for steps in lazy_row_steps or [None] * len(weight_l2)]
+    lazy = list(lazy or [False] * len(weight_l2))
+    if any(weight_l2[index] for index, is_lazy in enumerate(lazy) if is_lazy):
+        raise ValueError("a lazily updated table takes its L2 per example (activity regularizer), not as weight L2")
 
     class FusedAdam(keras.optimizers.Adam):
         def apply_gradients(self, grads_and_vars):
@@ -172,8 +150,7 @@ def fused_adam(learning_rate: float, weight_l2: list[float], lazy_row_steps: lis
             if not self.built:
                 self.build([variable for _, variable in grads_and_vars])
             return super().apply_gradients([
-                (summable_gradient(gradient, variable, row_steps[self._get_variable_index(variable)] is not None),
-                 variable)
+                (summable_gradient(gradient, variable, lazy[self._get_variable_index(variable)]), variable)
                 for gradient, variable in grads_and_vars])
 
         def update_step(self, gradient, variable, learning_rate):
@@ -186,9 +163,8 @@ def fused_adam(learning_rate: float, weight_l2: list[float], lazy_row_steps: lis
             step = tf.cast(self.iterations + 1, dtype)
             beta_1, beta_2, epsilon = (tf.cast(hyper, dtype) for hyper in (self.beta_1, self.beta_2, self.epsilon))
             learning_rate = tf.cast(learning_rate, dtype)
-            if row_steps[index] is not None:
-                _lazy_adam(handles, looked_up_rows(gradient), weight_l2[index] * row_steps[index], learning_rate,
-                           beta_1, beta_2, epsilon, step)
+            if lazy[index]:
+                _lazy_adam(handles, looked_up_rows(gradient), learning_rate, beta_1, beta_2, epsilon, step)
                 return
             gradient = tf.convert_to_tensor(gradient, dtype)
             if weight_l2[index]:
@@ -201,9 +177,9 @@ def fused_adam(learning_rate: float, weight_l2: list[float], lazy_row_steps: lis
     return FusedAdam(learning_rate)
 
 
-def _lazy_adam(handles, gradient, row_l2, learning_rate, beta_1, beta_2, epsilon, step) -> None:
+def _lazy_adam(handles, gradient, learning_rate, beta_1, beta_2, epsilon, step) -> None:
     """Adam's update of the rows of a sparse gradient (duplicate rows summed) on the variable, moment and velocity
-    `handles`, with each row's L2 factor `row_l2`."""
+    `handles`."""
     import tensorflow as tf
 
     dtype = learning_rate.dtype
@@ -211,7 +187,6 @@ def _lazy_adam(handles, gradient, row_l2, learning_rate, beta_1, beta_2, epsilon
     values = tf.math.unsorted_segment_sum(gradient.values, positions, tf.shape(rows)[0])
     weights, momentum, velocity = (tf.raw_ops.ResourceGather(resource=handle, indices=rows, dtype=dtype)
                                    for handle in handles)
-    values += 2.0 * tf.gather(tf.cast(row_l2, dtype), rows)[:, None] * weights
     momentum = beta_1 * momentum + (1 - beta_1) * values
     velocity = beta_2 * velocity + (1 - beta_2) * tf.square(values)
     alpha = learning_rate * tf.sqrt(1 - tf.pow(beta_2, step)) / (1 - tf.pow(beta_1, step))
@@ -220,18 +195,69 @@ def _lazy_adam(handles, gradient, row_l2, learning_rate, beta_1, beta_2, epsilon
         tf.raw_ops.ResourceScatterUpdate(resource=handle, indices=rows, updates=update)
 
 
-def lookups_per_row(examples, column: str, rows: int):
-    """How many of the examples (a Spark DataFrame) look up each row of a table indexed by `column`."""
-    import numpy as np
+@dataclass
+class TrainingRecipe:
+    """What one FM training run is made of: the model saved for serving, the model trained (with negatives), the
+    optimizer and the per-example loss."""
 
-    counts = examples.groupBy(column).count().toArrow()
-    lookups = np.zeros(rows, dtype=np.int64)
-    lookups[counts.column(column).to_numpy()] = counts.column("count").to_numpy()
-    return lookups
+    model: Any
+    trained: Any
+    optimizer: Any
+    loss: Any
+
+
+def training_recipe(spec: FeatureSpec, hparams: FMHyperParameters) -> TrainingRecipe:
+    """Build the FM, its training view, the optimizer (fused Adam with the warm-up schedule, lazy user tables if
+    asked) and the loss; call it inside the strategy's scope."""
+    import keras
+
+    from lakeloop.fm_model import build_fm_model, fm_loss, training_model
+
+    keras.utils.set_random_seed(hparams.seed)
+    model = build_fm_model(spec, hparams)
+    lazy_paths = lazy_tables(model, USER_TABLES) if hparams.user_update == "lazy" else set()
+    trained = training_model(model, hparams.negatives)
+    variables = trained.trainable_variables
+    optimizer = fused_adam(warmup_schedule(hparams.peak_learning_rate, hparams.warmup_steps),
+                           take_weight_l2(trained), [variable.path in lazy_paths for variable in variables])
+    return TrainingRecipe(model, trained, optimizer, fm_loss(hparams.selection_weight))
+
+
+def warmup_schedule(peak: float, warmup_steps: int):
+    """A Keras learning-rate schedule rising linearly to `peak` over `warmup_steps`, then constant: large batches
+    take a large rate, which the first steps from random weights cannot."""
+    import keras
+    from keras import ops
+
+    class LinearWarmup(keras.optimizers.schedules.LearningRateSchedule):
+        def __call__(self, step):
+            return peak * ops.minimum(1.0, (ops.cast(step, "float32") + 1.0) / max(warmup_steps, 1))
+
+        def get_config(self) -> dict:
+            return {"peak": peak, "warmup_steps": warmup_steps}
+
+    return LinearWarmup()
+
+
+def with_negatives(dataset, negatives: int, item_vocab_size: int):
+    """The dataset with `negative_items` added to each batch's features: `negatives` item indices per example, drawn
+    uniformly from the item vocabulary (the out-of-vocabulary index 0 excluded)."""
+    import tensorflow as tf
+
+    from lakeloop.fm_model import NEGATIVE_ITEMS
+
+    top = max(item_vocab_size, 2)
+
+    def add(features, labels):
+        sampled = tf.random.uniform([tf.shape(labels)[0], negatives], 1, top, dtype=tf.int64)
+        return {**features, NEGATIVE_ITEMS: sampled}, labels
+
+    return dataset.map(add)
 
 
 class FMTrainer(TFSparkTrainer):
-    """Fits the factorization machine on the training examples of a day's feature partition."""
+    """Fits the factorization machine on the training examples of a day's feature partition, from the newest promoted
+    model of an earlier day when there is one (`lakeloop.warm_start`)."""
 
     label_column = LABEL
     # A checkpoint holds every table with its two Adam moments (49 MB at 123K users): saved every 200 steps
@@ -242,39 +268,35 @@ class FMTrainer(TFSparkTrainer):
         super().__init__(**kwargs)
         self.lake_url = kwargs.pop("lake")
         self.day = date.fromisoformat(kwargs.pop("day"))
+        self.model_name = kwargs.pop("model_name", None)
         self.hparams = FMHyperParameters.from_args(kwargs)
         self.batch_size = self.hparams.batch_size
         self.epochs = self.hparams.epochs
         self.seed = self.hparams.seed
         self.spec: FeatureSpec | None = None
-        self.user_lookups = None
+        self.warm_start: WarmStart | None = None
 
     def pre_train(self, spark):
         """The partition's training examples (model inputs and label): a plain scan of the files its manifest
-        names, which tfspark's direct Parquet path reads; keeps the partition's spec for `train`."""
+        names, which tfspark's direct Parquet path reads; keeps the partition's spec for `train`, and the model to
+        start from (asking the registry: one that cannot answer fails the run)."""
         lake = Lake.from_url(self.lake_url)
         use_lake(spark, lake)
         self.spec = read_feature_spec(lake, self.day)
-        examples = read_table(spark, lake, FEATURES, self.day, TRAIN).select(*FEATURE_COLUMNS, LABEL)
-        if self.hparams.user_update == "lazy":
-            self.user_lookups = lookups_per_row(examples, "user_idx", self.spec.user_vocab_size)
-        return examples
+        if self.hparams.warm_start == "champion" and self.model_name:
+            self.warm_start = WarmStart.find(lake, self.model_name, self.day)
+        if self.warm_start is not None:
+            self.epochs = self.hparams.warm_epochs
+        return read_table(spark, lake, FEATURES, self.day, TRAIN).select(*FEATURE_COLUMNS, LABEL)
 
     def train(self, dataset, ctx: TrainContext) -> dict:
         """Fit the FM with the runtime's distributed loop, then save it for evaluation."""
-        import keras
-
-        from lakeloop.fm_model import build_fm_model
-
-        keras.utils.set_random_seed(self.hparams.seed)
         with ctx.strategy.scope():
-            model = build_fm_model(self.spec, self.hparams)
-            lazy_row_steps = None
-            if self.hparams.user_update == "lazy":
-                user_steps = steps_per_lookup(self.user_lookups, ctx.steps_per_epoch)
-                lazy_row_steps = lazy_tables(model, USER_TABLES, user_steps)
-            optimizer = fused_adam(self.hparams.learning_rate, take_weight_l2(model), lazy_row_steps)
-        result = ctx.fit(model, optimizer, squared_error, dataset)
-        ctx.save_model(model)
+            recipe = training_recipe(self.spec, self.hparams)
+            carried = self.warm_start.apply(recipe.model, self.spec) if self.warm_start else {}
+        examples = with_negatives(dataset, self.hparams.negatives, self.spec.item_vocab_size)
+        result = ctx.fit(recipe.trained, recipe.optimizer, recipe.loss, examples)
+        ctx.save_model(recipe.model)
         return {**self.hparams.as_params(), "user_vocab_size": self.spec.user_vocab_size,
-                "item_vocab_size": self.spec.item_vocab_size, **result}
+                "item_vocab_size": self.spec.item_vocab_size, "epochs_trained": self.epochs,
+                "warm_start": self.warm_start.describe(carried) if self.warm_start else None, **result}

@@ -22,6 +22,7 @@ from lakeloop.models import EVALUATION, MODEL_FILE, REGISTRATION, REPORT_DIR, TR
 MODEL_PACKAGES = ("tensorflow", "numpy", "cloudpickle")
 log = logging.getLogger(__name__)
 DAY_TAG = "lakeloop.day"
+GATE_ALIAS_TAG = "lakeloop.gate.alias"
 SHA_TAG = "lakeloop.model_sha256"
 DAG_RUN_TAG = "lakeloop.dag_run"
 
@@ -124,6 +125,30 @@ def aliased_version(model_name: str, alias: str, tracking_uri: str | None = None
     return AliasedVersion(version=str(version.version), day=date.fromisoformat(version.tags[DAY_TAG]))
 
 
+def promoted_before(model_name: str, day: date, tracking_uri: str | None = None) -> AliasedVersion | None:
+    """The newest version the quality gate promoted among those trained on days before `day` (tag `lakeloop.day`),
+    or None if there is none; raises `RegistryUnavailableError` when the registry cannot answer.
+
+    The champion as of the day before: a rerun of `day` finds the same version whatever was promoted since."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    try:
+        versions = MlflowClient(tracking_uri=tracking_uri).search_model_versions(f"name = '{model_name}'")
+    except Exception as error:
+        where = tracking_uri or mlflow.get_tracking_uri()
+        raise RegistryUnavailableError(
+            f"the MLflow registry at {where} could not list the versions of {model_name} "
+            f"({type(error).__name__}: {error}); failing rather than acting as if there were none") from error
+    earlier = [(date.fromisoformat(version.tags[DAY_TAG]), int(version.version)) for version in versions
+               if version.tags.get(GATE_ALIAS_TAG) == CHAMPION and DAY_TAG in version.tags
+               and date.fromisoformat(version.tags[DAY_TAG]) < day]
+    if not earlier:
+        return None
+    newest_day, newest = max(earlier)
+    return AliasedVersion(version=str(newest), day=newest_day)
+
+
 def load_champion(model_name: str, tracking_uri: str) -> Champion | None:
     """The version behind the `champion` alias with its training day and model, or None if there is none."""
     import mlflow
@@ -197,7 +222,7 @@ def register_model(lake: Lake | Path | str, model_name: str, day: date, tracking
                 version = str(_log_model(local / MODEL_FILE, model_name, lake, day).registered_model_version)
     if not versions:
         for key, value in {DAY_TAG: str(day), SHA_TAG: sha, DAG_RUN_TAG: lineage.dag_run,
-                           "lakeloop.gate.alias": decision.alias}.items():
+                           GATE_ALIAS_TAG: decision.alias}.items():
             client.set_model_version_tag(model_name, version, key, value)
     client.set_registered_model_alias(model_name, decision.alias, version)
     champion = version if decision.promote else decision.champion_version

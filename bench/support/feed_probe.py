@@ -108,8 +108,7 @@ class ArrowFeedProbe(TFSparkTrainer):
     def _fit(self, ctx: TrainContext, dataset: tf.data.Dataset, keep_feed: bool) -> dict[str, Any]:
         import keras
 
-        from lakeloop.fm_model import build_fm_model
-        from lakeloop.fm_trainer import squared_error
+        from lakeloop.fm_trainer import training_recipe, with_negatives
 
         checkpoints = tempfile.mkdtemp(prefix="feed-bench-ckpt-")
         run_ctx = dataclasses.replace(ctx, checkpoint_dir=checkpoints, feed=ctx.feed if keep_feed else None,
@@ -117,10 +116,10 @@ class ArrowFeedProbe(TFSparkTrainer):
         try:
             keras.utils.set_random_seed(self.hparams.seed)
             with ctx.strategy.scope():
-                model = build_fm_model(self.spec, self.hparams)
-                optimizer = keras.optimizers.Adam(self.hparams.learning_rate)
+                recipe = training_recipe(self.spec, self.hparams)
+            examples = with_negatives(dataset, self.hparams.negatives, self.spec.item_vocab_size)
             started = time.monotonic()
-            fitted = run_ctx.fit(model, optimizer, squared_error, dataset)
+            fitted = run_ctx.fit(recipe.trained, recipe.optimizer, recipe.loss, examples)
             seconds = time.monotonic() - started
         finally:
             shutil.rmtree(checkpoints, ignore_errors=True)

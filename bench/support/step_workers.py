@@ -53,7 +53,7 @@ def replica_step(strategy: tf.distribute.Strategy, users: int, variant: str) -> 
 
     from lakeloop.features import FeatureSpec
     from lakeloop.fm_model import FMHyperParameters, build_fm_model
-    from lakeloop.fm_trainer import USER_TABLES, fused_adam, lazy_tables, steps_per_lookup, take_weight_l2
+    from lakeloop.fm_trainer import USER_TABLES, fused_adam, lazy_tables, take_weight_l2
 
     hparams = FMHyperParameters()
     with strategy.scope():
@@ -61,15 +61,15 @@ def replica_step(strategy: tf.distribute.Strategy, users: int, variant: str) -> 
         if variant == "keras":
             optimizer = keras.optimizers.Adam(hparams.learning_rate)
         else:
-            row_steps = steps_per_lookup(np.full(users, 2 * GLOBAL_BATCH), users)
-            lazy_row_steps = lazy_tables(model, USER_TABLES, row_steps) if variant == "lazy" else None
-            optimizer = fused_adam(hparams.learning_rate, take_weight_l2(model), lazy_row_steps)
+            lazy_paths = lazy_tables(model, USER_TABLES) if variant == "lazy" else set()
+            optimizer = fused_adam(hparams.learning_rate, take_weight_l2(model),
+                                   [variable.path in lazy_paths for variable in model.trainable_variables])
         optimizer.build(model.trainable_variables)
 
     def step(features, labels) -> None:
         with tf.GradientTape() as tape:
-            loss = tf.nn.compute_average_loss(tf.square(labels - model(features, training=True)),
-                                              global_batch_size=GLOBAL_BATCH)
+            rating = model(features, training=True)["rating"]
+            loss = tf.nn.compute_average_loss(tf.square(labels - rating), global_batch_size=GLOBAL_BATCH)
             if model.losses:
                 loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
         optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables,

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from lakeloop.features import GENRES, FeatureSpec
-from lakeloop.fm_model import FMHyperParameters, build_fm_model, ranking_model
+from lakeloop.fm_model import FMHyperParameters, build_fm_model, ranking_model, rating_model
 
 UNCLIPPED = FeatureSpec(user_vocab_size=6, item_vocab_size=8, prior_mean=3.5, rating_min=-1e6, rating_max=1e6)
 HPARAMS = FMHyperParameters(factors=4)
@@ -61,11 +61,41 @@ def reference_prediction(model, x: dict[str, np.ndarray]) -> np.ndarray:
     return sum(first_order) + pairs
 
 
+def reference_selection(model, x: dict[str, np.ndarray]) -> np.ndarray:
+    """The selection model written out with numpy: the item's weight plus the user's and item's factors' product."""
+    user = model.get_layer("user_selection_factors").get_weights()[0][x["user_idx"]]
+    item = model.get_layer("item_selection_factors").get_weights()[0][x["item_idx"]]
+    return model.get_layer("item_selection_weight").get_weights()[0][x["item_idx"], 0] + np.sum(user * item, axis=1)
+
+
 def test_the_prediction_is_bias_plus_first_order_terms_plus_every_pairwise_interaction():
     model = randomised(build_fm_model(UNCLIPPED, HPARAMS))
     x = sample_inputs()
-    predicted = np.asarray(model.predict(x, verbose=0)).reshape(-1)
-    np.testing.assert_allclose(predicted, reference_prediction(model, x), rtol=1e-4, atol=1e-4)
+    predicted = model.predict(x, verbose=0)
+    np.testing.assert_allclose(predicted["rating"], reference_prediction(model, x), rtol=1e-4, atol=1e-4)
+    expected = HPARAMS.rating_weight * reference_prediction(model, x) + reference_selection(model, x)
+    np.testing.assert_allclose(predicted["ranking_score"], expected, rtol=1e-4, atol=1e-4)
+
+
+def test_training_adds_the_selection_scores_of_sampled_items_and_the_bpr_loss():
+    import keras
+
+    from lakeloop.fm_model import fm_loss, training_model
+
+    model = randomised(build_fm_model(UNCLIPPED, HPARAMS), seed=4)
+    x = sample_inputs(rows=32)
+    negatives = np.random.default_rng(5).integers(1, UNCLIPPED.item_vocab_size, (32, 3))
+    outputs = keras.ops.convert_to_numpy(training_model(model, 3)({**x, "negative_items": negatives}))
+    assert outputs.shape == (32, 5)
+    np.testing.assert_allclose(outputs[:, 0], reference_prediction(model, x), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(outputs[:, 1], reference_selection(model, x), rtol=1e-4, atol=1e-4)
+    for column in range(3):
+        swapped = {**x, "item_idx": negatives[:, column]}
+        np.testing.assert_allclose(outputs[:, 2 + column], reference_selection(model, swapped), rtol=1e-4, atol=1e-4)
+    labels = np.full(32, 3.0, np.float32)
+    bpr = np.log1p(np.exp(outputs[:, 2:] - outputs[:, 1:2])).mean(axis=1)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(fm_loss(0.5)(labels, outputs)),
+                               (labels - outputs[:, 0]) ** 2 + 0.5 * bpr, rtol=1e-4)
 
 
 def test_predictions_are_clipped_and_the_saved_model_loads_without_custom_code(tmp_path):
@@ -74,12 +104,12 @@ def test_predictions_are_clipped_and_the_saved_model_loads_without_custom_code(t
     spec = dataclasses.replace(UNCLIPPED, rating_min=1.0, rating_max=5.0)
     model = randomised(build_fm_model(spec, HPARAMS), seed=2)
     x = sample_inputs(rows=256)
-    predicted = np.asarray(model.predict(x, verbose=0)).reshape(-1)
+    predicted = model.predict(x, verbose=0)["rating"]
     assert predicted.min() == 1.0 and predicted.max() == 5.0
 
     model.save(tmp_path / "model.keras")
     loaded = keras.saving.load_model(tmp_path / "model.keras")
-    np.testing.assert_array_equal(np.asarray(loaded.predict(x, verbose=0)).reshape(-1), predicted)
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0)["rating"], predicted)
 
 
 def test_hyper_parameters_come_from_trainer_arguments():
@@ -92,18 +122,30 @@ def test_hyper_parameters_come_from_trainer_arguments():
         FMHyperParameters.from_args({"user_update": "sparse"})
 
 
-def test_the_ranking_model_is_the_fm_before_its_clip(tmp_path):
+def test_the_ranking_model_is_the_ranking_score_and_the_rating_model_the_rating(tmp_path):
     import keras
 
     spec = dataclasses.replace(UNCLIPPED, rating_min=1.0, rating_max=5.0)
-    clipped = randomised(build_fm_model(spec, HPARAMS), seed=3)
-    clipped.save(tmp_path / "fm.keras")
+    randomised(build_fm_model(spec, HPARAMS), seed=3).save(tmp_path / "fm.keras")
     loaded = keras.saving.load_model(tmp_path / "fm.keras")
     inputs = sample_inputs(256)
-    ratings = np.asarray(loaded.predict(inputs, verbose=0))
-    scores = np.asarray(ranking_model(loaded).predict(inputs, verbose=0))
+    both = loaded.predict(inputs, verbose=0)
+    np.testing.assert_allclose(rating_model(loaded).predict(inputs, verbose=0), both["rating"], rtol=1e-6)
+    np.testing.assert_allclose(ranking_model(loaded).predict(inputs, verbose=0), both["ranking_score"], rtol=1e-6)
+
+
+def test_a_model_saved_with_one_rating_output_ranks_by_its_score_before_the_clip():
+    """Champions saved before the ranking output still rank (and rate) as they did."""
+    import keras
+
+    spec = dataclasses.replace(UNCLIPPED, rating_min=1.0, rating_max=5.0)
+    fm = randomised(build_fm_model(spec, HPARAMS), seed=3)
+    score = fm.output["rating"]._keras_history.operation.input
+    old = keras.Model(fm.inputs, keras.ops.clip(score, 1.0, 5.0))
+    inputs = sample_inputs(256)
+    ratings = np.asarray(old.predict(inputs, verbose=0))
+    scores = np.asarray(ranking_model(old).predict(inputs, verbose=0))
     np.testing.assert_allclose(np.clip(scores, 1.0, 5.0), ratings, rtol=1e-6)
-    assert (scores > 5.0).any() and (ratings == 5.0).any()
-    fm = build_fm_model(UNCLIPPED, HPARAMS)
-    doubled = keras.Model(fm.inputs, fm.outputs[0] * 2.0)
+    assert (scores > 5.0).any() and (ratings == 5.0).any() and rating_model(old) is old
+    doubled = keras.Model(fm.inputs, fm.output["rating"] * 2.0)
     assert ranking_model(doubled) is doubled

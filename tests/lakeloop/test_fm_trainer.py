@@ -8,12 +8,10 @@ import numpy as np
 
 from lakeloop.features import GENRES, HISTORY_COLUMNS, FeatureSpec
 from lakeloop.fm_model import FMHyperParameters, build_fm_model
-from lakeloop.fm_trainer import USER_TABLES, fused_adam, lazy_tables, lookups_per_row, steps_per_lookup, take_weight_l2
+from lakeloop.fm_trainer import USER_TABLES, fused_adam, lazy_tables, take_weight_l2
 
 ROWS = 64
 USERS = 40
-L2 = FMHyperParameters().l2
-STEPS_PER_LOOKUP = 3.0
 
 
 def _train(fused: bool, lazy_users: bool = False, steps: int = 5,
@@ -24,9 +22,9 @@ def _train(fused: bool, lazy_users: bool = False, steps: int = 5,
     keras.utils.set_random_seed(7)
     model = build_fm_model(FeatureSpec(USERS, 30, 3.5, 1.0, 5.0), FMHyperParameters())
     if fused:
-        row_steps = np.full(USERS, STEPS_PER_LOOKUP, "float32")
-        lazy_row_steps = lazy_tables(model, USER_TABLES, row_steps) if lazy_users else None
-        optimizer = fused_adam(0.01, take_weight_l2(model), lazy_row_steps)
+        lazy_paths = lazy_tables(model, USER_TABLES) if lazy_users else set()
+        optimizer = fused_adam(0.01, take_weight_l2(model),
+                               [variable.path in lazy_paths for variable in model.trainable_variables])
     else:
         optimizer = keras.optimizers.Adam(0.01)
     initial = {variable.path: variable.numpy() for variable in model.trainable_variables}
@@ -39,7 +37,7 @@ def _train(fused: bool, lazy_users: bool = False, steps: int = 5,
     @tf.function
     def step() -> None:
         with tf.GradientTape() as tape:
-            loss = tf.reduce_mean(tf.square(labels - model(features, training=True)))
+            loss = tf.reduce_mean(tf.square(labels - model(features, training=True)["rating"]))
             if model.losses:
                 loss += tf.add_n(model.losses)
         gradients = tape.gradient(loss, model.trainable_variables)
@@ -47,6 +45,8 @@ def _train(fused: bool, lazy_users: bool = False, steps: int = 5,
             sparse = {v.path for v, g in zip(model.trainable_variables, gradients, strict=True)
                       if isinstance(g, tf.IndexedSlices)}
             assert {"user_factors/embeddings", "item_factors/embeddings"} <= sparse
+        else:  # Keras' Adam treats sparse gradients its own way; the reference is Adam on the dense gradient
+            gradients = [tf.convert_to_tensor(gradient) for gradient in gradients]
         optimizer.apply_gradients(zip(gradients, model.trainable_variables, strict=True))
 
     for _ in range(steps):
@@ -97,27 +97,23 @@ def test_lazy_user_tables_update_the_looked_up_rows_with_adam_and_keep_the_other
     for variable in fresh.trainable_variables:
         variable.assign(initial[variable.path])
     with tf.GradientTape() as tape:
-        loss = tf.reduce_mean(tf.square(run["labels"] - fresh(run["features"], training=True)))
+        loss = tf.reduce_mean(tf.square(run["labels"] - fresh(run["features"], training=True)["rating"]))
+        loss += tf.add_n(fresh.losses)  # the per-example L2 of the rows looked up
     gradients = dict(zip((v.path for v in fresh.trainable_variables),
                          tape.gradient(loss, fresh.trainable_variables), strict=True))
     for table in ("user_factors/embeddings", "user_weight/embeddings"):
         before, after = initial[table], by_path[table]
         np.testing.assert_array_equal(after[untouched], before[untouched])
-        gradient = (tf.convert_to_tensor(gradients[table]).numpy()[looked_up]
-                    + 2 * L2 * STEPS_PER_LOOKUP * before[looked_up])
+        gradient = tf.convert_to_tensor(gradients[table]).numpy()[looked_up]
         # Adam's first step from zero moments: lr · g / (|g| + epsilon / sqrt(1 - beta_2)).
         optimizer = keras.optimizers.Adam()
         floor = optimizer.epsilon / np.sqrt(1 - optimizer.beta_2)
         expected = before[looked_up] - 0.01 * gradient / (np.abs(gradient) + floor)
         np.testing.assert_allclose(after[looked_up], expected, rtol=1e-4, atol=1e-6)
+    # the L2 is per example, so a dense step leaves unseen rows as they were too: one step updates the same
     dense_weights, _ = _train(fused=True, lazy_users=False, steps=1, looked_up_users=USERS // 2)
-    for variable, lazy, dense in zip(model.trainable_variables, weights, dense_weights, strict=True):
-        if variable.path == "user_factors/embeddings":
-            assert not np.allclose(lazy[untouched], dense[untouched])  # a dense step shrinks unseen rows
-        elif variable.path.startswith("user_"):
-            continue
-        else:
-            np.testing.assert_allclose(lazy, dense, rtol=1e-5, atol=1e-7)
+    for lazy, dense in zip(weights, dense_weights, strict=True):
+        np.testing.assert_allclose(lazy, dense, rtol=1e-5, atol=1e-7)
 
 
 def test_lazy_tables_names_only_embedding_layers_of_the_model():
@@ -125,10 +121,11 @@ def test_lazy_tables_names_only_embedding_layers_of_the_model():
 
     model = build_fm_model(FeatureSpec(USERS, 30, 3.5, 1.0, 5.0), FMHyperParameters())
     with pytest.raises(ValueError, match="no layers"):
-        lazy_tables(model, ("users",), np.ones(USERS))
+        lazy_tables(model, ("users",))
     with pytest.raises(ValueError, match="only Embedding"):
-        lazy_tables(model, ("genre_factors",), np.ones(USERS))
-    assert sum(steps is not None for steps in lazy_tables(model, USER_TABLES, np.ones(USERS))) == 2
+        lazy_tables(model, ("genre_factors",))
+    assert lazy_tables(model, USER_TABLES) == {"user_factors/embeddings", "user_weight/embeddings",
+                                               "user_selection_factors/embeddings"}
 
 
 def test_lazy_tables_summed_as_slots_update_as_when_summed_sparse(monkeypatch):
@@ -139,15 +136,3 @@ def test_lazy_tables_summed_as_slots_update_as_when_summed_sparse(monkeypatch):
     summed_sparse, _ = _train(fused=True, lazy_users=True, steps=3, looked_up_users=USERS // 2)
     for dense, sparse in zip(summed_dense, summed_sparse, strict=True):
         np.testing.assert_allclose(dense, sparse, rtol=1e-6, atol=1e-7)
-
-
-def test_steps_per_lookup_spreads_the_steps_without_a_row_over_its_lookups():
-    steps = steps_per_lookup(np.array([0, 1, 10, 100, 10_000]), steps_per_epoch=100)
-    np.testing.assert_allclose(steps[:2], [100, 100], rtol=1e-5)  # seen once an epoch: once in 100 steps
-    assert 9.5 < steps[2] < 10.5 and 1.5 < steps[3] < 1.6  # 100 lookups in 100 steps miss some steps
-    np.testing.assert_allclose(steps[4], 1.0, rtol=1e-5)  # in every step: the dense update's L2
-
-
-def test_lookups_per_row_counts_the_examples_of_each_row(spark):
-    examples = spark.createDataFrame([(3,), (1,), (3,), (3,)], "user_idx long")
-    assert lookups_per_row(examples, "user_idx", 5).tolist() == [0, 1, 0, 3, 0]

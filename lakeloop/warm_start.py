@@ -1,0 +1,112 @@
+"""Warm start: a day's FM starts from the newest promoted model of an earlier day, row by row where the day's
+vocabularies hold the same users and items (new ones start fresh). See docs/tfspark.md (the FM trainer)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import date
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from lakeloop.features import ITEM_VOCAB, USER_VOCAB, read_features
+from lakeloop.lake import Lake
+from lakeloop.models import MODEL_FILE, ModelDirectory
+from lakeloop.registry import promoted_before
+
+if TYPE_CHECKING:
+    import keras
+
+    from lakeloop.features import FeatureSpec
+
+log = logging.getLogger(__name__)
+NEW_ROW = -1
+VOCABULARIES = {"user": (USER_VOCAB, "user_id", "user_idx"), "item": (ITEM_VOCAB, "item_id", "item_idx")}
+TABLES = {"user": ("user_factors", "user_weight", "user_selection_factors"),
+          "item": ("item_factors", "item_weight", "item_selection_factors", "item_selection_weight")}
+
+
+@dataclass(frozen=True)
+class WarmStart:
+    """The model a day's training starts from: its registered version and day, the lake and model name its file is
+    under, and for each of this day's user and item rows the row of the same id in that model (`NEW_ROW` if it did
+    not know the id)."""
+
+    version: str
+    day: date
+    lake_url: str
+    model_name: str
+    rows: dict[str, np.ndarray]
+
+    @classmethod
+    def find(cls, lake: Lake, model_name: str, day: date, tracking_uri: str | None = None) -> WarmStart | None:
+        """The newest promoted version trained before `day` with its row maps, or None (a cold start) if there is
+        none. A registry that cannot answer raises; so does a registered model whose file the lake lost."""
+        found = promoted_before(model_name, day, tracking_uri)
+        if found is None:
+            log.info("no promoted %s before %s: training from scratch", model_name, day)
+            return None
+        directory = ModelDirectory.of(lake, model_name, found.day)
+        if not directory.exists(MODEL_FILE):
+            raise FileNotFoundError(
+                f"{model_name} version {found.version} (trained on {found.day}) is the model to start from, but "
+                f"{directory.url}/{MODEL_FILE} is missing; restore it, or train from scratch with the trainer "
+                "argument warm_start=none")
+        rows = {entity: row_map(lake, found.day, day, entity) for entity in VOCABULARIES}
+        log.info("warm start from %s version %s (trained on %s): %d of %d users and %d of %d items known", model_name,
+                 found.version, found.day, (rows["user"] != NEW_ROW).sum(), len(rows["user"]),
+                 (rows["item"] != NEW_ROW).sum(), len(rows["item"]))
+        return cls(found.version, found.day, lake.url, model_name, rows)
+
+    def apply(self, model: keras.Model, spec: FeatureSpec) -> dict[str, int]:
+        """Copy the starting model's weights into `model`: the rows of known users and items, every other weight
+        whole; return how many user and item rows were carried over."""
+        import keras
+
+        directory = ModelDirectory.of(Lake.from_url(self.lake_url), self.model_name, self.day)
+        with directory.local_copy(MODEL_FILE) as local:
+            source = keras.saving.load_model(local / MODEL_FILE, compile=False)
+        known_layers = {layer.name: layer for layer in source.layers}
+        mapped = {name: entity for entity, names in TABLES.items() for name in names}
+        for layer in model.layers:
+            if not layer.weights or layer.name not in known_layers:
+                continue  # a layer the starting model did not have starts fresh
+            weights = [variable.numpy() for variable in known_layers[layer.name].weights]
+            if layer.name in mapped:
+                rows = self.rows[mapped[layer.name]]
+                table = layer.weights[0].numpy()
+                if len(rows) != len(table):
+                    raise ValueError(f"{layer.name} has {len(table)} rows, the day's vocabulary {len(rows)}")
+                known = rows != NEW_ROW
+                table[known] = weights[0][rows[known]]
+                weights = [table]
+            shapes = [tuple(variable.shape) for variable in layer.weights], [value.shape for value in weights]
+            if shapes[0] != shapes[1]:
+                raise ValueError(
+                    f"{layer.name}: {self.model_name} version {self.version} has weights of shapes {shapes[1]}, this "
+                    f"model {shapes[0]} (hyper-parameters changed?); train from scratch with warm_start=none")
+            for variable, value in zip(layer.weights, weights, strict=True):
+                variable.assign(value)
+        return {entity: int((rows != NEW_ROW).sum()) for entity, rows in self.rows.items()}
+
+    def describe(self, carried: dict[str, int]) -> dict[str, Any]:
+        """What the training summary says of the warm start."""
+        return {"from_version": self.version, "from_day": self.day.isoformat(),
+                "users_carried": carried.get("user"), "items_carried": carried.get("item"),
+                "users": len(self.rows["user"]), "items": len(self.rows["item"])}
+
+
+def row_map(lake: Lake, source_day: date, day: date, entity: str) -> np.ndarray:
+    """For each row of `day`'s `entity` vocabulary, the row of the same id in `source_day`'s (`NEW_ROW` if absent);
+    the out-of-vocabulary row 0 maps to row 0."""
+    table, id_column, index_column = VOCABULARIES[entity]
+    today = read_features(lake, day, table, columns=[id_column, index_column])
+    before = read_features(lake, source_day, table, columns=[id_column, index_column])
+    size = int(today[index_column].to_numpy().max(initial=0)) + 1
+    rows = np.full(size, NEW_ROW, dtype=np.int64)
+    rows[0] = 0
+    lookup = dict(zip(before[id_column].to_pylist(), before[index_column].to_pylist(), strict=True))
+    for identifier, index in zip(today[id_column].to_pylist(), today[index_column].to_pylist(), strict=True):
+        rows[index] = lookup.get(identifier, NEW_ROW)
+    return rows
