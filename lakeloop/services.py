@@ -283,6 +283,9 @@ class EmbeddedBroker:
             "share.coordinator.state.topic.min.isr": 1,
             "share.coordinator.state.topic.num.partitions": 1,
             "group.initial.rebalance.delay.ms": 0,
+            # The compaction of __consumer_offsets keeps its offset map on the heap: 128 MiB by default, half of
+            # the heap and more than everything else the broker holds; a few committed offsets need far less.
+            "log.cleaner.dedupe.buffer.size": 8 * 1024 * 1024,
         }
         self.config_file.write_text("".join(f"{name}={value}\n" for name, value in settings.items()))
 
