@@ -6,7 +6,7 @@ STAMP := $(VENV)/.lakeloop-installed
 KAFKA_JARS := jvm/lib/kafka/.resolved
 UV_VERSION := 0.13.9
 
-.PHONY: setup run test lint lock services-up services-down clean bench bench-e2e ui
+.PHONY: setup run test lint lock services-up services-down clean bench bench-e2e bench-training ui
 
 setup: $(STAMP) var/data/ml-100k/ml-100k.inter $(KAFKA_JARS)
 
@@ -74,6 +74,13 @@ bench: setup
 E2E_SIZES ?= 100000,1000000,10000000
 bench-e2e: setup
 	$(BIN)/python -m bench.e2e --sizes $(E2E_SIZES)
+
+# The training limit side by side: the FM in one process (L), the tfspark job with one worker (J1), as the DAG runs
+# it (J2) and with the recipe before issue 19 (J0), on one synthetic day of EVENTS events (its feature partition
+# cached in var/bench-training/); table, batch-size table and a last JSON line.
+EVENTS ?= 1000000
+bench-training: setup
+	$(BIN)/python -m bench.training --events $(EVENTS)
 
 clean:
 	-$(BIN)/lakeloop services down
