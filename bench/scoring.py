@@ -1,24 +1,27 @@
-"""Batch scoring: the batch prediction job's pairs/s against its own scoring stage and against scoring the same
-pairs in one plain Python process (the limit), on a model trained and registered as the daily loop would.
+"""Batch scoring: the batch prediction job (users in blocks × the catalog, by the champion's user and item towers)
+against the one-process limit (the same towers in memory: a matrix product and a partial sort) and against the
+exhaustive job it replaced (every unseen pair scored by the Keras model), on a model trained and registered as the
+daily loop would; the job's top-10 lists are checked against the exhaustive job's.
 
     .venv/bin/python -m bench.scoring --quick              # a smoke run: 3,000 ratings, one round
+    .venv/bin/python -m bench.scoring --events 1000000     # a synthetic day of 1M events
 
-See docs/performance.md.
+The last line printed is one JSON object with the figures. See docs/performance.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import shutil
-import statistics
+import subprocess
+import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -30,57 +33,49 @@ from bench.harness import (
     Measurement,
     best_of,
     local_environment,
+    print_json_line,
     round_order,
     start_spark,
     table_header,
     table_row,
     work_directory,
 )
+from bench.support.exhaustive_scoring import run_exhaustive
 from bench.support.fm_training import train_in_process
-from bench.support.movielens_lake import END_DAY, replay_to_lake, time_split_features
-from jobs.batch_predict import (
-    PREDICTIONS,
-    SCORED_SCHEMA,
-    PredictOptions,
-    candidate_inputs,
-    load_scoring_model,
-    score_batches,
-)
+from bench.support.movielens_lake import END_DAY, raw_table, replay_to_lake, time_split_features, write_raw_day
+from jobs.batch_predict import PREDICTIONS, SCORED_SCHEMA, ItemRanking, PredictOptions, candidate_inputs, top_items
+from lakeloop.embeddings import DayTowers, build_day_towers
 from lakeloop.features import (
     EVAL,
-    FEATURE_COLUMNS,
     FEATURES,
     TRAIN,
     USER_HISTORY,
     feature_partition,
     feature_table_path,
-    model_inputs,
     read_feature_manifest,
 )
 from lakeloop.lake import MANIFEST_NAME, Lake, partition_path
 from lakeloop.models import TRAIN_SUMMARY, model_dir, write_json
 from lakeloop.names import MOVIES
+from lakeloop.towers import EXCLUDED_SCORE, pair_scores, top_k
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import SparkSession
 
     from lakeloop.movielens import MovieLens
 
 MODEL = "scoring-bench-fm"
 TOP_K = 10
-PREDICT_BATCH_SIZE = 8192
-SCORE_TOLERANCE = 1e-5
-JOB, STAGE, LIMIT = "(a)", "(b)", "(c)"
-CANDIDATES, STAGE_FIXED, JOB_FUNCTION = "candidates", "(b0)", "(c')"
+LIMIT_BLOCK = 8192  # users per matrix product in the limit: an (8,192 × catalog) float64 block, 110 MB at 1,682
+JOB, STAGE, LIMIT, TODAY, STARTUP = "(a)", "(a1)", "(b)", "(c)", "(s)"
 NAMES = {
-    JOB: "(a) `batch_predict.run`, the whole job: candidates, scoring (`mapInArrow`), top 10, atomic write",
-    STAGE: "(b) the job's scoring stage alone: materialised inputs → `mapInArrow(score_batches)` → count",
-    LIMIT: "(c) one Python process: pyarrow → `model_inputs` → `model.predict(batch_size=8192)` (the limit)",
-    CANDIDATES: "for information: the candidates' inputs built by Spark and written to Parquet",
-    STAGE_FIXED: "for information: (b0) the scoring stage on 2 rows (its fixed cost)",
-    JOB_FUNCTION: "for information: (c') the job's `score_batches` in this process on Spark-sized Arrow batches",
+    JOB: "(a) `batch_predict.run`, the whole job: registry, model and towers, embeddings, ranking, write",
+    STAGE: "(a1) the job's ranking stage alone: materialised `candidate_inputs` → `mapInArrow(top_items)` → count",
+    LIMIT: "(b) one process, the same towers in memory: matmul + mask + argpartition top 10 (the limit)",
+    TODAY: "(c) the exhaustive job it replaced: cross join, `predict_on_batch` per pair, Window top 10, write",
+    STARTUP: "for information: (s) Spark start-up, a fresh local[2] session's first job (not in any figure above)",
 }
-ORDER = [JOB, STAGE, LIMIT, CANDIDATES, STAGE_FIXED, JOB_FUNCTION]
+ORDER = [JOB, STAGE, LIMIT, TODAY, STARTUP]
 
 
 @dataclass(frozen=True)
@@ -90,66 +85,78 @@ class ScoringSetup:
     lake: Path
     day: date
     ratings: int
+    events: int | None
     model_name: str
     alias: str
     version: str
-    local_model: str
     epochs: int
     users: int
     catalog: int
     rated_pairs: int
 
+    @property
+    def candidate_pairs(self) -> int:
+        """Users × catalog movies − the pairs the users rated in the window (the unseen pairs every list is cut
+        from)."""
+        return self.users * self.catalog - self.rated_pairs
+
 
 @dataclass(frozen=True)
-class TopKCheck:
-    """How (a)'s predictions compare with the top-k of (c)'s scores over the same candidate pairs.
+class ListCheck:
+    """How the job's top-k lists compare with the exhaustive job's (the Keras model's score of every unseen pair).
 
-    A user's list is valid when it has min(k, candidates) rows, every one a candidate pair whose (c)-score is
-    within the tolerance of (a)'s and not below (c)'s k-th best score minus the tolerance (near-ties may swap);
-    identical when it names the same items in the same order as (c)'s own top k (ties to the smaller item id).
-    """
+    Identical: the same items in the same order for every user. Where a list differs, the largest gap between
+    the two jobs' scores of the items they disagree on says whether it is a float near-tie."""
 
     users: int
     expected_users: int
-    rows: int
-    expected_rows: int
-    users_valid: int
     users_identical: int
-    unknown_pairs: int
     max_score_difference: float
 
     @property
-    def passed(self) -> bool:
-        """Whether (a)'s output is the candidates' top k, up to the tolerance."""
-        return (self.users == self.expected_users == self.users_valid and self.rows == self.expected_rows
-                and self.unknown_pairs == 0 and self.max_score_difference <= SCORE_TOLERANCE)
+    def identical(self) -> bool:
+        """Whether every user's list equals the exhaustive job's."""
+        return self.users == self.expected_users == self.users_identical
 
     def describe(self, k: int) -> str:
         """One line for the report."""
-        return (f"(a)'s predictions: {self.rows:,} rows for {self.users:,} users; the top {k} of (c)'s scores over "
-                f"the candidate pairs: {self.expected_rows:,} rows for {self.expected_users:,} users. Valid top-{k} "
-                f"lists (within {SCORE_TOLERANCE:g}) for {self.users_valid:,} users, identical for "
-                f"{self.users_identical:,}; pairs not among the candidates: {self.unknown_pairs:,}; largest score "
-                f"difference {self.max_score_difference:.2g} — {'passed' if self.passed else 'FAILED'}")
+        return (f"top-{k} lists of (a) identical to (c)'s (exhaustive scoring by the Keras model) for "
+                f"{self.users_identical:,} of {self.expected_users:,} users ((a) listed {self.users:,}); largest "
+                f"score difference on the same (user, item) {self.max_score_difference:.2g} — "
+                f"{'identical' if self.identical else 'DIFFERENT'}")
 
 
 @dataclass
 class ScoringResults:
-    """Every figure of one run: the best round of each alternative, each round's ratios, the output check."""
+    """Every figure of one run: the best round of each alternative, the list check, the job's phases."""
 
     setup: ScoringSetup
-    candidate_pairs: int
     repeat: int
     best: dict[str, Measurement]
     rounds: dict[str, list[Measurement]]
-    top_k: TopKCheck
+    check: ListCheck
+    job_seconds: dict[str, float]
     load_averages: tuple[tuple[float, ...], tuple[float, ...]]
 
-    def ratio(self, key: str, round_index: int | None = None) -> float:
-        """Pairs/s of `key` over pairs/s of (c), for the best rounds or one round."""
-        if round_index is None:
-            return self.best[key].rows_per_second / self.best[LIMIT].rows_per_second
-        return self.rounds[key][round_index].rows_per_second / self.rounds[LIMIT][round_index].rows_per_second
+    def ratio(self, key: str, over: str = LIMIT) -> float:
+        """Pairs/s of `key` over pairs/s of `over`, best rounds."""
+        return self.best[key].rows_per_second / self.best[over].rows_per_second
+
+    def summary(self) -> dict:
+        """The figures as one JSON object (the bench's last line)."""
+        return {"events": self.setup.events, "ratings": self.setup.ratings, "users": self.setup.users,
+                "catalog": self.setup.catalog, "candidate_pairs": self.setup.candidate_pairs,
+                "limit_pairs_per_s": round(self.best[LIMIT].rows_per_second),
+                "job_pairs_per_s": round(self.best[JOB].rows_per_second), "ratio": round(self.ratio(JOB), 4),
+                "stage_pairs_per_s": round(self.best[STAGE].rows_per_second),
+                "today_pairs_per_s": round(self.best[TODAY].rows_per_second),
+                "job_vs_today": round(self.ratio(JOB, TODAY), 2),
+                "job_seconds": round(self.best[JOB].seconds, 3), "today_seconds": round(self.best[TODAY].seconds, 3),
+                "limit_seconds": round(self.best[LIMIT].seconds, 3),
+                "spark_startup_seconds": round(self.best[STARTUP].seconds, 3), "job_phase_seconds": self.job_seconds,
+                "identical_top10": self.check.identical, "users_identical": self.check.users_identical,
+                "max_score_difference": self.check.max_score_difference, "repeat": self.repeat,
+                "load_average": [self.load_averages[0][0], self.load_averages[1][0]]}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -167,10 +174,23 @@ def ratings_slice(movielens: MovieLens, ratings: int | None) -> MovieLens:
     return MovieLens(ordered.slice(0, ratings), movielens.movies)
 
 
-def build_lake(spark: SparkSession, movielens: MovieLens, lake: Path) -> None:
+def build_replayed_lake(spark: SparkSession, movielens: MovieLens, lake: Path) -> None:
     """The catalog, `movielens` replayed as `END_DAY`'s raw partition, and the ETL and features jobs run on it."""
     replay_to_lake(movielens, lake, 1, END_DAY)
     time_split_features(spark, lake, 1)
+
+
+def build_synthetic_lake(spark: SparkSession, movielens: MovieLens, lake: Path, events: int) -> None:
+    """The catalog and a synthetic day of `events` events (as the e2e bench generates it) as `END_DAY`'s raw
+    partition, then the ETL and features jobs."""
+    from bench.support.synthetic_events import generate_events
+    from jobs import etl, features
+    from lakeloop.replay import write_catalog
+
+    write_catalog(movielens, lake)
+    write_raw_day(lake, END_DAY, raw_table(generate_events(movielens, events, END_DAY)))
+    etl.run(spark, lake, END_DAY)
+    features.run(spark, lake, END_DAY, features.FeatureOptions(window_days=1))
 
 
 def copy_features(source: Path, lake: Path, day: date) -> None:
@@ -212,151 +232,163 @@ def train_and_register(spark: SparkSession, lake: Path, day: date, epochs: int, 
     return register_model(lake, MODEL, day, tracking_uri, lineage)
 
 
-def prepare(spark: SparkSession, lake: Path, day: date, workdir: Path, epochs: int) -> ScoringSetup:
-    """A model trained on the lake's feature partition of `day`, registered (in the store MLFLOW_TRACKING_URI
-    names) and downloaded as the job downloads it."""
-    import mlflow
-
+def prepare(spark: SparkSession, lake: Path, day: date, epochs: int, events: int | None) -> ScoringSetup:
+    """A model trained on the lake's feature partition of `day` and registered (in the store MLFLOW_TRACKING_URI
+    names), and the candidates' shape."""
     registration = train_and_register(spark, lake, day, epochs, os.environ["MLFLOW_TRACKING_URI"])
-    local_model = mlflow.artifacts.download_artifacts(registration["model_uri"],
-                                                      dst_path=str(workdir / "downloaded-model"))
     users = pq.read_table(feature_table_path(lake, day, USER_HISTORY), columns=["user_id"])["user_id"]
-    rated = sum(pc.sum(pc.is_in(pq.read_table(feature_table_path(lake, day, split), columns=["user_id"])["user_id"],
-                                value_set=users.combine_chunks())).as_py() or 0 for split in (TRAIN, EVAL))
+    catalog = pq.read_table(lake / MOVIES, columns=["item_id"])["item_id"]
+    rated = pa.concat_tables([pq.read_table(feature_table_path(lake, day, split), columns=["user_id", "item_id"])
+                              for split in (TRAIN, EVAL)])
+    rated = rated.filter(pc.and_(pc.is_in(rated["user_id"], value_set=users.combine_chunks()),
+                                 pc.is_in(rated["item_id"], value_set=catalog.combine_chunks())))
+    distinct = rated.group_by(["user_id", "item_id"]).aggregate([]).num_rows
     return ScoringSetup(
-        lake=lake, day=day, ratings=read_feature_manifest(lake, day)["rows_in"], model_name=MODEL,
-        alias=registration["alias"], version=registration["version"], local_model=local_model, epochs=epochs,
-        users=len(users), catalog=pq.read_table(lake / MOVIES, columns=["item_id"]).num_rows, rated_pairs=rated)
+        lake=lake, day=day, ratings=read_feature_manifest(lake, day)["rows_in"], events=events, model_name=MODEL,
+        alias=registration["alias"], version=registration["version"], epochs=epochs, users=len(users),
+        catalog=len(catalog), rated_pairs=distinct)
 
 
 # ---------------------------------------------------------------------------------------------------------
 # The alternatives
 
 
-def materialise_candidates(spark: SparkSession, setup: ScoringSetup, path: Path) -> Measurement:
-    """Build the candidates' inputs as the job does (one partition per task slot) and write them to `path`."""
+@dataclass(frozen=True)
+class InMemoryDay:
+    """The limit's inputs: the job's towers of the day and, per user, the positions of the items it rated."""
+
+    towers: DayTowers
+    rated_users: np.ndarray
+    rated_items: np.ndarray
+
+
+def in_memory_day(spark: SparkSession, setup: ScoringSetup) -> InMemoryDay:
+    """The towers as the job builds them (the registered model, the day's inputs) and the rated (user, item)
+    positions, both in this process's memory (not timed)."""
+    import mlflow
+
+    local_model = mlflow.artifacts.download_artifacts(f"models:/{setup.model_name}/{setup.version}")
+    towers = build_day_towers(spark, setup.lake, setup.day, setup.day, mlflow.tensorflow.load_model(local_model))
+    rated = pa.concat_tables([pq.read_table(feature_table_path(setup.lake, setup.day, split),
+                                            columns=["user_id", "item_id"]) for split in (TRAIN, EVAL)])
+    users = pc.index_in(rated["user_id"], value_set=towers.user_ids)
+    items = pc.index_in(rated["item_id"], value_set=towers.item_ids)
+    both = pc.and_(users.is_valid(), items.is_valid())
+    return InMemoryDay(towers, pc.filter(users, both).to_numpy(), pc.filter(items, both).to_numpy())
+
+
+def score_in_memory(day: InMemoryDay, k: int = TOP_K) -> tuple[Measurement, np.ndarray]:
+    """(b): every user's top k by the towers in one process, blocks of `LIMIT_BLOCK` users: matmul, rated items
+    masked, argpartition; the (users, k) item positions."""
+    towers = day.towers
+    users = len(towers.user_ids)
+    order = np.argsort(day.rated_users, kind="stable")
+    rated_users, rated_items = day.rated_users[order], day.rated_items[order]
+    bounds = np.searchsorted(rated_users, np.arange(0, users + LIMIT_BLOCK, LIMIT_BLOCK).clip(max=users))
+    lists = np.empty((users, min(k, len(towers.item_ids))), np.int64)
     started = time.monotonic()
-    (candidate_inputs(spark, setup.lake, setup.day, setup.day).repartition(spark.sparkContext.defaultParallelism)
-     .write.mode("overwrite").parquet(str(path)))
+    for block, start in enumerate(range(0, users, LIMIT_BLOCK)):
+        rows = np.arange(start, min(start + LIMIT_BLOCK, users))
+        scores = pair_scores(towers.constant, towers.users.take(rows), towers.items)
+        masked = slice(bounds[block], bounds[block + 1])
+        scores[rated_users[masked] - start, rated_items[masked]] = EXCLUDED_SCORE
+        lists[rows] = top_k(scores, k)[0]
     seconds = time.monotonic() - started
-    return Measurement(CANDIDATES, pq.read_table(path, columns=["user_id"]).num_rows, seconds)
+    pairs = users * len(towers.item_ids) - len(np.unique(rated_users * len(towers.item_ids) + rated_items))
+    return Measurement(LIMIT, pairs, seconds, f"{users:,} users in blocks of {LIMIT_BLOCK:,}"), lists
 
 
-def run_job(spark: SparkSession, setup: ScoringSetup, candidate_pairs: int) -> Measurement:
+def run_job(spark: SparkSession, setup: ScoringSetup) -> tuple[Measurement, dict]:
     """(a): `jobs.batch_predict.run` as the DAG's task runs it, with the registered version's alias."""
     from jobs import batch_predict
 
-    options = PredictOptions(model_name=setup.model_name, alias=setup.alias, top_k=TOP_K,
-                             generated_at=f"{setup.day + timedelta(days=1)}T00:00:00+00:00")
     started = time.monotonic()
-    manifest = batch_predict.run(spark, setup.lake, setup.day, options)
+    manifest = batch_predict.run(spark, setup.lake, setup.day, PredictOptions(
+        model_name=setup.model_name, alias=setup.alias, top_k=TOP_K, generated_at=generated_at(setup).isoformat()))
     seconds = time.monotonic() - started
-    return Measurement(JOB, candidate_pairs, seconds,
-                       f"{manifest['rows']:,} predictions written; model loaded {manifest['model_loads']}×")
+    phases = ", ".join(f"{name} {value:.2f}s" for name, value in manifest["seconds"].items())
+    return Measurement(JOB, setup.candidate_pairs, seconds, f"{manifest['rows']:,} rows; {phases}"), manifest
 
 
-def run_scoring_stage(frame: DataFrame, local_model: str, key: str = STAGE) -> Measurement:
-    """(b) or (b0): `frame`'s rows scored by the job's `score_batches` in `mapInArrow`, counted."""
-    tasks = frame.rdd.getNumPartitions()
+def run_ranking_stage(spark: SparkSession, setup: ScoringSetup, day: InMemoryDay, path: Path) -> Measurement:
+    """(a1): the job's `candidate_inputs` materialised to Parquet (not timed), then ranked by `top_items` in
+    `mapInArrow` and counted."""
+    candidate_inputs(spark, setup.lake, setup.day, setup.day).repartition(
+        spark.sparkContext.defaultParallelism).write.mode("overwrite").parquet(str(path))
+    ranking = spark.sparkContext.broadcast(ItemRanking(day.towers.model, day.towers.item_ids, day.towers.items))
+    frame = spark.read.parquet(str(path))
     started = time.monotonic()
-    rows = frame.mapInArrow(score_batches(local_model), SCORED_SCHEMA).count()
-    return Measurement(key, rows, time.monotonic() - started, f"{tasks} task{'s' if tasks > 1 else ''}")
-
-
-def score_in_process(model: Any, path: Path) -> tuple[Measurement, np.ndarray]:
-    """(c): pyarrow reads the candidates' inputs, `model_inputs` makes numpy arrays, `model.predict` scores them."""
-    started = time.monotonic()
-    inputs = model_inputs(pq.read_table(path, columns=FEATURE_COLUMNS))
-    read = time.monotonic() - started
-    scores = np.asarray(model.predict(inputs, batch_size=PREDICT_BATCH_SIZE, verbose=0)).reshape(-1)
+    rows = frame.mapInArrow(top_items(ranking, TOP_K), SCORED_SCHEMA).count()
     seconds = time.monotonic() - started
-    return Measurement(LIMIT, len(scores), seconds, f"read {read:.2f}s + predict {seconds - read:.2f}s"), scores
+    ranking.destroy()
+    return Measurement(STAGE, setup.candidate_pairs, seconds, f"{rows:,} rows out")
 
 
-def score_arrow_batches(name: str, path: Path, batch_rows: int,
-                        scorer: Callable[[Iterator[pa.RecordBatch]], Iterator[int]]) -> Measurement:
-    """(c'): the Parquet's rows in Arrow batches of `batch_rows`, scored in this process by `scorer`
-    (batches → rows scored per batch)."""
+def run_today(spark: SparkSession, setup: ScoringSetup) -> tuple[Measurement, pa.Table]:
+    """(c): the exhaustive job (bench.support.exhaustive_scoring), registry to write."""
     started = time.monotonic()
-    batches = pq.read_table(path).to_batches(max_chunksize=batch_rows)
-    rows = sum(scorer(iter(batches)))
-    return Measurement(name, rows, time.monotonic() - started, f"{len(batches)} batches of ≤ {batch_rows:,} rows")
+    predictions = run_exhaustive(spark, setup.lake, setup.day, setup.model_name, setup.alias, TOP_K,
+                                 generated_at(setup))
+    return Measurement(TODAY, setup.candidate_pairs, time.monotonic() - started,
+                       f"{predictions.num_rows:,} rows"), predictions
 
 
-def job_function_scorer(local_model: str) -> Callable[[Iterator[pa.RecordBatch]], Iterator[int]]:
-    """(c'): the job's own `score_batches`, as a Python worker runs it."""
-    return lambda batches: (scored.num_rows for scored in score_batches(local_model)(batches))
+def spark_startup() -> Measurement:
+    """(s): a child process starts a local[2] session like the bench's and runs a one-row job (the session's
+    fixed cost, which spark-submit pays before the job's `run`)."""
+    code = ("import time; t = time.monotonic(); from bench.harness import start_spark; "
+            "s = start_spark('startup probe'); s.range(1).count(); print(time.monotonic() - t); s.stop()")
+    output = subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                                filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}).stdout
+    return Measurement(STARTUP, 1, float(output.strip().splitlines()[-1]), "python + JVM + first job")
+
+
+def generated_at(setup: ScoringSetup) -> datetime:
+    """The rows' timestamp: the end of the day, as the DAG stamps it."""
+    return datetime.combine(setup.day + timedelta(days=1), datetime.min.time(), UTC)
 
 
 # ---------------------------------------------------------------------------------------------------------
 # The output check
 
 
-def check_top_k(predictions: pa.Table, candidates: pa.Table, scores: np.ndarray, k: int = TOP_K) -> TopKCheck:
-    """Compare (a)'s predictions with the top k of `scores` (c's, aligned with `candidates`' user/item ids)."""
-    ranked = (candidates.select(["user_id", "item_id"]).append_column("limit_score", pa.array(scores, pa.float64()))
-              .sort_by([("user_id", "ascending"), ("limit_score", "descending"), ("item_id", "ascending")]))
-    users = ranked["user_id"].to_numpy(zero_copy_only=False)
-    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
-    sizes = np.diff(np.r_[starts, len(users)])
-    rank = np.arange(len(users)) - np.repeat(starts, sizes) + 1
-    ranked = ranked.append_column("limit_rank", pa.array(rank, pa.int64()))
-    kept = np.minimum(sizes, k)
-    thresholds = pa.table({"user_id": pa.array(users[starts]),
-                           "threshold": pa.array(ranked["limit_score"].to_numpy()[starts + kept - 1]),
-                           "expected": pa.array(kept, pa.int64())})
-    joined = (predictions.select(["user_id", "item_id", "score", "rank"])
-              .join(ranked, ["user_id", "item_id"], join_type="left outer")
-              .join(thresholds, "user_id", join_type="left outer"))
-    difference = pc.abs(pc.subtract(joined["score"], joined["limit_score"]))
-    valid_row = pc.fill_null(pc.and_(pc.less_equal(difference, SCORE_TOLERANCE),
-                                     pc.greater_equal(joined["limit_score"],
-                                                      pc.subtract(joined["threshold"], SCORE_TOLERANCE))), False)
-    identical_row = pc.fill_null(pc.equal(pc.cast(joined["rank"], pa.int64()), joined["limit_rank"]), False)
-    per_user = (joined.append_column("valid_row", valid_row).append_column("identical_row", identical_row)
-                .group_by("user_id").aggregate([("valid_row", "all"), ("identical_row", "all"), ("rank", "count"),
-                                                ("expected", "max")]))
-    complete = pc.equal(per_user["rank_count"], per_user["expected_max"])
-    max_difference = pc.max(difference).as_py()
-    return TopKCheck(
-        users=per_user.num_rows, expected_users=len(starts), rows=predictions.num_rows, expected_rows=int(kept.sum()),
-        users_valid=pc.sum(pc.and_(per_user["valid_row_all"], complete)).as_py() or 0,
-        users_identical=pc.sum(pc.and_(per_user["identical_row_all"], complete)).as_py() or 0,
-        unknown_pairs=joined["limit_score"].null_count,
-        max_score_difference=float("inf") if max_difference is None else max_difference)
+def check_lists(predictions: pa.Table, exhaustive: pa.Table) -> ListCheck:
+    """Compare the job's predictions with the exhaustive job's, user by user."""
+    def lists(table: pa.Table) -> dict[str, list[str]]:
+        ranked = table.sort_by([("user_id", "ascending"), ("rank", "ascending")])
+        result: dict[str, list[str]] = {}
+        for user, item in zip(ranked["user_id"].to_pylist(), ranked["item_id"].to_pylist(), strict=True):
+            result.setdefault(user, []).append(item)
+        return result
+
+    ours, theirs = lists(predictions), lists(exhaustive)
+    both = predictions.select(["user_id", "item_id", "score"]).join(
+        exhaustive.select(["user_id", "item_id", "score"]).rename_columns(["user_id", "item_id", "expected"]),
+        ["user_id", "item_id"])
+    difference = pc.max(pc.abs(pc.subtract(both["score"], both["expected"]))).as_py()
+    return ListCheck(users=len(ours), expected_users=len(theirs),
+                     users_identical=sum(1 for user, items in theirs.items() if ours.get(user) == items),
+                     max_score_difference=float("inf") if difference is None else difference)
 
 
 # ---------------------------------------------------------------------------------------------------------
 # The run and the report
 
 
-def measure_round(spark: SparkSession, setup: ScoringSetup, model: Any, path: Path, pairs: int, batch_rows: int,
-                  round_index: int) -> Iterator[Measurement]:
-    """One round of every alternative on the candidates materialised at `path`, in reverse order every other round."""
-    steps: list[Callable[[], Measurement]] = [
-        lambda: run_job(spark, setup, pairs),
-        lambda: run_scoring_stage(spark.read.parquet(str(path)), setup.local_model),
-        lambda: run_scoring_stage(spark.read.parquet(str(path)).limit(2).repartition(2), setup.local_model,
-                                  STAGE_FIXED),
-        lambda: score_in_process(model, path)[0],
-        lambda: score_arrow_batches(JOB_FUNCTION, path, batch_rows, job_function_scorer(setup.local_model)),
-    ]
-    for step in round_order(steps, round_index):
-        yield step()
-
-
-def run_benchmark(spark: SparkSession, lake: Path, day: date, workdir: Path, epochs: int = 1,
-                  repeat: int = 1) -> ScoringResults:
-    """Prepare the model of the lake's feature partition of `day`, then time every alternative `repeat` times,
-    interleaved (the order reverses every other round), and check (a)'s output against (c)'s scores. Prints
-    progress as it goes."""
+def run_benchmark(spark: SparkSession, lake: Path, day: date, workdir: Path, epochs: int = 1, repeat: int = 1,
+                  events: int | None = None) -> ScoringResults:
+    """Prepare the model of the lake's feature partition of `day`, then time the job, its ranking stage and the
+    limit `repeat` times, interleaved (the order reverses every other round), the exhaustive job and Spark's
+    start-up once; check the job's lists against the exhaustive job's. Prints progress as it goes."""
     load_at_start = os.getloadavg()
-    setup = prepare(spark, lake, day, workdir, epochs)
-    print(f"prepared {setup.ratings:,} ratings, {setup.users:,} users, model version {setup.version} "
-          f"(alias {setup.alias})", flush=True)
-    model = load_scoring_model(setup.local_model)  # the job's own loader: the model its workers score with
-    batch_rows = int(spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch", "10000"))
+    setup = prepare(spark, lake, day, epochs, events)
+    print(f"prepared {setup.ratings:,} ratings, {setup.users:,} users × {setup.catalog:,} movies, "
+          f"{setup.candidate_pairs:,} candidate pairs; model version {setup.version} (alias {setup.alias})",
+          flush=True)
+    memory = in_memory_day(spark, setup)
     rounds: dict[str, list[Measurement]] = {key: [] for key in ORDER}
+    manifests: list[dict] = []
 
     def record(timing: Measurement) -> Measurement:
         rounds[timing.name].append(timing)
@@ -364,72 +396,72 @@ def run_benchmark(spark: SparkSession, lake: Path, day: date, workdir: Path, epo
               f"{timing.note}", flush=True)
         return timing
 
-    path = None
+    def job() -> None:
+        timing, manifest = run_job(spark, setup)
+        manifests.append(manifest)
+        record(timing)
+
+    def today() -> None:
+        timing, predictions = run_today(spark, setup)
+        exhaustive.append(predictions)
+        record(timing)
+
+    exhaustive: list[pa.Table] = []
+    record(spark_startup())
     for round_index in range(repeat):
         print(f"round {round_index + 1} of {repeat}", flush=True)
-        previous, path = path, workdir / f"candidates-{round_index}"
-        pairs = record(materialise_candidates(spark, setup, path)).rows
-        if previous is not None:
-            shutil.rmtree(previous)
-        if round_index == 0:
-            warm_up = pq.read_table(path).slice(0, 2)
-            model.predict(model_inputs(warm_up), verbose=0)
-            list(score_batches(setup.local_model)(iter(warm_up.to_batches())))
-        for timing in measure_round(spark, setup, model, path, pairs, batch_rows, round_index):
-            record(timing)
-    _, scores = score_in_process(model, path)
-    check = check_top_k(pq.read_table(partition_path(setup.lake, PREDICTIONS, setup.day)),
-                        pq.read_table(path, columns=["user_id", "item_id"]), scores)
+        steps: list[Callable[[], object]] = [
+            job,
+            lambda: record(run_ranking_stage(spark, setup, memory, workdir / "candidates")),
+            lambda: record(score_in_memory(memory)[0]),
+        ]
+        for step in round_order(steps, round_index):
+            step()
+        if round_index == 0:  # once: at 1M events it takes minutes
+            today()
+    check = check_lists(pq.read_table(partition_path(setup.lake, PREDICTIONS, setup.day)), exhaustive[0])
     print(check.describe(TOP_K), flush=True)
     best = {key: best_of(timings) for key, timings in rounds.items()}
-    fixed = rounds[STAGE_FIXED]  # 2 rows: its spread in seconds says more than in rows/s
-    best[STAGE_FIXED] = dataclasses.replace(best[STAGE_FIXED], note=f"{fixed[0].note}; rounds "
-                                            + ", ".join(f"{timing.seconds:.2f}s" for timing in fixed))
-    return ScoringResults(setup=setup, candidate_pairs=rounds[CANDIDATES][-1].rows, repeat=repeat, best=best,
-                          rounds=rounds, top_k=check, load_averages=(load_at_start, os.getloadavg()))
-
-
-def ratio_line(results: ScoringResults, key: str) -> str:
-    """The ratio of `key` to (c), best of each, with each round's own ratio and their median."""
-    per_round = [results.ratio(key, index) for index in range(results.repeat)]
-    line = f"- {key} / (c): {results.ratio(key):.2f}×"
-    if results.repeat > 1:
-        line += (f" best of each; per round {', '.join(f'{value:.2f}×' for value in per_round)} "
-                 f"(median {statistics.median(per_round):.2f}×)")
-    return line
+    fastest = min(range(len(manifests)), key=lambda index: rounds[JOB][index].seconds)
+    return ScoringResults(setup=setup, repeat=repeat, best=best, rounds=rounds, check=check,
+                          job_seconds=manifests[fastest]["seconds"],
+                          load_averages=(load_at_start, os.getloadavg()))
 
 
 def markdown_report(results: ScoringResults) -> str:
     """The table, the ratios, where (a)'s time goes, the output check and the machine, in markdown."""
     setup, best = results.setup, results.best
     rounds = f"best of {results.repeat} interleaved rounds" if results.repeat > 1 else "one round"
+    source = f"a synthetic day of {setup.events:,} events" if setup.events else f"{setup.ratings:,} ratings replayed"
     lines = [
-        f"### Batch scoring: {results.candidate_pairs:,} candidate pairs ({setup.users:,} users × {setup.catalog:,} "
-        f"movies − {setup.rated_pairs:,} rated), top {TOP_K} per user, local[2], {rounds}",
+        f"### Batch scoring: {setup.candidate_pairs:,} candidate pairs ({setup.users:,} users × {setup.catalog:,} "
+        f"movies − {setup.rated_pairs:,} rated), top {TOP_K} per user, local[2], {rounds} ((c) and (s): one)",
         "",
         f"Model `{setup.model_name}` version {setup.version} (alias `{setup.alias}`): the FM with default "
-        f"hyper-parameters, trained {setup.epochs} epoch(s) by the project's trainer on the day's training "
-        f"examples ({setup.ratings:,} ratings replayed as one day).",
+        f"hyper-parameters, trained {setup.epochs} epoch(s) by the project's trainer on {source} "
+        f"({setup.ratings:,} ratings in the day's features).",
         "",
-        *table_header(["alternative", "pairs", "seconds", "pairs/s", "vs (c)", "note"], "lrrrrl"),
+        *table_header(["alternative", "pairs", "seconds", "pairs/s", "vs (b)", "note"], "lrrrrl"),
     ]
     for key in ORDER:
         timing = best[key]
-        fixed = key == STAGE_FIXED
-        rate = "–" if fixed else f"{timing.rows_per_second:,.0f}"
-        ratio = "–" if fixed else f"{results.ratio(key):.2f}×"
-        lines.append(table_row([NAMES[key], f"{timing.rows:,}", f"{timing.seconds:.2f}", rate, ratio, timing.note]))
-    job, stage = best[JOB].seconds, best[STAGE].seconds
+        startup = key == STARTUP
+        lines.append(table_row([NAMES[key], "–" if startup else f"{timing.rows:,}", f"{timing.seconds:.2f}",
+                                "–" if startup else f"{timing.rows_per_second:,.0f}",
+                                "–" if startup else f"{results.ratio(key):.2f}×", timing.note]))
+    job = best[JOB].seconds
+    phases = results.job_seconds
     lines += [
         "",
-        ratio_line(results, JOB),
-        ratio_line(results, STAGE),
-        f"- (a)'s time: scoring stage (b) {stage:.2f}s ({stage / job:.0%}), of which fixed cost (b0) "
-        f"{best[STAGE_FIXED].seconds:.2f}s; the rest {job - stage:.2f}s ({1 - stage / job:.0%}): MLflow lookup and "
-        f"download, candidates' inputs, shuffle, top {TOP_K}, write",
-        f"- {results.top_k.describe(TOP_K)}",
+        f"- (a) / (b): {results.ratio(JOB):.3f}×; (a1) / (b): {results.ratio(STAGE):.3f}×; "
+        f"(a) / (c): {results.ratio(JOB, TODAY):.1f}× faster than the exhaustive job",
+        f"- (a)'s {job:.2f}s: model load and towers {phases['model_and_towers']:.2f}s, embeddings written and "
+        f"logged {phases['embeddings']:.2f}s, ranking (candidates, `mapInArrow`, sort, collect) "
+        f"{phases['ranking']:.2f}s, the rest (registry lookup, download, write) "
+        f"{job - sum(phases.values()):.2f}s",
+        f"- {results.check.describe(TOP_K)}",
         f"- machine: {os.cpu_count()} cores, shared; load average {results.load_averages[0][0]:.1f} at the start, "
-        f"{results.load_averages[1][0]:.1f} at the end; nice {os.nice(0)}",
+        f"{results.load_averages[1][0]:.1f} at the end",
     ]
     return "\n".join(lines)
 
@@ -437,7 +469,10 @@ def markdown_report(results: ScoringResults) -> str:
 def parser() -> argparse.ArgumentParser:
     """The command line."""
     args = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    args.add_argument("--ratings", type=int, help="use the first N ratings in user order (default: all; --quick 3,000)")
+    args.add_argument("--events", type=int, help="a synthetic day of N events (bench.support.synthetic_events, as "
+                                                 "the e2e bench's days) instead of MovieLens replayed")
+    args.add_argument("--ratings", type=int, help="use the first N MovieLens ratings in user order (default: all; "
+                                                  "--quick 3,000)")
     args.add_argument("--epochs", type=int, default=1, help="FM training epochs (training is not measured)")
     args.add_argument("--repeat", type=int, help="interleaved rounds, best kept (default 3; --quick 1)")
     args.add_argument("--workdir", type=Path, help="where the lake and MLflow store go (default: a temp dir, removed)")
@@ -450,7 +485,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None, spark: SparkSession | None = None) -> ScoringResults:
-    """Run the benchmark (on `spark` if given, else on its own local[2] session) and print the markdown report."""
+    """Run the benchmark (on `spark` if given, else on its own local[2] session), print the markdown report and,
+    last, the figures as one JSON line."""
     from lakeloop.config import load_settings
     from lakeloop.movielens import load_movielens
 
@@ -464,15 +500,18 @@ def main(argv: list[str] | None = None, spark: SparkSession | None = None) -> Sc
         with work_directory(options.workdir, "lakeloop-scoring-") as workdir:
             lake = workdir / "lake"
             os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{workdir.resolve() / 'mlflow.db'}"
+            movielens = None if options.features_from else load_movielens(load_settings().dataset_dir)
             if options.features_from:
                 copy_features(options.features_from, lake, day)
+            elif options.events:
+                build_synthetic_lake(spark, movielens, lake, options.events)
             else:
-                build_lake(spark, ratings_slice(load_movielens(load_settings().dataset_dir),
-                                                options.ratings or (3_000 if options.quick else None)), lake)
+                build_replayed_lake(spark, ratings_slice(movielens, options.ratings or (3_000 if options.quick
+                                                                                        else None)), lake)
             if options.users:
                 keep_users(lake, day, options.users)
             repeat = options.repeat or (1 if options.quick else 3)
-            results = run_benchmark(spark, lake, day, workdir, options.epochs, repeat)
+            results = run_benchmark(spark, lake, day, workdir, options.epochs, repeat, options.events)
     finally:
         if previous_uri is None:
             os.environ.pop("MLFLOW_TRACKING_URI", None)
@@ -481,6 +520,7 @@ def main(argv: list[str] | None = None, spark: SparkSession | None = None) -> Sc
         if own_session:
             spark.stop()
     print("\n" + markdown_report(results), flush=True)
+    print_json_line(results.summary())
     return results
 
 

@@ -1,5 +1,5 @@
-"""Spark batch prediction: the top-k unseen movies per user, scored by the registry's `champion`, written
-to `<lake>/predictions/dt=D/`.
+"""Spark batch prediction: the top-k unseen movies per user, ranked by the registry's `champion` as a user tower
+and an item tower (`lakeloop.towers`), written to `<lake>/predictions/dt=D/`; the towers go to `<lake>/embeddings/`.
 
 See docs/evaluation-and-registry.md (batch predictions).
 """
@@ -7,26 +7,35 @@ See docs/evaluation-and-registry.md (batch predictions).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import numpy as np
 import pyarrow as pa
-from pyspark.sql import DataFrame, SparkSession, Window
+import pyarrow.compute as pc
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from lakeloop.features import EVAL, FEATURE_COLUMNS, FEATURES, TRAIN, USER_HISTORY, model_inputs
+from lakeloop.embeddings import build_day_towers, commit_table, log_embeddings, side_inputs, write_embeddings
+from lakeloop.features import EVAL, FEATURES, TRAIN
 from lakeloop.lake import Lake, as_lake
 from lakeloop.names import PREDICTIONS
 from lakeloop.registry import aliased_version
-from lakeloop.spark_inputs import serving_inputs
-from lakeloop.spark_jobs import read_catalog, read_table, run_day_job
+from lakeloop.spark_inputs import serving_user_inputs
+from lakeloop.spark_jobs import read_table, run_day_job
+from lakeloop.towers import EXCLUDED_SCORE, USER_TOWER_INPUTS, FMTowers, Tower, top_k
+
+if TYPE_CHECKING:
+    from pyspark import Broadcast
 
 log = logging.getLogger(__name__)
-SCORED_SCHEMA = "user_id string, item_id string, score double"
+SCORED_SCHEMA = "user_id string, item_id string, score double, rank int"
 OUTPUT_COLUMNS = ["user_id", "item_id", "score", "rank", "model_name", "model_version", "generated_at"]
+USER_BLOCK = 1024  # users scored at a time in a worker: a (1,024 × catalog) float64 score matrix, 14 MB at 1,682
 
 
 @dataclass(frozen=True)
@@ -39,56 +48,64 @@ class PredictOptions:
     generated_at: str = field(default="", metadata={"help": "ISO timestamp stamped on the rows (default: now)"})
 
 
-@lru_cache(maxsize=1)
-def load_scoring_model(local_path: str):
-    """The model at `local_path` as batch prediction scores with it (before its rating clip), cached per process:
-    a Python worker loads it once however many partitions it scores."""
-    import mlflow.tensorflow
+@dataclass(frozen=True)
+class ItemRanking:
+    """What a worker needs to rank the catalog for users (broadcast once): the model's towers, to build a block's
+    user tower from its inputs, and the catalog's item tower with its ids (sorted: a smaller position is a smaller
+    id)."""
 
-    from lakeloop.fm_model import ranking_model
+    towers: FMTowers
+    item_ids: pa.Array
+    items: Tower
 
-    return ranking_model(mlflow.tensorflow.load_model(local_path))
 
-
-def score_batches(local_model_path: str, model_loads=None):
-    """A `mapInArrow` function scoring candidate rows with the model at `local_model_path`, loaded once per
-    Python worker; `model_loads` (an accumulator) counts the loads."""
+def top_items(ranking: Broadcast[ItemRanking] | ItemRanking, k: int,
+              block: int = USER_BLOCK) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    """A `mapInArrow` function from batches of `candidate_inputs` rows to each user's k best catalog movies by the
+    towers' score (`SCORED_SCHEMA`), the movies the user rated left out, ties to the smaller item id: a block of
+    users × the catalog is scored by one matrix product and cut by a partial sort, so k rows per user leave the
+    worker. `ranking` is the broadcast `ItemRanking` (or one, in a test)."""
 
     def score(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        import numpy as np
-
-        misses = load_scoring_model.cache_info().misses
-        model = load_scoring_model(local_model_path)
-        if model_loads is not None and load_scoring_model.cache_info().misses > misses:
-            model_loads.add(1)
+        side = ranking if isinstance(ranking, ItemRanking) else ranking.value
+        ranks = np.arange(1, k + 1, dtype=np.int32)
         for batch in batches:
-            if batch.num_rows == 0:
-                continue
-            # one Arrow batch is one model call: `predict` would pay its per-call set-up for every batch
-            predictions = model.predict_on_batch(model_inputs(batch))
-            scores = np.asarray(predictions).reshape(-1).astype(np.float64)
-            yield pa.RecordBatch.from_arrays([batch.column("user_id"), batch.column("item_id"), pa.array(scores)],
-                                             names=["user_id", "item_id", "score"])
+            for start in range(0, batch.num_rows, block):
+                rows = batch.slice(start, block)
+                scores = side.towers.scores(side.towers.user_tower(side_inputs(rows, USER_TOWER_INPUTS)), side.items)
+                rated = rows.column("rated")
+                rated_ids = rated.flatten()
+                positions = pc.index_in(rated_ids, value_set=side.item_ids.cast(rated_ids.type))
+                in_catalog = positions.is_valid().to_numpy(zero_copy_only=False)
+                owners = np.repeat(np.arange(rows.num_rows), rated.value_lengths().fill_null(0).to_numpy())
+                scores[owners[in_catalog], pc.drop_null(positions).to_numpy()] = EXCLUDED_SCORE
+                columns, kept = top_k(scores, k)
+                user_rows = np.repeat(np.arange(rows.num_rows), kept.sum(axis=1))
+                picked = columns[kept]
+                yield pa.RecordBatch.from_arrays(
+                    [rows.column("user_id").take(user_rows), side.item_ids.take(picked),
+                     pa.array(scores[user_rows, picked], pa.float64()),
+                     pa.array(np.broadcast_to(ranks[:columns.shape[1]], columns.shape)[kept], pa.int32())],
+                    names=["user_id", "item_id", "score", "rank"])
 
     return score
 
 
 def candidate_inputs(spark: SparkSession, lake: Lake | Path, day: date, model_day: date) -> DataFrame:
-    """Every user of the day's window × every catalog movie the user has not rated in it, with the model inputs
-    (`user_id`, `item_id` and `FEATURE_COLUMNS`) of a model trained on `model_day`'s partition."""
+    """One row per user of the day's window: `user_id`, the user's inputs to a model trained on `model_day`'s
+    partition (`USER_TOWER_INPUTS`) and `rated`, the ids of the movies the user rated in the window (train and eval),
+    which are not candidates: the candidates are every other catalog movie. No (user, movie) pair is formed."""
     lake = as_lake(lake)
 
     def table(name: str) -> DataFrame:
-        return read_table(spark, lake, FEATURES, day, name)
+        return read_table(spark, lake, FEATURES, day, name).select("user_id", "item_id")
 
-    rated = table(TRAIN).select("user_id", "item_id").union(table(EVAL).select("user_id", "item_id")).distinct()
-    movies = read_catalog(spark, lake).select("item_id", "year", "genres")
-    pairs = table(USER_HISTORY).select("user_id").crossJoin(movies).join(rated, ["user_id", "item_id"], "left_anti")
-    return serving_inputs(spark, lake, day, pairs, model_day).select("user_id", "item_id", *FEATURE_COLUMNS)
+    rated = table(TRAIN).union(table(EVAL)).groupBy("user_id").agg(F.collect_set("item_id").alias("rated"))
+    return serving_user_inputs(spark, lake, day, model_day).join(rated, "user_id", "left")
 
 
 def run(spark: SparkSession, lake: Lake | Path, day: date, options: PredictOptions) -> dict:
-    """Score and write the day's top-k predictions; return the manifest."""
+    """Rank and write the day's top-k predictions and the champion's towers of the day; return the manifest."""
     import mlflow
 
     lake = as_lake(lake)
@@ -99,23 +116,35 @@ def run(spark: SparkSession, lake: Lake | Path, day: date, options: PredictOptio
     model_day = version.day
     local_model = mlflow.artifacts.download_artifacts(f"models:/{options.model_name}/{version.version}")
     generated_at = datetime.fromisoformat(options.generated_at) if options.generated_at else datetime.now(UTC)
+    lineage = {"model_name": options.model_name, "model_version": version.version, "model_day": str(model_day)}
 
-    candidates = candidate_inputs(spark, lake, day, model_day).repartition(spark.sparkContext.defaultParallelism)
-    model_loads = spark.sparkContext.accumulator(0)
-    scored = candidates.mapInArrow(score_batches(local_model, model_loads), SCORED_SCHEMA)
-    by_score = Window.partitionBy("user_id").orderBy(F.col("score").desc(), F.col("item_id"))
-    top = (scored.withColumn("rank", F.row_number().over(by_score)).filter(F.col("rank") <= options.top_k)
+    started = time.monotonic()
+    towers = build_day_towers(spark, lake, day, model_day, mlflow.tensorflow.load_model(local_model))
+    towers_built = time.monotonic()
+    embeddings = write_embeddings(lake, day, towers, lineage)
+    log_embeddings(options.model_name, version.version, day, embeddings)
+    embeddings_written = time.monotonic()
+
+    parallelism = spark.sparkContext.defaultParallelism
+    ranking = spark.sparkContext.broadcast(ItemRanking(towers.model, towers.item_ids, towers.items))
+    candidates = candidate_inputs(spark, lake, day, model_day).repartition(parallelism)
+    top = (candidates.mapInArrow(top_items(ranking, options.top_k), SCORED_SCHEMA)
            .withColumn("model_name", F.lit(options.model_name))
            .withColumn("model_version", F.lit(version.version))
            .withColumn("generated_at", F.lit(generated_at).cast("timestamp"))
-           .select(*OUTPUT_COLUMNS).orderBy("user_id", "rank")).cache()
-    counts = top.agg(F.count(F.lit(1)).alias("rows"), F.countDistinct("user_id").alias("users")).first()
+           .select(*OUTPUT_COLUMNS).orderBy("user_id", "rank"))
+    predictions = top.toArrow()
+    ranking.destroy()
+    ranked = time.monotonic()
     manifest = {"day": str(day), "model_name": options.model_name, "alias": options.alias,
-                "model_version": version.version, "model_day": str(model_day), "users": counts["users"],
-                "rows": counts["rows"], "top_k": options.top_k, "generated_at": generated_at.isoformat(),
-                "model_loads": model_loads.value, "task_slots": spark.sparkContext.defaultParallelism}
-    write_predictions(lake, day, top.toArrow(), manifest)
-    top.unpersist()
+                "model_version": version.version, "model_day": str(model_day),
+                "users": pc.count_distinct(predictions["user_id"]).as_py(), "rows": predictions.num_rows,
+                "top_k": options.top_k, "generated_at": generated_at.isoformat(), "catalog": len(towers.item_ids),
+                "window_users": len(towers.user_ids), "embeddings": embeddings, "task_slots": parallelism,
+                "seconds": {"model_and_towers": round(towers_built - started, 3),
+                            "embeddings": round(embeddings_written - towers_built, 3),
+                            "ranking": round(ranked - embeddings_written, 3)}}
+    write_predictions(lake, day, predictions, manifest)
     log.info("predictions for %s: %s", day, manifest)
     return manifest
 
@@ -123,12 +152,7 @@ def run(spark: SparkSession, lake: Lake | Path, day: date, options: PredictOptio
 def write_predictions(lake: Lake, day: date, predictions: pa.Table, manifest: dict) -> str:
     """Commit the day's predictions (one Parquet file: they are k rows per user) to the lake, local or object
     store, through the driver; return the partition's URL."""
-    import pyarrow.parquet as pq
-
-    with lake.staged_partition(PREDICTIONS, day) as staged:
-        pq.write_table(predictions, f"{staged.directory}/part-00000.parquet", filesystem=lake.filesystem)
-        staged.manifest.update(manifest)
-    return lake.uri(lake.partition(PREDICTIONS, day))
+    return commit_table(lake, PREDICTIONS, day, predictions, manifest)
 
 
 def main(argv: list[str] | None = None) -> None:

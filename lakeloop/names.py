@@ -7,6 +7,8 @@ RAW_RATINGS = "raw/ratings"
 REJECTED_RATINGS = "rejected/ratings"
 CURATED_RATINGS = "curated/ratings"
 PREDICTIONS = "predictions"
+USER_EMBEDDINGS = "embeddings/users"  # the champion's user tower of the day (lakeloop.towers): user_id, bias, factors
+ITEM_EMBEDDINGS = "embeddings/items"  # its item tower over the catalog: item_id, bias, factors
 MOVIES = "reference/movies"  # the movie catalog: a reference dataset, not partitioned by day
 
 GPU_POOL = "gpu_pool"

@@ -234,3 +234,29 @@ def _history_constants(model: Any, entity: str) -> HistoryConstants:
             f"`(mean - prior) * count / (count + pseudo_count)` to it as lakeloop.fm_model does (found {constants}): "
             "its scores cannot be split into towers")
     return HistoryConstants(**constants)
+
+
+def check_against_model(model: keras.Model, towers: FMTowers, user_inputs: dict[str, np.ndarray],
+                        item_inputs: dict[str, np.ndarray], pairs: int = 2048, tolerance: float = 1e-3,
+                        seed: int = 0) -> float:
+    """Score `pairs` random (user, item) pairs of the inputs with the Keras model's ranking view and with the
+    towers; return the largest difference, or raise `UnknownModelError` if it exceeds `tolerance` (a model whose
+    graph differs from the FM in a way its layers do not show)."""
+    from lakeloop.fm_model import ranking_model
+
+    rng = np.random.default_rng(seed)
+    user_rows = rng.integers(0, len(user_inputs["user_idx"]), pairs)
+    item_rows = rng.integers(0, len(item_inputs["item_idx"]), pairs)
+    taken = {tensor.name for tensor in model.inputs}
+    inputs = {**{name: np.asarray(values)[user_rows] for name, values in user_inputs.items() if name in taken},
+              **{name: np.asarray(values)[item_rows] for name, values in item_inputs.items() if name in taken}}
+    expected = np.asarray(ranking_model(model).predict_on_batch(inputs), np.float64).reshape(-1)
+    users, items = towers.user_tower(user_inputs).take(user_rows), towers.item_tower(item_inputs).take(item_rows)
+    actual = towers.constant + users.bias + items.bias + (users.factors * items.factors).sum(axis=1)
+    difference = float(np.max(np.abs(actual - expected))) if pairs else 0.0
+    if not difference <= tolerance:
+        raise UnknownModelError(
+            f"model {model.name!r}: the user and item towers score {pairs} sample pairs up to {difference:.3g} away "
+            f"from the model itself (tolerance {tolerance:g}); its graph is not the FM lakeloop.towers knows. Score "
+            "it pair by pair, or teach lakeloop.towers its graph")
+    return difference

@@ -1,12 +1,13 @@
-"""The batch-scoring benchmark runs end to end at a tiny size: the job, its scoring stage and the one-process limit
-score the same candidate pairs, and the job's output is their top 10; the output check catches a wrong list."""
+"""The batch-scoring benchmark runs end to end at a tiny size: the job, its ranking stage, the one-process limit and
+the exhaustive job score the same candidate pairs, the job's lists are the exhaustive job's, and the last line is the
+figures as JSON; the list check catches a wrong list."""
 
 from __future__ import annotations
 
+import json
 import os
 from datetime import date
 
-import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -16,49 +17,46 @@ DAY = date(2026, 11, 20)
 
 
 @pytest.mark.slow
-def test_the_job_its_scoring_stage_and_the_limit_score_the_same_pairs(spark, feature_lake, tmp_path, capsys):
+def test_the_job_the_limit_and_the_exhaustive_job_rank_the_same_pairs(spark, feature_lake, tmp_path, capsys):
     tracking_uri = os.environ.get("MLFLOW_TRACKING_URI")
     results = scoring.main(["--quick", "--features-from", str(feature_lake), "--day", DAY.isoformat(), "--users", "20",
                             "--workdir", str(tmp_path)], spark=spark)
 
     setup = results.setup
     assert setup.ratings == 2_000 and setup.users == 20 and setup.alias in ("champion", "challenger")
-    pairs = results.candidate_pairs
-    assert pairs == setup.users * setup.catalog - setup.rated_pairs
+    pairs = setup.candidate_pairs
+    assert 0 < pairs < setup.users * setup.catalog
     assert set(results.best) == set(scoring.ORDER)
-    for key in (scoring.JOB, scoring.STAGE, scoring.LIMIT, scoring.JOB_FUNCTION,
-                scoring.CANDIDATES):
+    for key in (scoring.JOB, scoring.STAGE, scoring.LIMIT, scoring.TODAY):
         assert results.best[key].rows == pairs, key
-    assert results.best[scoring.STAGE_FIXED].rows == 2
     assert all(timing.seconds > 0 for timing in results.best.values())
-    assert results.top_k.passed, results.top_k
-    assert results.top_k.users == setup.users and results.top_k.rows == setup.users * scoring.TOP_K
-    report = capsys.readouterr().out
+    assert results.check.identical, results.check
+    assert results.check.users == setup.users and results.check.max_score_difference < 1e-4
+    assert set(results.job_seconds) == {"model_and_towers", "embeddings", "ranking"}
+    output = capsys.readouterr().out
     for name in scoring.NAMES.values():
-        assert f"| {name} | " in report
-    assert f"{pairs:,} candidate pairs" in report and "(a) / (c): " in report and "— passed" in report
+        assert f"| {name} | " in output
+    assert f"{pairs:,} candidate pairs" in output and "(a) / (b): " in output and "— identical" in output
+    figures = json.loads(output.strip().splitlines()[-1])
+    assert figures["identical_top10"] is True and figures["candidate_pairs"] == pairs
+    assert figures["ratio"] == pytest.approx(figures["job_pairs_per_s"] / figures["limit_pairs_per_s"], rel=1e-2)
+    assert {"limit_pairs_per_s", "job_pairs_per_s", "today_pairs_per_s", "spark_startup_seconds"} <= set(figures)
     assert os.environ.get("MLFLOW_TRACKING_URI") == tracking_uri
 
 
-def test_the_output_check_tells_a_top_ten_from_a_wrong_list():
-    users = np.repeat(["u1", "u2"], 12)
-    items = np.tile([f"i{index:02d}" for index in range(12)], 2)
-    scores = np.tile(np.linspace(5.0, 1.0, 12), 2)
-    candidates = pa.table({"user_id": users, "item_id": items})
-    top = pa.table({"user_id": np.repeat(["u1", "u2"], 10), "item_id": np.tile(items[:10], 2),
-                    "score": np.tile(scores[:10], 2), "rank": np.tile(np.arange(1, 11, dtype=np.int32), 2)})
+def test_the_list_check_tells_identical_lists_from_a_wrong_one():
+    def lists(items_by_user: dict[str, list[str]], scores: list[float]) -> pa.Table:
+        rows = [{"user_id": user, "item_id": item, "score": scores[rank], "rank": rank + 1}
+                for user, items in items_by_user.items() for rank, item in enumerate(items)]
+        return pa.Table.from_pylist(rows)
 
-    exact = scoring.check_top_k(top, candidates, scores)
-    assert exact.passed and exact.users_identical == 2 and exact.rows == exact.expected_rows == 20
+    exhaustive = lists({"u1": ["a", "b", "c"], "u2": ["b", "a", "d"]}, [3.0, 2.0, 1.0])
+    same = scoring.check_lists(lists({"u1": ["a", "b", "c"], "u2": ["b", "a", "d"]}, [3.0, 2.0, 1.0 + 1e-9]),
+                               exhaustive)
+    assert same.identical and same.users_identical == 2 and same.max_score_difference < 1e-8
 
-    near_tie = scores.copy()
-    near_tie[10] = near_tie[9] + 1e-7
-    swapped = scoring.check_top_k(top, candidates, near_tie)
-    assert swapped.users_valid == 2 and swapped.users_identical == 1
+    swapped = scoring.check_lists(lists({"u1": ["a", "c", "b"], "u2": ["b", "a", "d"]}, [3.0, 2.0, 1.0]), exhaustive)
+    assert not swapped.identical and swapped.users_identical == 1 and swapped.max_score_difference == 1.0
 
-    wrong_item = top.set_column(1, "item_id", pa.array(["i11", *items[1:10], *items[:10]]))
-    wrong = scoring.check_top_k(wrong_item, candidates, scores)
-    assert not wrong.passed and wrong.users_valid == 1
-
-    missing_user = scoring.check_top_k(top.slice(0, 10), candidates, scores)
-    assert not missing_user.passed and missing_user.expected_users == 2
+    missing_user = scoring.check_lists(lists({"u1": ["a", "b", "c"]}, [3.0, 2.0, 1.0]), exhaustive)
+    assert not missing_user.identical and missing_user.expected_users == 2
