@@ -1,6 +1,7 @@
-"""The FM of `lakeloop.fm_model` split into a user tower and an item tower, from its weights in numpy: the ranking
-score of (u, i) is `constant + user bias + item bias + <user factors, item factors>`, so ranking every item for
-every user is one matrix product. Used by batch prediction, evaluation's ranking metrics and the scoring bench.
+"""The ranking score of `lakeloop.fm_model`'s model (the FM, and the selection model if it has one) split into a user
+tower and an item tower, from its weights in numpy: the score of (u, i) is `constant + user bias + item bias +
+<user factors, item factors>`, so ranking every item for every user is one matrix product. Used by batch
+prediction, evaluation's ranking metrics and the scoring bench.
 
 See docs/evaluation-and-registry.md (batch predictions).
 """
@@ -27,6 +28,7 @@ GRAPH_OPERATIONS = {"InputLayer", "Embedding", "Dense", "Add", "Subtract", "Mult
 USER_TOWER_INPUTS = ["user_idx", "user_mean_rating", "user_rating_count"]
 ITEM_TOWER_INPUTS = ["item_idx", "year_idx", "genres", "item_mean_rating", "item_rating_count"]
 EXCLUDED_SCORE = -np.inf
+SELECTION_LAYERS = ("user_selection_factors", "item_selection_factors", "item_selection_weight")
 
 
 class UnknownModelError(ValueError):
@@ -64,10 +66,22 @@ class HistoryConstants:
 
 
 @dataclass(frozen=True)
-class FMTowers:
-    """The FM's weights rearranged into its two towers and its constant (the global bias)."""
+class SelectionTables:
+    """The selection model's tables (`lakeloop.fm_model.selection_layers`): its score b'_i + <p'_u, q'_i> is added
+    to `rating_weight` × the FM's score in the ranking score."""
 
-    constant: float
+    user_factors: np.ndarray
+    item_factors: np.ndarray
+    item_weight: np.ndarray
+
+
+@dataclass(frozen=True)
+class FMTowers:
+    """The model's weights rearranged into the two towers of its ranking score: the FM's (a model saved before the
+    ranking output ranks by the FM's score before its clip) scaled by `rating_weight`, with the selection model's
+    factors appended to both sides and its item weight added to the item side when the model has one."""
+
+    global_bias: float
     embeddings: dict[str, np.ndarray]
     embedding_weights: dict[str, np.ndarray]
     genre_factors: np.ndarray
@@ -75,11 +89,13 @@ class FMTowers:
     history_factors: dict[str, np.ndarray]
     history_weights: dict[str, np.ndarray]
     history_constants: dict[str, HistoryConstants]
+    rating_weight: float = 1.0
+    selection: SelectionTables | None = None
 
     @classmethod
     def of(cls, model: keras.Model) -> FMTowers:
-        """The towers of a model built by `lakeloop.fm_model.build_fm_model` (trained or not, with or without its
-        clip); `UnknownModelError` for any other model."""
+        """The towers of a model built by `lakeloop.fm_model.build_fm_model` (trained or not; its ranking view, or
+        one saved before it had a selection model); `UnknownModelError` for any other model."""
         layers = _known_layers(model)
 
         def weights(name: str) -> list[np.ndarray]:
@@ -87,8 +103,12 @@ class FMTowers:
 
         history = [entity for entity in HISTORY_ENTITIES if f"{entity}_history_factors" in layers]
         genre_kernel, genre_bias = weights("genre_weight")
+        selection = None
+        if SELECTION_LAYERS[0] in layers:
+            user_factors, item_factors, item_weight = (weights(name)[0] for name in SELECTION_LAYERS)
+            selection = SelectionTables(user_factors, item_factors, item_weight[:, 0])
         return cls(
-            constant=float(genre_bias[0]),
+            global_bias=float(genre_bias[0]),
             embeddings={field: weights(f"{field}_factors")[0] for field in EMBEDDING_FIELDS},
             embedding_weights={field: weights(f"{field}_weight")[0][:, 0] for field in EMBEDDING_FIELDS},
             genre_factors=weights("genre_factors")[0],
@@ -96,12 +116,19 @@ class FMTowers:
             history_factors={entity: weights(f"{entity}_history_factors")[0][0] for entity in history},
             history_weights={entity: float(weights(f"{entity}_history_weight")[0][0, 0]) for entity in history},
             history_constants={entity: _history_constants(model, entity) for entity in history},
+            rating_weight=1.0 if selection is None else _rating_weight(model),
+            selection=selection,
         )
 
     @property
+    def constant(self) -> float:
+        """The part of every score that depends on neither side."""
+        return self.rating_weight * self.global_bias
+
+    @property
     def factors(self) -> int:
-        """The length of a factor vector."""
-        return self.genre_factors.shape[1]
+        """The length of a factor vector (the FM's, and the selection model's after it)."""
+        return self.genre_factors.shape[1] + (0 if self.selection is None else self.selection.user_factors.shape[1])
 
     def user_tower(self, inputs: dict[str, np.ndarray]) -> Tower:
         """The user side (`user_idx`, and `user_mean_rating`/`user_rating_count` if the model takes them) of every
@@ -113,7 +140,11 @@ class FMTowers:
             scalar = self.history_constants["user"].scalar(inputs["user_mean_rating"], inputs["user_rating_count"])
             fields.append(scalar[:, None] * self.history_factors["user"])
             bias = bias + scalar * self.history_weights["user"]
-        return _tower(bias, fields)
+        rating = _tower(bias, fields)
+        if self.selection is None:
+            return rating
+        return Tower(self.rating_weight * rating.bias,
+                     np.hstack([self.rating_weight * rating.factors, self.selection.user_factors[index]]))
 
     def item_tower(self, inputs: dict[str, np.ndarray]) -> Tower:
         """The item side (`item_idx`, `year_idx`, `genres` multi-hot, and `item_mean_rating`/`item_rating_count` if
@@ -130,7 +161,11 @@ class FMTowers:
             scalar = self.history_constants["item"].scalar(inputs["item_mean_rating"], inputs["item_rating_count"])
             fields.append(scalar[:, None] * self.history_factors["item"])
             bias = bias + scalar * self.history_weights["item"]
-        return _tower(bias, fields)
+        rating = _tower(bias, fields)
+        if self.selection is None:
+            return rating
+        return Tower(self.rating_weight * rating.bias + self.selection.item_weight[index],
+                     np.hstack([rating.factors, self.selection.item_factors[index]]))
 
     def scores(self, users: Tower, items: Tower) -> np.ndarray:
         """The (users, items) matrix of ranking scores: the model's score before its clip for every pair."""
@@ -194,6 +229,8 @@ def _known_layers(model: Any) -> dict[str, Any]:
     expected = {f"{field}_{part}": keras.layers.Embedding if field in EMBEDDING_FIELDS else keras.layers.Dense
                 for field in (*REQUIRED_FIELDS, *(f"{entity}_history" for entity in history))
                 for part in ("factors", "weight")}
+    if set(SELECTION_LAYERS) & set(layers):
+        expected.update(dict.fromkeys(SELECTION_LAYERS, keras.layers.Embedding))
     problems = []
     if operations - GRAPH_OPERATIONS:
         problems.append(f"operations it does not know: {sorted(operations - GRAPH_OPERATIONS)}")
@@ -260,3 +297,22 @@ def check_against_model(model: keras.Model, towers: FMTowers, user_inputs: dict[
             f"from the model itself (tolerance {tolerance:g}); its graph is not the FM lakeloop.towers knows. Score "
             "it pair by pair, or teach lakeloop.towers its graph")
     return difference
+
+
+def _rating_weight(model: Any) -> float:
+    """The constant the model's graph multiplies the FM's score by in its ranking score (`rating_weight`), read from
+    its configuration: the one product of a number and a sum (`0.5 * ...` of the interactions multiplies a `Sum`)."""
+    layers = model.get_config()["layers"]
+    kinds = {layer["name"]: layer["class_name"] for layer in layers}
+    weights = []
+    for node in (node for layer in layers if layer["class_name"] == "Multiply" for node in layer["inbound_nodes"]):
+        args = node.get("args", [])
+        numbers = [arg for arg in args if isinstance(arg, int | float)]
+        tensors = [arg.get("config", {}).get("keras_history", [None])[0] for arg in args if isinstance(arg, dict)]
+        if len(numbers) == 1 and len(tensors) == 1 and kinds.get(tensors[0]) == "Add":
+            weights.append(float(numbers[0]))
+    if len(weights) != 1:
+        raise UnknownModelError(
+            f"model {getattr(model, 'name', '?')!r} has a selection model but its graph does not weigh the FM's score "
+            f"by one constant as lakeloop.fm_model does (found {weights}): its scores cannot be split into towers")
+    return weights[0]

@@ -180,7 +180,7 @@ def test_the_lists_equal_exhaustive_scoring_and_the_towers_are_committed(spark, 
 
 def test_the_worker_keeps_k_unrated_items_per_user_ties_to_the_smaller_item_id():
     factors = 2
-    towers = FMTowers(constant=0.5, embeddings={"user": np.zeros((3, factors)), "item": np.zeros((6, factors)),
+    towers = FMTowers(global_bias=0.5, embeddings={"user": np.zeros((3, factors)), "item": np.zeros((6, factors)),
                                                 "year": np.zeros((22, factors))},
                       embedding_weights={"user": np.array([0.0, 1.0, 0.0]), "item": np.zeros(6), "year": np.zeros(22)},
                       genre_factors=np.zeros((19, factors)), genre_weight=np.zeros(19), history_factors={},

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from lakeloop.features import GENRES, model_inputs, multi_hot, read_feature_spec
-from lakeloop.fm_model import FMHyperParameters, build_fm_model, ranking_model
+from lakeloop.fm_model import FMHyperParameters, build_fm_model, ranking_model, rating_model
 from lakeloop.lake import as_lake
 from lakeloop.spark_inputs import serving_item_inputs, serving_user_inputs
 from lakeloop.spark_jobs import read_catalog
@@ -46,12 +46,14 @@ def randomised(model, seed: int):
 def test_the_towers_give_the_models_ranking_score_for_every_pair_of_the_day(spark, feature_lake, fitted_model):
     user_inputs, item_inputs, pairs = every_pair_inputs(spark, feature_lake)
     spec = read_feature_spec(feature_lake, DAY)
+    random_weights = randomised(build_fm_model(spec, FMHyperParameters(factors=8, history_pseudo_count=3.0,
+                                                                         rating_weight=0.3)), seed=5)
     models = {
         "fitted": fitted_model(feature_lake, epochs=2),
-        "random weights, pseudo-count 3, 8 factors": randomised(
-            build_fm_model(spec, FMHyperParameters(factors=8, history_pseudo_count=3.0)), seed=5),
+        "random weights, pseudo-count 3, 8 factors, rating weight 0.3": random_weights,
         "without history": randomised(build_fm_model(
             type(spec)(**{**spec.to_json(), "history_columns": []}), FMHyperParameters(factors=4)), seed=6),
+        "saved before the selection model (one output, the clipped rating)": rating_model(random_weights),
     }
     users, items = len(user_inputs["user_idx"]), len(item_inputs["item_idx"])
     assert users >= 10 and items == 1682 and (user_inputs["user_idx"] == 0).sum() < users
@@ -64,6 +66,9 @@ def test_the_towers_give_the_models_ranking_score_for_every_pair_of_the_day(spar
         assert scores.shape == (users, items), name
         np.testing.assert_allclose(scores.ravel(), expected.reshape(-1), rtol=0, atol=SCORE_TOLERANCE, err_msg=name)
         assert np.std(expected) > 0.01, name
+    with_selection, before_it = FMTowers.of(random_weights), FMTowers.of(models[next(reversed(models))])
+    assert with_selection.rating_weight == pytest.approx(0.3) and with_selection.factors == 16
+    assert before_it.selection is None and before_it.rating_weight == 1.0 and before_it.factors == 8
 
 
 def test_the_towers_of_a_model_trained_on_a_feature_table(feature_lake, fitted_model):
