@@ -4,12 +4,18 @@ environment, and `run` (what `make run` does: replay, run the DAG for each repla
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
+import subprocess
 import sys
-from collections.abc import Mapping
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator, Mapping
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 from lakeloop.config import (
     BROKER_DIR_NAME,
@@ -27,6 +33,9 @@ from lakeloop.services import EmbeddedBroker
 
 DAG_ID = "daily_retrain"
 MAX_DAYS = 3650  # ten years of days: far beyond any replay or training window, far below `date`'s range
+PROGRESS_POLL_SECONDS = 1.0
+OUTPUT_DRAIN_SECONDS = 60.0  # for the run's last lines once `dags test` exited (a child may hold the pipe)
+FAILURE_LOG_TAIL_LINES = 3000  # the end of a failed day's log searched for error lines
 
 
 def first_address(bootstrap: str) -> tuple[str, int]:
@@ -110,24 +119,100 @@ def cmd_ui(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    from lakeloop.airflow_env import run_airflow
     from lakeloop.lake import window_days
     from lakeloop.summary import print_summary
 
+    days = window_days(args.end_date, args.days)
+    log_dir = settings.state_dir / "logs" / f"run-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    print(f"lakeloop run: {DAG_ID} for {len(days)} day(s), {days[0]} to {days[-1]}; every task's log in {log_dir}",
+          flush=True)
     broker = embedded_broker(settings)
-    started_here = broker.start()
-    try:
-        cmd_replay(args, settings)
-        days = window_days(args.end_date, args.days)
-        for day in days:
-            print(f"--- running {DAG_ID} for {day} ---", flush=True)
-            run_airflow(["dags", "test", DAG_ID, day.isoformat()], settings)
-    except BaseException:
-        if started_here:
-            broker.stop()
-        raise
+    with contextlib.nullcontext() if args.verbose else logging_to(log_dir / "lakeloop.log"):
+        started_here = broker.start()
+        try:
+            cmd_replay(args, settings)
+            for number, day in enumerate(days, 1):
+                if not run_day(day, f"--- day {number}/{len(days)}: {day} ---", settings, log_dir / f"{day}.log",
+                               args.verbose):
+                    if started_here:
+                        broker.stop()
+                    return 1
+        except BaseException:
+            if started_here:
+                broker.stop()
+            raise
     print_summary(settings, days)
     return 0
+
+
+@contextlib.contextmanager
+def logging_to(path: Path) -> Iterator[None]:
+    """Send this process's own log messages (the broker start, the replay's Kafka client) to `path` instead of
+    the terminal while the block runs."""
+    root = logging.getLogger()
+    previous = list(root.handlers)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    for old in previous:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+        for old in previous:
+            root.addHandler(old)
+
+
+def run_day(day: date, label: str, settings: Settings, log_path: Path, verbose: bool) -> bool:
+    """Run the DAG for one day (`lakeloop airflow dags test`) with its output in `log_path`; show the tasks'
+    progress (or, `verbose`, every log line); on failure print what failed and what to try. True if it succeeded."""
+    from lakeloop.airflow_env import airflow_environment
+    from lakeloop.progress import ProgressView, TaskStates, failure_report, metadata_db_url
+
+    view = ProgressView(sys.stdout, live=sys.stdout.isatty() and not verbose)
+    view.start_day(day, label)
+    states = TaskStates(metadata_db_url(airflow_environment(settings)), DAG_ID, day, datetime.now(UTC))
+    tail: deque[str] = deque(maxlen=FAILURE_LOG_TAIL_LINES)
+    lock = threading.Lock()
+    with log_path.open("w", encoding="utf-8") as log:
+        process = subprocess.Popen([sys.executable, "-m", "lakeloop.cli", "airflow", "dags", "test", DAG_ID,
+                                    day.isoformat()], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+        def copy_output() -> None:
+            for raw in process.stdout:
+                line = raw.decode("utf-8", errors="replace")
+                try:
+                    log.write(line)
+                except ValueError:  # closed: `dags test` exited long ago and a child still holds the pipe
+                    return
+                if verbose:
+                    sys.stdout.write(line)
+                with lock:
+                    tail.append(line)
+                    view.feed(line, time.monotonic())
+
+        reader = threading.Thread(target=copy_output, name=f"log-{day}", daemon=True)
+        reader.start()
+        rows = []
+        while process.poll() is None:
+            rows = states.read() or rows
+            if not verbose:
+                with lock:
+                    view.update(rows, datetime.now(UTC))
+            time.sleep(PROGRESS_POLL_SECONDS)
+        reader.join(timeout=OUTPUT_DRAIN_SECONDS)
+    rows = states.read() or rows
+    states.close()
+    if not verbose:
+        view.update(rows, datetime.now(UTC))
+        view.finish()
+    failed = process.returncode != 0 or any(row.state == "failed" for row in rows)
+    if failed:
+        print(failure_report(day, rows, log_path, list(tail)), file=sys.stderr, flush=True)
+    return not failed
 
 
 def cmd_summary(args: argparse.Namespace, settings: Settings) -> int:
@@ -169,6 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--dataset-dir", help="MovieLens 100K directory (default: the one make setup fetched)")
         sub.add_argument("--force", action="store_true", help="publish even if the topic already holds those days")
         sub.set_defaults(handler=handler)
+    commands.choices["run"].add_argument("--verbose", action="store_true",
+                                         help="stream every task's log lines instead of the progress view")
 
     ui = commands.add_parser("ui", help="airflow standalone and the MLflow UI on 127.0.0.1, until Ctrl-C")
     ui.set_defaults(handler=cmd_ui)
@@ -218,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `lakeloop` console script. A bad setting prints one line naming it and exits 2,
     without a traceback."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kafka").setLevel(logging.WARNING)  # kafka-python narrates every connection at INFO
     argv = sys.argv[1:] if argv is None else argv
     try:
         if argv[:1] == ["airflow"]:

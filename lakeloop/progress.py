@@ -18,6 +18,7 @@ FINISHED = frozenset({"success", "failed", "skipped", "upstream_failed", "remove
 FAILED = frozenset({"failed", "upstream_failed"})
 ON_THE_WAY = frozenset({"scheduled", "queued"})  # the moments before a task runs: not worth a line
 ERROR_LINE_LIMIT = 8
+PLAIN_PROGRESS_LINES = 4  # training lines in a plain log: at 0, 1/4, 1/2 and 3/4 of the steps
 LINE_WIDTH_LIMIT = 300
 FAILURE_HINTS_DOC = "docs/operations.md#when-lakeloop-run-fails"
 
@@ -186,8 +187,11 @@ class TaskProgress:
         return ""
 
     def milestone(self) -> tuple[int | None, ...]:
-        """What changes seldom (the epoch): a plain log prints a progress line only when it changes."""
-        return (self.epoch,)
+        """What changes seldom (the quarter of training steps done): a plain log prints a progress line only when
+        it changes, five at most per training."""
+        if self.step is None or not self.total_steps:
+            return (None,)
+        return (self.step * PLAIN_PROGRESS_LINES // self.total_steps,)
 
 
 def format_duration(seconds: float) -> str:
@@ -212,7 +216,7 @@ class ProgressView:
     """Renders one DAG run's task rows as they change.
 
     On a terminal (`live`) finished tasks get a line each and the running task a single line rewritten in place;
-    otherwise (CI logs, files) a line per state change, and one per training epoch.
+    otherwise (CI logs, files) a line per state change, and one per quarter of training.
     """
 
     stream: IO[str]
@@ -264,14 +268,15 @@ class ProgressView:
             self.stream.flush()
             self.live_line_drawn = True
 
-    def message(self, text: str) -> None:
-        """A line of its own (clears the live line first)."""
-        self._print(text)
-
-    def _print(self, text: str) -> None:
+    def finish(self) -> None:
+        """Clear the live line, so what follows starts on a clean line."""
         if self.live_line_drawn:
             self.stream.write("\r\x1b[K")
+            self.stream.flush()
             self.live_line_drawn = False
+
+    def _print(self, text: str) -> None:
+        self.finish()
         self.stream.write(text + "\n")
         self.stream.flush()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import date
 from pathlib import Path
 
@@ -82,4 +83,17 @@ def test_summary_of_a_lake_with_a_day_in_the_window_succeeds(project_state, caps
 
     assert main(["summary", "--days", "2", "--end-date", END_DATE.isoformat()]) == 0
     out = capsys.readouterr().out
-    assert "2026-11-20: ingested 3 (read 3, rejected 0)" in out and "2026-11-19: ingested -" in out
+    assert "\n2026-11-20  ingested 3 (read 3, rejected 0)\n" in out and "\n2026-11-19  ingested -" in out
+
+
+def test_run_keeps_the_terminal_for_progress_and_logs_its_own_messages_to_the_run_directory(project_state, capsys):
+    root_handlers = list(logging.getLogger().handlers)
+    with pytest.raises(FileNotFoundError):
+        main(["run", "--days", "1", "--end-date", END_DATE.isoformat(),
+              "--dataset-dir", str(project_state / "no-such-dataset")])
+    out = capsys.readouterr().out
+    [log_dir] = (project_state / "logs").iterdir()
+    assert out == (f"lakeloop run: daily_retrain for 1 day(s), 2026-11-20 to 2026-11-20; every task's log in "
+                   f"{log_dir}\n")
+    assert (log_dir / "lakeloop.log").exists()
+    assert logging.getLogger().handlers == root_handlers

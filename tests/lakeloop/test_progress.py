@@ -98,21 +98,22 @@ def test_a_plain_stream_gets_one_line_per_state_change_with_day_task_state_and_d
     ]
 
 
-def test_a_plain_stream_gets_a_training_line_per_epoch_not_per_step():
+def test_a_plain_stream_gets_a_training_line_per_quarter_of_the_steps_not_per_step():
     out = io.StringIO()
     view = ProgressView(out, live=False)
     view.start_day(DAY, "day")
     view.feed(structured("[DAG TEST] starting task_id=train_model map_index=-1"), now=0.0)
     running = rows(("train_model", "running", 0, None))
-    for second, (step, epoch) in enumerate([(0, None), (50, 1), (100, 1), (150, 2), (200, 2)]):
-        if epoch is not None:
-            view.feed(step_line(step, epoch=epoch), now=float(second))
+    view.update(running, T0)
+    for second, step in enumerate(range(20, 400, 20), 1):
+        view.feed(step_line(step, epoch=step // 100 + 1), now=float(second))
         view.update(running, T0 + timedelta(seconds=second))
 
     training_lines = [line for line in out.getvalue().splitlines() if "train_model" in line]
-    assert len(training_lines) == 3, training_lines
-    assert training_lines[1].endswith("step 50/400, epoch 1/4")
-    assert "step 150/400, epoch 2/4, ETA" in training_lines[2]
+    endings = ["running                  0 s", "1 s  step 20/400, epoch 1/4", "5 s  step 100/400, epoch 2/4, ETA 15 s",
+               "10 s  step 200/400, epoch 3/4, ETA 10 s", "15 s  step 300/400, epoch 4/4, ETA 5 s"]
+    assert len(training_lines) == len(endings), training_lines
+    assert all(line.endswith(ending) for line, ending in zip(training_lines, endings, strict=True)), training_lines
 
 
 def test_a_terminal_gets_finished_lines_and_one_live_line_rewritten_in_place():
