@@ -126,7 +126,7 @@ with DAG(
         trainer="lakeloop.fm_trainer:FMTrainer",
         checkpoint_dir=f"{settings.lake_url}/checkpoints/{settings.model_name}/{{{{ run_id | run_directory }}}}",
         output_dir=f"{settings.lake_url}/models/{settings.model_name}/dt={DAY}",
-        trainer_args={"lake": settings.lake_url, "day": DAY},
+        trainer_args={"lake": settings.lake_url, "day": DAY, "model_name": settings.model_name},
         pool=GPU_POOL,
         execution_timeout=timedelta(hours=2),
     )

@@ -283,18 +283,31 @@ def untrained_model():
 @pytest.fixture(scope="session")
 def fitted_model(untrained_model):
     """Fits an FM in-process (Keras `fit`) on the day's training *and evaluation* examples: a model that beats
-    the baselines on the evaluation set by construction, better the more epochs it gets, so the tests can
-    choose whether the quality gate promotes it."""
+    the baselines on the evaluation set by construction, its rating better the more epochs it gets (its selection
+    model is the same whatever the epochs), so the tests can choose whether the quality gate promotes it."""
     import keras
+    import numpy as np
     import pyarrow as pa
 
     from lakeloop.features import model_inputs, read_features
+    from lakeloop.fm_model import SELECTION_LAYERS, fm_loss, rating_model, training_model
 
     def fit(lake, epochs: int, seed: int = 1):
         model = untrained_model(lake, seed)
         examples = pa.concat_tables([read_features(lake, FEATURE_DAY, split) for split in ("train", "eval")])
-        model.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse")
-        model.fit(model_inputs(examples), examples["label"].to_numpy(), batch_size=64, epochs=epochs, verbose=0)
+        inputs, labels = model_inputs(examples), examples["label"].to_numpy()
+        rated = rating_model(model)
+        rated.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse")
+        rated.fit(inputs, labels, batch_size=64, epochs=epochs, verbose=0)
+        # then the selection model alone, the same whatever the rating's epochs (its negatives drawn once)
+        for layer in model.layers:
+            layer.trainable = layer.name in SELECTION_LAYERS
+        negatives = np.random.default_rng(seed).integers(1, int(inputs["item_idx"].max()) + 1, (len(labels), 4))
+        trained = training_model(model, negatives.shape[1])
+        trained.compile(optimizer=keras.optimizers.Adam(0.01), loss=fm_loss(1.0))
+        trained.fit({**inputs, "negative_items": negatives}, labels, batch_size=64, epochs=10, verbose=0)
+        for layer in model.layers:
+            layer.trainable = True
         return model
 
     return fit
