@@ -9,6 +9,8 @@ from datetime import date
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from lakeloop.features import ITEM_VOCAB, USER_VOCAB, read_features
 from lakeloop.lake import Lake
@@ -53,7 +55,8 @@ class WarmStart:
                 f"{model_name} version {found.version} (trained on {found.day}) is the model to start from, but "
                 f"{directory.url}/{MODEL_FILE} is missing; restore it, or train from scratch with the trainer "
                 "argument warm_start=none")
-        rows = {entity: row_map(lake, found.day, day, entity) for entity in VOCABULARIES}
+        rows = {entity: row_map(_vocabulary(lake, day, entity), _vocabulary(lake, found.day, entity), entity)
+                for entity in VOCABULARIES}
         log.info("warm start from %s version %s (trained on %s): %d of %d users and %d of %d items known", model_name,
                  found.version, found.day, (rows["user"] != NEW_ROW).sum(), len(rows["user"]),
                  (rows["item"] != NEW_ROW).sum(), len(rows["item"]))
@@ -73,6 +76,13 @@ class WarmStart:
             if not layer.weights or layer.name not in known_layers:
                 continue  # a layer the starting model did not have starts fresh
             weights = [variable.numpy() for variable in known_layers[layer.name].weights]
+            rows_free = 1 if layer.name in mapped else 0  # a mapped table may have other rows, not other columns
+            shapes = [tuple(variable.shape)[rows_free:] for variable in layer.weights], [
+                value.shape[rows_free:] for value in weights]
+            if shapes[0] != shapes[1]:
+                raise ValueError(
+                    f"{layer.name}: {self.model_name} version {self.version} has weights of shapes {shapes[1]}, this "
+                    f"model {shapes[0]} (hyper-parameters changed?); train from scratch with warm_start=none")
             if layer.name in mapped:
                 rows = self.rows[mapped[layer.name]]
                 table = layer.weights[0].numpy()
@@ -81,11 +91,6 @@ class WarmStart:
                 known = rows != NEW_ROW
                 table[known] = weights[0][rows[known]]
                 weights = [table]
-            shapes = [tuple(variable.shape) for variable in layer.weights], [value.shape for value in weights]
-            if shapes[0] != shapes[1]:
-                raise ValueError(
-                    f"{layer.name}: {self.model_name} version {self.version} has weights of shapes {shapes[1]}, this "
-                    f"model {shapes[0]} (hyper-parameters changed?); train from scratch with warm_start=none")
             for variable, value in zip(layer.weights, weights, strict=True):
                 variable.assign(value)
         return {entity: int((rows != NEW_ROW).sum()) for entity, rows in self.rows.items()}
@@ -97,16 +102,20 @@ class WarmStart:
                 "users": len(self.rows["user"]), "items": len(self.rows["item"])}
 
 
-def row_map(lake: Lake, source_day: date, day: date, entity: str) -> np.ndarray:
-    """For each row of `day`'s `entity` vocabulary, the row of the same id in `source_day`'s (`NEW_ROW` if absent);
-    the out-of-vocabulary row 0 maps to row 0."""
-    table, id_column, index_column = VOCABULARIES[entity]
-    today = read_features(lake, day, table, columns=[id_column, index_column])
-    before = read_features(lake, source_day, table, columns=[id_column, index_column])
-    size = int(today[index_column].to_numpy().max(initial=0)) + 1
+def row_map(today: pa.Table, before: pa.Table, entity: str) -> np.ndarray:
+    """For each row of `today`'s `entity` vocabulary table, the row of the same id in `before`'s (`NEW_ROW` if
+    absent); the out-of-vocabulary row 0 maps to row 0."""
+    _, id_column, index_column = VOCABULARIES[entity]
+    size = int(pc.max(today[index_column]).as_py() or 0) + 1
     rows = np.full(size, NEW_ROW, dtype=np.int64)
     rows[0] = 0
-    lookup = dict(zip(before[id_column].to_pylist(), before[index_column].to_pylist(), strict=True))
-    for identifier, index in zip(today[id_column].to_pylist(), today[index_column].to_pylist(), strict=True):
-        rows[index] = lookup.get(identifier, NEW_ROW)
+    positions = pc.index_in(today[id_column], value_set=before[id_column].combine_chunks())
+    known = positions.is_valid().to_numpy(zero_copy_only=False)
+    rows[today[index_column].to_numpy()[known]] = before[index_column].combine_chunks().take(
+        pc.drop_null(positions)).to_numpy()
     return rows
+
+
+def _vocabulary(lake: Lake, day: date, entity: str) -> pa.Table:
+    table, id_column, index_column = VOCABULARIES[entity]
+    return read_features(lake, day, table, columns=[id_column, index_column])
