@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 USER_UPDATES = ("lazy", "dense")
 WARM_STARTS = ("champion", "none")
 REFERENCE_BATCH = 256
+MAX_AUTO_BATCH = 8192
+STEPS_PER_EPOCH_TARGET = 400
 RATING, RANKING_SCORE, NEGATIVE_ITEMS = "rating", "ranking_score", "negative_items"
 SELECTION_USER_FACTORS, SELECTION_ITEM_FACTORS = "user_selection_factors", "item_selection_factors"
 SELECTION_ITEM_WEIGHT = "item_selection_weight"
@@ -29,20 +31,21 @@ SELECTION_LAYERS = (SELECTION_USER_FACTORS, SELECTION_ITEM_FACTORS, SELECTION_IT
 class FMHyperParameters:
     """The FM's hyper-parameters and training schedule, logged with every run (docs/tfspark.md, the FM trainer).
 
-    `l2` is per example: each example's loss carries the L2 of the rows it looks up. `learning_rate` is Adam's rate
-    at a batch of `REFERENCE_BATCH` examples, scaled by the square root of `batch_size` over it and reached after
-    `warmup_steps` of linear warm-up. `negatives` items sampled per example train the selection model (BPR, weight
-    `selection_weight`); the ranking score is `rating_weight` × the rating score + the selection score. `warm_start`
-    "champion" starts from the newest promoted model of an earlier day and trains `warm_epochs` epochs; "none" (or
-    no such model) trains `epochs` from scratch. `user_update`: "lazy" updates only the rows of the users a step
-    looks up, so a step costs the same whatever the day's users; "dense" applies Adam to every row of the user
-    tables every step.
+    `l2` is per example: each example's loss carries the L2 of the rows it looks up. `batch_size` 0 picks one by the
+    day's size (`for_rows`): few steps an epoch cost accuracy on a small day, small batches cost speed on a large
+    one. `learning_rate` is Adam's rate at a batch of `REFERENCE_BATCH` examples, scaled by the square root of
+    `batch_size` over it and reached after `warmup_steps` of linear warm-up. `negatives` items sampled per example
+    train the selection model (BPR, weight `selection_weight`); the ranking score is `rating_weight` × the rating
+    score + the selection score. `warm_start` "champion" starts from the newest promoted model of an earlier day and
+    trains `warm_epochs` epochs; "none" (or no such model) trains `epochs` from scratch. `user_update`: "lazy"
+    updates only the rows of the users a step looks up, so a step costs the same whatever the day's users; "dense"
+    applies Adam to every row of the user tables every step.
     """
 
     factors: int = 32
     l2: float = 0.03
     learning_rate: float = 0.002
-    batch_size: int = 256
+    batch_size: int = 0
     epochs: int = 11
     warmup_steps: int = 100
     seed: int = 42
@@ -59,8 +62,20 @@ class FMHyperParameters:
             raise ValueError(f"user_update must be one of {USER_UPDATES}, got {self.user_update!r}")
         if self.warm_start not in WARM_STARTS:
             raise ValueError(f"warm_start must be one of {WARM_STARTS}, got {self.warm_start!r}")
+        if self.batch_size < 0:
+            raise ValueError(f"batch_size must be 0 (auto) or positive, got {self.batch_size}")
         if self.negatives < 1:
             raise ValueError(f"negatives must be at least 1, got {self.negatives}")
+
+    def for_rows(self, rows: int) -> FMHyperParameters:
+        """These hyper-parameters with `batch_size` 0 (auto) resolved for `rows` training examples: the largest power
+        of two giving at least `STEPS_PER_EPOCH_TARGET` steps an epoch, from `REFERENCE_BATCH` to `MAX_AUTO_BATCH`."""
+        if self.batch_size:
+            return self
+        batch = REFERENCE_BATCH
+        while batch * 2 <= min(MAX_AUTO_BATCH, rows // STEPS_PER_EPOCH_TARGET):
+            batch *= 2
+        return dataclasses.replace(self, batch_size=batch)
 
     @property
     def peak_learning_rate(self) -> float:

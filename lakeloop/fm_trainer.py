@@ -9,7 +9,15 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from lakeloop.features import FEATURE_COLUMNS, FEATURES, LABEL, TRAIN, FeatureSpec, read_feature_spec
+from lakeloop.features import (
+    FEATURE_COLUMNS,
+    FEATURES,
+    LABEL,
+    TRAIN,
+    FeatureSpec,
+    read_feature_manifest,
+    read_feature_spec,
+)
 from lakeloop.fm_model import FMHyperParameters
 from lakeloop.lake import Lake
 from lakeloop.spark_jobs import read_table, use_lake
@@ -270,7 +278,6 @@ class FMTrainer(TFSparkTrainer):
         self.day = date.fromisoformat(kwargs.pop("day"))
         self.model_name = kwargs.pop("model_name", None)
         self.hparams = FMHyperParameters.from_args(kwargs)
-        self.batch_size = self.hparams.batch_size
         self.epochs = self.hparams.epochs
         self.seed = self.hparams.seed
         self.spec: FeatureSpec | None = None
@@ -283,6 +290,8 @@ class FMTrainer(TFSparkTrainer):
         lake = Lake.from_url(self.lake_url)
         use_lake(spark, lake)
         self.spec = read_feature_spec(lake, self.day)
+        self.hparams = self.hparams.for_rows(read_feature_manifest(lake, self.day)["train_rows"])
+        self.batch_size = self.hparams.batch_size
         if self.hparams.warm_start == "champion" and self.model_name:
             self.warm_start = WarmStart.find(lake, self.model_name, self.day)
         if self.warm_start is not None:

@@ -83,7 +83,8 @@ class TrainContext:
 
         Returns:
             `{"loss": mean loss of the final epoch, "global_step": int, "resumed_from_step": int | None,
-            "epoch_losses": [mean loss of each epoch finished in this run]}`.
+            "epoch_losses": [mean loss of each epoch finished in this run], "fit_seconds": the loop's seconds
+            (checkpoints included), "examples_per_second": examples trained in this run / fit_seconds}`.
         """
         self.fit_result = run_fit(self, model, optimizer, loss_fn, dataset, on_step_end)
         return self.fit_result

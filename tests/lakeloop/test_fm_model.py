@@ -149,3 +149,14 @@ def test_a_model_saved_with_one_rating_output_ranks_by_its_score_before_the_clip
     assert (scores > 5.0).any() and (ratings == 5.0).any() and rating_model(old) is old
     doubled = keras.Model(fm.inputs, fm.output["rating"] * 2.0)
     assert ranking_model(doubled) is doubled
+
+
+def test_the_batch_size_grows_with_the_day_and_the_learning_rate_with_the_batch():
+    auto = FMHyperParameters()
+    assert auto.for_rows(90_000).batch_size == 256  # MovieLens 100K: 351 steps an epoch
+    assert auto.for_rows(900_000).batch_size == 2048
+    assert auto.for_rows(9_000_000).batch_size == 8192
+    assert FMHyperParameters(batch_size=512).for_rows(9_000_000).batch_size == 512
+    assert auto.for_rows(900_000).peak_learning_rate == pytest.approx(auto.learning_rate * 8 ** 0.5)
+    with pytest.raises(ValueError, match="batch_size must be 0"):
+        FMHyperParameters(batch_size=-1)

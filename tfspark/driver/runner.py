@@ -166,7 +166,7 @@ def _run_summary(config: RunConfig, payload: TaskPayload, workers: list[dict[str
     trained = chief.get("train") or {}
     fitted = chief.get("fit") or {}
     summary: dict[str, Any] = dict(trained)
-    for key in ("loss", "global_step", "resumed_from_step"):
+    for key in ("loss", "global_step", "resumed_from_step", "fit_seconds", "examples_per_second"):
         summary[key] = fitted[key] if key in fitted else trained.get(key)
     summary.update(
         trainer=config.trainer_name,

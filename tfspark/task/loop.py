@@ -117,6 +117,7 @@ def run_fit(
         train_steps = make_train_steps(strategy, model, optimizer, loss_fn)
         epoch_losses: list[float] = []
         log_step, log_time = step, time.monotonic()
+        first_step, started = step, log_time
         while step < total:
             # Every worker derives the chunk from the global step alone, so all of them call the same collectives.
             chunk = min(
@@ -155,11 +156,14 @@ def run_fit(
         final_loss = loss_sum / loss_steps if loss_steps else None
         if resumed_from != total and final_loss is not None:
             epoch_losses.append(final_loss)
+        fit_seconds = time.monotonic() - started
         return {
             "loss": final_loss,
             "global_step": step,
             "resumed_from_step": resumed_from,
             "epoch_losses": epoch_losses,
+            "fit_seconds": round(fit_seconds, 3),
+            "examples_per_second": round((step - first_step) * ctx.batch_size / max(fit_seconds, 1e-9), 1),
         }
     finally:
         checkpoint.close()

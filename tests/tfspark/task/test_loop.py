@@ -78,6 +78,8 @@ def test_fit_learns_and_checkpoints_every_k_steps(tmp_path):
     assert len(result["epoch_losses"]) == EPOCHS
     assert result["epoch_losses"][-1] < result["epoch_losses"][0] / 4
     assert result["loss"] == result["epoch_losses"][-1]
+    assert result["fit_seconds"] > 0 and result["examples_per_second"] == pytest.approx(
+        30 * BATCH / result["fit_seconds"], rel=0.01)
     assert tf.train.latest_checkpoint(str(tmp_path / "ckpt")).endswith("ckpt-30")
     kept = sorted(int(path.name.split("-")[1].split(".")[0]) for path in (tmp_path / "ckpt").glob("ckpt-*.index"))
     assert kept == [24, 28, 30], "every 4 steps and at the end, the last 3 kept"
