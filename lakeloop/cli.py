@@ -106,6 +106,19 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_catalog_import(args: argparse.Namespace, settings: Settings) -> int:
+    """Replace the lake's item catalog with the user's file; a bad file is refused (exit 1) with what to fix."""
+    from lakeloop.catalog import CatalogError, import_catalog
+
+    try:
+        imported = import_catalog(args.path, settings.lake_url)
+    except CatalogError as error:
+        print(f"lakeloop catalog import: {error}", file=sys.stderr)
+        return 1
+    print(imported.summary(args.path))
+    return 0
+
+
 def cmd_airflow(args: argparse.Namespace, settings: Settings) -> int:
     from lakeloop.airflow_env import run_airflow
 
@@ -256,6 +269,12 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(handler=handler)
     commands.choices["run"].add_argument("--verbose", action="store_true",
                                          help="stream every task's log lines instead of the progress view")
+
+    catalog = commands.add_parser("catalog", help="the lake's item catalog (the reference table the jobs join)")
+    catalog_import = catalog.add_subparsers(dest="catalog_action", required=True).add_parser(
+        "import", help="check a Parquet or CSV file (item_id, title, year, genres) and make it the lake's catalog")
+    catalog_import.add_argument("path", type=Path, help="a .parquet or .csv file; a CSV's genres are written a|b|c")
+    catalog_import.set_defaults(handler=cmd_catalog_import)
 
     ui = commands.add_parser("ui", help="airflow standalone and the MLflow UI on 127.0.0.1, until Ctrl-C")
     ui.set_defaults(handler=cmd_ui)
