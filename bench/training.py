@@ -336,12 +336,14 @@ def main(argv: list[str] | None = None) -> dict:
     probes = [limit_run(probe_trainer, examples, evaluation, f"L probe ({feed.split(',')[0]}, 1 epoch)", feed,
                         runs_dir) for feed in FEEDS]
     fastest = max(probes, key=lambda run: run.examples_per_second)
+    progress("probes: " + ", ".join(f"{run.feed} {run.examples_per_second:,.0f} examples/s" for run in probes))
     runs = {run.key: run for run in probes}
     if job_trainer.epochs == probe_trainer.epochs:
         limit = fastest
     else:
         progress(f"(L) with the faster feed, {fastest.feed}")
         limit = limit_run(job_trainer, examples, evaluation, "L", fastest.feed, runs_dir)
+        progress(f"L: {limit.examples_per_second:,.0f} examples/s, RMSE {limit.rmse:.4f}")
         runs = {limit.key: limit, **runs}
     jobs = (("J1", "tfspark job, --num-workers 1, the job's recipe", "1", dict(epochs)),
             ("J2", "tfspark job as the DAG runs it (no --num-workers: auto)", None, dict(epochs)),
@@ -351,6 +353,8 @@ def main(argv: list[str] | None = None) -> dict:
     for key, description, workers, overrides in jobs:
         progress(f"{key}: {description}")
         runs[key] = run_job(partition, evaluation, key, description, workers, overrides, runs_dir)
+        progress(f"{key}: {runs[key].examples_per_second:,.0f} examples/s ({runs[key].seconds_source}), "
+                 f"{fmt_rate(runs[key].log_examples_per_second)} by its step logs, RMSE {runs[key].rmse:.4f}")
     batch_runs = []
     for trainer in table_trainers:
         progress(f"(L) at batch {trainer.batch_size}")
