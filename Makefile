@@ -3,12 +3,12 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.lakeloop-installed
-KAFKA_JARS := jvm/lib/kafka/.resolved
+JVM_JARS := jvm/lib/.resolved
 UV_VERSION := 0.13.9
 
 .PHONY: setup run test lint lock services-up services-down clean bench bench-e2e bench-training ui
 
-setup: $(STAMP) var/data/ml-100k/ml-100k.inter $(KAFKA_JARS)
+setup: $(STAMP) var/data/ml-100k/ml-100k.inter $(JVM_JARS)
 
 # Every task process imports TensorFlow, Airflow and MLflow: without cached bytecode each import compiles them from
 # source (47 s instead of 15 s). Python caches what a process imports in the venv unless PYTHONDONTWRITEBYTECODE
@@ -26,12 +26,14 @@ $(STAMP): requirements.lock pyproject.toml
 	touch $(STAMP)
 
 # The JVM parts (jvm/pom.xml: one module, one folder of jars under jvm/lib/ per classpath) come from Maven Central,
-# once: the stamp depends on the poms, so a second `make setup` does nothing. The folder is emptied first so that a
-# version bump leaves no old jar on the classpath. The first resolution (the dependency plugin and the Kafka broker's
-# 45 jars, 43 MB, into an empty ~/.m2) took 47 s here; again with ~/.m2 filled, 16 s (Maven start-up).
-$(KAFKA_JARS): jvm/pom.xml jvm/kafka/pom.xml
-	@command -v mvn >/dev/null && command -v java >/dev/null || { echo "make setup: resolving the Kafka broker's jars needs Maven 3.8+ (mvn) and Java 17+ (java); install them (Debian: apt-get install maven openjdk-17-jre-headless) and run make setup again" >&2; exit 1; }
-	rm -rf jvm/lib/kafka
+# once: the stamp depends on the poms, so a second `make setup` does nothing. The folders are emptied first so that a
+# version bump leaves no old jar on a classpath. The first resolution (the dependency plugin and the Kafka broker's
+# 45 jars, 43 MB, into an empty ~/.m2) took 47 s here; again with ~/.m2 filled, 16 s (Maven start-up). The spark
+# module's (hadoop-aws for s3:// lakes with the AWS SDK bundle: 4 jars, 690 MB, nearly all the bundle) took 2 min
+# 40 s more into that ~/.m2 (its poms 2 min 20 s, the jars 23 s).
+$(JVM_JARS): jvm/pom.xml jvm/kafka/pom.xml jvm/spark/pom.xml
+	@command -v mvn >/dev/null && command -v java >/dev/null || { echo "make setup: resolving the JVM jars (the Kafka broker's, Spark's s3a connector) needs Maven 3.8+ (mvn) and Java 17+ (java); install them (Debian: apt-get install maven openjdk-17-jre-headless) and run make setup again" >&2; exit 1; }
+	rm -rf jvm/lib/kafka jvm/lib/spark
 	mvn --batch-mode --quiet --no-transfer-progress -Dstyle.color=never -f jvm/pom.xml package
 	touch $@
 
