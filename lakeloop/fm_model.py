@@ -43,7 +43,7 @@ class FMHyperParameters:
     """
 
     factors: int = 32
-    l2: float = 0.03
+    l2: float = 0.05
     learning_rate: float = 0.002
     batch_size: int = 0
     epochs: int = 11

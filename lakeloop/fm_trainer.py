@@ -18,7 +18,7 @@ from lakeloop.features import (
     read_feature_manifest,
     read_feature_spec,
 )
-from lakeloop.fm_model import FMHyperParameters
+from lakeloop.fm_model import SELECTION_ITEM_WEIGHT, FMHyperParameters
 from lakeloop.lake import Lake
 from lakeloop.spark_jobs import read_table, use_lake
 from lakeloop.warm_start import WarmStart
@@ -263,6 +263,29 @@ def with_negatives(dataset, negatives: int, item_vocab_size: int):
     return dataset.map(add)
 
 
+def rows_per_index(examples, column: str, size: int):
+    """How many of the examples (a Spark DataFrame) have each value 0..size-1 of the index `column`."""
+    import numpy as np
+
+    counts = examples.groupBy(column).count().toArrow()
+    rows = np.zeros(size, dtype=np.int64)
+    rows[counts.column(column).to_numpy()] = counts.column("count").to_numpy()
+    return rows
+
+
+def popularity_prior(item_counts):
+    """The selection model's starting item weights: each item's log(1 + training ratings), centred, a column.
+
+    What users pick is mostly what is popular; BPR learns that into the item weights, but a small day has too few
+    steps to (its lists lost to popularity at 5,000 events, NDCG@10 0.033 against 0.061), so training starts there
+    and learns the rest. A warm start carries the weights learnt instead.
+    """
+    import numpy as np
+
+    prior = np.log1p(np.asarray(item_counts, np.float64))
+    return (prior - prior[1:].mean() if len(prior) > 1 else prior).astype(np.float32)[:, None]
+
+
 class FMTrainer(TFSparkTrainer):
     """Fits the factorization machine on the training examples of a day's feature partition, from the newest promoted
     model of an earlier day when there is one (`lakeloop.warm_start`)."""
@@ -282,6 +305,7 @@ class FMTrainer(TFSparkTrainer):
         self.seed = self.hparams.seed
         self.spec: FeatureSpec | None = None
         self.warm_start: WarmStart | None = None
+        self.item_counts = None
 
     def pre_train(self, spark):
         """The partition's training examples (model inputs and label): a plain scan of the files its manifest
@@ -294,15 +318,22 @@ class FMTrainer(TFSparkTrainer):
         self.batch_size = self.hparams.batch_size
         if self.hparams.warm_start == "champion" and self.model_name:
             self.warm_start = WarmStart.find(lake, self.model_name, self.day)
+        examples = read_table(spark, lake, FEATURES, self.day, TRAIN).select(*FEATURE_COLUMNS, LABEL)
         if self.warm_start is not None:
             self.epochs = self.hparams.warm_epochs
-        return read_table(spark, lake, FEATURES, self.day, TRAIN).select(*FEATURE_COLUMNS, LABEL)
+        else:
+            self.item_counts = rows_per_index(examples, "item_idx", self.spec.item_vocab_size)
+        return examples
 
     def train(self, dataset, ctx: TrainContext) -> dict:
         """Fit the FM with the runtime's distributed loop, then save it for evaluation."""
         with ctx.strategy.scope():
             recipe = training_recipe(self.spec, self.hparams)
-            carried = self.warm_start.apply(recipe.model, self.spec) if self.warm_start else {}
+            if self.warm_start is not None:
+                carried = self.warm_start.apply(recipe.model, self.spec)
+            else:
+                carried = {}
+                recipe.model.get_layer(SELECTION_ITEM_WEIGHT).embeddings.assign(popularity_prior(self.item_counts))
         examples = with_negatives(dataset, self.hparams.negatives, self.spec.item_vocab_size)
         result = ctx.fit(recipe.trained, recipe.optimizer, recipe.loss, examples)
         ctx.save_model(recipe.model)

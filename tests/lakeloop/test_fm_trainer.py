@@ -136,3 +136,14 @@ def test_lazy_tables_summed_as_slots_update_as_when_summed_sparse(monkeypatch):
     summed_sparse, _ = _train(fused=True, lazy_users=True, steps=3, looked_up_users=USERS // 2)
     for dense, sparse in zip(summed_dense, summed_sparse, strict=True):
         np.testing.assert_allclose(dense, sparse, rtol=1e-6, atol=1e-7)
+
+
+def test_the_selection_model_starts_from_the_items_popularity(spark):
+    from lakeloop.fm_trainer import popularity_prior, rows_per_index
+
+    examples = spark.createDataFrame([(3,), (1,), (3,), (3,), (2,)], "item_idx long")
+    counts = rows_per_index(examples, "item_idx", 5)
+    assert counts.tolist() == [0, 1, 1, 3, 0]
+    prior = popularity_prior(counts)
+    assert prior.shape == (5, 1) and abs(prior[1:].mean()) < 1e-6
+    assert prior[3, 0] > prior[1, 0] == prior[2, 0] > prior[4, 0]  # ranked as popularity ranks
