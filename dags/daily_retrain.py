@@ -40,6 +40,7 @@ from lakeloop.data_quality import DEFAULT_MIN_ROWS, FAIL, SEVERITIES
 from lakeloop.ingest.schema import RATINGS_SCHEMA
 from lakeloop.names import GPU_POOL, PREDICTIONS, RAW_RATINGS, REJECTED_RATINGS, SPARK_POOL, run_directory_name
 from lakeloop.operations import MAX_RETRY_DELAY, RETRY_BACKOFF_MULTIPLIER, load_operations
+from lakeloop.spark_conf import spark_submit_conf
 from lakeloop.timetable import DailyIntervalTimetable
 from operators.champion_spark_submit import ChampionSparkSubmitOperator
 from operators.kafka_to_lake import KafkaToLakeOperator
@@ -48,6 +49,8 @@ from operators.notifiers import LakeloopNotifier
 from operators.tf_on_spark import TFOnSparkOperator
 
 settings = load_settings()
+# The s3a connector's jars for an S3 lake: they must reach spark-submit, before the JVM starts (lakeloop.spark_conf).
+LAKE_SPARK_CONF = spark_submit_conf(settings.lake_url)
 operations = load_operations()
 alert = LakeloopNotifier()
 DAY = "{{ data_interval_start | ds }}"
@@ -110,6 +113,7 @@ with DAG(
                           "--min-rows", "{{ params.min_rows }}",
                           "--empty-input-severity", "{{ params.empty_input_severity }}"],
         name="lakeloop-etl",
+        conf=LAKE_SPARK_CONF,
         pool=SPARK_POOL,
         durable=True,
     )
@@ -118,6 +122,7 @@ with DAG(
         application=str(JOBS / "features.py"),
         application_args=["--lake", settings.lake_url, "--day", DAY, "--window-days", str(WINDOW_DAYS)],
         name="lakeloop-features",
+        conf=LAKE_SPARK_CONF,
         pool=SPARK_POOL,
         durable=True,
     )
@@ -127,6 +132,7 @@ with DAG(
         checkpoint_dir=f"{settings.lake_url}/checkpoints/{settings.model_name}/{{{{ run_id | run_directory }}}}",
         output_dir=f"{settings.lake_url}/models/{settings.model_name}/dt={DAY}",
         trainer_args={"lake": settings.lake_url, "day": DAY, "model_name": settings.model_name},
+        conf=LAKE_SPARK_CONF,
         pool=GPU_POOL,
         execution_timeout=timedelta(hours=2),
     )
@@ -153,6 +159,7 @@ with DAG(
         application_args=["--lake", settings.lake_url, "--day", DAY, "--model-name", settings.model_name,
                           "--generated-at", "{{ data_interval_end | ts }}"],
         name="lakeloop-batch-predict",
+        conf=LAKE_SPARK_CONF,
         model_name=settings.model_name,
         tracking_uri=settings.mlflow_tracking_uri,
         pool=SPARK_POOL,

@@ -21,7 +21,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import IntegralType
 
-from lakeloop.config import PROJECT_DIR, s3a_settings
+from lakeloop.config import s3a_settings
 from lakeloop.data_quality import DataQualityError
 from lakeloop.lake import Lake, as_lake, is_abandoned, timed_name
 from lakeloop.names import MOVIES
@@ -33,8 +33,6 @@ Options = TypeVar("Options")
 CATALOG_COLUMNS = {"item_id": "string", "title": "string", "year": "int", "genres": "array<string>"}
 # Hadoop's s3a connector and the AWS SDK it needs, which the pyspark wheel lacks: resolved by `make setup`
 # (jvm/spark/pom.xml). The project image puts them among Spark's own jars instead.
-S3A_JARS_DIR = PROJECT_DIR / "jvm" / "lib" / "spark"
-S3A_CONNECTOR_JAR = "hadoop-aws-*.jar"
 
 
 def day_job_parser(description: str) -> argparse.ArgumentParser:
@@ -86,33 +84,6 @@ def spark_session(app_name: str) -> SparkSession:
     spark = SparkSession.builder.appName(app_name).getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     return spark
-
-
-def spark_submit_conf(lake: Lake | str, jars_dir: Path = S3A_JARS_DIR) -> dict[str, str]:
-    """The Spark conf a job needs to reach `lake`, for the spark-submit that starts it (`--conf`) or the first
-    session of a Python process: for an S3 lake whose Spark lacks the s3a connector, `spark.jars` listing the jars
-    `make setup` resolved into `jars_dir`; nothing otherwise.
-
-    It must be given before the driver JVM starts: a jar added to a running driver reaches the executors' tasks,
-    not the driver's own Hadoop file systems, which list and commit the lake's files. The s3a settings themselves
-    (endpoint, credentials) are set later, on the session, by `use_lake`, so no secret lands on a command line."""
-    url = lake.url if isinstance(lake, Lake) else lake
-    if not url.startswith(("s3://", "s3a://")) or _spark_ships_s3a():
-        return {}
-    jars = sorted(jars_dir.glob("*.jar"))
-    if not any(jar.match(S3A_CONNECTOR_JAR) for jar in jars):
-        raise FileNotFoundError(f"the lake {url} is on S3, which Spark reaches through Hadoop's s3a connector, "
-                                f"but {jars_dir} holds no {S3A_CONNECTOR_JAR}: run `make setup` (it resolves "
-                                "jvm/spark/pom.xml with Maven and Java 17), or put hadoop-aws and the AWS SDK "
-                                "bundle among Spark's jars")
-    return {"spark.jars": ",".join(str(jar) for jar in jars)}
-
-
-def _spark_ships_s3a() -> bool:
-    """Whether Spark's own jars hold the s3a connector already (the project image adds it there)."""
-    import pyspark
-
-    return any((Path(pyspark.__file__).parent / "jars").glob(S3A_CONNECTOR_JAR))
 
 
 def use_lake(spark: SparkSession, lake: Lake) -> None:

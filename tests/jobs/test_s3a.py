@@ -20,7 +20,7 @@ from lakeloop.lake import ATTEMPT_PREFIX, Lake
 from lakeloop.movielens import MovieLens
 from lakeloop.names import CURATED_RATINGS, RAW_RATINGS
 from lakeloop.replay import build_events, write_catalog
-from lakeloop.spark_jobs import spark_submit_conf
+from lakeloop.spark_conf import spark_submit_conf
 from tests.conftest import FEATURE_DAY
 from tfspark.driver.submit import default_spark_submit
 
