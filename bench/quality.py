@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from lakeloop.movielens import MovieLens
 
 MODEL = "quality-fm"
-TARGET_RANDOM_RMSE = 0.91
+TARGET_RANDOM_RMSE = 0.890
 QUALITY_SPARK_CONF = {"spark.sql.shuffle.partitions": "4", "spark.python.worker.reuse": "true"}
 PUBLISHED = "published 5-fold RMSE on ML-100K: Surprise SVD 0.934, SVD++ 0.919, BaselineOnly 0.944; GC-MC 0.905"
 
@@ -52,6 +52,7 @@ class SplitResult:
     bias_baseline_precision_at_10: float
     ndcg_at_10: float
     bias_baseline_ndcg_at_10: float
+    popularity_ndcg_at_10: float
 
 
 def random_split_features(spark: SparkSession, curated_lake: Path, lake: Path, days: int, seed: int) -> None:
@@ -82,7 +83,8 @@ def train_and_evaluate(spark: SparkSession, name: str, lake: Path, hparams: dict
                        baseline_rmse=metrics["baseline_rmse"], bias_baseline_rmse=metrics["bias_baseline_rmse"],
                        train_seconds=seconds, ranking_users=metrics["ranking_users"],
                        **{key: metrics[key] for key in ("precision_at_10", "bias_baseline_precision_at_10",
-                                                        "ndcg_at_10", "bias_baseline_ndcg_at_10")})
+                                                        "ndcg_at_10", "bias_baseline_ndcg_at_10",
+                                                        "popularity_ndcg_at_10")})
 
 
 def run_quality(spark: SparkSession, movielens: MovieLens, workdir: Path, days: int, seed: int,
@@ -105,10 +107,11 @@ def markdown_report(results: list[SplitResult], hparams: dict) -> str:
           f"{result.baseline_rmse:.4f}", f"{result.bias_baseline_rmse:.4f}", f"**{result.rmse:.4f}**",
           f"{result.rmse / result.bias_baseline_rmse:.3f}×"] for result in results), "lrrrrrr")
     lines += ["", *markdown_table(
-        ["split", "users ranked", "precision@10 bias / FM", "NDCG@10 bias / FM"],
+        ["split", "users ranked", "precision@10 bias / FM", "NDCG@10 popularity / bias / FM"],
         ([result.name, f"{result.ranking_users:,}",
           f"{result.bias_baseline_precision_at_10:.4f} / {result.precision_at_10:.4f}",
-          f"{result.bias_baseline_ndcg_at_10:.4f} / {result.ndcg_at_10:.4f}"] for result in results), "lrrr")]
+          f"{result.popularity_ndcg_at_10:.4f} / {result.bias_baseline_ndcg_at_10:.4f} / **{result.ndcg_at_10:.4f}**"]
+         for result in results), "lrrr")]
     random_split, time_split = results
     lines += ["", f"FM hyper-parameters: {hparams}; training seconds: "
               + ", ".join(f"{result.train_seconds:.0f}" for result in results), "",
@@ -117,6 +120,10 @@ def markdown_report(results: list[SplitResult], hparams: dict) -> str:
               f"- target (b) FM better than the user/item-bias baseline: {time_split.rmse:.4f} vs "
               f"{time_split.bias_baseline_rmse:.4f} — "
               + ("met" if time_split.rmse < time_split.bias_baseline_rmse else "NOT met"),
+              f"- target (b) FM's NDCG@10 above both trivial rankings: {time_split.ndcg_at_10:.4f} vs popularity "
+              f"{time_split.popularity_ndcg_at_10:.4f}, bias {time_split.bias_baseline_ndcg_at_10:.4f} — "
+              + ("met" if time_split.ndcg_at_10 > max(time_split.popularity_ndcg_at_10,
+                                                      time_split.bias_baseline_ndcg_at_10) else "NOT met"),
               f"- for reference, {PUBLISHED}"]
     return "\n".join(lines)
 
