@@ -188,10 +188,10 @@ class TaskProgress:
 
     def milestone(self) -> tuple[int | None, ...]:
         """What changes seldom (the quarter of training steps done): a plain log prints a progress line only when
-        it changes, five at most per training."""
+        it changes, four at most per training (the last step is the task's success line)."""
         if self.step is None or not self.total_steps:
             return (None,)
-        return (self.step * PLAIN_PROGRESS_LINES // self.total_steps,)
+        return (min(self.step * PLAIN_PROGRESS_LINES // self.total_steps, PLAIN_PROGRESS_LINES - 1),)
 
 
 def format_duration(seconds: float) -> str:

@@ -126,7 +126,8 @@ def test_every_task_log_is_in_the_file_named_and_holds_no_cuda_error(successful_
 
 
 def test_the_summary_shows_the_scorers_the_gate_used_and_its_reason(successful_run, state):
-    evaluation = Lake.from_url((state / "lake").as_uri()).read_json(f"models/lakeloop-fm/dt={DAY}/{EVALUATION}")
+    lake = Lake.from_url((state / "lake").as_uri())
+    evaluation = lake.read_json(f"{lake.partition('models/lakeloop-fm', DAY)}/{EVALUATION}")
     summary = successful_run.stdout[successful_run.stdout.index("lakeloop summary"):].splitlines()
     assert summary[1] == "2026-11-20  ingested 100000 (read 100000, rejected 0)"
     assert re.fullmatch(r"  scorer +RMSE +NDCG@10", summary[2])

@@ -105,7 +105,7 @@ def test_a_plain_stream_gets_a_training_line_per_quarter_of_the_steps_not_per_st
     view.feed(structured("[DAG TEST] starting task_id=train_model map_index=-1"), now=0.0)
     running = rows(("train_model", "running", 0, None))
     view.update(running, T0)
-    for second, step in enumerate(range(20, 400, 20), 1):
+    for second, step in enumerate(range(20, 401, 20), 1):
         view.feed(step_line(step, epoch=step // 100 + 1), now=float(second))
         view.update(running, T0 + timedelta(seconds=second))
 
