@@ -46,6 +46,7 @@ from lakeloop.metrics import (
     rmse,
 )
 from lakeloop.models import EVALUATION, MODEL_FILE, REPORT_DIR, TRAIN_SUMMARY, ModelDirectory
+from lakeloop.towers import FMTowers, UnknownModelError, check_against_model
 
 if TYPE_CHECKING:
     import keras
@@ -128,6 +129,38 @@ def popularity_scorer() -> Scorer:
     return score
 
 
+@dataclass(frozen=True)
+class TowerRanker:
+    """Rank by a model's user and item towers (`lakeloop.towers`): a ranking set's score matrix is one matrix product
+    of its users' and items' towers instead of the model called on every pair. `user_vocabulary`/`item_vocabulary`
+    re-index the set's ids for a model of another day's partition (the champion)."""
+
+    model: keras.Model
+    towers: FMTowers
+    user_vocabulary: pa.Table | None = None
+    item_vocabulary: pa.Table | None = None
+
+    def matrix(self, ranking: RankingSet) -> np.ndarray:
+        """The (users, items) ranking scores of the set, checked against the model on sample pairs."""
+        users, items = dict(ranking.user_inputs), dict(ranking.item_inputs)
+        if self.user_vocabulary is not None:
+            users["user_idx"] = vocabulary_index(ranking.user_ids, self.user_vocabulary, "user_id", "user_idx")
+        if self.item_vocabulary is not None:
+            items["item_idx"] = vocabulary_index(ranking.item_ids, self.item_vocabulary, "item_id", "item_idx")
+        check_against_model(self.model, self.towers, users, items)
+        return self.towers.scores(self.towers.user_tower(users), self.towers.item_tower(items))
+
+
+def tower_ranker(model: keras.Model, user_vocabulary: pa.Table | None = None,
+                 item_vocabulary: pa.Table | None = None) -> TowerRanker | None:
+    """A `TowerRanker` of the model, or None if `lakeloop.towers` does not know its graph (rank it pair by pair)."""
+    try:
+        return TowerRanker(model, FMTowers.of(model), user_vocabulary, item_vocabulary)
+    except UnknownModelError as error:
+        log.info("ranking pair by pair: %s", error)
+        return None
+
+
 def vocabulary_index(ids: pa.Array, vocabulary: pa.Table, id_column: str, index_column: str) -> np.ndarray:
     """The index of each id in a partition's vocabulary table; `OOV_INDEX` for ids it does not hold."""
     positions = pc.index_in(ids, value_set=vocabulary[id_column].combine_chunks())
@@ -156,6 +189,13 @@ class Champion:
             return predict(own, user_ids, item_ids)
 
         return score
+
+    def ranker(self, lake: Lake | Path | str) -> TowerRanker | Scorer:
+        """Rank with the champion: by its towers on its own day's vocabularies, or pair by pair (`scorer`) if
+        `lakeloop.towers` does not know its graph."""
+        users = read_features(lake, self.day, USER_VOCAB, columns=["user_id", "user_idx"])
+        items = read_features(lake, self.day, ITEM_VOCAB, columns=["item_id", "item_idx"])
+        return tower_ranker(self.model, users, items) or self.scorer(lake, ranking=True)
 
 
 @dataclass(frozen=True)
@@ -210,8 +250,11 @@ class RankingSet:
                        **history_inputs("user", sums, counts, prior_mean)}
         return cls(user_ids, user_inputs, item_ids, item_inputs, seen[keep], relevant[keep])
 
-    def scores(self, scorer: Scorer, max_rows: int = 250_000) -> np.ndarray:
-        """The scorer's (users, items) score matrix, computed a block of users at a time."""
+    def scores(self, scorer: Scorer | TowerRanker, max_rows: int = 250_000) -> np.ndarray:
+        """The scorer's (users, items) score matrix: a `TowerRanker`'s by one matrix product, another scorer's
+        pair by pair, a block of users at a time."""
+        if isinstance(scorer, TowerRanker):
+            return scorer.matrix(self)
         users, items = len(self.user_ids), len(self.item_ids)
         block = max(1, max_rows // max(items, 1))
         result = np.empty((users, items))
@@ -256,10 +299,10 @@ def evaluate_model(lake: Lake | Path | str, model_name: str, day: date, champion
     train_labels = train[LABEL].to_numpy().astype(np.float64)
     bias = BiasBaseline.fit(train["user_idx"].to_numpy(), train["item_idx"].to_numpy(), train_labels)
     scorers = {MODEL: keras_scorer(model), BIAS_BASELINE: bias_scorer(bias)}
-    rankers = {MODEL: keras_scorer(model, ranking=True), BIAS_BASELINE: scorers[BIAS_BASELINE],
+    rankers = {MODEL: tower_ranker(model) or keras_scorer(model, ranking=True), BIAS_BASELINE: scorers[BIAS_BASELINE],
                POPULARITY: popularity_scorer()}
     if champion is not None:
-        scorers[CHAMPION], rankers[CHAMPION] = champion.scorer(lake), champion.scorer(lake, ranking=True)
+        scorers[CHAMPION], rankers[CHAMPION] = champion.scorer(lake), champion.ranker(lake)
     inputs = model_inputs(evaluation)
     users, items = evaluation["user_id"].combine_chunks(), evaluation["item_id"].combine_chunks()
     predictions = {name: scorer(inputs, users, items) for name, scorer in scorers.items()}

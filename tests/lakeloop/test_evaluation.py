@@ -120,3 +120,32 @@ def test_evaluation_on_an_s3_lake_equals_the_local_one(feature_lake, s3_feature_
     local_report = model_dir(feature_lake, "evaluation-s3-test-fm", DAY) / REPORT_DIR
     for name in REPORT_FILES:
         assert remote.files.read_bytes(f"{REPORT_DIR}/{name}") == (local_report / name).read_bytes(), name
+
+
+def test_ranking_by_towers_equals_scoring_every_pair(feature_lake, fitted_model):
+    """The ranking metrics' score matrix is one matrix product of the model's towers (`TowerRanker`), for the model
+    and for the champion on its own vocabularies; it equals the Keras model called on every pair."""
+    import keras
+
+    from lakeloop.evaluation import RATING_COLUMNS, RankingSet, TowerRanker, keras_scorer, tower_ranker
+    from lakeloop.features import read_feature_spec
+
+    model = fitted_model(feature_lake, epochs=1)
+    train = read_features(feature_lake, DAY, "train", columns=["user_id", "item_id", "user_idx", "item_idx",
+                                                                "year_idx", "genres", "label"])
+    ranking = RankingSet.build(train, read_features(feature_lake, DAY, "eval", columns=RATING_COLUMNS),
+                               read_feature_spec(feature_lake, DAY).prior_mean, max_users=1000)
+    every_pair = ranking.scores(keras_scorer(model, ranking=True))
+    towers = tower_ranker(model)
+    assert isinstance(towers, TowerRanker)
+    by_towers = ranking.scores(towers)
+    np.testing.assert_allclose(by_towers, every_pair, rtol=0, atol=1e-4)
+    assert ranking_metrics(by_towers, ranking.seen, ranking.relevant) == pytest.approx(
+        ranking_metrics(every_pair, ranking.seen, ranking.relevant))
+    champion = Champion("7", DAY, model).ranker(feature_lake)
+    assert isinstance(champion, TowerRanker)
+    np.testing.assert_allclose(ranking.scores(champion), every_pair, rtol=0, atol=1e-4)
+
+    inputs = keras.Input((), dtype="int64", name="item_idx")
+    popularity_model = keras.Model(inputs, keras.layers.Embedding(10, 1, name="item_count")(inputs))
+    assert tower_ranker(popularity_model) is None
