@@ -14,7 +14,7 @@ import math
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -80,7 +80,7 @@ class InMemoryContext(TrainContext):
     feed_kind: str = NUMPY_LOOP
     seed: int = 0
     fit_seconds: float = 0.0
-    steps_done: int = field(default=0)
+    steps_done: int = 0
 
     def fit(self, model: Any, optimizer: Any, loss_fn: Any, dataset: Any, on_step_end: Any = None) -> dict[str, Any]:
         """Train `model` for `epochs` × `steps_per_epoch` steps of `batch_size` examples of `dataset`."""
