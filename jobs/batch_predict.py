@@ -30,7 +30,7 @@ from lakeloop.spark_jobs import read_table, run_day_job
 from lakeloop.towers import EXCLUDED_SCORE, USER_TOWER_INPUTS, FMTowers, Tower, top_k
 
 if TYPE_CHECKING:
-    from pyspark import Broadcast
+    from pyspark import Accumulator, Broadcast
 
 log = logging.getLogger(__name__)
 SCORED_SCHEMA = "user_id string, item_id string, score double, rank int"
@@ -59,18 +59,21 @@ class ItemRanking:
     items: Tower
 
 
-def top_items(ranking: Broadcast[ItemRanking] | ItemRanking, k: int,
-              block: int = USER_BLOCK) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+def top_items(ranking: Broadcast[ItemRanking] | ItemRanking, k: int, block: int = USER_BLOCK,
+              compute_seconds: Accumulator[float] | None = None,
+              ) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
     """A `mapInArrow` function from batches of `candidate_inputs` rows to each user's k best catalog movies by the
     towers' score (`SCORED_SCHEMA`), the movies the user rated left out, ties to the smaller item id: a block of
     users × the catalog is scored by one matrix product and cut by a partial sort, so k rows per user leave the
-    worker. `ranking` is the broadcast `ItemRanking` (or one, in a test)."""
+    worker. `ranking` is the broadcast `ItemRanking` (or one, in a test); `compute_seconds` (an accumulator) adds
+    up the seconds the workers spend ranking, Spark's plumbing left out."""
 
     def score(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         side = ranking if isinstance(ranking, ItemRanking) else ranking.value
         ranks = np.arange(1, k + 1, dtype=np.int32)
         for batch in batches:
             for start in range(0, batch.num_rows, block):
+                started = time.monotonic()
                 rows = batch.slice(start, block)
                 scores = side.towers.scores(side.towers.user_tower(side_inputs(rows, USER_TOWER_INPUTS)), side.items)
                 rated = rows.column("rated")
@@ -82,26 +85,34 @@ def top_items(ranking: Broadcast[ItemRanking] | ItemRanking, k: int,
                 columns, kept = top_k(scores, k)
                 user_rows = np.repeat(np.arange(rows.num_rows), kept.sum(axis=1))
                 picked = columns[kept]
-                yield pa.RecordBatch.from_arrays(
+                top = pa.RecordBatch.from_arrays(
                     [rows.column("user_id").take(user_rows), side.item_ids.take(picked),
                      pa.array(scores[user_rows, picked], pa.float64()),
                      pa.array(np.broadcast_to(ranks[:columns.shape[1]], columns.shape)[kept], pa.int32())],
                     names=["user_id", "item_id", "score", "rank"])
+                if compute_seconds is not None:
+                    compute_seconds.add(time.monotonic() - started)
+                yield top
 
     return score
 
 
-def candidate_inputs(spark: SparkSession, lake: Lake | Path, day: date, model_day: date) -> DataFrame:
+def candidate_inputs(spark: SparkSession, lake: Lake | Path, day: date, model_day: date,
+                     partitions: int | None = None) -> DataFrame:
     """One row per user of the day's window: `user_id`, the user's inputs to a model trained on `model_day`'s
     partition (`USER_TOWER_INPUTS`) and `rated`, the ids of the movies the user rated in the window (train and eval),
-    which are not candidates: the candidates are every other catalog movie. No (user, movie) pair is formed."""
+    which are not candidates: the candidates are every other catalog movie. No (user, movie) pair is formed. The
+    rows come in `partitions` partitions by user (default: the task slots): the rated pairs are shuffled once."""
     lake = as_lake(lake)
+    partitions = partitions or spark.sparkContext.defaultParallelism
 
     def table(name: str) -> DataFrame:
         return read_table(spark, lake, FEATURES, day, name).select("user_id", "item_id")
 
-    rated = table(TRAIN).union(table(EVAL)).groupBy("user_id").agg(F.collect_set("item_id").alias("rated"))
-    return serving_user_inputs(spark, lake, day, model_day).join(rated, "user_id", "left")
+    rated = (table(TRAIN).union(table(EVAL)).repartition(partitions, "user_id")
+             .groupBy("user_id").agg(F.collect_set("item_id").alias("rated")))
+    users = serving_user_inputs(spark, lake, day, model_day).repartition(partitions, "user_id")
+    return users.join(rated, "user_id", "left")
 
 
 def run(spark: SparkSession, lake: Lake | Path, day: date, options: PredictOptions) -> dict:
@@ -127,13 +138,14 @@ def run(spark: SparkSession, lake: Lake | Path, day: date, options: PredictOptio
 
     parallelism = spark.sparkContext.defaultParallelism
     ranking = spark.sparkContext.broadcast(ItemRanking(towers.model, towers.item_ids, towers.items))
-    candidates = candidate_inputs(spark, lake, day, model_day).repartition(parallelism)
-    top = (candidates.mapInArrow(top_items(ranking, options.top_k), SCORED_SCHEMA)
+    compute_seconds = spark.sparkContext.accumulator(0.0)
+    candidates = candidate_inputs(spark, lake, day, model_day, parallelism)
+    top = (candidates.mapInArrow(top_items(ranking, options.top_k, compute_seconds=compute_seconds), SCORED_SCHEMA)
            .withColumn("model_name", F.lit(options.model_name))
            .withColumn("model_version", F.lit(version.version))
            .withColumn("generated_at", F.lit(generated_at).cast("timestamp"))
-           .select(*OUTPUT_COLUMNS).orderBy("user_id", "rank"))
-    predictions = top.toArrow()
+           .select(*OUTPUT_COLUMNS))
+    predictions = top.toArrow().sort_by([("user_id", "ascending"), ("rank", "ascending")])
     ranking.destroy()
     ranked = time.monotonic()
     manifest = {"day": str(day), "model_name": options.model_name, "alias": options.alias,
@@ -143,7 +155,8 @@ def run(spark: SparkSession, lake: Lake | Path, day: date, options: PredictOptio
                 "window_users": len(towers.user_ids), "embeddings": embeddings, "task_slots": parallelism,
                 "seconds": {"model_and_towers": round(towers_built - started, 3),
                             "embeddings": round(embeddings_written - towers_built, 3),
-                            "ranking": round(ranked - embeddings_written, 3)}}
+                            "ranking": round(ranked - embeddings_written, 3),
+                            "in_workers": round(compute_seconds.value, 3)}}
     write_predictions(lake, day, predictions, manifest)
     log.info("predictions for %s: %s", day, manifest)
     return manifest

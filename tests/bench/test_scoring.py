@@ -27,12 +27,12 @@ def test_the_job_the_limit_and_the_exhaustive_job_rank_the_same_pairs(spark, fea
     pairs = setup.candidate_pairs
     assert 0 < pairs < setup.users * setup.catalog
     assert set(results.best) == set(scoring.ORDER)
-    for key in (scoring.JOB, scoring.STAGE, scoring.LIMIT, scoring.TODAY):
+    for key in (scoring.JOB, scoring.STAGE, scoring.WORKERS, scoring.LIMIT, scoring.TODAY):
         assert results.best[key].rows == pairs, key
     assert all(timing.seconds > 0 for timing in results.best.values())
     assert results.check.identical, results.check
     assert results.check.users == setup.users and results.check.max_score_difference < 1e-4
-    assert set(results.job_seconds) == {"model_and_towers", "embeddings", "ranking"}
+    assert set(results.job_seconds) == {"model_and_towers", "embeddings", "ranking", "in_workers"}
     output = capsys.readouterr().out
     for name in scoring.NAMES.values():
         assert f"| {name} | " in output
