@@ -8,7 +8,6 @@ from datetime import UTC, date, datetime
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -92,7 +91,9 @@ def test_the_top_ten_unseen_movies_per_user_reproducibly(spark, feature_lake, ch
     finally:
         write_catalog(movielens, feature_lake)
     assert again.equals(predictions), "a catalog whose item_id is an integer changed the lists"
-    assert pc.count_distinct(predictions["score"]).as_py() > predictions.num_rows * 0.9, "scores tie"
+    ties = [(a["item_id"], b["item_id"]) for a, b in zip(rows, rows[1:], strict=False)
+            if a["user_id"] == b["user_id"] and a["score"] == b["score"]]
+    assert all(first < second for first, second in ties), "a tie not broken by the smaller item id"
 
 
 def test_predictions_are_committed_to_an_s3_lake(s3_lake):
@@ -147,10 +148,17 @@ def test_the_lists_equal_exhaustive_scoring_and_the_towers_are_committed(spark, 
     for row in predictions.to_pylist():
         by_user.setdefault(row["user_id"], []).append((row["item_id"], row["score"]))
     assert set(by_user) == set(expected)
+    identical = 0
     for user, ranked in by_user.items():
-        assert [item for item, _ in ranked] == [item for item, _ in expected[user]], user
         np.testing.assert_allclose([score for _, score in ranked], [score for _, score in expected[user]],
-                                   rtol=0, atol=1e-4)
+                                   rtol=0, atol=1e-4, err_msg=user)
+        # Movies with the same inputs (outside the vocabulary, same year bucket and genres) tie exactly in the
+        # towers and go to the smaller id; the Keras model's float32 scores of such movies were seen to differ in
+        # their last bits (1566 and 837 here), which orders them either way: only tied movies may differ.
+        for (ours, score), (theirs, expected_score) in zip(ranked, expected[user], strict=True):
+            assert ours == theirs or abs(score - expected_score) <= 1e-6, (user, ours, theirs, score, expected_score)
+        identical += [item for item, _ in ranked] == [item for item, _ in expected[user]]
+    assert identical > 0
 
     lake = as_lake(feature_lake)
     users, items = lake.read_partition(USER_EMBEDDINGS, DAY), lake.read_partition(ITEM_EMBEDDINGS, DAY)
