@@ -221,6 +221,9 @@ def training_recipe(spec: FeatureSpec, hparams: FMHyperParameters) -> TrainingRe
 
     from lakeloop.fm_model import build_fm_model, fm_loss, training_model
 
+    if hparams.batch_size <= 0:
+        raise ValueError(
+            "the batch size is still automatic: resolve it for the day's rows (FMHyperParameters.for_rows)")
     keras.utils.set_random_seed(hparams.seed)
     model = build_fm_model(spec, hparams)
     lazy_paths = lazy_tables(model, USER_TABLES) if hparams.user_update == "lazy" else set()

@@ -68,7 +68,7 @@ def test_evaluation_scores_model_champion_and_baselines_on_the_same_data(feature
     evaluation, train = read_features(feature_lake, DAY, "eval"), read_features(feature_lake, DAY, "train")
     labels = evaluation["label"].to_numpy().astype(np.float64)
     train_labels = train["label"].to_numpy().astype(np.float64)
-    predictions = np.asarray(model.predict(model_inputs(evaluation), verbose=0)).reshape(-1)
+    predictions = model.predict(model_inputs(evaluation), verbose=0)["rating"]
     assert metrics["eval_rows"] == evaluation.num_rows > 0
     assert metrics["rmse"] == pytest.approx(rmse(predictions, labels), rel=1e-6)
     assert metrics["mae"] == pytest.approx(np.abs(predictions - labels).mean(), rel=1e-6)
