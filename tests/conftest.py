@@ -275,7 +275,7 @@ def untrained_model():
 
     def build(lake, seed: int):
         keras.utils.set_random_seed(seed)
-        return build_fm_model(read_feature_spec(lake, FEATURE_DAY), FMHyperParameters(factors=4))
+        return build_fm_model(read_feature_spec(lake, FEATURE_DAY), FMHyperParameters(factors=4, l2=0.03))
 
     return build
 
