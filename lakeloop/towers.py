@@ -135,11 +135,7 @@ class FMTowers:
         row of `inputs`, as `model_inputs` would give them."""
         index = np.asarray(inputs["user_idx"], np.int64)
         fields = [self.embeddings["user"][index]]
-        bias = self.embedding_weights["user"][index]
-        if "user" in self.history_factors:
-            scalar = self.history_constants["user"].scalar(inputs["user_mean_rating"], inputs["user_rating_count"])
-            fields.append(scalar[:, None] * self.history_factors["user"])
-            bias = bias + scalar * self.history_weights["user"]
+        bias = self._with_history("user", inputs, fields, self.embedding_weights["user"][index])
         rating = _tower(bias, fields)
         if self.selection is None:
             return rating
@@ -157,15 +153,21 @@ class FMTowers:
         fields = [self.embeddings["item"][index], self.embeddings["year"][year], normalised @ self.genre_factors]
         bias = (self.embedding_weights["item"][index] + self.embedding_weights["year"][year]
                 + normalised @ self.genre_weight)
-        if "item" in self.history_factors:
-            scalar = self.history_constants["item"].scalar(inputs["item_mean_rating"], inputs["item_rating_count"])
-            fields.append(scalar[:, None] * self.history_factors["item"])
-            bias = bias + scalar * self.history_weights["item"]
+        bias = self._with_history("item", inputs, fields, bias)
         rating = _tower(bias, fields)
         if self.selection is None:
             return rating
         return Tower(self.rating_weight * rating.bias + self.selection.item_weight[index],
                      np.hstack([rating.factors, self.selection.item_factors[index]]))
+
+    def _with_history(self, entity: str, inputs: dict[str, np.ndarray], fields: list, bias: np.ndarray) -> np.ndarray:
+        """Add the entity's history field (if the model takes it) to `fields`; return `bias` with its weight."""
+        if entity not in self.history_factors:
+            return bias
+        scalar = self.history_constants[entity].scalar(inputs[f"{entity}_mean_rating"],
+                                                       inputs[f"{entity}_rating_count"])
+        fields.append(scalar[:, None] * self.history_factors[entity])
+        return bias + scalar * self.history_weights[entity]
 
     def scores(self, users: Tower, items: Tower) -> np.ndarray:
         """The (users, items) matrix of ranking scores: the model's score before its clip for every pair."""
