@@ -215,12 +215,14 @@ def task_line(day: date, row: TaskRow, now: datetime, note: str = "") -> str:
 class ProgressView:
     """Renders one DAG run's task rows as they change.
 
-    On a terminal (`live`) finished tasks get a line each and the running task a single line rewritten in place;
-    otherwise (CI logs, files) a line per state change, and one per quarter of training.
+    On a terminal (`live`) finished tasks get a line each and the running task a single line rewritten in place,
+    cut to `columns` (default: the terminal's width); otherwise (CI logs, files) a line per state change, and one
+    per quarter of training.
     """
 
     stream: IO[str]
     live: bool
+    columns: int | None = None
     day: date | None = None
     shown: dict[str, tuple[str | None, tuple]] = field(default_factory=dict)
     progress: dict[str, TaskProgress] = field(default_factory=dict)
@@ -263,7 +265,7 @@ class ProgressView:
                 self._print(task_line(self.day, row, now))
         if self.live and live_row is not None:
             note = self.progress.get(live_row.task_id, TaskProgress()).describe()
-            width = shutil.get_terminal_size((120, 24)).columns - 1
+            width = (self.columns or shutil.get_terminal_size((120, 24)).columns) - 1
             self.stream.write("\r\x1b[K" + task_line(self.day, live_row, now, note)[:width])
             self.stream.flush()
             self.live_line_drawn = True

@@ -118,7 +118,7 @@ def test_a_plain_stream_gets_a_training_line_per_quarter_of_the_steps_not_per_st
 
 def test_a_terminal_gets_finished_lines_and_one_live_line_rewritten_in_place():
     out = io.StringIO()
-    view = ProgressView(out, live=True)
+    view = ProgressView(out, live=True, columns=120)
     view.start_day(DAY, "--- day 1/1: 2026-11-20 ---")
     view.feed(structured("[DAG TEST] starting task_id=train_model map_index=-1"), now=0.0)
     for second in (1, 2):
@@ -228,3 +228,16 @@ def test_the_hint_follows_the_cause_an_error_line_names_before_the_task():
         "k8s, or local"]
     report = failure_report(DAY, rows(("spark_features", "failed", 0, 9)), Path("day.log"), lines)
     assert "what to try: Spark cannot use the master of the `spark_default` connection" in report
+
+
+def test_the_live_line_is_cut_to_the_terminals_width():
+    out = io.StringIO()
+    view = ProgressView(out, live=True, columns=40)
+    view.start_day(DAY, "--- day 1/1: 2026-11-20 ---")
+    view.feed(structured("[DAG TEST] starting task_id=train_model map_index=-1"), now=0.0)
+    view.feed(step_line(100), now=1.0)
+    view.update(rows(("train_model", "running", 20, None)), T0 + timedelta(seconds=21))
+
+    live = out.getvalue().split("\r\x1b[K")[-1]
+    assert live.startswith("2026-11-20  train_model")
+    assert len(live) == 39

@@ -15,8 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from tfspark.config import SUMMARY_FILE, RunConfig
 from tfspark.driver.feed_plan import PARQUET_DIRECT, SPARK_ARROW, plan_feed
-from tfspark.driver.submit import is_local_master
-from tfspark.driver.workers import resolve_num_workers
+from tfspark.driver.workers import is_local_master, resolve_num_workers
 from tfspark.storage import RemoteDirectory
 from tfspark.task.barrier import RESULT_SCHEMA, TaskPayload, barrier_task
 from tfspark.task.parquet_read import ParquetFeedPlan

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tfspark.driver.workers import AUTO, worker_count
+from tfspark.driver.workers import AUTO, is_local_master, worker_count
 
 PYTHON_ENV_ALIAS = "environment"
 
@@ -106,11 +106,6 @@ def gpu_discovery_script() -> str:
         partial.chmod(stat.S_IRWXU | stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH)
         partial.replace(path)
     return str(path)
-
-
-def is_local_master(master: str) -> bool:
-    """Whether `master` runs executors inside the driver JVM (`local`, `local[N]`, `local[N,F]`)."""
-    return master == "local" or master.startswith("local[")
 
 
 def build_plan(

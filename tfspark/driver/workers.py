@@ -28,6 +28,11 @@ def worker_count(text: str) -> int | None:
     return number
 
 
+def is_local_master(master: str) -> bool:
+    """Whether `master` runs executors inside the driver JVM (`local`, `local[N]`, `local[N,F]`)."""
+    return master == "local" or master.startswith("local[")
+
+
 def resolve_num_workers(requested: int | None, context: SparkContext) -> int:
     """The workers of a job: `requested` if given, else one per executor, logging why.
 
@@ -35,8 +40,6 @@ def resolve_num_workers(requested: int | None, context: SparkContext) -> int:
     machine splits those cores and adds a collective (gradients over loopback gRPC) to every step, so on one
     machine it is slower, not faster.
     """
-    from tfspark.driver.submit import is_local_master
-
     if requested is not None:
         logger.info("%d TensorFlow worker(s), as asked", requested)
         return requested
