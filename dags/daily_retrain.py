@@ -132,6 +132,8 @@ with DAG(
         checkpoint_dir=f"{settings.lake_url}/checkpoints/{settings.model_name}/{{{{ run_id | run_directory }}}}",
         output_dir=f"{settings.lake_url}/models/{settings.model_name}/dt={DAY}",
         trainer_args={"lake": settings.lake_url, "day": DAY, "model_name": settings.model_name},
+        gpus_per_worker=settings.gpus_per_worker,
+        checkpoint_seconds=settings.checkpoint_seconds,
         conf=LAKE_SPARK_CONF,
         pool=GPU_POOL,
         execution_timeout=timedelta(hours=2),

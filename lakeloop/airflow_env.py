@@ -19,14 +19,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlparse
 
-from lakeloop.config import Settings
+from lakeloop.config import Settings, load_settings
 from lakeloop.names import GPU_POOL, SPARK_POOL
 from lakeloop.operations import RUN_DEADLINE_ENV, SCHEDULED_RUN_DEADLINE_MINUTES
 
-POOLS = {
-    GPU_POOL: (1, "TensorFlow training (TFOnSparkOperator): one at a time per GPU host"),
-    SPARK_POOL: (2, "Spark applications (SparkSubmitOperator): at most two drivers at once"),
-}
 DEFAULT_API_PORT = "8080"
 DEFAULT_MLFLOW_UI_URL = "http://127.0.0.1:5000"
 # The loop runs no MLflow server jobs (GenAI scorers and the like): without this, each server starts seven idle job
@@ -37,7 +33,6 @@ PASSWORD_FILE = "simple_auth_manager_passwords.json.generated"
 # `failed call to cuInit` every TensorFlow import prints on a machine without a CUDA driver, which a CPU-only set-up
 # does not need to hear about. With GPUs configured those errors matter and stay.
 TF_LOG_LEVEL_WITH_GPUS, TF_LOG_LEVEL_CPU_ONLY = "2", "3"
-GPUS_PER_WORKER_ENV = "LAKELOOP_GPUS_PER_WORKER"
 
 
 # Airflow's `sql_alchemy_connect_args` (imported by every Airflow process of the project): on the embedded SQLite
@@ -70,7 +65,7 @@ def airflow_environment(settings: Settings, base: dict[str, str] | None = None) 
         "PYSPARK_PYTHON": sys.executable,
         "PYSPARK_DRIVER_PYTHON": sys.executable,
         "SPARK_LOCAL_IP": "127.0.0.1",
-        "TF_CPP_MIN_LOG_LEVEL": TF_LOG_LEVEL_WITH_GPUS if gpus_configured(env) else TF_LOG_LEVEL_CPU_ONLY,
+        "TF_CPP_MIN_LOG_LEVEL": TF_LOG_LEVEL_WITH_GPUS if gpus_configured(settings, env) else TF_LOG_LEVEL_CPU_ONLY,
         "AIRFLOW__API__HOST": "127.0.0.1",
         "AIRFLOW__API__PORT": api_port,
         "AIRFLOW__API__WORKERS": "1",
@@ -87,14 +82,20 @@ def airflow_environment(settings: Settings, base: dict[str, str] | None = None) 
     return env
 
 
-def gpus_configured(env: Mapping[str, str]) -> bool:
-    """Whether the environment asks for GPUs: `LAKELOOP_GPUS_PER_WORKER` above 0 (a value that is not a number
-    counts as asking, so TensorFlow's GPU errors stay visible), or `CUDA_VISIBLE_DEVICES` naming a device."""
-    try:
-        asked = int(env.get(GPUS_PER_WORKER_ENV) or 0) > 0
-    except ValueError:
-        asked = True
-    return asked or env.get("CUDA_VISIBLE_DEVICES", "").strip() not in ("", "-1")
+def gpus_configured(settings: Settings, env: Mapping[str, str]) -> bool:
+    """Whether the deployment asks for GPUs: `LAKELOOP_GPUS_PER_WORKER` above 0, or `CUDA_VISIBLE_DEVICES` naming
+    a device."""
+    return settings.gpus_per_worker > 0 or env.get("CUDA_VISIBLE_DEVICES", "").strip() not in ("", "-1")
+
+
+def airflow_pools(settings: Settings) -> dict[str, tuple[int, str]]:
+    """The project's Airflow pools: name → (slots, description); the GPU pool's slots come from
+    `LAKELOOP_GPU_POOL_SLOTS` (how many trainings may hold the GPUs at once)."""
+    return {
+        GPU_POOL: (settings.gpu_pool_slots, "TensorFlow training (TFOnSparkOperator): trainings that may use the "
+                                            "GPUs at once"),
+        SPARK_POOL: (2, "Spark applications (SparkSubmitOperator): at most two drivers at once"),
+    }
 
 
 def run_airflow(args: list[str], settings: Settings, check: bool = True) -> int:
@@ -118,7 +119,8 @@ def ensure_airflow_ready(env: dict[str, str]) -> None:
     """Migrate the SQLite metadata database and create the pools, once per Airflow home and pool set-up."""
     home = Path(env["AIRFLOW_HOME"])
     marker = home / ".lakeloop-initialised"
-    wanted = json.dumps(POOLS, sort_keys=True)
+    pools = airflow_pools(load_settings(env))
+    wanted = json.dumps(pools, sort_keys=True)
     if marker.exists() and marker.read_text() == wanted:
         return
     home.mkdir(parents=True, exist_ok=True)
@@ -126,7 +128,7 @@ def ensure_airflow_ready(env: dict[str, str]) -> None:
     subprocess.run([airflow, "db", "migrate"], env=env, check=True, stdout=subprocess.DEVNULL)
     pools_file = home / "lakeloop-pools.json"
     pools_file.write_text(json.dumps({pool: {"slots": slots, "description": description}
-                                      for pool, (slots, description) in POOLS.items()}))
+                                      for pool, (slots, description) in pools.items()}))
     subprocess.run([airflow, "pools", "import", str(pools_file)], env=env, check=True, stdout=subprocess.DEVNULL)
     marker.write_text(wanted)
 

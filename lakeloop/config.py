@@ -23,6 +23,9 @@ PROJECT_DIR = Path(__file__).resolve().parents[1]
 DEFAULT_KAFKA_PORT = 19092
 DEFAULT_KAFKA_BOOTSTRAP = f"127.0.0.1:{DEFAULT_KAFKA_PORT}"
 BROKER_DIR_NAME = "broker"
+# The training task checkpoints at least this often (besides the trainer's every-N-steps): a killed task loses at
+# most five minutes of training; a checkpoint is the model's tables and their Adam moments (49 MB at 123K users).
+DEFAULT_CHECKPOINT_SECONDS = 300.0
 KAFKA_SECURITY_PROTOCOL_ENV = "LAKELOOP_KAFKA_SECURITY_PROTOCOL"
 KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 # Lake URL schemes besides file://: what `Lake.from_url` opens through pyarrow.fs and Spark reads (s3 as s3a).
@@ -108,6 +111,23 @@ def parse_finite_within(text: str, allowed: str, minimum: float = -math.inf, max
     return number
 
 
+def parse_whole_number(text: str, minimum: int) -> int:
+    """`text` as a whole number >= `minimum`; ValueError naming what is allowed otherwise."""
+    allowed = f"a whole number >= {minimum}"
+    try:
+        number = int(text)
+    except ValueError:
+        raise ValueError(allowed) from None
+    if number < minimum:
+        raise ValueError(allowed)
+    return number
+
+
+def parse_checkpoint_seconds(text: str) -> float:
+    """The training job's longest time between checkpoints: a finite number of seconds > 0."""
+    return parse_finite_within(text, "a finite number of seconds > 0", minimum=0, above_minimum=True)
+
+
 def parse_gate_tolerance(text: str) -> float:
     """The quality gate's tolerance: a finite relative RMSE >= 0 (`nan` or `inf` would promote every model)."""
     return parse_finite_within(text, "a finite number >= 0 (relative RMSE: 0.01 lets a model be 1 % worse than "
@@ -190,6 +210,9 @@ class Settings:
     mlflow_tracking_uri: str
     gate_tolerance: float = DEFAULT_TOLERANCE
     max_rating_drift: float = DEFAULT_MAX_RATING_DRIFT
+    gpus_per_worker: int = 0
+    gpu_pool_slots: int = 1
+    checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS
 
     @property
     def lake_path(self) -> Path:
@@ -283,6 +306,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI", f"sqlite:///{state_dir / 'mlflow.db'}"),
         gate_tolerance=reader.read("LAKELOOP_GATE_TOLERANCE", parse_gate_tolerance, DEFAULT_TOLERANCE),
         max_rating_drift=reader.read("LAKELOOP_MAX_RATING_DRIFT", parse_max_rating_drift, DEFAULT_MAX_RATING_DRIFT),
+        gpus_per_worker=reader.read("LAKELOOP_GPUS_PER_WORKER", lambda text: parse_whole_number(text, 0), 0),
+        gpu_pool_slots=reader.read("LAKELOOP_GPU_POOL_SLOTS", lambda text: parse_whole_number(text, 1), 1),
+        checkpoint_seconds=reader.read("LAKELOOP_CHECKPOINT_SECONDS", parse_checkpoint_seconds,
+                                       DEFAULT_CHECKPOINT_SECONDS),
     )
     # Not kept in Settings (the Kafka clients read it with the other security variables, see
     # lakeloop.ingest.kafka_config), but checked here so a misspelling stops everything up front.

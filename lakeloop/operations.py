@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 
-from lakeloop.config import SettingsReader, parse_finite_within
+from lakeloop.config import SettingsReader, parse_finite_within, parse_whole_number
 
 RETRY_BACKOFF_MULTIPLIER = 2.0
 RUN_DEADLINE_ENV = "LAKELOOP_RUN_DEADLINE_MINUTES"
@@ -30,14 +30,7 @@ class Operations:
 
 def parse_retries(text: str) -> int:
     """Retries per task: a whole number >= 0 (a negative count used to reach Airflow unnoticed)."""
-    allowed = "a whole number >= 0"
-    try:
-        retries = int(text)
-    except ValueError:
-        raise ValueError(allowed) from None
-    if retries < 0:
-        raise ValueError(allowed)
-    return retries
+    return parse_whole_number(text, 0)
 
 
 def parse_retry_delay(text: str) -> timedelta:

@@ -65,6 +65,9 @@ class TFOnSparkOperator(SparkSubmitOperator):
     :param python_env: A packed venv/conda archive for the executors (venv-pack, conda-pack), shipped as
         `spark.archives` unless `conf` sets that itself (spark-submit prefers an `archives` argument). (templated)
     :param cache_memory_mb: Per-worker feed cache held in memory before spilling to local disk.
+    :param checkpoint_every: Steps between checkpoints (default: the trainer's `checkpoint_every`). (templated)
+    :param checkpoint_seconds: Also checkpoint when this many seconds passed since the last one (default: the
+        trainer's `checkpoint_seconds`, else off). (templated)
     :param conn_id: The Spark connection (master, deploy mode, queue).
     :param deploy_mode: `client` or `cluster`, instead of the connection's.
     :param name: The Spark application name. (templated)
@@ -79,6 +82,8 @@ class TFOnSparkOperator(SparkSubmitOperator):
         "output_dir",
         "trainer_args",
         "python_env",
+        "checkpoint_every",
+        "checkpoint_seconds",
     )
     template_fields_renderers = {"conf": "json", "trainer_args": "json", "env_vars": "json"}
     ui_color = "#fdf2e6"
@@ -94,6 +99,8 @@ class TFOnSparkOperator(SparkSubmitOperator):
         trainer_args: dict[str, Any] | None = None,
         python_env: str | None = None,
         cache_memory_mb: int | None = None,
+        checkpoint_every: int | str | None = None,
+        checkpoint_seconds: float | str | None = None,
         conn_id: str = "spark_default",
         deploy_mode: str | None = None,
         name: str = "tfspark",
@@ -118,6 +125,8 @@ class TFOnSparkOperator(SparkSubmitOperator):
         self.trainer_args = trainer_args or {}
         self.python_env = python_env
         self.cache_memory_mb = cache_memory_mb
+        self.checkpoint_every = checkpoint_every
+        self.checkpoint_seconds = checkpoint_seconds
         self.conn_id = conn_id
         self.deploy_mode = deploy_mode
 
@@ -132,6 +141,8 @@ class TFOnSparkOperator(SparkSubmitOperator):
             python_env=self.python_env,
             trainer_args={str(key): str(value) for key, value in self.trainer_args.items()},
             cache_memory_mb=self.cache_memory_mb,
+            checkpoint_every=_optional_number(self.checkpoint_every, int, "checkpoint_every"),
+            checkpoint_seconds=_optional_number(self.checkpoint_seconds, float, "checkpoint_seconds"),
         )
 
     def prepare_submission(self) -> SubmitPlan:
@@ -182,3 +193,16 @@ class TFOnSparkOperator(SparkSubmitOperator):
     def _forget_summary(self) -> None:
         if self.output_dir:
             RemoteDirectory.for_url_or_local(self.output_dir).delete(SUMMARY_FILE)
+
+
+def _optional_number(value: object, kind: type[int] | type[float], name: str) -> int | float | None:
+    """A templated number (rendered as text, or empty for "not set") as `kind`, above 0, or None."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        number = 0
+    if not number > 0:
+        raise ValueError(f"{name} must be a number above 0 (or empty for the trainer's default), got {value!r}")
+    return number

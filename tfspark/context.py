@@ -43,6 +43,7 @@ class TrainContext:
     checkpoint_dir: str
     output_dir: str
     checkpoint_every: int = 200
+    checkpoint_seconds: float | None = None
     log_every: int = 100
     rows: int = 0
     feed: BatchFeed | None = field(default=None, repr=False)

@@ -20,14 +20,16 @@ class TFSparkTrainer:
 
     Class attributes configure the runtime: `batch_size` is the global batch size (split evenly across
     workers), `epochs` the number of passes, `label_column` the DataFrame column used as the label (all
-    others are features), `checkpoint_every` the steps between checkpoints, `shuffle`/`seed` the feed's
-    per-pass shuffling.
+    others are features), `checkpoint_every` the steps between checkpoints and `checkpoint_seconds` (None: off) the
+    longest time between them, `shuffle`/`seed` the feed's per-pass shuffling. A run's `--checkpoint-every` and
+    `--checkpoint-seconds` override the two.
     """
 
     batch_size: int = 1024
     epochs: int = 1
     label_column: str = "label"
     checkpoint_every: int = 200
+    checkpoint_seconds: float | None = None
     shuffle: bool = True
     seed: int = 0
 

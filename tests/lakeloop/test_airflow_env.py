@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from lakeloop.airflow_env import airflow_environment
+from lakeloop.airflow_env import airflow_environment, airflow_pools
 from lakeloop.config import load_settings
 
 SETTINGS = load_settings({})
@@ -19,13 +19,19 @@ TF_IMPORT = "import tensorflow as tf; tf.config.list_physical_devices()"
     ({}, "3"),
     ({"LAKELOOP_GPUS_PER_WORKER": "0"}, "3"),
     ({"LAKELOOP_GPUS_PER_WORKER": "1"}, "2"),
-    ({"LAKELOOP_GPUS_PER_WORKER": "two"}, "2"),
     ({"CUDA_VISIBLE_DEVICES": "0"}, "2"),
     ({"CUDA_VISIBLE_DEVICES": ""}, "3"),
     ({"TF_CPP_MIN_LOG_LEVEL": "0"}, "0"),
 ])
 def test_tensorflow_errors_are_silenced_only_without_gpus(extra, level):
-    assert airflow_environment(SETTINGS, base={"PATH": "/usr/bin", **extra})["TF_CPP_MIN_LOG_LEVEL"] == level
+    base = {"PATH": "/usr/bin", **extra}
+    assert airflow_environment(load_settings(base), base=base)["TF_CPP_MIN_LOG_LEVEL"] == level
+
+
+def test_the_gpu_pools_slots_come_from_the_settings():
+    assert airflow_pools(SETTINGS)["gpu_pool"][0] == 1
+    assert airflow_pools(load_settings({"LAKELOOP_GPU_POOL_SLOTS": "4"}))["gpu_pool"][0] == 4
+    assert airflow_pools(SETTINGS)["spark_pool"][0] == 2
 
 
 def test_a_tensorflow_process_of_a_cpu_only_set_up_prints_no_cuda_error():

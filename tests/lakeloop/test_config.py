@@ -45,6 +45,28 @@ def test_a_rating_drift_threshold_outside_zero_to_one_is_refused(value):
         load_settings({"LAKELOOP_MAX_RATING_DRIFT": value})
 
 
+@pytest.mark.parametrize(("name", "value"), [
+    ("LAKELOOP_GPUS_PER_WORKER", "two"), ("LAKELOOP_GPUS_PER_WORKER", "-1"), ("LAKELOOP_GPUS_PER_WORKER", "0.5"),
+    ("LAKELOOP_GPU_POOL_SLOTS", "0"), ("LAKELOOP_CHECKPOINT_SECONDS", "0"), ("LAKELOOP_CHECKPOINT_SECONDS", "inf"),
+])
+def test_training_resources_out_of_range_are_refused(name, value):
+    with pytest.raises(ConfigurationError, match=refusal(name, value)):
+        load_settings({name: value})
+
+
+def test_the_training_settings_reach_the_dags_training_task(monkeypatch):
+    from airflow.dag_processing.dagbag import DagBag
+
+    defaults = load_settings({})
+    assert (defaults.gpus_per_worker, defaults.gpu_pool_slots, defaults.checkpoint_seconds) == (0, 1, 300.0)
+    monkeypatch.setenv("LAKELOOP_GPUS_PER_WORKER", "2")
+    monkeypatch.setenv("LAKELOOP_CHECKPOINT_SECONDS", "90")
+    train_model = DagBag(dag_folder=str(PROJECT_DIR / "dags")).dags["daily_retrain"].get_task("train_model")
+    assert (train_model.gpus_per_worker, train_model.checkpoint_seconds, train_model.pool) == (2, 90.0, "gpu_pool")
+    options = train_model.submit_options()
+    assert (options.gpus_per_worker, options.checkpoint_seconds) == (2, 90.0)
+
+
 def test_the_rating_drift_threshold_setting_is_the_dags_default_run_param(monkeypatch):
     from airflow.dag_processing.dagbag import DagBag
 

@@ -52,7 +52,7 @@ def test_defaults_and_templated_fields():
     assert (operator.num_workers, operator.gpus_per_worker, operator.conn_id) == (None, 0, "spark_default")
     assert (operator.name, operator.application) == ("tfspark", driver_application())
     assert {"trainer", "checkpoint_dir", "output_dir", "trainer_args", "conf", "python_env", "name", "env_vars",
-            "py_files"} <= set(TFOnSparkOperator.template_fields)
+            "py_files", "checkpoint_every", "checkpoint_seconds"} <= set(TFOnSparkOperator.template_fields)
     assert set(SparkSubmitOperator.template_fields) <= set(TFOnSparkOperator.template_fields)
 
 
@@ -68,6 +68,7 @@ def test_the_command_takes_its_master_from_the_spark_connection(monkeypatch):
         output_dir="file:///lake/models/fm/dt=2026-11-20",
         trainer_args={"day": "2026-11-20", "epochs": 3},
         conf={"spark.driver.memory": "2g"},
+        checkpoint_seconds="300",
     )
     command = submit_command(operator)
     assert command[0] == str(Path(sys.executable).parent / "spark-submit")
@@ -81,8 +82,26 @@ def test_the_command_takes_its_master_from_the_spark_connection(monkeypatch):
         "--trainer", "lakeloop.fm_trainer:FMTrainer", "--num-workers", "2",
         "--checkpoint-dir", "file:///lake/checkpoints/fm/run",
         "--output-dir", "file:///lake/models/fm/dt=2026-11-20",
+        "--checkpoint-seconds", "300",
         "--trainer-arg", "day=2026-11-20", "--trainer-arg", "epochs=3",
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize("every, seconds", [("0", None), (None, "-5"), ("often", None), (None, "soon")])
+def test_a_checkpoint_interval_that_is_not_a_positive_number_is_refused(every, seconds):
+    from operators.tf_on_spark import TFOnSparkOperator
+
+    operator = TFOnSparkOperator(task_id="t", trainer="m:T", checkpoint_every=every, checkpoint_seconds=seconds)
+    with pytest.raises(ValueError, match="must be a number above 0"):
+        operator.submit_options()
+
+
+def test_an_empty_checkpoint_interval_leaves_the_trainers_own():
+    from operators.tf_on_spark import TFOnSparkOperator
+
+    operator = TFOnSparkOperator(task_id="t", trainer="m:T", checkpoint_every="", checkpoint_seconds=" ")
+    options = operator.submit_options()
+    assert (options.checkpoint_every, options.checkpoint_seconds) == (None, None)
 
 
 def test_gpus_become_spark_task_resources_on_a_cluster_connection(monkeypatch):
@@ -156,7 +175,7 @@ def test_an_airflow_retry_starts_a_new_application_that_resumes_from_the_checkpo
         dag_id=f"train_{uuid.uuid4().hex[:8]}",
         schedule=None,
         start_date=datetime(2026, 1, 1, tzinfo=UTC),
-        params={"base": tmp_path.as_uri()},
+        params={"base": tmp_path.as_uri(), "checkpoint_every": 7},
         default_args={"owner": "lakeloop", "retries": 1, "retry_delay": timedelta(0)},
     ) as dag:
         TFOnSparkOperator(
@@ -164,6 +183,7 @@ def test_an_airflow_retry_starts_a_new_application_that_resumes_from_the_checkpo
             trainer=TINY_TRAINER,
             checkpoint_dir="{{ params.base }}/checkpoints/{{ run_id | replace(':', '_') }}",
             output_dir="{{ params.base }}/models/dt={{ ds }}",
+            checkpoint_every="{{ params.checkpoint_every }}",
             trainer_args={
                 "fail_at_step": "30",
                 "fail_mode": "raise",
@@ -188,7 +208,8 @@ def test_an_airflow_retry_starts_a_new_application_that_resumes_from_the_checkpo
     assert task_instance.try_number == 2, "the first try failed in the middle of training"
     assert failed_once.exists() and shutdowns.exists()
     summary = returned_summary(dag_run)
-    assert summary["resumed_from_step"] == 30, "the retry restored the checkpoint saved at step 30"
+    assert summary["resumed_from_step"] == 28, "the retry restored the checkpoint of step 28 (every 7 steps, as the " \
+        "task asked; the trainer's own interval is 10)"
     assert summary["global_step"] == 96
     assert summary["workers"] == 1 and summary["rows"] == 1501
     model_dir = tmp_path / "models" / "dt=2026-11-20"

@@ -20,7 +20,7 @@ import tempfile  # noqa: E402
 
 from tfspark.config import DEFAULT_CACHE_MEMORY_BYTES, RunConfig  # noqa: E402
 from tfspark.driver.runner import run_trainer, shutdown_trainer  # noqa: E402
-from tfspark.driver.submit import parse_key_values, trainer_class  # noqa: E402
+from tfspark.driver.submit import add_checkpoint_arguments, parse_key_values, trainer_class  # noqa: E402
 from tfspark.driver.workers import worker_count  # noqa: E402
 from tfspark.trainer import TFSparkTrainer  # noqa: E402
 
@@ -40,6 +40,7 @@ def parser() -> argparse.ArgumentParser:
     args.add_argument("--gpus-per-worker", type=int, default=0)
     args.add_argument("--checkpoint-dir", help="file:// URL or path (default: <output-dir>/checkpoints)")
     args.add_argument("--output-dir", help="file:// URL or path (default: a new temporary directory)")
+    add_checkpoint_arguments(args)
     args.add_argument("--trainer-arg", action="append", default=[], metavar="KEY=VALUE")
     args.add_argument("--cache-memory-mb", type=int, default=DEFAULT_CACHE_MEMORY_BYTES // 2**20)
     return args
@@ -56,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         output_dir=output_dir,
         num_workers=options.num_workers,
         gpus_per_worker=options.gpus_per_worker,
+        checkpoint_every=options.checkpoint_every,
+        checkpoint_seconds=options.checkpoint_seconds,
         cache_memory_bytes=options.cache_memory_mb * 2**20,
         trainer_name=options.trainer,
     )

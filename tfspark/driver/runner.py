@@ -136,7 +136,9 @@ def _task_payload(
         batch_size=trainer.batch_size,
         epochs=trainer.epochs,
         label_column=trainer.label_column,
-        checkpoint_every=trainer.checkpoint_every,
+        checkpoint_every=config.checkpoint_every or trainer.checkpoint_every,
+        checkpoint_seconds=(config.checkpoint_seconds if config.checkpoint_seconds is not None
+                            else trainer.checkpoint_seconds),
         shuffle=trainer.shuffle,
         seed=trainer.seed,
         parquet=parquet,

@@ -54,6 +54,8 @@ class SubmitOptions:
     python_env: str | None = None
     trainer_args: dict[str, str] = field(default_factory=dict)
     cache_memory_mb: int | None = None
+    checkpoint_every: int | None = None
+    checkpoint_seconds: float | None = None
 
 
 @dataclass
@@ -161,6 +163,10 @@ def application_args(options: SubmitOptions) -> list[str]:
         args += ["--output-dir", options.output_dir]
     if options.cache_memory_mb is not None:
         args += ["--cache-memory-mb", str(options.cache_memory_mb)]
+    if options.checkpoint_every is not None:
+        args += ["--checkpoint-every", str(options.checkpoint_every)]
+    if options.checkpoint_seconds is not None:
+        args += ["--checkpoint-seconds", f"{options.checkpoint_seconds:g}"]
     for key, value in options.trainer_args.items():
         args += ["--trainer-arg", f"{key}={value}"]
     return args
@@ -195,6 +201,26 @@ def whole_number(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+def positive_seconds(text: str) -> float:
+    """An argparse type: a number of seconds above 0."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, got {text!r}")
+    return seconds
+
+
+def add_checkpoint_arguments(args: argparse.ArgumentParser) -> None:
+    """`--checkpoint-every` and `--checkpoint-seconds`, shared by `tfspark-submit` and the driver application."""
+    args.add_argument("--checkpoint-every", type=whole_number(1), metavar="STEPS",
+                      help="save a checkpoint every STEPS steps (default: the trainer's checkpoint_every)")
+    args.add_argument("--checkpoint-seconds", type=positive_seconds, metavar="SECONDS",
+                      help="also save one when SECONDS passed since the last (default: the trainer's "
+                           "checkpoint_seconds, else off)")
+
+
 def _parser() -> argparse.ArgumentParser:
     args = argparse.ArgumentParser(
         prog="tfspark-submit",
@@ -209,6 +235,7 @@ def _parser() -> argparse.ArgumentParser:
     args.add_argument("--gpus-per-worker", type=whole_number(0), default=0)
     args.add_argument("--checkpoint-dir", help="file:// URL or path; reuse it to resume a run")
     args.add_argument("--output-dir", help="file:// URL or path for model.keras and train_summary.json")
+    add_checkpoint_arguments(args)
     args.add_argument("--python-env", help="packed venv/conda archive for the executors (venv-pack, conda-pack)")
     args.add_argument("--trainer-arg", action="append", default=[], metavar="KEY=VALUE")
     args.add_argument("--cache-memory-mb", type=int, help="per-worker feed cache in memory before spilling")
@@ -277,6 +304,8 @@ def _command(parsed: argparse.Namespace, spark_args: list[str], verbatim: list[s
         python_env=parsed.python_env,
         trainer_args=parse_key_values(parsed.trainer_arg),
         cache_memory_mb=parsed.cache_memory_mb,
+        checkpoint_every=parsed.checkpoint_every,
+        checkpoint_seconds=parsed.checkpoint_seconds,
     )
     master, user_conf, deploy_mode, rest = _split_spark_args(spark_args)
     master = master or f"local[{options.num_workers or '*'}]"

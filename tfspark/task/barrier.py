@@ -62,6 +62,7 @@ class TaskPayload:
     epochs: int
     label_column: str
     checkpoint_every: int
+    checkpoint_seconds: float | None
     shuffle: bool
     seed: int
     parquet: ParquetFeedPlan | None = None
@@ -204,6 +205,7 @@ def _train(
         checkpoint_dir=url_to_path(config.checkpoint_dir),
         output_dir=url_to_path(config.output_dir),
         checkpoint_every=payload.checkpoint_every,
+        checkpoint_seconds=payload.checkpoint_seconds,
         log_every=config.log_every,
         rows=sum(info.rows for info in cluster.workers),
         feed=feed,

@@ -26,11 +26,13 @@ class FitContext(Protocol):
 
     strategy: Any
     rank: int
+    num_workers: int
     epochs: int
     steps_per_epoch: int
     batch_size: int
     checkpoint_dir: str
     checkpoint_every: int
+    checkpoint_seconds: float | None
     log_every: int
     feed: BatchFeed | None
 
@@ -86,6 +88,20 @@ def _steps_until(step: int, every: int) -> int:
     return every - step % every if every > 0 else 1 << 62
 
 
+def _checkpoint_due_by_time(ctx: FitContext, last_save: float) -> bool:
+    """Whether `ctx.checkpoint_seconds` have passed since the last save. Every worker must call the same
+    collectives, so with several workers they agree: a save is due when it is due on any of them."""
+    if not ctx.checkpoint_seconds:
+        return False
+    due = time.monotonic() - last_save >= ctx.checkpoint_seconds
+    if ctx.num_workers == 1:
+        return due
+    import tensorflow as tf
+
+    votes = ctx.strategy.run(lambda: tf.constant(1.0 if due else 0.0))
+    return float(ctx.strategy.reduce(tf.distribute.ReduceOp.SUM, votes, axis=None)) > 0
+
+
 def run_fit(
     ctx: FitContext,
     model: Any,
@@ -117,7 +133,7 @@ def run_fit(
         train_steps = make_train_steps(strategy, model, optimizer, loss_fn)
         epoch_losses: list[float] = []
         log_step, log_time = step, time.monotonic()
-        first_step, started = step, log_time
+        first_step, started, last_save = step, log_time, log_time
         while step < total:
             # Every worker derives the chunk from the global step alone, so all of them call the same collectives.
             chunk = min(
@@ -149,8 +165,9 @@ def run_fit(
             if epoch_done and step < total:
                 epoch_losses.append(loss_sum / loss_steps)
                 loss_sum, loss_steps = 0.0, 0
-            if step % ctx.checkpoint_every == 0 or step == total:
+            if step % ctx.checkpoint_every == 0 or step == total or _checkpoint_due_by_time(ctx, last_save):
                 checkpoint.save(step, loss_sum, loss_steps)
+                last_save = time.monotonic()
             if on_step_end is not None:
                 on_step_end(step, chunk_loss / chunk)
         final_loss = loss_sum / loss_steps if loss_steps else None

@@ -32,3 +32,4 @@ def test_driver_options_default_to_one_cpu_worker_per_executor():
         None,
     )
     assert options.cache_memory_mb == 512
+    assert (options.checkpoint_every, options.checkpoint_seconds) == (None, None), "the trainer's own interval"

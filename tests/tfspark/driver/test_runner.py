@@ -50,3 +50,16 @@ def test_columns_are_checked_on_the_driver_before_any_task_starts():
         validate_schema(T.StructType(fields), "rating")
     with pytest.raises(ValueError, match="at least one feature"):
         validate_schema(T.StructType(fields[1:]), "label")
+
+
+@pytest.mark.parametrize(
+    ("run_every", "run_seconds", "expected"),
+    [(None, None, (200, None)), (50, None, (50, None)), (None, 120.0, (200, 120.0)), (7, 3.5, (7, 3.5))],
+)
+def test_a_runs_checkpoint_interval_overrides_the_trainers(tmp_path, run_every, run_seconds, expected):
+    from tfspark.driver.runner import _task_payload
+
+    config = RunConfig(checkpoint_dir=str(tmp_path / "ckpt"), output_dir=str(tmp_path / "out"),
+                       checkpoint_every=run_every, checkpoint_seconds=run_seconds)
+    payload = _task_payload(TFSparkTrainer(), config, (), None)
+    assert (payload.checkpoint_every, payload.checkpoint_seconds) == expected

@@ -60,6 +60,7 @@ def test_tfspark_options_go_to_the_driver_and_the_rest_to_spark_submit():
             "--driver-memory", "2g",
             "--conf", "spark.pyspark.python=/opt/py/bin/python",
             "--cache-memory-mb", "64",
+            "--checkpoint-every", "500", "--checkpoint-seconds", "90.5",
         ]
     )  # fmt: skip
     assert command[1:3] == ["--master", "local[2,3]"]
@@ -74,6 +75,7 @@ def test_tfspark_options_go_to_the_driver_and_the_rest_to_spark_submit():
         "--checkpoint-dir", "file:///lake/checkpoints/fm/run1",
         "--output-dir", "file:///lake/models/fm/dt=2026-11-20",
         "--cache-memory-mb", "64",
+        "--checkpoint-every", "500", "--checkpoint-seconds", "90.5",
         "--trainer-arg", "day=2026-11-20", "--trainer-arg", "expr=a=b",
     ]  # fmt: skip
 
@@ -151,7 +153,10 @@ def test_the_console_script_is_installed_and_answers():
     [("--num-workers", "0", "`auto` or a whole number at least 1"),
      ("--num-workers", "-2", "`auto` or a whole number at least 1"),
      ("--num-workers", "two", "`auto` or a whole number at least 1"),
-     ("--gpus-per-worker", "-1", "a whole number at least 0")],
+     ("--gpus-per-worker", "-1", "a whole number at least 0"),
+     ("--checkpoint-every", "0", "a whole number at least 1"),
+     ("--checkpoint-seconds", "0", "a number of seconds above 0"),
+     ("--checkpoint-seconds", "inf", "a number of seconds above 0")],
 )
 def test_worker_and_gpu_counts_out_of_range_are_refused(capsys, option, value, expected):
     with pytest.raises(SystemExit) as exit_:

@@ -38,7 +38,8 @@ def squared_error(labels, predictions):
 
 
 def run(tmp_path: Path, checkpoint_dir: Path | str, on_step_end=None, rank: int = 0,
-        output_dir: str | None = None) -> tuple[dict, list, TrainContext]:
+        output_dir: str | None = None, checkpoint_every: int = 4,
+        checkpoint_seconds: float | None = None) -> tuple[dict, list, TrainContext]:
     """Train the tiny model for EPOCHS on the linear rows; return fit's result, the weights and the context."""
     import tensorflow as tf
 
@@ -56,7 +57,8 @@ def run(tmp_path: Path, checkpoint_dir: Path | str, on_step_end=None, rank: int 
             per_worker_batch_size=BATCH,
             checkpoint_dir=str(checkpoint_dir),
             output_dir=output_dir or str(tmp_path / "output"),
-            checkpoint_every=4,
+            checkpoint_every=checkpoint_every,
+            checkpoint_seconds=checkpoint_seconds,
             log_every=7,
             feed=feed,
         )
@@ -83,6 +85,30 @@ def test_fit_learns_and_checkpoints_every_k_steps(tmp_path):
     assert tf.train.latest_checkpoint(str(tmp_path / "ckpt")).endswith("ckpt-30")
     kept = sorted(int(path.name.split("-")[1].split(".")[0]) for path in (tmp_path / "ckpt").glob("ckpt-*.index"))
     assert kept == [24, 28, 30], "every 4 steps and at the end, the last 3 kept"
+
+
+def checkpoint_steps(directory: Path) -> list[int]:
+    """The steps of the checkpoints kept in `directory`."""
+    return sorted(int(path.name.split("-")[1].split(".")[0]) for path in directory.glob("ckpt-*.index"))
+
+
+def test_checkpoint_seconds_saves_when_that_much_time_passed_since_the_last_save(tmp_path, monkeypatch):
+    class Clock:
+        now = 0.0
+
+        def monotonic(self) -> float:
+            return self.now
+
+    clock = Clock()
+    monkeypatch.setattr("tfspark.task.loop.time", clock)
+
+    def slow_steps(step: int, loss: float) -> None:
+        clock.now += 10.0 if step in (5, 17) else 0.001
+
+    result, _, _ = run(tmp_path, tmp_path / "ckpt", on_step_end=slow_steps, checkpoint_every=1000,
+                       checkpoint_seconds=9.0)
+    assert result["global_step"] == 30
+    assert checkpoint_steps(tmp_path / "ckpt") == [6, 18, 30], "the step after each slow one, and at the end"
 
 
 def test_an_interrupted_fit_resumes_where_it_stopped_and_ends_like_an_uninterrupted_one(tmp_path):
