@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import subprocess
+import tempfile
+import time
 from dataclasses import asdict, dataclass
 from datetime import date
 from importlib import metadata
@@ -25,6 +28,7 @@ DAY_TAG = "lakeloop.day"
 GATE_ALIAS_TAG = "lakeloop.gate.alias"
 SHA_TAG = "lakeloop.model_sha256"
 DAG_RUN_TAG = "lakeloop.dag_run"
+SAVED_MODEL_DIR = "saved_model"
 
 
 @dataclass(frozen=True)
@@ -161,6 +165,18 @@ def load_champion(model_name: str, tracking_uri: str) -> Champion | None:
     return Champion(version=champion.version, day=champion.day, model=model)
 
 
+def _log_training_curves(client, run_id: str, summary: dict) -> None:
+    """The training job's per-epoch loss and throughput as step-indexed metrics (step = epoch), which the MLflow UI
+    draws as curves; once per run (a rerun of the registration would append the same points again)."""
+    from mlflow.entities import Metric
+
+    timestamp = int(time.time() * 1000)
+    metrics = [Metric(f"train_{name}", float(epoch[name]), timestamp, int(epoch["epoch"]))
+               for epoch in summary.get("epoch_metrics") or [] for name in ("loss", "examples_per_second")]
+    if metrics and not client.get_metric_history(run_id, "train_loss"):
+        client.log_batch(run_id, metrics=metrics)
+
+
 def _log_model(model_path: Path, model_name: str, lake: Lake, day: date):
     """Log and register the Keras model with a signature and an input example from the evaluation set."""
     import keras
@@ -172,8 +188,20 @@ def _log_model(model_path: Path, model_name: str, lake: Lake, day: date):
     model = keras.saving.load_model(model_path)
     example = model_inputs(read_features(lake, day, "eval").slice(0, 5))
     signature = infer_signature(example, model.predict(example, verbose=0))
+    _log_saved_model(model)
     return mlflow.tensorflow.log_model(model, name="model", registered_model_name=model_name, signature=signature,
                                        input_example=example, pip_requirements=model_requirements())
+
+
+def _log_saved_model(model) -> None:
+    """The model as a TensorFlow SavedModel with a `serving_default` signature, in the run's `saved_model/`
+    artifacts: what TF Serving and `tf.saved_model.load` take, without Keras or lakeloop code."""
+    import mlflow
+
+    with tempfile.TemporaryDirectory(prefix="lakeloop-saved-model-") as scratch:
+        path = os.path.join(scratch, SAVED_MODEL_DIR)
+        model.export(path, format="tf_saved_model", verbose=False)
+        mlflow.log_artifacts(path, SAVED_MODEL_DIR)
 
 
 def model_requirements() -> list[str]:
@@ -215,6 +243,7 @@ def register_model(lake: Lake | Path | str, model_name: str, day: date, tracking
             mlflow.log_artifacts(str(local / REPORT_DIR), REPORT_DIR)
             mlflow.log_dict(evaluation, f"{REPORT_DIR}/{EVALUATION}")
             mlflow.log_dict(summary, TRAIN_SUMMARY)
+            _log_training_curves(client, run_id, summary)
             if versions:
                 version = str(versions[0].version)
                 log.info("%s for %s is already version %s (DAG run %s)", model_name, day, version, lineage.dag_run)

@@ -36,7 +36,7 @@ def relayed(text: str) -> str:
 def step_line(step: int, total: int = 400, epoch: int = 1, epochs: int = 4) -> str:
     """A tfspark chief's training line as the SparkSubmitHook relays it into the task log."""
     return (f"2026-12-03T06:43:10.000000Z [info     ] 2026-12-03 06:43:10,000 tfspark[rank 0] INFO rank 0 step "
-            f"{step}/{total} epoch {epoch}/{epochs} loss 1.04321 examples/s 9120 {HOOK}\n")
+            f"{step}/{total} epoch {epoch}/{epochs} loss 1.04321 examples/s 9120 ETA 30 s {HOOK}\n")
 
 
 def test_training_lines_give_steps_epochs_and_an_eta_from_the_observed_rate():

@@ -64,7 +64,9 @@ def retrain(lake, tracking: str, model, run_id: str) -> tuple[dict, dict]:
     directory = model_dir(lake, MODEL, DAY)
     directory.mkdir(parents=True, exist_ok=True)
     model.save(directory / MODEL_FILE)
-    write_json(directory / TRAIN_SUMMARY, {"global_step": 10, "rows": 1800, "epoch_losses": [1.2, 0.9]})
+    write_json(directory / TRAIN_SUMMARY, {"global_step": 10, "rows": 1800, "epoch_losses": [1.2, 0.9],
+                                           "epoch_metrics": [{"epoch": 1, "loss": 1.2, "examples_per_second": 900.0},
+                                                             {"epoch": 2, "loss": 0.9, "examples_per_second": 950.0}]})
     metrics = evaluate_model(lake, MODEL, DAY, load_champion(MODEL, tracking))
     return metrics, register_model(lake, MODEL, DAY, tracking, lineage(run_id))
 
@@ -121,6 +123,28 @@ def test_the_gate_decides_the_alias_and_reruns_register_nothing_twice(feature_la
     assert info.saved_input_example_info is not None
     on_disk = json.loads((model_dir(feature_lake, MODEL, DAY) / REGISTRATION).read_text())
     assert on_disk == better and on_disk["model_uri"] == f"models:/{MODEL}/3"
+
+    assert [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "train_loss")] == [(1, 1.2), (2, 0.9)]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train_examples_per_second")] == [1, 2]
+    assert_the_saved_model_scores_as_the_keras_model(feature_lake, tracking, better["run_id"])
+
+
+def assert_the_saved_model_scores_as_the_keras_model(lake, tracking: str, run_id: str) -> None:
+    """The run's `saved_model/` artifact, loaded by TensorFlow alone, gives the Keras model's outputs."""
+    import keras
+    import mlflow
+    import tensorflow as tf
+
+    mlflow.set_tracking_uri(tracking)
+    served = tf.saved_model.load(mlflow.artifacts.download_artifacts(f"runs:/{run_id}/saved_model"))
+    inputs = model_inputs(read_features(lake, DAY, "eval").slice(0, 64))
+    signature = served.signatures["serving_default"]
+    outputs = signature(**{name: tf.constant(inputs[name]) for name in signature.structured_input_signature[1]})
+    expected = keras.saving.load_model(model_dir(lake, MODEL, DAY) / MODEL_FILE).predict(inputs, verbose=0)
+    assert set(outputs) == set(expected) == {"rating", "ranking_score"}
+    for name, values in expected.items():
+        np.testing.assert_allclose(outputs[name].numpy().reshape(-1), np.asarray(values).reshape(-1), rtol=1e-5,
+                                   atol=1e-5)
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from tfspark.task.checkpoint import TrainingCheckpoint
+from tfspark.task.tensorboard import TensorBoardLog, current_learning_rate
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -116,6 +117,7 @@ def run_fit(
     strategy = ctx.strategy
     _ensure_built(strategy, model, optimizer, dataset)
     checkpoint = TrainingCheckpoint(strategy, model, optimizer, ctx.checkpoint_dir, is_chief=ctx.is_chief)
+    board = TensorBoardLog(ctx.checkpoint_dir) if ctx.is_chief else None
     try:
         resumed_from = checkpoint.restore()
         step = resumed_from or 0
@@ -132,8 +134,10 @@ def run_fit(
                         else strategy.distribute_datasets_from_function(lambda _: dataset))
         train_steps = make_train_steps(strategy, model, optimizer, loss_fn)
         epoch_losses: list[float] = []
+        epoch_metrics: list[dict[str, float]] = []
         log_step, log_time = step, time.monotonic()
         first_step, started, last_save = step, log_time, log_time
+        epoch_step, epoch_time = step, log_time
         while step < total:
             # Every worker derives the chunk from the global step alone, so all of them call the same collectives.
             chunk = min(
@@ -148,11 +152,12 @@ def run_fit(
             loss_sum += chunk_loss
             loss_steps += chunk
             epoch_done = step % ctx.steps_per_epoch == 0
-            if ctx.is_chief and (step % ctx.log_every == 0 or epoch_done or step == total):
-                now = time.monotonic()
+            now = time.monotonic()
+            if board is not None and (step % ctx.log_every == 0 or epoch_done or step == total):
                 rate = (step - log_step) * ctx.batch_size / max(now - log_time, 1e-9)
+                eta = (total - step) * (now - started) / max(step - first_step, 1)
                 logger.info(
-                    "rank %d step %d/%d epoch %d/%d loss %.5f examples/s %.0f",
+                    "rank %d step %d/%d epoch %d/%d loss %.5f examples/s %.0f ETA %.0f s",
                     ctx.rank,
                     step,
                     total,
@@ -160,14 +165,26 @@ def run_fit(
                     ctx.epochs,
                     loss_sum / loss_steps,
                     rate,
+                    eta,
                 )
+                board.scalars(step, {"loss": loss_sum / loss_steps, "examples_per_second": rate,
+                                     "learning_rate": current_learning_rate(optimizer)})
                 log_step, log_time = step, now
+            if epoch_done or step == total:
+                epoch_metrics.append({
+                    "epoch": -(-step // ctx.steps_per_epoch),
+                    "loss": loss_sum / loss_steps,
+                    "examples_per_second": (step - epoch_step) * ctx.batch_size / max(now - epoch_time, 1e-9),
+                })
+                epoch_step, epoch_time = step, now
             if epoch_done and step < total:
                 epoch_losses.append(loss_sum / loss_steps)
                 loss_sum, loss_steps = 0.0, 0
             if step % ctx.checkpoint_every == 0 or step == total or _checkpoint_due_by_time(ctx, last_save):
                 checkpoint.save(step, loss_sum, loss_steps)
                 last_save = time.monotonic()
+                if board is not None:
+                    board.flush()
             if on_step_end is not None:
                 on_step_end(step, chunk_loss / chunk)
         final_loss = loss_sum / loss_steps if loss_steps else None
@@ -179,8 +196,12 @@ def run_fit(
             "global_step": step,
             "resumed_from_step": resumed_from,
             "epoch_losses": epoch_losses,
+            "epoch_metrics": epoch_metrics,
+            "tensorboard_dir": board.url if board is not None else None,
             "fit_seconds": round(fit_seconds, 3),
             "examples_per_second": round((step - first_step) * ctx.batch_size / max(fit_seconds, 1e-9), 1),
         }
     finally:
         checkpoint.close()
+        if board is not None:
+            board.close()

@@ -83,8 +83,33 @@ def test_fit_learns_and_checkpoints_every_k_steps(tmp_path):
     assert result["fit_seconds"] > 0 and result["examples_per_second"] == pytest.approx(
         30 * BATCH / result["fit_seconds"], rel=0.01)
     assert tf.train.latest_checkpoint(str(tmp_path / "ckpt")).endswith("ckpt-30")
-    kept = sorted(int(path.name.split("-")[1].split(".")[0]) for path in (tmp_path / "ckpt").glob("ckpt-*.index"))
-    assert kept == [24, 28, 30], "every 4 steps and at the end, the last 3 kept"
+    assert checkpoint_steps(tmp_path / "ckpt") == [24, 28, 30], "every 4 steps and at the end, the last 3 kept"
+    assert [epoch["epoch"] for epoch in result["epoch_metrics"]] == [1, 2, 3]
+    assert [epoch["loss"] for epoch in result["epoch_metrics"]] == pytest.approx(result["epoch_losses"])
+    assert all(epoch["examples_per_second"] > 0 for epoch in result["epoch_metrics"])
+
+
+def test_the_chief_writes_loss_throughput_and_learning_rate_for_tensorboard(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    result, _, _ = run(tmp_path, tmp_path / "ckpt")
+    assert result["tensorboard_dir"] == str(tmp_path / "ckpt" / "tensorboard")
+    events = EventAccumulator(result["tensorboard_dir"], size_guidance={"tensors": 0})
+    events.Reload()
+    assert set(events.Tags()["tensors"]) == {"loss", "examples_per_second", "learning_rate"}
+    logged = {name: [(event.step, float(tf_value(event))) for event in events.Tensors(name)]
+              for name in ("loss", "learning_rate")}
+    assert [step for step, _ in logged["loss"]] == [7, 10, 14, 20, 21, 28, 30], "every 7 steps and at epoch ends"
+    assert all(value == pytest.approx(0.2) for _, value in logged["learning_rate"])
+    _, _, other = run(tmp_path / "other", tmp_path / "other" / "ckpt", rank=1)
+    assert not (tmp_path / "other" / "ckpt" / "tensorboard").exists(), "only the chief writes events"
+
+
+def tf_value(event) -> float:
+    """The scalar of a TensorBoard tensor event."""
+    import tensorflow as tf
+
+    return tf.make_ndarray(event.tensor_proto).item()
 
 
 def checkpoint_steps(directory: Path) -> list[int]:
@@ -172,6 +197,9 @@ def test_checkpoints_and_the_model_on_s3_survive_an_interrupted_fit(tmp_path, s3
         run(tmp_path / "a", checkpoints, on_step_end=die_at_step_14, output_dir=output)
     resumed, weights, chief = run(tmp_path / "b", checkpoints, output_dir=output)
     assert resumed["resumed_from_step"] == 12 and resumed["global_step"] == 30
+    board = RemoteDirectory.for_url(resumed["tensorboard_dir"])
+    assert resumed["tensorboard_dir"] == f"{checkpoints}/tensorboard"
+    assert len([name for name in board.names() if name.startswith("events.out.tfevents.")]) == 2, "one per attempt"
 
     model, _ = tiny_model()
     for variable, value in zip(model.weights, weights, strict=True):
