@@ -1,12 +1,14 @@
 """`lakeloop run` end to end, as a user sees it: a real day of the DAG (embedded broker, Airflow `dags test`, Spark,
-TensorFlow, MLflow) with its output captured, then a day whose Spark master is unusable. One successful run for the
-whole module (it takes minutes)."""
+TensorFlow, MLflow) on a MovieLens slice with its output captured, then a day whose Spark master is unusable. One
+successful run for the whole module (it takes minutes)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -25,6 +27,7 @@ from lakeloop.services import free_port, port_open
 pytestmark = pytest.mark.slow
 
 DAY = date(2026, 11, 20)
+EVENTS = 5_000
 FAILING_DAY = date(2026, 11, 21)
 TASKS = ["ingest_ratings", "spark_etl", "spark_features", "train_model", "evaluate_model", "register_model",
          "batch_predict"]
@@ -70,20 +73,30 @@ def state(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def successful_run(state: Path) -> Run:
-    """One day of `lakeloop run` on MovieLens 100K."""
-    env = project_environment(state)
-    return lakeloop(env, "run", "--days", "1", "--end-date", DAY.isoformat(),
-                    "--dataset-dir", str(load_settings({}).dataset_dir))
+def dataset_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The first EVENTS ratings of the MovieLens 100K `make setup` fetched, with its whole catalog, in the same
+    (RecBole) files: what a user's small data set looks like to `--dataset-dir`. A day of 100K events takes minutes
+    longer and shows nothing more."""
+    source, directory = load_settings({}).dataset_dir, tmp_path_factory.mktemp("ml-slice")
+    with (source / "ml-100k.inter").open() as ratings:
+        (directory / "ml-100k.inter").write_text("".join(itertools.islice(ratings, EVENTS + 1)))
+    shutil.copy(source / "ml-100k.item", directory / "ml-100k.item")
+    return directory
 
 
 @pytest.fixture(scope="module")
-def failed_run(successful_run: Run) -> Run:
+def successful_run(state: Path, dataset_dir: Path) -> Run:
+    """One day of `lakeloop run` on the MovieLens slice."""
+    env = project_environment(state)
+    return lakeloop(env, "run", "--days", "1", "--end-date", DAY.isoformat(), "--dataset-dir", str(dataset_dir))
+
+
+@pytest.fixture(scope="module")
+def failed_run(successful_run: Run, dataset_dir: Path) -> Run:
     """The next day, with a `spark_default` connection whose master Spark refuses: spark_etl fails."""
     env = {**successful_run.env, "AIRFLOW_CONN_SPARK_DEFAULT": json.dumps({"conn_type": "spark",
                                                                            "host": "nowhere://spark-master"})}
-    return lakeloop(env, "run", "--days", "1", "--end-date", FAILING_DAY.isoformat(),
-                    "--dataset-dir", str(load_settings({}).dataset_dir))
+    return lakeloop(env, "run", "--days", "1", "--end-date", FAILING_DAY.isoformat(), "--dataset-dir", str(dataset_dir))
 
 
 def log_directory(run: Run) -> Path:
@@ -102,7 +115,7 @@ def test_the_run_shows_each_task_of_the_day_with_its_state_and_duration(successf
     for task in TASKS:
         assert any(re.fullmatch(rf"2026-11-20  {task} +(success|skipped) +{DURATION}.*", line) for line in lines), (
             task, successful_run.stdout)
-    assert re.search(r"2026-11-20  ingest_ratings +success +.*  100000 rows written \(read 100000, rejected 0\)",
+    assert re.search(rf"2026-11-20  ingest_ratings +success +.*  {EVENTS} rows written \(read {EVENTS}, rejected 0\)",
                      successful_run.stdout)
     training = [line for line in lines if re.match(r"2026-11-20  train_model +running", line)]
     assert any(re.search(r"step \d+/\d+, epoch \d+/\d+", line) for line in training), training
@@ -129,7 +142,7 @@ def test_the_summary_shows_the_scorers_the_gate_used_and_its_reason(successful_r
     lake = Lake.from_url((state / "lake").as_uri())
     evaluation = lake.read_json(f"{lake.partition('models/lakeloop-fm', DAY)}/{EVALUATION}")
     summary = successful_run.stdout[successful_run.stdout.index("lakeloop summary"):].splitlines()
-    assert summary[1] == "2026-11-20  ingested 100000 (read 100000, rejected 0)"
+    assert summary[1] == f"2026-11-20  ingested {EVENTS} (read {EVENTS}, rejected 0)"
     assert re.fullmatch(r"  scorer +RMSE +NDCG@10", summary[2])
     assert re.fullmatch(rf"  model +{evaluation['rmse']:.4f} +{evaluation['ndcg_at_10']:.4f}", summary[3])
     bias_baseline = (rf"  bias baseline +{evaluation['bias_baseline_rmse']:.4f} +"
