@@ -1,4 +1,5 @@
-"""`TrainContext`: what a worker's `train` knows about the cluster and the run, plus `fit` and `save_model`.
+"""`TrainContext`: what a worker's `train` knows about the cluster and the run, plus `fit` and `save_model`, and
+for Keras `model.fit` (`TFSparkTrainer.keras_fit`) `backup_dir` and `keras_fit_callback`.
 
 Built in every barrier task; `fit` runs the task side's training loop (`tfspark.task.loop`). See docs/tfspark.md.
 """
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tfspark.storage import RemoteDirectory
+from tfspark.task.keras_fit import backup_directory, fit_callback
 from tfspark.task.loop import LossFn, StepCallback, run_fit
 
 if TYPE_CHECKING:
@@ -30,7 +32,9 @@ class TrainContext:
     """What a worker's `train` needs to know about the cluster and the run, plus the training helpers.
 
     `batch_size` is the global batch; each worker's dataset yields `per_worker_batch_size` rows per batch
-    and exactly `steps_per_epoch * epochs` steps' worth of batches, the same on every worker.
+    and exactly `steps_per_epoch * epochs` steps' worth of batches, the same on every worker. For a `keras_fit`
+    trainer its batches hold `batch_size` rows instead, as `model.fit` under a strategy expects: fit splits each
+    over the workers' replicas, so a step still trains `per_worker_batch_size` of this worker's rows.
     """
 
     strategy: Any
@@ -46,6 +50,7 @@ class TrainContext:
     checkpoint_seconds: float | None = None
     log_every: int = 100
     rows: int = 0
+    keras_fit: bool = False
     feed: BatchFeed | None = field(default=None, repr=False)
     fit_result: dict[str, Any] | None = None
 
@@ -87,8 +92,26 @@ class TrainContext:
             "epoch_losses": [mean loss of each epoch finished in this run], "fit_seconds": the loop's seconds
             (checkpoints included), "examples_per_second": examples trained in this run / fit_seconds}`.
         """
+        if self.keras_fit:
+            raise RuntimeError(
+                "ctx.fit is tfspark's own loop, but this trainer sets keras_fit = True, so its dataset is batched "
+                "for Keras model.fit: call model.fit (docs/tfspark.md, Keras fit) or set keras_fit = False"
+            )
         self.fit_result = run_fit(self, model, optimizer, loss_fn, dataset, on_step_end)
         return self.fit_result
+
+    @property
+    def backup_dir(self) -> str:
+        """Where `tf.keras.callbacks.BackupAndRestore(ctx.backup_dir)` keeps `model.fit`'s state:
+        `<checkpoint_dir>/keras-backup`, the same for every attempt, so a rerun (Spark's retry of the stage, or a
+        new application on the same checkpoint directory) resumes from the last epoch backed up."""
+        return backup_directory(self.checkpoint_dir)
+
+    def keras_fit_callback(self) -> Any:
+        """A Keras callback for `model.fit(..., callbacks=[..., ctx.keras_fit_callback()])`: it logs each epoch on
+        the chief and fills `fit_result`, so the training summary gets fit's `loss`, `global_step`,
+        `epochs_trained`, `stopped_early` and `resumed_from_step`/`resumed_from_epoch` (BackupAndRestore's)."""
+        return fit_callback(self)
 
     def save_model(self, model: Any) -> str | None:
         """Save `model` to `<output_dir>/model.keras` on the chief; return that path (None elsewhere).

@@ -23,6 +23,11 @@ class TFSparkTrainer:
     others are features), `checkpoint_every` the steps between checkpoints and `checkpoint_seconds` (None: off) the
     longest time between them, `shuffle`/`seed` the feed's per-pass shuffling. A run's `--checkpoint-every` and
     `--checkpoint-seconds` override the two.
+
+    `keras_fit = True` says `train` trains with Keras `model.fit` instead of `ctx.fit`: every task then routes
+    `tf.keras` to tf-keras (Keras 2, `TF_USE_LEGACY_KERAS=1` set before TensorFlow is imported; Keras 3's fit fails
+    under `MultiWorkerMirroredStrategy`) and hands `train` a dataset batched for fit. Build the model with
+    `tf.keras` (or `import tf_keras`), not `import keras`; `ctx.backup_dir` and `ctx.keras_fit_callback()` serve fit.
     """
 
     batch_size: int = 1024
@@ -32,6 +37,7 @@ class TFSparkTrainer:
     checkpoint_seconds: float | None = None
     shuffle: bool = True
     seed: int = 0
+    keras_fit: bool = False
 
     def __init__(self, **kwargs: str) -> None:
         """Receive the `--trainer-arg KEY=VALUE` pairs (as strings) in `self.args`."""

@@ -149,6 +149,15 @@ class ConcurrentRuns:
             self._finished[name] = finish_submit(process, output_dir)
         return self._finished[name]
 
+    def recovered_summary(self, name: str) -> dict:
+        """The summary of scenario `name`, checked: a worker really died (its `<name>.marker` fail marker exists,
+        Spark saw the Python worker exit) and the rerun finished."""
+        result = self.result(name)
+        assert result.returncode == 0, result.log_tail()
+        assert self.path(f"{name}.marker").exists(), "the injected failure did not happen"
+        assert "Python worker exited unexpectedly" in result.stderr
+        return result.summary
+
     def stop_all(self) -> None:
         """Kill whatever still runs (after a failed test)."""
         for process, _ in self._started.values():

@@ -93,6 +93,10 @@ class TinyRatingsTrainer(TFSparkTrainer):
     def _maybe_fail(self, ctx: TrainContext, step: int, loss: float) -> None:
         if step != int(self.args["fail_at_step"]) or ctx.rank != int(self.args.get("fail_rank", "0")):
             return
+        self.fail_once(f"step {step}")
+
+    def fail_once(self, where: str) -> None:
+        """Fail as `fail_mode` says unless `fail_marker` exists, creating it on the way down (a retry succeeds)."""
         marker = Path(self.args["fail_marker"])
         try:
             marker.touch(exist_ok=False)
@@ -100,7 +104,20 @@ class TinyRatingsTrainer(TFSparkTrainer):
             return
         if self.args.get("fail_mode", "exit") == "exit":
             os._exit(3)
-        raise RuntimeError(f"injected failure at step {step}")
+        raise RuntimeError(f"injected failure at {where}")
+
+    def build_model(self, keras: Any) -> Any:
+        """The rating model, built with the `keras` module given (Keras 3, or tf-keras for `model.fit`)."""
+        inputs = {
+            "user_id": keras.Input((), dtype="int64", name="user_id"),
+            "item_id": keras.Input((), dtype="int64", name="item_id"),
+            "scaled_ids": keras.Input((2,), dtype="float32", name="scaled_ids"),
+        }
+        user_bias = keras.layers.Embedding(self.num_users, 1)(inputs["user_id"])
+        item_bias = keras.layers.Embedding(self.num_items, 1)(inputs["item_id"])
+        dense = keras.layers.Dense(1)(inputs["scaled_ids"])
+        rating = keras.layers.Reshape(())(keras.layers.Add()([user_bias, item_bias, dense]))
+        return keras.Model(inputs, rating)
 
     def train(self, dataset: Any, ctx: TrainContext) -> dict[str, Any]:
         import keras
@@ -110,16 +127,7 @@ class TinyRatingsTrainer(TFSparkTrainer):
             raise RuntimeError("injected train failure")
         keras.utils.set_random_seed(7)
         with ctx.strategy.scope():
-            inputs = {
-                "user_id": keras.Input((), dtype="int64", name="user_id"),
-                "item_id": keras.Input((), dtype="int64", name="item_id"),
-                "scaled_ids": keras.Input((2,), dtype="float32", name="scaled_ids"),
-            }
-            user_bias = keras.layers.Embedding(self.num_users, 1)(inputs["user_id"])
-            item_bias = keras.layers.Embedding(self.num_items, 1)(inputs["item_id"])
-            dense = keras.layers.Dense(1)(inputs["scaled_ids"])
-            rating = keras.layers.Reshape(())(keras.layers.Add()([user_bias, item_bias, dense]))
-            model = keras.Model(inputs, rating)
+            model = self.build_model(keras)
             optimizer = keras.optimizers.Adam(0.05)
         on_step = None
         if "fail_at_step" in self.args:

@@ -83,17 +83,31 @@ def validate_schema(schema: StructType, label_column: str) -> None:
             )
 
 
+def check_worker_reuse(trainer: TFSparkTrainer, reuse: str) -> None:
+    """Refuse a `keras_fit` trainer on reused Python workers, on the driver before any task starts: a reused worker
+    may already have imported TensorFlow with Keras 3, and tf-keras must be chosen before that import (the task
+    would fail, on every retry). For any other trainer, warn."""
+    if reuse.strip().lower() != "true":
+        return
+    if trainer.keras_fit:
+        raise ValueError(
+            f"{type(trainer).__name__} sets keras_fit = True, which needs a fresh Python worker per task "
+            "(tf-keras is chosen before TensorFlow is imported), but spark.python.worker.reuse is true: set "
+            "spark.python.worker.reuse=false on the SparkSession (tfspark-submit does)"
+        )
+    logger.warning(
+        "spark.python.worker.reuse is true: a second training job in this application would find "
+        "TensorFlow already configured in a reused worker (tfspark-submit sets it to false)"
+    )
+
+
 def train_on_spark(frame: DataFrame, trainer: TFSparkTrainer, config: RunConfig) -> dict[str, Any]:
     """Train `trainer` on `frame` with `config.num_workers` barrier tasks (one per executor if None); return the
     run's summary."""
     spark = frame.sparkSession
     config = dataclasses.replace(config, num_workers=resolve_num_workers(config.num_workers, spark.sparkContext))
     validate_schema(frame.schema, trainer.label_column)
-    if spark.sparkContext.getConf().get("spark.python.worker.reuse", "true").lower() == "true":
-        logger.warning(
-            "spark.python.worker.reuse is true: a second training job in this application would find "
-            "TensorFlow already configured in a reused worker (tfspark-submit sets it to false)"
-        )
+    check_worker_reuse(trainer, spark.sparkContext.getConf().get("spark.python.worker.reuse", "true"))
     local_gpus = _local_master_gpus(spark, config)
     parquet, fallback_reason = plan_feed(frame, config.num_workers)
     if parquet is not None:
@@ -142,6 +156,7 @@ def _task_payload(
         shuffle=trainer.shuffle,
         seed=trainer.seed,
         parquet=parquet,
+        keras_fit=bool(trainer.keras_fit),
     )
 
 
@@ -169,6 +184,9 @@ def _run_summary(config: RunConfig, payload: TaskPayload, workers: list[dict[str
     summary: dict[str, Any] = dict(trained)
     for key in ("loss", "global_step", "resumed_from_step", "fit_seconds", "examples_per_second"):
         summary[key] = fitted[key] if key in fitted else trained.get(key)
+    for key in ("epochs_trained", "resumed_from_epoch", "stopped_early"):  # Keras fit's (keras_fit_callback)
+        if key in fitted:
+            summary[key] = fitted[key]
     summary.update(
         trainer=config.trainer_name,
         workers=len(workers),

@@ -24,6 +24,7 @@ from tfspark.config import RunConfig
 from tfspark.context import TrainContext
 from tfspark.storage import url_to_path
 from tfspark.task.feed import ArrowCache, BackgroundFill, BatchFeed, cache_partition
+from tfspark.task.keras_fit import use_legacy_keras
 from tfspark.task.parquet_read import ParquetFeedPlan
 from tfspark.task.rendezvous import (
     StepPlan,
@@ -51,8 +52,9 @@ RESULT_ARROW_SCHEMA = pa.schema([("rank", pa.int64()), ("result", pa.string())])
 class TaskPayload:
     """Everything a barrier task receives: plain values plus the pickled trainer.
 
-    The trainer travels as bytes and is unpickled only after `CUDA_VISIBLE_DEVICES` is set, because
-    unpickling imports the trainer's module, which may import TensorFlow.
+    The trainer travels as bytes and is unpickled only after `CUDA_VISIBLE_DEVICES` and, for a `keras_fit`
+    trainer, `TF_USE_LEGACY_KERAS` are set, because unpickling imports the trainer's module, which may import
+    TensorFlow; so `keras_fit` travels as a plain field, read from the trainer on the driver.
     """
 
     trainer: bytes
@@ -66,6 +68,7 @@ class TaskPayload:
     shuffle: bool
     seed: int
     parquet: ParquetFeedPlan | None = None
+    keras_fit: bool = False
 
 
 @dataclass(frozen=True)
@@ -133,13 +136,15 @@ def barrier_task(batches: Iterator[pa.RecordBatch], payload: TaskPayload) -> Ite
 
 
 def _start_worker(barrier: BarrierTaskContext, payload: TaskPayload) -> _Worker:
-    """Logging, temporary directory and GPUs of this task, all before TensorFlow is imported."""
+    """Logging, temporary directory, Keras version and GPUs of this task, all before TensorFlow is imported."""
     rank = barrier.partitionId()
     _configure_task_logging(rank)
     _use_spark_local_dir()
     tensorflow_preloaded = "tensorflow" in sys.modules
     if tensorflow_preloaded:
         logger.warning("TensorFlow was imported before CUDA_VISIBLE_DEVICES was set; GPU isolation may not hold")
+    if payload.keras_fit:
+        use_legacy_keras()
     devices = assign_gpus(barrier.resources(), payload.config.gpus_per_worker, rank, payload.local_gpus)
     return _Worker(rank, devices, tensorflow_preloaded)
 
@@ -191,7 +196,7 @@ def _train(
     set_tf_config([info.address for info in cluster.workers], rank)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
     trainer: TFSparkTrainer = pickle.loads(payload.trainer)
-    strategy = make_strategy(len(cluster.workers))
+    strategy = make_strategy(len(cluster.workers), payload.keras_fit)
     feed = _feed(payload, rank, shard, cluster, strategy)
     plan, config = cluster.plan, payload.config
     ctx = TrainContext(
@@ -208,22 +213,35 @@ def _train(
         checkpoint_seconds=payload.checkpoint_seconds,
         log_every=config.log_every,
         rows=sum(info.rows for info in cluster.workers),
+        keras_fit=payload.keras_fit,
         feed=feed,
     )
-    return trainer.train(feed.dataset(), ctx), ctx
+    trained = trainer.train(feed.dataset(), ctx)
+    if payload.keras_fit and ctx.is_chief and ctx.fit_result is None:
+        logger.warning("the training summary has no loss or global step: pass ctx.keras_fit_callback() to model.fit")
+    return trained, ctx
 
 
 def _feed(payload: TaskPayload, rank: int, shard: _LocalShard, cluster: _Cluster, strategy: Any) -> BatchFeed:
-    """The worker's batches: its share of the global batch, split over its local replicas."""
-    plan = cluster.plan
-    replicas = max(1, strategy.num_replicas_in_sync // len(cluster.workers))
+    """The worker's batches: its share of the global batch, split over its local replicas.
+
+    For Keras `model.fit` they hold the global batch instead: fit hands the dataset to the strategy, which splits
+    every batch into one piece per replica of the cluster (the batch of a global step); with auto-sharding off
+    this worker trains all the pieces, its own rows, one step per `per_worker_batch_size` of them.
+    """
+    plan, workers = cluster.plan, len(cluster.workers)
+    replicas = max(1, strategy.num_replicas_in_sync // workers)
     if plan.per_worker_batch_size % replicas:
         raise ValueError(f"per-worker batch {plan.per_worker_batch_size} does not split over {replicas} local replicas")
+    if payload.keras_fit:
+        batch_size, batches = plan.global_batch_size, -(-plan.total_steps // workers)
+    else:
+        batch_size, batches = plan.per_worker_batch_size // replicas, plan.total_steps * replicas
     return BatchFeed(
         shard.cache,
         payload.label_column,
-        plan.per_worker_batch_size // replicas,
-        plan.total_steps * replicas,
+        batch_size,
+        batches,
         shuffle=payload.shuffle,
         seed=payload.seed,
         rank=rank,
@@ -249,8 +267,9 @@ def _summarise(
     }
 
 
-def make_strategy(num_workers: int) -> Any:
-    """MultiWorkerMirroredStrategy for several workers (reads TF_CONFIG); one worker: its local devices."""
+def make_strategy(num_workers: int, keras_fit: bool = False) -> Any:
+    """MultiWorkerMirroredStrategy for several workers (reads TF_CONFIG); one worker: its local devices (for Keras fit
+    with one device TensorFlow's default strategy, as Keras' BackupAndRestore refuses OneDeviceStrategy)."""
     import tensorflow as tf
 
     if num_workers > 1:
@@ -258,6 +277,8 @@ def make_strategy(num_workers: int) -> Any:
     gpus = tf.config.list_physical_devices("GPU")
     if len(gpus) > 1:
         return tf.distribute.MirroredStrategy()
+    if keras_fit:
+        return tf.distribute.get_strategy()
     return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
 
 

@@ -7,8 +7,14 @@ import pytest
 from pyspark.sql import types as T
 
 from tfspark.config import RunConfig
-from tfspark.driver.runner import run_trainer, validate_schema
+from tfspark.driver.runner import _task_payload, check_worker_reuse, run_trainer, validate_schema
 from tfspark.trainer import TFSparkTrainer
+
+
+class KerasFitTrainer(TFSparkTrainer):
+    """Trains with Keras `model.fit`."""
+
+    keras_fit = True
 
 
 class RecordingTrainer(TFSparkTrainer):
@@ -57,9 +63,21 @@ def test_columns_are_checked_on_the_driver_before_any_task_starts():
     [(None, None, (200, None)), (50, None, (50, None)), (None, 120.0, (200, 120.0)), (7, 3.5, (7, 3.5))],
 )
 def test_a_runs_checkpoint_interval_overrides_the_trainers(tmp_path, run_every, run_seconds, expected):
-    from tfspark.driver.runner import _task_payload
-
     config = RunConfig(checkpoint_dir=str(tmp_path / "ckpt"), output_dir=str(tmp_path / "out"),
                        checkpoint_every=run_every, checkpoint_seconds=run_seconds)
     payload = _task_payload(TFSparkTrainer(), config, (), None)
     assert (payload.checkpoint_every, payload.checkpoint_seconds) == expected
+
+
+def test_a_keras_fit_trainer_is_refused_on_reused_python_workers_before_any_task_starts(caplog):
+    with pytest.raises(ValueError, match="KerasFitTrainer sets keras_fit .* set spark.python.worker.reuse=false"):
+        check_worker_reuse(KerasFitTrainer(), "true")
+    check_worker_reuse(KerasFitTrainer(), "false")
+    check_worker_reuse(TFSparkTrainer(), "true")
+    assert "spark.python.worker.reuse is true" in caplog.text, "any other trainer is only warned"
+
+
+def test_keras_fit_reaches_the_tasks_as_a_plain_field_of_the_payload(tmp_path):
+    config = RunConfig(checkpoint_dir=str(tmp_path / "ckpt"), output_dir=str(tmp_path / "out"))
+    assert _task_payload(KerasFitTrainer(), config, (), None).keras_fit is True
+    assert _task_payload(TFSparkTrainer(), config, (), None).keras_fit is False
