@@ -196,6 +196,8 @@ def _run_summary(config: RunConfig, payload: TaskPayload, workers: list[dict[str
         steps_per_epoch=chief["steps_per_epoch"],
         batch_size=chief["batch_size"],
         epoch_losses=fitted.get("epoch_losses"),
+        epoch_metrics=fitted.get("epoch_metrics"),
+        tensorboard_dir=fitted.get("tensorboard_dir"),
         checkpoint_dir=config.checkpoint_dir,
         output_dir=config.output_dir,
         cuda_visible_devices=[worker["cuda_visible_devices"] for worker in workers],
