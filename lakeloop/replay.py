@@ -148,6 +148,7 @@ def publish_events(events: pa.Table, bootstrap: str, topic: str, security: Mappi
             log.info("published %d/%d events (%.0f/s)", index, len(rows), index / (time.monotonic() - started))
     producer.flush()
     producer.close()
+    log.info("%d events published to %s and acknowledged (%.1f s)", len(rows), topic, time.monotonic() - started)
 
 
 def replay(movielens: MovieLens, bootstrap: str, topic: str, lake: Lake | Path | str, days: int, end_day: date,

@@ -135,7 +135,8 @@ def test_every_task_log_is_in_the_file_named_and_holds_no_cuda_error(successful_
         assert f"[DAG TEST] starting task_id={task}" in day_log
     assert re.search(r"tfspark\[rank 0\] INFO rank 0 step \d+/\d+ epoch", day_log)
     assert not CUDA_NOISE.search(day_log), "TensorFlow in a task (a spark-submit child too) probed for CUDA"
-    assert "lakeloop.replay: published" in (log_directory(successful_run) / "lakeloop.log").read_text()
+    own_log = (log_directory(successful_run) / "lakeloop.log").read_text()
+    assert f"lakeloop.replay: {EVENTS} events published to ratings and acknowledged" in own_log
 
 
 def test_the_summary_shows_the_scorers_the_gate_used_and_its_reason(successful_run, state):
