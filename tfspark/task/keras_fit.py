@@ -10,14 +10,27 @@ import logging
 import os
 import sys
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from tfspark.storage import RemoteDirectory
 
-if TYPE_CHECKING:
-    from tfspark.context import TrainContext
-
 logger = logging.getLogger("tfspark")
+
+
+class KerasFitContext(Protocol):
+    """What the callback reads of its `tfspark.TrainContext` (which calls this module; this module does not import
+    it) and the `fit_result` it fills."""
+
+    rank: int
+    epochs: int
+    batch_size: int
+    fit_result: dict[str, Any] | None
+
+    @property
+    def is_chief(self) -> bool: ...
+
+    @property
+    def total_steps(self) -> int: ...
 
 LEGACY_KERAS_VARIABLE = "TF_USE_LEGACY_KERAS"
 BACKUP_SUBDIR = "keras-backup"
@@ -63,7 +76,7 @@ def backup_directory(checkpoint_dir: str) -> str:
     return path
 
 
-def fit_callback(ctx: TrainContext) -> Any:
+def fit_callback(ctx: KerasFitContext) -> Any:
     """A `tf.keras.callbacks.Callback` reporting a `model.fit` to tfspark: a progress line per epoch on the chief,
     and at the end `ctx.fit_result` (the training summary's loss, global step, epochs trained, resumed or not)."""
     import tensorflow as tf
