@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -72,10 +74,14 @@ class Interrupt(Exception):
     """Stands for a worker dying mid-training."""
 
 
-def test_fit_learns_and_checkpoints_every_k_steps(tmp_path):
+def test_fit_learns_and_checkpoints_every_k_steps(tmp_path, caplog):
     import tensorflow as tf
 
-    result, _, _ = run(tmp_path, tmp_path / "ckpt")
+    with caplog.at_level(logging.INFO, logger="tfspark"):
+        result, _, _ = run(tmp_path, tmp_path / "ckpt")
+    progress = [record.getMessage() for record in caplog.records if " step " in record.getMessage()]
+    assert progress[0].startswith("rank 0 step 7/30 epoch 1/3 loss ") and re.search(r" ETA \d+ s$", progress[0])
+    assert progress[-1].startswith("rank 0 step 30/30 epoch 3/3") and progress[-1].endswith(" ETA 0 s")
     assert result["global_step"] == 30 and result["resumed_from_step"] is None
     assert len(result["epoch_losses"]) == EPOCHS
     assert result["epoch_losses"][-1] < result["epoch_losses"][0] / 4
