@@ -130,13 +130,18 @@ def run(spark: SparkSession, lake: Lake | Path, day: date, options: PredictOptio
     lineage = {"model_name": options.model_name, "model_version": version.version, "model_day": str(model_day)}
 
     started = time.monotonic()
+    log.info("scoring %s with %s version %s (trained on %s): loading the model and building its towers", day,
+             options.model_name, version.version, model_day)
     towers = build_day_towers(spark, lake, day, model_day, mlflow.tensorflow.load_model(local_model))
     towers_built = time.monotonic()
+    log.info("towers of %d users and %d items built (%.1f s); writing them to the lake", len(towers.user_ids),
+             len(towers.item_ids), towers_built - started)
     embeddings = write_embeddings(lake, day, towers, lineage)
     log_embeddings(options.model_name, version.version, day, embeddings)
     embeddings_written = time.monotonic()
 
     parallelism = spark.sparkContext.defaultParallelism
+    log.info("ranking the top %d of every user in %d task slots", options.top_k, parallelism)
     ranking = spark.sparkContext.broadcast(ItemRanking(towers.model, towers.item_ids, towers.items))
     compute_seconds = spark.sparkContext.accumulator(0.0)
     candidates = candidate_inputs(spark, lake, day, model_day, parallelism)
