@@ -123,8 +123,8 @@ def parse_whole_number(text: str, minimum: int) -> int:
     return number
 
 
-def parse_checkpoint_seconds(text: str) -> float:
-    """The training job's longest time between checkpoints: a finite number of seconds > 0."""
+def parse_positive_seconds(text: str) -> float:
+    """A duration: a finite number of seconds > 0 (the retry delay, the longest time between checkpoints)."""
     return parse_finite_within(text, "a finite number of seconds > 0", minimum=0, above_minimum=True)
 
 
@@ -308,7 +308,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         max_rating_drift=reader.read("LAKELOOP_MAX_RATING_DRIFT", parse_max_rating_drift, DEFAULT_MAX_RATING_DRIFT),
         gpus_per_worker=reader.read("LAKELOOP_GPUS_PER_WORKER", lambda text: parse_whole_number(text, 0), 0),
         gpu_pool_slots=reader.read("LAKELOOP_GPU_POOL_SLOTS", lambda text: parse_whole_number(text, 1), 1),
-        checkpoint_seconds=reader.read("LAKELOOP_CHECKPOINT_SECONDS", parse_checkpoint_seconds,
+        checkpoint_seconds=reader.read("LAKELOOP_CHECKPOINT_SECONDS", parse_positive_seconds,
                                        DEFAULT_CHECKPOINT_SECONDS),
     )
     # Not kept in Settings (the Kafka clients read it with the other security variables, see

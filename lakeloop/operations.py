@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 
-from lakeloop.config import SettingsReader, parse_finite_within, parse_whole_number
+from lakeloop.config import SettingsReader, parse_finite_within, parse_positive_seconds, parse_whole_number
 
 RETRY_BACKOFF_MULTIPLIER = 2.0
 RUN_DEADLINE_ENV = "LAKELOOP_RUN_DEADLINE_MINUTES"
@@ -35,12 +35,11 @@ def parse_retries(text: str) -> int:
 
 def parse_retry_delay(text: str) -> timedelta:
     """The first retry delay: a finite number of seconds > 0."""
-    allowed = "a finite number of seconds > 0"
-    seconds = parse_finite_within(text, allowed, minimum=0, above_minimum=True)
+    seconds = parse_positive_seconds(text)
     try:
         return timedelta(seconds=seconds)
     except OverflowError:  # beyond timedelta's 999999999 days
-        raise ValueError(allowed) from None
+        raise ValueError("a finite number of seconds > 0") from None
 
 
 def parse_run_deadline(text: str) -> timedelta | None:

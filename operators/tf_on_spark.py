@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
@@ -12,7 +13,15 @@ from airflow.sdk.exceptions import AirflowNotFoundException
 
 from lakeloop.names import GPU_POOL
 from tfspark.config import SUMMARY_FILE
-from tfspark.driver.submit import SubmitOptions, SubmitPlan, build_plan, default_spark_submit, driver_application
+from tfspark.driver.submit import (
+    SubmitOptions,
+    SubmitPlan,
+    build_plan,
+    default_spark_submit,
+    driver_application,
+    positive_seconds,
+    whole_number,
+)
 from tfspark.storage import RemoteDirectory
 
 if TYPE_CHECKING:
@@ -141,8 +150,8 @@ class TFOnSparkOperator(SparkSubmitOperator):
             python_env=self.python_env,
             trainer_args={str(key): str(value) for key, value in self.trainer_args.items()},
             cache_memory_mb=self.cache_memory_mb,
-            checkpoint_every=_optional_number(self.checkpoint_every, int, "checkpoint_every"),
-            checkpoint_seconds=_optional_number(self.checkpoint_seconds, float, "checkpoint_seconds"),
+            checkpoint_every=_optional_number(self.checkpoint_every, whole_number(1), "checkpoint_every"),
+            checkpoint_seconds=_optional_number(self.checkpoint_seconds, positive_seconds, "checkpoint_seconds"),
         )
 
     def prepare_submission(self) -> SubmitPlan:
@@ -195,14 +204,13 @@ class TFOnSparkOperator(SparkSubmitOperator):
             RemoteDirectory.for_url_or_local(self.output_dir).delete(SUMMARY_FILE)
 
 
-def _optional_number(value: object, kind: type[int] | type[float], name: str) -> int | float | None:
-    """A templated number (rendered as text, or empty for "not set") as `kind`, above 0, or None."""
+def _optional_number(value: object, parse: Callable[[str], int | float], name: str) -> int | float | None:
+    """A templated number (rendered as text, or empty for "not set") read by `parse`, the same check as
+    `tfspark-submit`'s option of that name, or None."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     try:
-        number = kind(value)
-    except (TypeError, ValueError):
-        number = 0
-    if not number > 0:
-        raise ValueError(f"{name} must be a number above 0 (or empty for the trainer's default), got {value!r}")
-    return number
+        return parse(str(value))
+    except argparse.ArgumentTypeError:
+        raise ValueError(
+            f"{name} must be a number above 0 (or empty for the trainer's default), got {value!r}") from None

@@ -87,7 +87,8 @@ def test_the_command_takes_its_master_from_the_spark_connection(monkeypatch):
     ]  # fmt: skip
 
 
-@pytest.mark.parametrize("every, seconds", [("0", None), (None, "-5"), ("often", None), (None, "soon")])
+@pytest.mark.parametrize("every, seconds", [("0", None), (None, "-5"), ("often", None), (None, "soon"),
+                                            ("7.5", None), (None, "inf")])
 def test_a_checkpoint_interval_that_is_not_a_positive_number_is_refused(every, seconds):
     from operators.tf_on_spark import TFOnSparkOperator
 

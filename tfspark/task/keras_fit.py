@@ -13,8 +13,11 @@ import time
 from typing import Any, Protocol
 
 from tfspark.storage import RemoteDirectory
+from tfspark.task.loop import log_progress, remaining_seconds
 
 logger = logging.getLogger("tfspark")
+LEGACY_KERAS_VARIABLE = "TF_USE_LEGACY_KERAS"
+BACKUP_SUBDIR = "keras-backup"
 
 
 class KerasFitContext(Protocol):
@@ -31,9 +34,6 @@ class KerasFitContext(Protocol):
 
     @property
     def total_steps(self) -> int: ...
-
-LEGACY_KERAS_VARIABLE = "TF_USE_LEGACY_KERAS"
-BACKUP_SUBDIR = "keras-backup"
 
 
 def use_legacy_keras() -> None:
@@ -123,12 +123,9 @@ def fit_callback(ctx: KerasFitContext) -> Any:
             self.epoch_metrics.append({"epoch": epoch + 1, "loss": None if loss is None else float(loss),
                                        "examples_per_second": rate})
             if ctx.is_chief:
-                eta = (ctx.total_steps - step) * (now - self.started) / max(step - (self.first_step or 0), 1)
-                logger.info(
-                    "rank %d step %d/%d epoch %d/%d loss %s examples/s %.0f ETA %.0f s",
-                    ctx.rank, step, ctx.total_steps, epoch + 1, ctx.epochs,
-                    "n/a" if loss is None else f"{float(loss):.5f}", rate, eta,
-                )  # fmt: skip
+                log_progress(ctx.rank, step, ctx.total_steps, epoch + 1, ctx.epochs,
+                             None if loss is None else float(loss), rate,
+                             remaining_seconds(step, ctx.total_steps, self.first_step or 0, self.started, now))
 
         def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
             if self.first_step is None:  # resumed after the last epoch: fit ran none

@@ -89,6 +89,19 @@ def _steps_until(step: int, every: int) -> int:
     return every - step % every if every > 0 else 1 << 62
 
 
+def log_progress(rank: int, step: int, total: int, epoch: int, epochs: int, loss: float | None,
+                 examples_per_second: float, eta_seconds: float) -> None:
+    """The chief's progress line, one format for tfspark's loop and Keras fit (`lakeloop.progress` reads it into
+    `lakeloop run`'s live line)."""
+    logger.info("rank %d step %d/%d epoch %d/%d loss %s examples/s %.0f ETA %.0f s", rank, step, total, epoch, epochs,
+                "n/a" if loss is None else f"{loss:.5f}", examples_per_second, eta_seconds)
+
+
+def remaining_seconds(step: int, total: int, first_step: int, started: float, now: float) -> float:
+    """Seconds left to step `total` at this run's mean step time since it started at `first_step`."""
+    return (total - step) * (now - started) / max(step - first_step, 1)
+
+
 def _checkpoint_due_by_time(ctx: FitContext, last_save: float) -> bool:
     """Whether `ctx.checkpoint_seconds` have passed since the last save. Every worker must call the same
     collectives, so with several workers they agree: a save is due when it is due on any of them."""
@@ -133,7 +146,6 @@ def run_fit(
         iterator = iter(dataset if ctx.replicas_per_worker == 1
                         else strategy.distribute_datasets_from_function(lambda _: dataset))
         train_steps = make_train_steps(strategy, model, optimizer, loss_fn)
-        epoch_losses: list[float] = []
         epoch_metrics: list[dict[str, float]] = []
         log_step, log_time = step, time.monotonic()
         first_step, started, last_save = step, log_time, log_time
@@ -155,22 +167,12 @@ def run_fit(
             now = time.monotonic()
             if board is not None and (step % ctx.log_every == 0 or epoch_done or step == total):
                 rate = (step - log_step) * ctx.batch_size / max(now - log_time, 1e-9)
-                eta = (total - step) * (now - started) / max(step - first_step, 1)
-                logger.info(
-                    "rank %d step %d/%d epoch %d/%d loss %.5f examples/s %.0f ETA %.0f s",
-                    ctx.rank,
-                    step,
-                    total,
-                    -(-step // ctx.steps_per_epoch),
-                    ctx.epochs,
-                    loss_sum / loss_steps,
-                    rate,
-                    eta,
-                )
+                log_progress(ctx.rank, step, total, -(-step // ctx.steps_per_epoch), ctx.epochs, loss_sum / loss_steps,
+                             rate, remaining_seconds(step, total, first_step, started, now))
                 board.scalars(step, {"loss": loss_sum / loss_steps, "examples_per_second": rate,
                                      "learning_rate": current_learning_rate(optimizer)})
                 log_step, log_time = step, now
-            if epoch_done or step == total:
+            if epoch_done:
                 epoch_metrics.append({
                     "epoch": -(-step // ctx.steps_per_epoch),
                     "loss": loss_sum / loss_steps,
@@ -178,7 +180,6 @@ def run_fit(
                 })
                 epoch_step, epoch_time = step, now
             if epoch_done and step < total:
-                epoch_losses.append(loss_sum / loss_steps)
                 loss_sum, loss_steps = 0.0, 0
             if step % ctx.checkpoint_every == 0 or step == total or _checkpoint_due_by_time(ctx, last_save):
                 checkpoint.save(step, loss_sum, loss_steps)
@@ -188,14 +189,12 @@ def run_fit(
             if on_step_end is not None:
                 on_step_end(step, chunk_loss / chunk)
         final_loss = loss_sum / loss_steps if loss_steps else None
-        if resumed_from != total and final_loss is not None:
-            epoch_losses.append(final_loss)
         fit_seconds = time.monotonic() - started
         return {
             "loss": final_loss,
             "global_step": step,
             "resumed_from_step": resumed_from,
-            "epoch_losses": epoch_losses,
+            "epoch_losses": [epoch["loss"] for epoch in epoch_metrics],
             "epoch_metrics": epoch_metrics,
             "tensorboard_dir": board.url if board is not None else None,
             "fit_seconds": round(fit_seconds, 3),
