@@ -249,9 +249,12 @@ def browser():
 
 
 def _wait_for_text(driver, text: str, timeout_s: float = 120) -> None:
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    WebDriverWait(driver, timeout_s).until(lambda d: text in d.find_element("tag name", "body").text)
+    # The body goes stale while the login redirect replaces the page; read it again on the next poll.
+    WebDriverWait(driver, timeout_s, ignored_exceptions=(StaleElementReferenceException,)).until(
+        lambda d: text in d.find_element("tag name", "body").text)
 
 
 @pytest.mark.slow
