@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 USER_UPDATES = ("lazy", "dense")
 WARM_STARTS = ("champion", "none")
+LEARNING_RATE_DECAYS = ("none", "cosine")
 REFERENCE_BATCH = 256
 MAX_AUTO_BATCH = 8192
 STEPS_PER_EPOCH_TARGET = 400
@@ -34,7 +35,8 @@ class FMHyperParameters:
     `l2` is per example: each example's loss carries the L2 of the rows it looks up. `batch_size` 0 picks one by the
     day's size (`for_rows`): few steps an epoch cost accuracy on a small day, small batches cost speed on a large
     one. `learning_rate` is Adam's rate at a batch of `REFERENCE_BATCH` examples, scaled by the square root of
-    `batch_size` over it and reached after `warmup_steps` of linear warm-up. `negatives` items sampled per example
+    `batch_size` over it and reached after `warmup_steps` of linear warm-up; `learning_rate_decay` "none" keeps it
+there, "cosine" lowers it along a half cosine to 0 at the run's last step. `negatives` items sampled per example
     train the selection model (BPR, weight `selection_weight`); the ranking score is `rating_weight` × the rating
     score + the selection score. `warm_start` "champion" starts from the newest promoted model of an earlier day and
     trains `warm_epochs` epochs; "none" (or no such model) trains `epochs` from scratch. `user_update`: "lazy"
@@ -56,12 +58,16 @@ class FMHyperParameters:
     rating_weight: float = 0.3
     warm_start: str = "champion"
     warm_epochs: int = 3
+    learning_rate_decay: str = "none"
 
     def __post_init__(self) -> None:
         if self.user_update not in USER_UPDATES:
             raise ValueError(f"user_update must be one of {USER_UPDATES}, got {self.user_update!r}")
         if self.warm_start not in WARM_STARTS:
             raise ValueError(f"warm_start must be one of {WARM_STARTS}, got {self.warm_start!r}")
+        if self.learning_rate_decay not in LEARNING_RATE_DECAYS:
+            raise ValueError(f"learning_rate_decay must be one of {LEARNING_RATE_DECAYS}, "
+                             f"got {self.learning_rate_decay!r}")
         if self.batch_size < 0:
             raise ValueError(f"batch_size must be 0 (auto) or positive, got {self.batch_size}")
         if self.negatives < 1:

@@ -214,9 +214,9 @@ class TrainingRecipe:
     loss: Any
 
 
-def training_recipe(spec: FeatureSpec, hparams: FMHyperParameters) -> TrainingRecipe:
-    """Build the FM, its training view, the optimizer (fused Adam with the warm-up schedule, lazy user tables if
-    asked) and the loss; call it inside the strategy's scope."""
+def training_recipe(spec: FeatureSpec, hparams: FMHyperParameters, total_steps: int = 0) -> TrainingRecipe:
+    """Build the FM, its training view, the optimizer (fused Adam with the warm-up schedule, decaying over the run's
+    `total_steps` if asked, lazy user tables if asked) and the loss; call it inside the strategy's scope."""
     import keras
 
     from lakeloop.fm_model import build_fm_model, fm_loss, training_model
@@ -224,28 +224,43 @@ def training_recipe(spec: FeatureSpec, hparams: FMHyperParameters) -> TrainingRe
     if hparams.batch_size <= 0:
         raise ValueError(
             "the batch size is still automatic: resolve it for the day's rows (FMHyperParameters.for_rows)")
+    if hparams.learning_rate_decay != "none" and total_steps <= 0:
+        raise ValueError(f"learning_rate_decay {hparams.learning_rate_decay!r} needs the run's total steps: pass "
+                         "total_steps (TrainContext.total_steps) to training_recipe")
     keras.utils.set_random_seed(hparams.seed)
     model = build_fm_model(spec, hparams)
     lazy_paths = lazy_tables(model, USER_TABLES) if hparams.user_update == "lazy" else set()
     trained = training_model(model, hparams.negatives)
     variables = trained.trainable_variables
-    optimizer = fused_adam(warmup_schedule(hparams.peak_learning_rate, hparams.warmup_steps),
+    schedule = warmup_schedule(hparams.peak_learning_rate, hparams.warmup_steps, hparams.learning_rate_decay,
+                               total_steps)
+    optimizer = fused_adam(schedule,
                            take_weight_l2(trained), [variable.path in lazy_paths for variable in variables])
     return TrainingRecipe(model, trained, optimizer, fm_loss(hparams.selection_weight))
 
 
-def warmup_schedule(peak: float, warmup_steps: int):
-    """A Keras learning-rate schedule rising linearly to `peak` over `warmup_steps`, then constant: large batches
-    take a large rate, which the first steps from random weights cannot."""
+def warmup_schedule(peak: float, warmup_steps: int, decay: str = "none", total_steps: int = 0):
+    """A Keras learning-rate schedule rising linearly to `peak` over `warmup_steps`, then constant, or with `decay`
+    "cosine" falling along a half cosine to 0 at step `total_steps` - 1: large batches take a large rate, which the
+    first steps from random weights cannot; a rate that falls late in the run lets the weights settle."""
+    import math
+
     import keras
     from keras import ops
 
+    decay_steps = max(total_steps - warmup_steps, 1)
+
     class LinearWarmup(keras.optimizers.schedules.LearningRateSchedule):
         def __call__(self, step):
-            return peak * ops.minimum(1.0, (ops.cast(step, "float32") + 1.0) / max(warmup_steps, 1))
+            done = ops.cast(step, "float32") + 1.0
+            rate = peak * ops.minimum(1.0, done / max(warmup_steps, 1))
+            if decay == "cosine":
+                progress = ops.clip((done - warmup_steps) / decay_steps, 0.0, 1.0)
+                rate = rate * 0.5 * (1.0 + ops.cos(math.pi * progress))
+            return rate
 
         def get_config(self) -> dict:
-            return {"peak": peak, "warmup_steps": warmup_steps}
+            return {"peak": peak, "warmup_steps": warmup_steps, "decay": decay, "total_steps": total_steps}
 
     return LinearWarmup()
 
@@ -331,7 +346,7 @@ class FMTrainer(TFSparkTrainer):
     def train(self, dataset, ctx: TrainContext) -> dict:
         """Fit the FM with the runtime's distributed loop, then save it for evaluation."""
         with ctx.strategy.scope():
-            recipe = training_recipe(self.spec, self.hparams)
+            recipe = training_recipe(self.spec, self.hparams, ctx.total_steps)
             if self.warm_start is not None:
                 carried = self.warm_start.apply(recipe.model, self.spec)
             else:

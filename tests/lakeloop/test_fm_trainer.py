@@ -1,14 +1,23 @@
 """The FM trainer's fused Adam, with the model's L2 moved from the loss into it, makes the same updates as Keras'
 Adam on the loss with the L2; the data loss's gradients of the embeddings stay sparse; lazily updated user tables
-get Adam's update on the rows a step looks up and keep the others."""
+get Adam's update on the rows a step looks up and keep the others; the learning rate warms up, then stays or
+decays."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from lakeloop.features import GENRES, HISTORY_COLUMNS, FeatureSpec
 from lakeloop.fm_model import FMHyperParameters, build_fm_model
-from lakeloop.fm_trainer import USER_TABLES, fused_adam, lazy_tables, take_weight_l2
+from lakeloop.fm_trainer import (
+    USER_TABLES,
+    fused_adam,
+    lazy_tables,
+    take_weight_l2,
+    training_recipe,
+    warmup_schedule,
+)
 
 ROWS = 64
 USERS = 40
@@ -147,3 +156,36 @@ def test_the_selection_model_starts_from_the_items_popularity(spark):
     prior = popularity_prior(counts)
     assert prior.shape == (5, 1) and abs(prior[1:].mean()) < 1e-6
     assert prior[3, 0] > prior[1, 0] == prior[2, 0] > prior[4, 0]  # ranked as popularity ranks
+
+
+def test_the_learning_rate_warms_up_then_stays_or_decays_to_zero_by_the_last_step():
+    peak, warmup, total = 0.01, 10, 110
+    constant = warmup_schedule(peak, warmup)
+    cosine = warmup_schedule(peak, warmup, "cosine", total)
+    rates = {name: [float(schedule(step)) for step in range(total)]
+             for name, schedule in (("none", constant), ("cosine", cosine))}
+    for name in rates:
+        assert rates[name][0] == pytest.approx(peak / warmup)
+        assert rates[name][warmup - 1] == pytest.approx(peak)
+    assert rates["none"][warmup:] == pytest.approx([peak] * (total - warmup))
+    assert rates["cosine"][warmup + 49] == pytest.approx(peak / 2, rel=1e-5)
+    assert rates["cosine"][-1] == pytest.approx(0.0, abs=1e-9)
+    assert all(later <= earlier for earlier, later in zip(rates["cosine"][warmup:], rates["cosine"][warmup + 1:],
+                                                          strict=False))
+    assert cosine.get_config() == {"peak": peak, "warmup_steps": warmup, "decay": "cosine", "total_steps": total}
+
+
+def test_a_decaying_learning_rate_needs_the_run_s_steps_and_a_known_decay():
+    spec = FeatureSpec(USERS, 30, 3.5, 1.0, 5.0)
+    with pytest.raises(ValueError, match="learning_rate_decay must be one of"):
+        FMHyperParameters.from_args({"learning_rate_decay": "step"})
+    with pytest.raises(ValueError, match="needs the run's total steps"):
+        training_recipe(spec, FMHyperParameters(batch_size=64, learning_rate_decay="cosine"))
+    hparams = FMHyperParameters(batch_size=64, learning_rate_decay="cosine")
+    optimizer = training_recipe(spec, hparams, total_steps=500).optimizer
+    optimizer.iterations.assign(499)
+    assert float(optimizer.learning_rate) == pytest.approx(0.0, abs=1e-9)
+    optimizer = training_recipe(spec, FMHyperParameters(batch_size=64), total_steps=500).optimizer
+    optimizer.iterations.assign(499)
+    assert float(optimizer.learning_rate) == pytest.approx(hparams.peak_learning_rate)
+    assert FMHyperParameters().learning_rate_decay == "none"
