@@ -316,7 +316,6 @@ def fitted_model(untrained_model):
 LONGEST_MODULES = [
     "tests/dags/test_daily_retrain_scheduler.py",
     "tests/lakeloop/test_cli_run.py",
-    "tests/dags/test_postgres_run.py",
     "tests/tfspark/task/test_barrier.py",
     "tests/bench/test_feed_benchmark.py",
 ]

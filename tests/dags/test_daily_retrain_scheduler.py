@@ -1,25 +1,31 @@
-"""`daily_retrain` under the real scheduler: a backfill, the UI in a browser, and alerts for a failed run.
+"""`daily_retrain` under the real scheduler, on the production metadata set-up: a backfill, the UI in a browser,
+and alerts for a failed run.
 
-One Airflow deployment (API server/UI, scheduler, DAG processor, triggerer; SQLite, LocalExecutor) serves
-the three tests, in this order, with a broker of its own, a tiny MovieLens slice on two days, a webhook
-server and an SMTP server on 127.0.0.1, and the MLflow UI:
+One Airflow deployment (API server/UI, scheduler, DAG processor, triggerer; LocalExecutor) serves the three
+tests, in this order, as the compose stack runs it: Airflow's metadata database and MLflow's backend store on
+PostgreSQL (a throwaway cluster on 127.0.0.1, its databases made by the stack's own `init-databases.sh`), MLflow as
+a tracking server that proxies the artifacts and serves the UI. Around it: a broker of its own, a MovieLens slice
+on two days whose catalog has integer `item_id`s (the events' type; the replay writes MovieLens ids as strings),
+a webhook server and an SMTP server on 127.0.0.1.
 
 1. `lakeloop airflow backfill create` runs two days through the scheduler; each day's raw partition
-   is byte for byte the one the daily ingestion of that interval produces, curated keeps every raw row,
-   each day registers its own model version and writes predictions, pools and per-task limits hold, the
-   days run each task in day order (and a day is evaluated after the day before registered, registered
-   after it predicted), and every run that had not finished one minute after it was queued raised a
-   deadline alert.
+   is byte for byte the one the daily ingestion of that interval produces, the first day's outputs reconcile
+   from Kafka to the predictions (`check_day_outputs`), each day registers its own model version and writes
+   predictions, pools and per-task limits hold, the days run each task in day order (and a day is evaluated
+   after the day before registered, registered after it predicted), every run that had not finished one minute
+   after it was queued raised a deadline alert, and the runs, tasks, Asset events and model versions are rows
+   in PostgreSQL (no SQLite fallback).
 2. Headless Chromium logs in, opens the grid and follows `register_model`'s MLflow extra link.
 3. With the broker stopped, a run fails for real: exactly one alert per task that exhausted its retries,
    on both servers, and none for the run itself.
+
+(`make run`'s embedded SQLite set-up runs the same DAG with `dags test` in `tests/lakeloop/test_cli_run.py`.)
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 import time
@@ -32,7 +38,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from lakeloop.airflow_env import AirflowServices, airflow_environment, start_mlflow_ui, stop_process_groups
+from lakeloop.airflow_env import AirflowServices, airflow_environment
 from lakeloop.config import Settings, load_settings
 from lakeloop.ingest.interval import ingest_interval
 from lakeloop.ingest.options import IngestOptions
@@ -44,10 +50,13 @@ from lakeloop.names import SPARK_POOL
 from lakeloop.replay import replay
 from lakeloop.services import EmbeddedBroker, free_port
 from tests.alert_servers import SMTPServer, WebhookServer
+from tests.catalogs import with_integer_item_ids
+from tests.dags.day_outputs import check_day_outputs
+from tests.postgres_stack import create_databases, database_url, mlflow_server
 
 DAYS = [date(2026, 11, 19), date(2026, 11, 20)]
 FAILING_DAY = date(2026, 11, 21)
-EVENTS = 3_000
+EVENTS = 10_000  # 5,000 a day: the first day's model beats both baselines and becomes the champion
 DAG_ID = "daily_retrain"
 BIN = Path(sys.executable).parent
 SPARK_TASKS = {"spark_etl", "spark_features", "batch_predict"}
@@ -64,34 +73,26 @@ class Deployment:
     webhook: WebhookServer
     smtp: SMTPServer
     events_per_day: dict[str, int]
+    postgres: object
+    databases: dict[str, dict[str, str]]
+    artifacts: Path
 
     def airflow(self, *args: str) -> str:
-        """Run `lakeloop airflow ARGS` (the project's Airflow CLI) and return its output; fail on error.
-
-        SQLite answers "database is locked" at once, whatever the busy timeout, when a command's transaction
-        must turn from reading to writing while the scheduler writes; its transaction is rolled back, so the
-        command is tried again (up to three times), as a user of the embedded database would.
-        """
-        for _ in range(3):
-            result = subprocess.run([str(BIN / "lakeloop"), "airflow", *args], env=self.env, capture_output=True,
-                                    text=True, timeout=300)
-            if result.returncode == 0 or "database is locked" not in result.stdout + result.stderr:
-                break
-            time.sleep(2)
+        """Run `lakeloop airflow ARGS` (the project's Airflow CLI) and return its output; fail on error."""
+        result = subprocess.run([str(BIN / "lakeloop"), "airflow", *args], env=self.env, capture_output=True,
+                                text=True, timeout=300)
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         return result.stdout
 
     def query(self, sql: str, *params: object) -> list[tuple]:
-        """Read the Airflow metadata database (SQLite)."""
-        uri = f"file:{self.settings.airflow_home / 'airflow.db'}?mode=ro"
-        with sqlite3.connect(uri, uri=True, timeout=30) as connection:
-            return connection.execute(sql, params).fetchall()
+        """Read the Airflow metadata database (PostgreSQL)."""
+        return self.postgres.execute(self.databases["airflow"]["name"], sql, params)
 
     def wait_for_runs(self, run_type: str, count: int, timeout_s: float) -> dict[str, str]:
         """Wait until `count` runs of `run_type` have finished; return run id → state."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            runs = dict(self.query("select run_id, state from dag_run where dag_id = ? and run_type = ?",
+            runs = dict(self.query("select run_id, state from dag_run where dag_id = %s and run_type = %s",
                                    DAG_ID, run_type))
             if len(runs) >= count and all(state in ("success", "failed") for state in runs.values()):
                 return runs
@@ -100,7 +101,7 @@ class Deployment:
 
     def task_states(self) -> list[tuple]:
         """(run id, task id, state, try number) of every task instance."""
-        return self.query("select run_id, task_id, state, try_number from task_instance where dag_id = ? "
+        return self.query("select run_id, task_id, state, try_number from task_instance where dag_id = %s "
                           "order by run_id, task_id", DAG_ID)
 
     def task_log_tails(self, run_id: str) -> str:
@@ -110,14 +111,18 @@ class Deployment:
 
 
 @pytest.fixture(scope="module")
-def deployment(tmp_path_factory, movielens) -> Iterator[Deployment]:
+def deployment(tmp_path_factory, movielens, postgres) -> Iterator[Deployment]:
     root = tmp_path_factory.mktemp("scheduler")
+    databases = create_databases(postgres)
+    artifacts = root / "mlflow-artifacts"
     with ExitStack() as stack:
         broker = EmbeddedBroker(state_dir=root / "broker", port=free_port())
         broker.start()
         stack.callback(broker.stop)
         webhook = stack.enter_context(WebhookServer())
         smtp = stack.enter_context(SMTPServer())
+        tracking_uri = stack.enter_context(mlflow_server(database_url(postgres, databases["mlflow"], "postgresql"),
+                                                         artifacts))
         base = {key: value for key, value in os.environ.items() if not key.startswith(("AIRFLOW", "LAKELOOP_"))}
         base.update({
             "LAKELOOP_STATE_DIR": str(root / "state"),
@@ -127,7 +132,9 @@ def deployment(tmp_path_factory, movielens) -> Iterator[Deployment]:
             "LAKELOOP_RETRY_DELAY_SECONDS": "1",
             "LAKELOOP_RUN_DEADLINE_MINUTES": "1",
             "LAKELOOP_ALERT_WEBHOOK": webhook.url,
-            "LAKELOOP_MLFLOW_UI_URL": f"http://127.0.0.1:{free_port()}",
+            "LAKELOOP_MLFLOW_UI_URL": tracking_uri,
+            "MLFLOW_TRACKING_URI": tracking_uri,
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database_url(postgres, databases["airflow"], "postgresql+psycopg2"),
             "AIRFLOW_CONN_SMTP_DEFAULT": smtp.connection_uri_json("oncall@example.org"),
             "AIRFLOW__API__PORT": str(free_port()),
             # only the backfill and the triggered run: no catch-up of every day since the start date
@@ -136,21 +143,22 @@ def deployment(tmp_path_factory, movielens) -> Iterator[Deployment]:
         })
         settings = load_settings(base)
         env = airflow_environment(settings, base)
-        report = replay(MovieLens(movielens.ratings.slice(0, EVENTS), movielens.movies), settings.kafka_bootstrap,
-                        settings.ratings_topic, settings.lake_path, days=len(DAYS), end_day=DAYS[-1])
-        stack.callback(stop_process_groups, [start_mlflow_ui(env)])
+        report = replay(with_integer_item_ids(MovieLens(movielens.ratings.slice(0, EVENTS), movielens.movies)),
+                        settings.kafka_bootstrap, settings.ratings_topic, settings.lake_path, days=len(DAYS),
+                        end_day=DAYS[-1])
         services = AirflowServices(env)
         stack.callback(services.stop, 15)  # a graceful stop takes ~40 s; nothing of it is tested
         services.start()
         services.wait_until_healthy(timeout_s=600)
-        deployment = Deployment(env, settings, services, broker, webhook, smtp, report.events_per_day)
+        deployment = Deployment(env, settings, services, broker, webhook, smtp, report.events_per_day, postgres,
+                                databases, artifacts)
         _wait_until_parsed(deployment)
         yield deployment
 
 
 def _wait_until_parsed(deployment: Deployment, timeout_s: float = 300) -> None:
     deadline = time.monotonic() + timeout_s
-    while not deployment.query("select 1 from serialized_dag where dag_id = ?", DAG_ID):
+    while not deployment.query("select 1 from serialized_dag where dag_id = %s", DAG_ID):
         assert time.monotonic() < deadline, f"{DAG_ID} not parsed after {timeout_s}s"
         time.sleep(2)
 
@@ -204,8 +212,22 @@ def test_a_backfill_through_the_scheduler_reproduces_the_daily_outputs(deploymen
         else:
             assert set(pq.read_table(predicted)["model_version"].to_pylist()) == {champion}
     assert len(versions) == len(DAYS)
+    check_day_outputs(deployment.settings, deployment.events_per_day[DAYS[0].isoformat()], DAYS[0])
 
-    rows = deployment.query("select task_id, pool, start_date, end_date from task_instance where dag_id = ? "
+    assert ("gpu_pool",) in deployment.query("select pool from slot_pool")
+    predicted_days = {row[0] for row in deployment.query(
+        "select r.logical_date::date from asset_event e join asset a on a.id = e.asset_id "
+        "join dag_run r on r.run_id = e.source_run_id where a.uri = %s and e.source_task_id = 'batch_predict'",
+        f"{deployment.settings.lake_url}/predictions")}
+    assert predicted_days == {day for day in DAYS if partition_path(lake, "predictions", day).exists()}
+    assert not list(deployment.settings.airflow_home.glob("*.db")), "Airflow fell back to a SQLite database"
+    model_versions = deployment.postgres.execute(deployment.databases["mlflow"]["name"],
+                                                 "select version from model_versions where name = %s",
+                                                 (deployment.settings.model_name,))
+    assert sorted(int(version) for version, in model_versions) == sorted(int(version) for version in versions)
+    assert list(deployment.artifacts.rglob("MLmodel")), "the models' artifacts did not go through the tracking server"
+
+    rows = deployment.query("select task_id, pool, start_date, end_date from task_instance where dag_id = %s "
                             "and run_id in (select run_id from dag_run where run_type = 'backfill')", DAG_ID)
     spark_runs = [(start, end) for task_id, pool, start, end in rows if task_id in SPARK_TASKS]
     assert {pool for task_id, pool, _, _ in rows if task_id in SPARK_TASKS} == {SPARK_POOL}
@@ -213,13 +235,13 @@ def test_a_backfill_through_the_scheduler_reproduces_the_daily_outputs(deploymen
     assert _overlaps([(start, end) for task_id, _, start, end in rows if task_id == "train_model"]) == 1
     for task_id in {row[0] for row in rows}:
         assert _overlaps([(start, end) for t, _, start, end in rows if t == task_id]) == 1, task_id
-    timed = deployment.query("select date(r.logical_date), t.task_id, t.start_date, t.end_date from task_instance t "
+    timed = deployment.query("select r.logical_date::date, t.task_id, t.start_date, t.end_date from task_instance t "
                              "join dag_run r on r.run_id = t.run_id and r.dag_id = t.dag_id "
-                             "where t.dag_id = ? and r.run_type = 'backfill'", DAG_ID)
+                             "where t.dag_id = %s and r.run_type = 'backfill'", DAG_ID)
     start = {(day, task_id): begun for day, task_id, begun, _ in timed}
     end = {(day, task_id): ended for day, task_id, _, ended in timed}
     for earlier, later in zip(DAYS, DAYS[1:], strict=False):
-        before, after = earlier.isoformat(), later.isoformat()
+        before, after = earlier, later
         for task_id in {row[0] for row in rows}:
             assert start[after, task_id] >= end[before, task_id], (task_id, before, after)
         assert start[after, "evaluate_model"] >= end[before, "register_model"]
@@ -278,8 +300,8 @@ def test_the_ui_shows_the_grid_and_follows_the_mlflow_extra_link(deployment, bro
     browser.save_screenshot(str(shots / "grid.png"))
 
     day = DAYS[-1]
-    run_id = deployment.query("select run_id from dag_run where dag_id = ? and run_type = 'backfill' and "
-                              "date(logical_date) = ?", DAG_ID, day.isoformat())[0][0]
+    run_id = deployment.query("select run_id from dag_run where dag_id = %s and run_type = 'backfill' and "
+                              "logical_date::date = %s", DAG_ID, day)[0][0]
     registration = json.loads((model_dir(deployment.settings.lake_path, deployment.settings.model_name, day)
                                / REGISTRATION).read_text())
     browser.get(f"{base}/dags/{DAG_ID}/runs/{run_id}/tasks/register_model/details")
