@@ -36,12 +36,13 @@ class FMHyperParameters:
     day's size (`for_rows`): few steps an epoch cost accuracy on a small day, small batches cost speed on a large
     one. `learning_rate` is Adam's rate at a batch of `REFERENCE_BATCH` examples, scaled by the square root of
     `batch_size` over it and reached after `warmup_steps` of linear warm-up; `learning_rate_decay` "none" keeps it
-there, "cosine" lowers it along a half cosine to 0 at the run's last step. `negatives` items sampled per example
-    train the selection model (BPR, weight `selection_weight`); the ranking score is `rating_weight` × the rating
-    score + the selection score. `warm_start` "champion" starts from the newest promoted model of an earlier day and
-    trains `warm_epochs` epochs; "none" (or no such model) trains `epochs` from scratch. `user_update`: "lazy"
-    updates only the rows of the users a step looks up, so a step costs the same whatever the day's users; "dense"
-    applies Adam to every row of the user tables every step.
+    there, "cosine" lowers it along a half cosine to 0 at the run's last step. The rating model's first-order
+    weights take `first_order_l2_scale` × `l2` (a bias may want a shrinkage other than a factor's). `negatives`
+    items sampled per example train the selection model (BPR, weight `selection_weight`); the ranking score is
+    `rating_weight` × the rating score + the selection score. `warm_start` "champion" starts from the newest
+    promoted model of an earlier day and trains `warm_epochs` epochs; "none" (or no such model) trains `epochs` from
+    scratch. `user_update`: "lazy" updates only the rows of the users a step looks up, so a step costs the same
+    whatever the day's users; "dense" applies Adam to every row of the user tables every step.
     """
 
     factors: int = 32
@@ -59,6 +60,7 @@ there, "cosine" lowers it along a half cosine to 0 at the run's last step. `nega
     warm_start: str = "champion"
     warm_epochs: int = 3
     learning_rate_decay: str = "none"
+    first_order_l2_scale: float = 1.0
 
     def __post_init__(self) -> None:
         if self.user_update not in USER_UPDATES:
@@ -68,6 +70,8 @@ there, "cosine" lowers it along a half cosine to 0 at the run's last step. `nega
         if self.learning_rate_decay not in LEARNING_RATE_DECAYS:
             raise ValueError(f"learning_rate_decay must be one of {LEARNING_RATE_DECAYS}, "
                              f"got {self.learning_rate_decay!r}")
+        if self.first_order_l2_scale < 0:
+            raise ValueError(f"first_order_l2_scale must be 0 or more, got {self.first_order_l2_scale}")
         if self.batch_size < 0:
             raise ValueError(f"batch_size must be 0 (auto) or positive, got {self.batch_size}")
         if self.negatives < 1:
@@ -111,6 +115,7 @@ def build_fm_model(spec: FeatureSpec, hparams: FMHyperParameters) -> keras.Model
     # Per example: each example's loss carries the L2 of the factor rows and weights it looks up (Keras divides an
     # activity regularizer by the batch), so a row is penalised in proportion to its data, as in libFM and SVD.
     per_example = keras.regularizers.L2(hparams.l2)
+    first_order_l2 = hparams.l2 * hparams.first_order_l2_scale
     inputs = {name: keras.Input((), dtype="int64", name=name) for name in INDEX_COLUMNS}
     inputs["genres"] = keras.Input((len(GENRES),), dtype="float32", name="genres")
     inputs.update({name: keras.Input((), dtype="float32", name=name) for name in spec.history_columns})
@@ -121,7 +126,7 @@ def build_fm_model(spec: FeatureSpec, hparams: FMHyperParameters) -> keras.Model
                                     kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
                                     name=f"{name}_factors")(values))
         # The kernel's L2 per step: a per-example penalty on this output would shrink the global bias it carries.
-        weight = layers.Dense(1, kernel_initializer="zeros", kernel_regularizer=keras.regularizers.L2(hparams.l2),
+        weight = layers.Dense(1, kernel_initializer="zeros", kernel_regularizer=keras.regularizers.L2(first_order_l2),
                               use_bias=with_bias, bias_initializer=keras.initializers.Constant(spec.prior_mean),
                               name=f"{name}_weight")
         first_order.append(ops.squeeze(weight(values), -1))
@@ -133,7 +138,7 @@ def build_fm_model(spec: FeatureSpec, hparams: FMHyperParameters) -> keras.Model
                                         embeddings_initializer=keras.initializers.RandomNormal(stddev=0.01),
                                         name=f"{field}_factors")(inputs[name]))
         first_order.append(ops.squeeze(layers.Embedding(size, 1, embeddings_initializer="zeros",
-                                                        activity_regularizer=per_example,
+                                                        activity_regularizer=keras.regularizers.L2(first_order_l2),
                                                         name=f"{field}_weight")(inputs[name]), -1))
     genres = inputs["genres"]
     # The genre field's first-order layer carries the global bias (a Dense bias needs no custom layer).

@@ -160,3 +160,20 @@ def test_the_batch_size_grows_with_the_day_and_the_learning_rate_with_the_batch(
     assert auto.for_rows(900_000).peak_learning_rate == pytest.approx(auto.learning_rate * 8 ** 0.5)
     with pytest.raises(ValueError, match="batch_size must be 0"):
         FMHyperParameters(batch_size=-1)
+
+
+def test_the_first_order_weights_take_their_own_share_of_the_l2():
+    def l2_by_layer(hparams: FMHyperParameters) -> dict[str, float]:
+        model = build_fm_model(UNCLIPPED, hparams)
+        return {layer.name: float((layer.activity_regularizer or layer.kernel_regularizer).l2)
+                for layer in model.layers if layer.name.endswith(("_weight", "_factors"))}
+
+    same, scaled = l2_by_layer(HPARAMS), l2_by_layer(dataclasses.replace(HPARAMS, first_order_l2_scale=4.0))
+    first_order = {name for name in same if name.endswith("_weight") and not name.startswith("item_selection")}
+    assert {"user_weight", "item_weight", "year_weight", "genre_weight", "user_history_weight"} <= first_order
+    assert set(same.values()) == {HPARAMS.l2}
+    assert all(scaled[name] == pytest.approx(4.0 * HPARAMS.l2) for name in first_order)
+    assert all(scaled[name] == HPARAMS.l2 for name in set(same) - first_order)
+    assert FMHyperParameters().first_order_l2_scale == 1.0
+    with pytest.raises(ValueError, match="first_order_l2_scale must be 0 or more"):
+        FMHyperParameters.from_args({"first_order_l2_scale": "-1"})
