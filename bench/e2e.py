@@ -65,6 +65,12 @@ class TaskTiming:
     end: float | None
     peak: ProcessPeak | None = None  # the largest process sampled while the task ran
 
+    @property
+    def completed(self) -> bool:
+        """Whether the task did its part of the day: it succeeded, or it is `batch_predict` skipped because the
+        registry had no champion to score with (the gate kept the day's model out)."""
+        return self.state == "success" or (self.task_id == SCORING_TASK and self.state == "skipped")
+
 
 @dataclass
 class SizeResult:
@@ -95,8 +101,7 @@ class SizeResult:
     @property
     def replaced_scoring(self) -> tuple[TaskTiming, TaskTiming] | None:
         """(the DAG's `batch_predict`, `scoring`) when a successful `scoring` stands in for the DAG's task."""
-        skipped = next((t for t in self.tasks if t.task_id == SCORING_TASK and t.state == "success" and t.seconds),
-                       None)
+        skipped = next((t for t in self.tasks if t.task_id == SCORING_TASK and t.completed and t.seconds), None)
         if skipped is None or self.scoring is None or self.scoring.state != "success":
             return None
         return skipped, self.scoring
@@ -112,15 +117,15 @@ class SizeResult:
 
     def task_seconds(self) -> dict[str, float]:
         """Seconds of each task that succeeded, `batch_predict`'s from `scoring` where there is one."""
-        seconds = {t.task_id: t.seconds for t in self.tasks if t.state == "success"}
+        seconds = {t.task_id: t.seconds for t in self.tasks if t.completed}
         if self.replaced_scoring is not None:
             seconds[SCORING_TASK] = self.scoring.seconds
         return seconds
 
     @property
     def succeeded(self) -> bool:
-        """Whether every task succeeded."""
-        return self.returncode == 0 and bool(self.tasks) and all(t.state == "success" for t in self.tasks)
+        """Whether the DAG run did its day: every task completed (`TaskTiming.completed`)."""
+        return self.returncode == 0 and bool(self.tasks) and all(t.completed for t in self.tasks)
 
     def to_json(self) -> dict:
         """The result as a JSON object, with the derived figures."""
@@ -459,11 +464,11 @@ def format_table(results: list[SizeResult]) -> str:
             task = by_id.get(task_id)
             if task is None or task.state is None:
                 cells.append("—")
-            elif task.state == "success" and task_id == SCORING_TASK and result.scoring is not None:
+            elif task.completed and task_id == SCORING_TASK and result.scoring is not None:
                 scoring = result.scoring
                 scored = f"{scoring.seconds:.1f}" if scoring.state == "success" else scoring.state
                 cells.append(f"{task.seconds:.1f} (no champion; with the day's model {scored})")
-            elif task.state == "success":
+            elif task.completed:
                 cells.append(f"{task.seconds:.1f}")
             else:
                 cells.append(f"{task.state} ({task.seconds or 0:.0f})")

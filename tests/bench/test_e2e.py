@@ -44,15 +44,19 @@ def test_cost_ratios_table_and_peak_attribution():
 
 def test_a_day_without_champion_counts_the_scoring_of_its_own_model():
     small, large = _result(1_000_000, [10.0, 30.0]), _result(10_000_000, [60.0, 420.0])
-    for result, predict in ((small, 20.0), (large, 9.0)):
+    for result, predict, state in ((small, 20.0, "success"), (large, 9.0, "skipped")):
         end = result.tasks[-1].end
-        result.tasks.append(TaskTiming("batch_predict", "success", predict, end, end + predict))
+        result.tasks.append(TaskTiming("batch_predict", state, predict, end, end + predict))
+    assert large.succeeded, "without a champion batch_predict is skipped: the day still ran"
     large.scoring = TaskTiming("batch_predict", "success", 200.0, 5000.0, 5200.0)
     assert large.scored_dag_seconds == pytest.approx(60.0 + 420.0 + 200.0)
     assert per_event_cost_ratios([small, large]) == [(1_000_000, 10_000_000, pytest.approx(680.0 / 600.0))]
     assert "batch_predict 1.00" in format_ratios([small, large])
     assert "9.0 (no champion; with the day's model 200.0)" in format_table([small, large])
     assert SizeResult.from_json(large.to_json()).scoring == large.scoring
+    large.tasks[0].state = "skipped"
+    assert not large.succeeded, "only batch_predict may be skipped"
+    large.tasks[0].state = "success"
     large.scoring.state = "failed (1)"
     assert large.scored_dag_seconds == large.dag_seconds
     assert "with the day's model failed (1)" in format_table([large])
