@@ -44,6 +44,7 @@ from bench.support.exhaustive_scoring import run_exhaustive
 from bench.support.fm_training import train_in_process
 from bench.support.movielens_lake import END_DAY, raw_table, replay_to_lake, time_split_features, write_raw_day
 from jobs.batch_predict import PREDICTIONS, SCORED_SCHEMA, ItemRanking, PredictOptions, candidate_inputs, top_items
+from lakeloop.delta import read_partition
 from lakeloop.embeddings import DayTowers, build_day_towers
 from lakeloop.features import (
     EVAL,
@@ -54,7 +55,7 @@ from lakeloop.features import (
     feature_table_path,
     read_feature_manifest,
 )
-from lakeloop.lake import MANIFEST_NAME, Lake, partition_path
+from lakeloop.lake import MANIFEST_NAME, Lake
 from lakeloop.models import TRAIN_SUMMARY, model_dir, write_json
 from lakeloop.names import MOVIES
 from lakeloop.towers import EXCLUDED_SCORE, pair_scores, top_k
@@ -229,7 +230,7 @@ def train_and_register(spark: SparkSession, lake: Path, day: date, epochs: int, 
     evaluate_model(lake, MODEL, day)
     end = day + timedelta(days=1)
     lineage = RunLineage("bench-scoring", "run-1", f"{day}T00:00:00+00:00", f"{end}T00:00:00+00:00",
-                         str(feature_partition(lake, day)), str(partition_path(lake, PREDICTIONS, day)),
+                         str(feature_partition(lake, day)), str(lake / PREDICTIONS),
                          git_commit(REPO))
     return register_model(lake, MODEL, day, tracking_uri, lineage)
 
@@ -423,7 +424,7 @@ def run_benchmark(spark: SparkSession, lake: Path, day: date, workdir: Path, epo
             step()
         if round_index == 0:  # once: at 1M events it takes minutes
             today()
-    check = check_lists(pq.read_table(partition_path(setup.lake, PREDICTIONS, setup.day)), exhaustive[0])
+    check = check_lists(read_partition(Lake.from_url(str(setup.lake)), PREDICTIONS, setup.day), exhaustive[0])
     print(check.describe(TOP_K), flush=True)
     best = {key: best_of(timings) for key, timings in rounds.items()}
     fastest = min(range(len(manifests)), key=lambda index: rounds[JOB][index].seconds)

@@ -20,7 +20,8 @@ import pyarrow.compute as pc
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from lakeloop.embeddings import build_day_towers, commit_table, log_embeddings, side_inputs, write_embeddings
+from lakeloop.delta import replace_partition
+from lakeloop.embeddings import build_day_towers, log_embeddings, side_inputs, write_embeddings
 from lakeloop.features import EVAL, FEATURES, TRAIN
 from lakeloop.lake import Lake, as_lake
 from lakeloop.names import PREDICTIONS
@@ -168,9 +169,9 @@ def run(spark: SparkSession, lake: Lake | Path, day: date, options: PredictOptio
 
 
 def write_predictions(lake: Lake, day: date, predictions: pa.Table, manifest: dict) -> str:
-    """Commit the day's predictions (one Parquet file: they are k rows per user) to the lake, local or object
-    store, through the driver; return the partition's URL."""
-    return commit_table(lake, PREDICTIONS, day, predictions, manifest)
+    """Make the day's predictions (k rows per user, collected on the driver) the day's partition of the Delta table
+    `predictions`, in one commit that carries the manifest; return the table's URL."""
+    return replace_partition(lake, PREDICTIONS, day, predictions, manifest)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -11,6 +11,7 @@ from datetime import date
 
 from lakeloop.airflow_env import DEFAULT_MLFLOW_UI_URL
 from lakeloop.config import Settings
+from lakeloop.delta import partition_summary
 from lakeloop.lake import Lake
 from lakeloop.models import EVALUATION, REGISTRATION
 from lakeloop.names import PREDICTIONS, RAW_RATINGS
@@ -64,7 +65,7 @@ def summarise(settings: Settings, days: list[date]) -> dict:
         models = lake.partition(f"models/{settings.model_name}", day)
         evaluation = lake.read_json(f"{models}/{EVALUATION}")
         registration = lake.read_json(f"{models}/{REGISTRATION}")
-        predictions = lake.read_manifest(PREDICTIONS, day)
+        predictions = partition_summary(lake, PREDICTIONS, day)
         report[day.isoformat()] = {
             "raw": raw.get("counts", raw),
             "evaluation": evaluation,
@@ -73,7 +74,7 @@ def summarise(settings: Settings, days: list[date]) -> dict:
             "registration": registration,
             "mlflow_run_url": mlflow_run_url((registration or {}).get("run_id")),
             "predictions": predictions,
-            "predictions_path": lake.uri(lake.partition(PREDICTIONS, day)) if predictions else None,
+            "predictions_path": lake.uri(lake.path(PREDICTIONS)) if predictions else None,
         }
     return report
 
@@ -115,7 +116,8 @@ def day_lines(day: str, entry: dict) -> list[str]:
         lines.append(f"  MLflow run: {url}" if url else
                      f"  MLflow run: {registration.get('run_id') or '-'} (no MLflow UI answers: `make ui` serves one)")
     predictions = entry["predictions"] or {}
-    rows = f" ({predictions['rows']} rows, {predictions.get('users', '-')} users)" if "rows" in predictions else ""
+    rows = (f" (Delta table, dt={day}: {predictions['rows']} rows, {predictions.get('users', '-')} users)"
+            if "rows" in predictions else "")
     lines.append(f"  predictions: {entry['predictions_path'] or '-'}{rows}")
     return lines
 

@@ -30,6 +30,6 @@ def register_day(settings: Settings, day: date, dag_id: str, run_id: str, data_i
     lineage = RunLineage(dag_id=dag_id, run_id=run_id, data_interval_start=data_interval_start.isoformat(),
                          data_interval_end=data_interval_end.isoformat(),
                          features_path=lake.uri(lake.partition(FEATURES, day)),
-                         predictions_path=lake.uri(lake.partition(PREDICTIONS, day)),
+                         predictions_path=lake.uri(lake.path(PREDICTIONS)),
                          git_commit=git_commit(settings.project_dir))
     return register_model(lake, settings.model_name, day, settings.mlflow_tracking_uri, lineage)

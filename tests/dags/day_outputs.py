@@ -12,6 +12,7 @@ from lakeloop.config import Settings
 from lakeloop.lake import partition_path
 from lakeloop.models import EVALUATION, REGISTRATION, TRAIN_SUMMARY, model_dir
 from lakeloop.names import MOVIES
+from tests.delta_protocol import read_day
 
 
 def check_day_outputs(settings: Settings, events: int, day: date) -> None:
@@ -54,7 +55,7 @@ def check_day_outputs(settings: Settings, events: int, day: date) -> None:
     assert {"evaluation/prediction_distribution.png", "evaluation/training_curve.png"} <= {
         item.path for item in client.list_artifacts(registration["run_id"], "evaluation")}
 
-    predictions = pq.read_table(partition_path(lake, "predictions", day))
+    predictions = read_day(lake / "predictions", day)
     users = pc.count_distinct(curated["user_id"]).as_py()
     assert predictions.column_names == ["user_id", "item_id", "score", "rank", "model_name", "model_version",
                                         "generated_at"]

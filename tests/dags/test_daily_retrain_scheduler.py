@@ -52,6 +52,7 @@ from lakeloop.services import EmbeddedBroker, free_port
 from tests.alert_servers import SMTPServer, WebhookServer
 from tests.catalogs import with_integer_item_ids
 from tests.dags.day_outputs import check_day_outputs
+from tests.delta_protocol import read_day
 from tests.postgres_stack import create_databases, database_url, mlflow_server
 
 DAYS = [date(2026, 11, 19), date(2026, 11, 20)]
@@ -206,11 +207,11 @@ def test_a_backfill_through_the_scheduler_reproduces_the_daily_outputs(deploymen
         versions.add(registration["version"])
         champion = registration["version"] if gate["promote"] else champion
         # at this size a day's model may fail the gate; then the previous champion (if any) predicts
-        predicted = partition_path(lake, "predictions", day)
+        predicted = read_day(lake / "predictions", day)
         if champion is None:
-            assert not predicted.exists()
+            assert predicted is None
         else:
-            assert set(pq.read_table(predicted)["model_version"].to_pylist()) == {champion}
+            assert set(predicted["model_version"].to_pylist()) == {champion}
     assert len(versions) == len(DAYS)
     check_day_outputs(deployment.settings, deployment.events_per_day[DAYS[0].isoformat()], DAYS[0])
 
@@ -219,7 +220,7 @@ def test_a_backfill_through_the_scheduler_reproduces_the_daily_outputs(deploymen
         "select r.logical_date::date from asset_event e join asset a on a.id = e.asset_id "
         "join dag_run r on r.run_id = e.source_run_id where a.uri = %s and e.source_task_id = 'batch_predict'",
         f"{deployment.settings.lake_url}/predictions")}
-    assert predicted_days == {day for day in DAYS if partition_path(lake, "predictions", day).exists()}
+    assert predicted_days == {day for day in DAYS if read_day(lake / "predictions", day) is not None}
     assert not list(deployment.settings.airflow_home.glob("*.db")), "Airflow fell back to a SQLite database"
     model_versions = deployment.postgres.execute(deployment.databases["mlflow"]["name"],
                                                  "select version from model_versions where name = %s",

@@ -3,7 +3,6 @@ equal exhaustive scoring of every unseen pair by the Keras model, and the towers
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, date, datetime
 
 import numpy as np
@@ -12,10 +11,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs import batch_predict
+from lakeloop.delta import partition_summary, read_partition
 from lakeloop.evaluation import evaluate_model
 from lakeloop.features import EVAL, FEATURE_COLUMNS, FEATURES, TRAIN, USER_HISTORY, feature_table_path, model_inputs
 from lakeloop.fm_model import ranking_model
-from lakeloop.lake import as_lake, partition_path
+from lakeloop.lake import as_lake
 from lakeloop.models import MODEL_FILE, TRAIN_SUMMARY, model_dir, write_json
 from lakeloop.names import ITEM_EMBEDDINGS, MOVIES, USER_EMBEDDINGS
 from lakeloop.registry import RunLineage, register_model
@@ -24,6 +24,7 @@ from lakeloop.spark_inputs import serving_inputs
 from lakeloop.spark_jobs import read_catalog, read_table
 from lakeloop.towers import FMTowers, Tower
 from tests.catalogs import with_integer_item_ids
+from tests.delta_protocol import read_day
 
 DAY = date(2026, 11, 20)
 MODEL = "predict-test-fm"
@@ -53,7 +54,7 @@ def champion(feature_lake, fitted_model, tmp_path, monkeypatch) -> dict:
 def predict(spark, lake) -> tuple[dict, object]:
     options = batch_predict.PredictOptions(model_name=MODEL, generated_at=GENERATED_AT)
     manifest = batch_predict.run(spark, lake, DAY, options)
-    return manifest, pq.read_table(partition_path(lake, batch_predict.PREDICTIONS, DAY))
+    return manifest, read_partition(as_lake(lake), batch_predict.PREDICTIONS, DAY)
 
 
 @pytest.mark.slow
@@ -82,8 +83,8 @@ def test_the_top_ten_unseen_movies_per_user_reproducibly(spark, feature_lake, ch
     assert set(predictions["generated_at"].to_pylist()) == {datetime(2026, 11, 21, tzinfo=UTC)}
     assert manifest["rows"] == predictions.num_rows and manifest["users"] == len(by_user)
     assert manifest["window_users"] == len(by_user) and manifest["catalog"] == catalog
-    on_disk = json.loads((partition_path(feature_lake, batch_predict.PREDICTIONS, DAY) / "_manifest.json").read_text())
-    assert on_disk["model_version"] == champion["version"]
+    assert partition_summary(as_lake(feature_lake), batch_predict.PREDICTIONS, DAY) == manifest
+    assert read_day(feature_lake / batch_predict.PREDICTIONS, DAY).equals(predictions)
 
     write_catalog(with_integer_item_ids(movielens), feature_lake)
     try:
@@ -91,21 +92,22 @@ def test_the_top_ten_unseen_movies_per_user_reproducibly(spark, feature_lake, ch
     finally:
         write_catalog(movielens, feature_lake)
     assert again.equals(predictions), "a catalog whose item_id is an integer changed the lists"
+    assert read_day(feature_lake / batch_predict.PREDICTIONS, DAY).equals(predictions), "a rerun added rows"
     ties = [(a["item_id"], b["item_id"]) for a, b in zip(rows, rows[1:], strict=False)
             if a["user_id"] == b["user_id"] and a["score"] == b["score"]]
     assert all(first < second for first, second in ties), "a tie not broken by the smaller item id"
 
 
-def test_predictions_are_committed_to_an_s3_lake(s3_lake):
+def test_predictions_are_a_delta_table_on_an_s3_lake_too(s3_lake):
     predictions = pa.table({"user_id": ["1", "1", "2"], "item_id": ["50", "7", "50"], "score": [4.5, 4.1, 3.9],
                             "rank": [1, 2, 1], "model_name": [MODEL] * 3, "model_version": ["3"] * 3,
                             "generated_at": pa.array([datetime(2026, 11, 21, tzinfo=UTC)] * 3,
                                                      pa.timestamp("us", tz="UTC"))})
     url = batch_predict.write_predictions(s3_lake, DAY, predictions, {"rows": 3, "model_version": "3"})
 
-    assert url == f"{s3_lake.url}/predictions/dt={DAY}"
-    assert s3_lake.read_manifest(batch_predict.PREDICTIONS, DAY)["rows"] == 3
-    assert s3_lake.read_partition(batch_predict.PREDICTIONS, DAY).equals(predictions)
+    assert url == f"{s3_lake.url}/predictions"
+    assert partition_summary(s3_lake, batch_predict.PREDICTIONS, DAY)["rows"] == 3
+    assert read_partition(s3_lake, batch_predict.PREDICTIONS, DAY).equals(predictions)
 
 
 def test_without_a_champion_nothing_is_written(spark, feature_lake, tmp_path, monkeypatch):
@@ -113,7 +115,7 @@ def test_without_a_champion_nothing_is_written(spark, feature_lake, tmp_path, mo
     options = batch_predict.PredictOptions(model_name="never-registered")
     manifest = batch_predict.run(spark, feature_lake, date(2026, 11, 19), options)
     assert manifest["skipped"] is True
-    assert not partition_path(feature_lake, batch_predict.PREDICTIONS, date(2026, 11, 19)).exists()
+    assert read_partition(as_lake(feature_lake), batch_predict.PREDICTIONS, date(2026, 11, 19)) is None
 
 
 def exhaustive_top_ten(spark, lake, model) -> dict[str, list[tuple[str, float]]]:

@@ -50,7 +50,7 @@ def lineage(run_id: str) -> RunLineage:
                       data_interval_start=datetime(2026, 11, 20, tzinfo=UTC).isoformat(),
                       data_interval_end=datetime(2026, 11, 21, tzinfo=UTC).isoformat(),
                       features_path="file:///lake/features/dt=2026-11-20",
-                      predictions_path="file:///lake/predictions/dt=2026-11-20",
+                      predictions_path="file:///lake/predictions",
                       git_commit=git_commit(Path(__file__).parent))
 
 
@@ -107,7 +107,7 @@ def test_the_gate_decides_the_alias_and_reruns_register_nothing_twice(feature_la
     assert tags["lakeloop.dag_id"] == "daily_retrain" and tags["lakeloop.run_id"] == "run-3"
     assert tags["lakeloop.data_interval_start"].startswith("2026-11-20")
     assert tags["lakeloop.features_path"].endswith("features/dt=2026-11-20")
-    assert tags["lakeloop.predictions_path"].endswith("predictions/dt=2026-11-20")
+    assert tags["lakeloop.predictions_path"] == "file:///lake/predictions"
     assert tags["mlflow.source.git.commit"] == git_commit(Path(__file__).parent) != ""
     assert tags["lakeloop.gate.alias"] == "champion" and tags["lakeloop.gate.promote"] == "True"
     assert run.data.metrics["rmse"] == pytest.approx(better_metrics["rmse"])

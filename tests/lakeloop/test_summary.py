@@ -1,4 +1,5 @@
-"""The end-of-run summary reads manifests and model artefacts from the lake, local or S3, and explains the gate."""
+"""The end-of-run summary reads manifests, Delta commits and model artefacts from the lake, local or S3, and explains
+the gate."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lakeloop.config import load_settings
+from lakeloop.delta import replace_partition
 from lakeloop.models import EVALUATION, REGISTRATION
 from lakeloop.names import PREDICTIONS
 from lakeloop.services import free_port
@@ -29,11 +31,10 @@ EVALUATION_JSON = {
 
 def test_the_summary_reads_an_s3_lake(s3_lake, capsys, monkeypatch):
     monkeypatch.setenv("LAKELOOP_MLFLOW_UI_URL", f"http://127.0.0.1:{free_port()}")
-    for dataset, manifest in (("raw/ratings", {"counts": {"read": 12, "written": 10, "rejected": 2}}),
-                              (PREDICTIONS, {"rows": 30, "users": 3})):
-        with s3_lake.staged_partition(dataset, DAY) as staged:
-            pq.write_table(pa.table({"x": [1]}), f"{staged.directory}/part-0.parquet", filesystem=s3_lake.filesystem)
-            staged.manifest.update(manifest)
+    with s3_lake.staged_partition("raw/ratings", DAY) as staged:
+        pq.write_table(pa.table({"x": [1]}), f"{staged.directory}/part-0.parquet", filesystem=s3_lake.filesystem)
+        staged.manifest.update({"counts": {"read": 12, "written": 10, "rejected": 2}})
+    replace_partition(s3_lake, PREDICTIONS, DAY, pa.table({"x": [1]}), {"rows": 30, "users": 3})
     models = s3_lake.partition("models/fm", DAY)
     s3_lake.write_json(f"{models}/{EVALUATION}", EVALUATION_JSON)
     s3_lake.write_json(f"{models}/{REGISTRATION}", {"model_name": "fm", "version": "2", "alias": "challenger",
@@ -47,7 +48,7 @@ def test_the_summary_reads_an_s3_lake(s3_lake, capsys, monkeypatch):
     assert report[str(DAY)]["scorers"]["bias baseline"] == {"rmse": 1.0123, "ndcg_at_10": 0.0587}
     assert report[str(DAY)]["gate"]["reason"] == "RMSE 1.0160 does not beat the bias baseline's 1.0123"
     assert report[str(DAY)]["predictions"]["rows"] == 30
-    assert report[str(DAY)]["predictions_path"] == f"{s3_lake.url}/predictions/dt={DAY}"
+    assert report[str(DAY)]["predictions_path"] == f"{s3_lake.url}/predictions"
     assert report["2026-11-21"] == {"raw": {}, "evaluation": None, "scorers": {}, "gate": None,
                                     "registration": None, "mlflow_run_url": None, "predictions": None,
                                     "predictions_path": None}
@@ -63,7 +64,7 @@ def test_the_summary_reads_an_s3_lake(s3_lake, capsys, monkeypatch):
         "  gate: not promoted (@challenger): RMSE 1.0160 does not beat the bias baseline's 1.0123",
         "  registered: fm v2 @challenger; champion is v1",
         "  MLflow run: 0123abcd (no MLflow UI answers: `make ui` serves one)",
-        f"  predictions: {s3_lake.url}/predictions/dt=2026-11-20 (30 rows, 3 users)",
+        f"  predictions: {s3_lake.url}/predictions (Delta table, dt=2026-11-20: 30 rows, 3 users)",
     ]
 
 
