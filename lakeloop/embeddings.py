@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 
+from lakeloop.delta import replace_partition
 from lakeloop.features import multi_hot
 from lakeloop.lake import Lake, as_lake
 from lakeloop.names import ITEM_EMBEDDINGS, USER_EMBEDDINGS
@@ -92,25 +93,15 @@ def build_day_towers(spark: SparkSession, lake: Lake | Path, day: date, model_da
                      items["item_id"].combine_chunks(), towers.item_tower(item_inputs))
 
 
-def commit_table(lake: Lake, dataset: str, day: date, table: pa.Table, manifest: dict) -> str:
-    """Commit `table` as the day's partition of `dataset` (one Parquet file written through the driver, the lake's
-    commit rules, local or object store) with `manifest`; return the partition's URL."""
-    import pyarrow.parquet as pq
-
-    with lake.staged_partition(dataset, day) as staged:
-        pq.write_table(table, f"{staged.directory}/part-00000.parquet", filesystem=lake.filesystem)
-        staged.manifest.update(manifest)
-    return lake.uri(lake.partition(dataset, day))
-
-
 def write_embeddings(lake: Lake | Path, day: date, towers: DayTowers, manifest: dict) -> dict[str, str]:
-    """Commit the day's user and item towers to `embeddings/users/dt=D/` and `embeddings/items/dt=D/`, each
-    manifest holding `manifest` (the model's name and version), the constant and the factors; return their URLs."""
+    """Make the day's user and item towers the day's partitions of the Delta tables `embeddings/users` and
+    `embeddings/items`, each commit carrying `manifest` (the model's name and version), the constant and the
+    factors; return the tables' URLs."""
     lake = as_lake(lake)
     described = {**manifest, "day": str(day), "constant": towers.constant, "factors": towers.factors,
                  "score": "constant + users.bias + items.bias + dot(users.factors, items.factors)"}
-    return {"users": commit_table(lake, USER_EMBEDDINGS, day, towers.user_table(), described),
-            "items": commit_table(lake, ITEM_EMBEDDINGS, day, towers.item_table(), described)}
+    return {"users": replace_partition(lake, USER_EMBEDDINGS, day, towers.user_table(), described),
+            "items": replace_partition(lake, ITEM_EMBEDDINGS, day, towers.item_table(), described)}
 
 
 def log_embeddings(model_name: str, version: str, day: date, locations: dict[str, str],

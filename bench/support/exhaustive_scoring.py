@@ -16,7 +16,7 @@ import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from lakeloop.embeddings import commit_table
+from lakeloop.delta import replace_partition
 from lakeloop.features import EVAL, FEATURE_COLUMNS, FEATURES, TRAIN, USER_HISTORY, model_inputs
 from lakeloop.lake import Lake, as_lake
 from lakeloop.spark_inputs import serving_inputs
@@ -89,5 +89,5 @@ def run_exhaustive(spark: SparkSession, lake: Lake | Path, day: date, model_name
            .withColumn("generated_at", F.lit(generated_at).cast("timestamp"))
            .select(*OUTPUT_COLUMNS).orderBy("user_id", "rank"))
     predictions = top.toArrow()
-    commit_table(lake, EXHAUSTIVE_PREDICTIONS, day, predictions, {"rows": predictions.num_rows})
+    replace_partition(lake, EXHAUSTIVE_PREDICTIONS, day, predictions, {"rows": predictions.num_rows})
     return predictions

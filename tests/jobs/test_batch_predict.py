@@ -163,18 +163,18 @@ def test_the_lists_equal_exhaustive_scoring_and_the_towers_are_committed(spark, 
     assert identical > 0
 
     lake = as_lake(feature_lake)
-    users, items = lake.read_partition(USER_EMBEDDINGS, DAY), lake.read_partition(ITEM_EMBEDDINGS, DAY)
+    users, items = read_partition(lake, USER_EMBEDDINGS, DAY), read_partition(lake, ITEM_EMBEDDINGS, DAY)
     assert users.column_names == ["user_id", "bias", "factors"] and items.column_names == ["item_id", "bias", "factors"]
     assert sorted(users["user_id"].to_pylist()) == sorted(expected)
     assert items.num_rows == manifest["catalog"] == pq.read_table(feature_lake / MOVIES).num_rows
     for dataset, table in ((USER_EMBEDDINGS, users), (ITEM_EMBEDDINGS, items)):
-        committed = lake.read_manifest(dataset, DAY)
+        committed = partition_summary(lake, dataset, DAY)
         assert committed["model_version"] == champion["version"] and committed["model_name"] == MODEL
-        assert committed["files"] and sum(entry["rows"] for entry in committed["files"]) == table.num_rows
-        assert manifest["embeddings"][dataset.rsplit("/", 1)[1]] == lake.uri(lake.partition(dataset, DAY))
+        assert read_day(feature_lake / dataset, DAY).equals(table)
+        assert manifest["embeddings"][dataset.rsplit("/", 1)[1]] == lake.uri(lake.path(dataset))
     user_rows = {user: row for row, user in enumerate(users["user_id"].to_pylist())}
     item_rows = {item: row for row, item in enumerate(items["item_id"].to_pylist())}
-    constant = lake.read_manifest(USER_EMBEDDINGS, DAY)["constant"]
+    constant = partition_summary(lake, USER_EMBEDDINGS, DAY)["constant"]
     user_factors, item_factors = np.array(users["factors"].to_pylist()), np.array(items["factors"].to_pylist())
     for row in predictions.slice(0, 30).to_pylist():
         u, i = user_rows[row["user_id"]], item_rows[row["item_id"]]
