@@ -1,9 +1,5 @@
-"""Delta Lake tables of the lake (`dt`-partitioned), written and read from Python through delta-rs (`deltalake`).
-
-A day's write replaces its `dt` partition in one Delta commit (an overwrite whose predicate is the day), so a
-rerun gives the same rows, a killed write leaves the previous version, and any Delta reader (Spark, DuckDB, Trino,
-pandas through `deltalake`) sees whole days only. Design and time travel: docs/architecture.md, "Delta tables".
-"""
+"""Delta Lake tables of the lake (`dt`-partitioned), written and read from Python through delta-rs (`deltalake`):
+one commit per day's write, so any Delta reader sees whole days only (docs/deployment.md, "Delta tables")."""
 
 from __future__ import annotations
 
@@ -102,7 +98,7 @@ def read_partition(lake: Lake, dataset: str, day: date, columns: list[str] | Non
     table or the day has none.
 
     The files are those the Delta log names for the day, read with the lake's own pyarrow filesystem: reading
-    through deltalake's dataset with a partition filter aborts the interpreter at exit (deltalake 1.6.6)."""
+    through deltalake's dataset with a row filter aborts the interpreter at exit (deltalake 1.6.6)."""
     table = open_table(lake, dataset)
     if table is None:
         return None
