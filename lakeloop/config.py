@@ -250,6 +250,19 @@ S3A_CREDENTIALS = "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider"
 S3A_SESSION_CREDENTIALS = "org.apache.hadoop.fs.s3a.TemporaryAWSCredentialsProvider"
 
 
+def s3_endpoint(environ: Mapping[str, str] | None = None) -> str | None:
+    """The S3 endpoint the standard AWS variables name (`AWS_ENDPOINT_URL_S3`, else `AWS_ENDPOINT_URL`: MinIO or
+    another S3 server), or None for AWS itself; every S3 client of the project takes it from here."""
+    env = os.environ if environ is None else environ
+    return env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
+
+
+def aws_region(environ: Mapping[str, str] | None = None) -> str | None:
+    """The region the standard AWS variables name (`AWS_REGION`, else `AWS_DEFAULT_REGION`), or None."""
+    env = os.environ if environ is None else environ
+    return env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+
+
 def s3a_settings(environ: dict[str, str] | None = None) -> dict[str, str]:
     """The Hadoop settings Spark's s3a connector needs to reach the lake's S3, from the standard AWS variables
     that pyarrow (ingestion, manifests) reads too, so both sides reach the same store with the same identity.
@@ -262,12 +275,12 @@ def s3a_settings(environ: dict[str, str] | None = None) -> dict[str, str]:
     """
     env = os.environ if environ is None else environ
     settings: dict[str, str] = {}
-    endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
+    endpoint = s3_endpoint(env)
     if endpoint:
         settings["fs.s3a.endpoint"] = endpoint
         settings["fs.s3a.path.style.access"] = "true"
         settings["fs.s3a.connection.ssl.enabled"] = str(urlparse(endpoint).scheme != "http").lower()
-    region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+    region = aws_region(env)
     if region:
         settings["fs.s3a.endpoint.region"] = region
     if env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY"):

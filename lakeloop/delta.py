@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from lakeloop.config import aws_region, s3_endpoint
 from lakeloop.lake import ConcurrentWriteError, Lake
 
 if TYPE_CHECKING:
@@ -40,10 +41,10 @@ def storage_options(lake: Lake, environ: Mapping[str, str] | None = None) -> dic
     env = os.environ if environ is None else environ
     options = {key: env[key] for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
                if env.get(key)}
-    endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
+    endpoint = s3_endpoint(env)
     if endpoint:
         options.update(AWS_ENDPOINT_URL=endpoint, AWS_ALLOW_HTTP=str(endpoint.startswith("http://")).lower())
-    region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+    region = aws_region(env)
     if region:
         options["AWS_REGION"] = region
     return options

@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pyarrow import fs as pafs
 
+from lakeloop.config import aws_region
 from tfspark.storage import RemoteDirectory
 
 log = logging.getLogger(__name__)
@@ -198,8 +199,7 @@ class Lake:
         `AWS_REGION`, which docker-compose sets)."""
         import boto3  # here, not at the top: it costs ~0.3 s in every process that imports the lake
 
-        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-        return boto3.session.Session(region_name=region).client("s3")
+        return boto3.session.Session(region_name=aws_region()).client("s3")
 
     def path(self, *parts: str) -> str:
         """A path inside the lake, on its filesystem."""
