@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING
 
 from bench.harness import markdown_table, start_spark, work_directory
 from bench.support.fm_training import train_in_process
-from bench.support.movielens_lake import END_DAY, replay_to_lake, time_split_features
-from jobs import etl, features
+from bench.support.movielens_lake import END_DAY, curate_days, replay_to_lake, time_split_features
+from jobs import features
 from lakeloop.evaluation import evaluate_model
 from lakeloop.features import read_feature_manifest
 from lakeloop.fm_trainer import FMTrainer
@@ -125,8 +125,8 @@ def validation_lake(spark: SparkSession, movielens: MovieLens, workdir: Path, da
     """The replayed, curated ratings and the validation split of (a)'s training ratings (`random_split_features`
     with `validation`); the lake of the latter."""
     curated_lake, lake = workdir / "curated", workdir / "validation-split"
-    for day in replay_to_lake(movielens, curated_lake, days, END_DAY):
-        etl.run(spark, curated_lake, day)
+    replay_to_lake(movielens, curated_lake, days, END_DAY)
+    curate_days(spark, curated_lake, days, END_DAY)
     random_split_features(spark, curated_lake, lake, days, seed, validation=True)
     return lake
 

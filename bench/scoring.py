@@ -55,7 +55,7 @@ from lakeloop.features import (
     feature_table_path,
     read_feature_manifest,
 )
-from lakeloop.lake import MANIFEST_NAME, Lake
+from lakeloop.lake import MANIFEST_NAME, Lake, as_lake
 from lakeloop.models import TRAIN_SUMMARY, model_dir, write_json
 from lakeloop.names import MOVIES
 from lakeloop.towers import EXCLUDED_SCORE, pair_scores, top_k
@@ -424,7 +424,7 @@ def run_benchmark(spark: SparkSession, lake: Path, day: date, workdir: Path, epo
             step()
         if round_index == 0:  # once: at 1M events it takes minutes
             today()
-    check = check_lists(read_partition(Lake.from_url(str(setup.lake)), PREDICTIONS, setup.day), exhaustive[0])
+    check = check_lists(read_partition(as_lake(setup.lake), PREDICTIONS, setup.day), exhaustive[0])
     print(check.describe(TOP_K), flush=True)
     best = {key: best_of(timings) for key, timings in rounds.items()}
     fastest = min(range(len(manifests)), key=lambda index: rounds[JOB][index].seconds)

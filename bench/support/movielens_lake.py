@@ -50,9 +50,14 @@ def replay_to_lake(movielens: MovieLens, lake: Path, days: int, end_day: date = 
     return replayed
 
 
+def curate_days(spark: SparkSession, lake: Path, days: int, end_day: date = END_DAY) -> None:
+    """The ETL job for every replayed day: the curated ratings of the window."""
+    for day in window_days(end_day, days):
+        etl.run(spark, lake, day)
+
+
 def time_split_features(spark: SparkSession, lake: Path, days: int, end_day: date = END_DAY) -> None:
     """ETL for every replayed day, then the features job for the last day over the whole window: its most recent
     10% of ratings by time are the evaluation set."""
-    for day in window_days(end_day, days):
-        etl.run(spark, lake, day)
+    curate_days(spark, lake, days, end_day)
     features.run(spark, lake, end_day, features.FeatureOptions(window_days=days))
