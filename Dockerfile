@@ -1,6 +1,14 @@
 # The one lakeloop image: every Airflow component, the MLflow server, the Spark master and workers, and the
 # replay job. Built from requirements.lock exactly like the development venv (uv pip sync), so the Spark driver
 # (inside an Airflow task) and the executors (on the workers) run identical Python, pyspark and TensorFlow.
+
+# The jars Spark adds to pyspark's own (jvm/spark/pom.xml: hadoop-aws for s3:// lakes and the AWS SDK bundle), resolved
+# from Maven Central by the same file `make setup` resolves, in a stage of their own: Maven stays out of the image.
+FROM maven:3.9-eclipse-temurin-17 AS jvm
+WORKDIR /build
+COPY jvm/ jvm/
+RUN mvn --batch-mode --quiet --no-transfer-progress -f jvm/pom.xml --projects spark --also-make package
+
 FROM python:3.11-slim-bookworm
 
 ARG UV_VERSION=0.13.9
@@ -28,13 +36,9 @@ RUN python -m venv .venv \
     && .venv/bin/python -m pip install --no-cache-dir --disable-pip-version-check "uv==${UV_VERSION}" \
     && .venv/bin/uv pip sync --no-cache --python .venv/bin/python requirements.lock
 
-# Hadoop's s3a connector for s3:// lakes: hadoop-aws at the version of pyspark's Hadoop client and the AWS SDK it
-# depends on, resolved by Spark's own Ivy at build time and put among Spark's jars, so every driver and executor
-# has it (tests/test_docker_compose.py checks the version against the locked pyspark).
-ARG HADOOP_AWS_VERSION=3.5.0
-RUN .venv/bin/python -c "from pyspark.sql import SparkSession; SparkSession.builder.master('local[1]').config('spark.jars.packages', 'org.apache.hadoop:hadoop-aws:${HADOOP_AWS_VERSION}').config('spark.jars.ivy', '/tmp/ivy').getOrCreate().stop()" \
-    && cp /tmp/ivy/jars/*.jar "${SPARK_HOME}/jars/" \
-    && rm -rf /tmp/ivy
+# Among Spark's own jars, so every driver and executor has them (tests/test_docker_compose.py checks the pom's
+# Hadoop version against the locked pyspark's).
+COPY --from=jvm /build/jvm/lib/spark/ ${SPARK_HOME}/jars/
 
 COPY . .
 RUN .venv/bin/uv pip install --no-cache --python .venv/bin/python --no-deps . \

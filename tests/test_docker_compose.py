@@ -175,13 +175,28 @@ def test_the_lake_is_on_minio_with_credentials_from_the_env_file(services):
     assert "/lake" not in mounted
 
 
-def test_the_image_s3a_connector_matches_the_hadoop_client_of_the_locked_pyspark():
+def pom_property(pom: Path, name: str) -> str:
+    """A property of one of the project's Maven files (jvm/)."""
+    found = re.search(rf"<{re.escape(name)}>([^<]+)</{re.escape(name)}>", pom.read_text())
+    assert found, (pom, name)
+    return found.group(1)
+
+
+def test_the_image_takes_the_s3a_connector_from_the_pom_make_setup_resolves():
     import pyspark
 
-    declared = re.search(r"^ARG HADOOP_AWS_VERSION=(\S+)$", (REPO / "Dockerfile").read_text(), re.MULTILINE)
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert re.search(r"^RUN mvn .*-f jvm/pom\.xml .*--projects spark", dockerfile, re.MULTILINE)
+    assert re.search(r"^COPY --from=jvm /build/jvm/lib/spark/ \$\{SPARK_HOME\}/jars/$", dockerfile, re.MULTILINE)
+    assert "spark.jars.packages" not in dockerfile, "one resolver of the JVM parts: jvm/pom.xml"
+    assert "jvm/lib" in (REPO / ".dockerignore").read_text().split(), "a developer's resolved jars stay out"
     clients = list((Path(pyspark.__file__).parent / "jars").glob("hadoop-client-api-*.jar"))
-    assert declared is not None and len(clients) == 1
-    assert clients[0].name == f"hadoop-client-api-{declared.group(1)}.jar"
+    assert len(clients) == 1
+    assert clients[0].name == f"hadoop-client-api-{pom_property(REPO / 'jvm/spark/pom.xml', 'hadoop.version')}.jar"
+
+
+def test_the_stack_broker_is_the_apache_kafka_release_the_embedded_broker_runs(services):
+    assert services["kafka"]["image"] == f"apache/kafka:{pom_property(REPO / 'jvm/kafka/pom.xml', 'kafka.version')}"
 
 
 def published_ports(service: dict) -> list[tuple[str, str, int]]:
