@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from lakeloop.delta import replace_partition
+from lakeloop.delta import PartitionCommit, replace_partition
 from lakeloop.embeddings import build_day_towers, log_embeddings, side_inputs, write_embeddings
 from lakeloop.features import EVAL, FEATURES, TRAIN
 from lakeloop.lake import Lake, as_lake
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from pyspark import Accumulator, Broadcast
 
 log = logging.getLogger(__name__)
+PREDICTIONS_VERSION_TAG = "lakeloop.predictions_version"  # the predictions table's version the model last committed
 SCORED_SCHEMA = "user_id string, item_id string, score double, rank int"
 OUTPUT_COLUMNS = ["user_id", "item_id", "score", "rank", "model_name", "model_version", "generated_at"]
 USER_BLOCK = 1024  # users scored at a time in a worker: a (1,024 × catalog) float64 score matrix, 14 MB at 1,682
@@ -163,14 +164,16 @@ def run(spark: SparkSession, lake: Lake | Path, day: date, options: PredictOptio
                             "embeddings": round(embeddings_written - towers_built, 3),
                             "ranking": round(ranked - embeddings_written, 3),
                             "in_workers": round(compute_seconds.value, 3)}}
-    write_predictions(lake, day, predictions, manifest)
+    manifest["table_version"] = write_predictions(lake, day, predictions, manifest).version
+    mlflow.MlflowClient().set_model_version_tag(options.model_name, version.version, PREDICTIONS_VERSION_TAG,
+                                                str(manifest["table_version"]))
     log.info("predictions for %s: %s", day, manifest)
     return manifest
 
 
-def write_predictions(lake: Lake, day: date, predictions: pa.Table, manifest: dict) -> str:
+def write_predictions(lake: Lake, day: date, predictions: pa.Table, manifest: dict) -> PartitionCommit:
     """Make the day's predictions (k rows per user, collected on the driver) the day's partition of the Delta table
-    `predictions`, in one commit that carries the manifest; return the table's URL."""
+    `predictions`, in one commit that carries the manifest; return the table's URL and the version committed."""
     return replace_partition(lake, PREDICTIONS, day, predictions, manifest)
 
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from datetime import date
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -20,6 +21,21 @@ if TYPE_CHECKING:
 
 PARTITION_COLUMN = "dt"
 SUMMARY_KEY = "lakeloop.summary"
+VACUUM_OPERATION = "VACUUM START"  # the commit delta-rs' VACUUM writes before deleting, with its retention
+RETENTION_SETTING = "LAKELOOP_DELTA_RETENTION_HOURS"
+
+
+class TableVersionUnavailableError(LookupError):
+    """A past version of a Delta table cannot be read: its log no longer holds it, or VACUUM deleted its files."""
+
+
+@dataclass(frozen=True)
+class PartitionCommit:
+    """What a day's write committed: the table's URL and the table version its commit made (lineage: a reader
+    reads the same rows again with `read_partition(..., version=...)` while VACUUM keeps its files)."""
+
+    uri: str
+    version: int
 
 
 def day_predicate(day: date) -> str:
@@ -50,9 +66,10 @@ def storage_options(lake: Lake, environ: Mapping[str, str] | None = None) -> dic
     return options
 
 
-def replace_partition(lake: Lake, dataset: str, day: date, rows: pa.Table, summary: dict[str, Any]) -> str:
+def replace_partition(lake: Lake, dataset: str, day: date, rows: pa.Table, summary: dict[str, Any]) -> PartitionCommit:
     """Make `rows` the day's partition of the Delta table `dataset` in one commit that carries `summary` (what the
-    job did, for `partition_summary`); create the table on the first write. Return the table's URI.
+    job did, for `partition_summary`); create the table on the first write. Return the table's URI and the version
+    the commit made.
 
     The table's schema is enforced: rows of another schema fail the write and change nothing. Two writers of the
     same day: the second commit conflicts and fails with `ConcurrentWriteError`."""
@@ -60,11 +77,13 @@ def replace_partition(lake: Lake, dataset: str, day: date, rows: pa.Table, summa
     from deltalake.exceptions import CommitFailedError, DeltaError
 
     uri = table_uri(lake, dataset)
+    table = open_table(lake, dataset)
     day_rows = rows.append_column(PARTITION_COLUMN, pa.array([day.isoformat()] * rows.num_rows, pa.string()))
+    carried = json.dumps(summary)
     try:
-        write_deltalake(uri, day_rows, mode="overwrite", predicate=day_predicate(day),
+        write_deltalake(uri if table is None else table, day_rows, mode="overwrite", predicate=day_predicate(day),
                         partition_by=[PARTITION_COLUMN], storage_options=storage_options(lake),
-                        commit_properties=CommitProperties(custom_metadata={SUMMARY_KEY: json.dumps(summary)}))
+                        commit_properties=CommitProperties(custom_metadata={SUMMARY_KEY: carried}))
     except CommitFailedError as error:
         raise ConcurrentWriteError(
             f"{dataset} of {day} was committed by another writer while this one wrote it ({error}); this write "
@@ -72,7 +91,21 @@ def replace_partition(lake: Lake, dataset: str, day: date, rows: pa.Table, summa
     except DeltaError as error:
         raise ValueError(f"{dataset} of {day} could not be written to the Delta table {uri} (its schema is "
                          f"{_schema_of(lake, dataset)}; this write changed nothing): {error}") from error
-    return lake.uri(lake.path(dataset))
+    # A table object written through holds the version its commit made; a table this write created is looked up.
+    version = table.version() if table is not None else _version_carrying(lake, dataset, day, carried)
+    return PartitionCommit(lake.uri(lake.path(dataset)), version)
+
+
+def _version_carrying(lake: Lake, dataset: str, day: date, carried: str) -> int:
+    """The version of the newest commit that wrote the day with the summary `carried`."""
+    table = open_table(lake, dataset)
+    return next(commit["version"] for commit in table.history()
+                if _predicate(commit) == day_predicate(day) and commit.get(SUMMARY_KEY) == carried)
+
+
+def _predicate(commit: dict[str, Any]) -> str | None:
+    """The predicate a commit of the log names (a day's write: `dt = 'D'`), if any."""
+    return commit.get("operationParameters", {}).get("predicate")
 
 
 def _schema_of(lake: Lake, dataset: str) -> str:
@@ -82,41 +115,88 @@ def _schema_of(lake: Lake, dataset: str) -> str:
         f"{field.name} {getattr(field.type, 'type', field.type)}" for field in table.schema().fields)
 
 
-def open_table(lake: Lake, dataset: str) -> DeltaTable | None:
-    """The newest version of the Delta table `dataset`, or None if the lake has no such table yet. Any other
-    failure (an unreachable store, a refused login) raises: it must not read as an empty table."""
+def open_table(lake: Lake, dataset: str, version: int | None = None) -> DeltaTable | None:
+    """The Delta table `dataset` as of `version` (default: its newest), or None if the lake has no such table yet.
+    A version its log does not hold raises TableVersionUnavailableError. Any other failure (an unreachable store, a
+    refused login) raises: it must not read as an empty table."""
     from deltalake import DeltaTable
-    from deltalake.exceptions import TableNotFoundError
+    from deltalake.exceptions import DeltaError, TableNotFoundError
 
+    if version is not None and version < 0:
+        raise ValueError(f"a table version is a whole number >= 0, not {version}")
     try:
-        return DeltaTable(table_uri(lake, dataset), storage_options=storage_options(lake))
+        return DeltaTable(table_uri(lake, dataset), version=version, storage_options=storage_options(lake))
     except TableNotFoundError:
         return None
+    except DeltaError as error:
+        if version is None:
+            raise
+        newest = open_table(lake, dataset)
+        raise TableVersionUnavailableError(
+            f"{dataset} has no version {version} to read: its newest is {newest.version()}, and versions older "
+            f"than the log's retention (delta.logRetentionDuration, 30 days) are gone. `lakeloop lake history "
+            f"{dataset}` lists the versions it holds ({error})") from error
 
 
-def read_partition(lake: Lake, dataset: str, day: date, columns: list[str] | None = None) -> pa.Table | None:
-    """The rows of the day's partition in the table's newest version (without the `dt` column), or None if the
-    table or the day has none.
+def read_partition(lake: Lake, dataset: str, day: date, columns: list[str] | None = None,
+                   version: int | None = None) -> pa.Table | None:
+    """The rows of the day's partition (without the `dt` column) in the table's newest version, or as of `version`
+    (time travel), or None if the table or the day has none. A past version whose files VACUUM deleted raises
+    TableVersionUnavailableError naming the retention.
 
     The files are those the Delta log names for the day, read with the lake's own pyarrow filesystem: reading
     through deltalake's dataset with a row filter aborts the interpreter at exit (deltalake 1.6.6)."""
-    table = open_table(lake, dataset)
+    table = open_table(lake, dataset, version)
     if table is None:
         return None
     files = table.file_uris(file_pruning_predicate=day_predicate(day))
     if not files:
         return None
     paths = [uri.split("://", 1)[1] if "://" in uri else uri for uri in files]
-    return pq.ParquetDataset(paths, filesystem=lake.filesystem, partitioning=None).read(columns=columns)
+    try:
+        return pq.ParquetDataset(paths, filesystem=lake.filesystem, partitioning=None).read(columns=columns)
+    except FileNotFoundError as error:
+        raise TableVersionUnavailableError(_files_gone(lake, dataset, day, table.version())) from error
+
+
+def _files_gone(lake: Lake, dataset: str, day: date, version: int) -> str:
+    """Why the files the log names for a version's day are missing: the newest VACUUM and its retention, if any."""
+    newest = open_table(lake, dataset)
+    vacuums = [commit for commit in newest.history() if commit.get("operation") == VACUUM_OPERATION]
+    if not vacuums or version == newest.version():
+        return (f"{dataset} version {version} names files of {day} that the store no longer holds, and no VACUUM "
+                "in the log deleted them: they were deleted outside Delta. Read the newest version.")
+    vacuum = vacuums[0]
+    retention = int(vacuum.get("operationParameters", {}).get("specifiedRetentionMillis") or 0) / 3_600_000
+    return (f"{dataset} version {version} can no longer be read for {day}: VACUUM (version {vacuum['version']}, "
+            f"{commit_time(vacuum):%Y-%m-%d %H:%M} UTC) deleted its files, which only versions older than its "
+            f"retention of {retention:g} hours referenced. Read a newer version (`lakeloop lake history {dataset}`); "
+            f"to keep versions readable longer, raise {RETENTION_SETTING} before the next VACUUM.")
+
+
+def commit_time(commit: dict[str, Any]) -> datetime:
+    """When a commit of the table's history was made (its `timestamp`, milliseconds since the epoch), in UTC."""
+    return datetime.fromtimestamp(commit["timestamp"] / 1000, UTC)
+
+
+def table_history(lake: Lake, dataset: str) -> list[dict[str, Any]] | None:
+    """Every commit the table's log holds, newest first: `version`, `timestamp` (UTC), `operation` (WRITE, OPTIMIZE,
+    VACUUM START/END, ...) and `predicate` (what a write replaced: `dt = 'D'`); None if the lake has no such table."""
+    table = open_table(lake, dataset)
+    if table is None:
+        return None
+    return [{"version": commit["version"], "timestamp": commit_time(commit), "operation": commit.get("operation"),
+             "predicate": _predicate(commit)} for commit in table.history()]
 
 
 def partition_summary(lake: Lake, dataset: str, day: date) -> dict[str, Any] | None:
-    """The summary the newest commit that wrote the day carried (`replace_partition`), or None if no commit in the
-    table's log wrote it (none did, or the log's retention dropped it: the rows stay, see docs)."""
+    """The summary the newest commit that wrote the day carried (`replace_partition`), with that commit's version
+    as `table_version`, or None if no commit in the table's log wrote it (none did, or the log's retention dropped
+    it: the rows stay, see docs)."""
     table = open_table(lake, dataset)
     if table is None:
         return None
     for commit in table.history():  # newest first
-        if commit.get("operationParameters", {}).get("predicate") == day_predicate(day) and SUMMARY_KEY in commit:
-            return json.loads(commit[SUMMARY_KEY])
+        if _predicate(commit) == day_predicate(day) and SUMMARY_KEY in commit:
+            return {**json.loads(commit[SUMMARY_KEY]), "table_version": commit["version"]}
     return None

@@ -93,22 +93,24 @@ def build_day_towers(spark: SparkSession, lake: Lake | Path, day: date, model_da
                      items["item_id"].combine_chunks(), towers.item_tower(item_inputs))
 
 
-def write_embeddings(lake: Lake | Path, day: date, towers: DayTowers, manifest: dict) -> dict[str, str]:
+def write_embeddings(lake: Lake | Path, day: date, towers: DayTowers, manifest: dict) -> dict[str, str | int]:
     """Make the day's user and item towers the day's partitions of the Delta tables `embeddings/users` and
     `embeddings/items`, each commit carrying `manifest` (the model's name and version), the constant and the
-    factors; return the tables' URLs."""
+    factors; return the tables' URLs (`users`, `items`) and the table versions committed (`users_version`,
+    `items_version`)."""
     lake = as_lake(lake)
     described = {**manifest, "day": str(day), "constant": towers.constant, "factors": towers.factors,
                  "score": "constant + users.bias + items.bias + dot(users.factors, items.factors)"}
-    return {"users": replace_partition(lake, USER_EMBEDDINGS, day, towers.user_table(), described),
-            "items": replace_partition(lake, ITEM_EMBEDDINGS, day, towers.item_table(), described)}
+    users = replace_partition(lake, USER_EMBEDDINGS, day, towers.user_table(), described)
+    items = replace_partition(lake, ITEM_EMBEDDINGS, day, towers.item_table(), described)
+    return {"users": users.uri, "items": items.uri, "users_version": users.version, "items_version": items.version}
 
 
-def log_embeddings(model_name: str, version: str, day: date, locations: dict[str, str],
+def log_embeddings(model_name: str, version: str, day: date, locations: dict[str, str | int],
                    tracking_uri: str | None = None) -> None:
     """Name the day's embedding partitions on the model version that made them: the version's tags
-    `lakeloop.embeddings.{day,users,items}` point at the latest day, and its run holds one
-    `embeddings/dt=D.json` per day."""
+    `lakeloop.embeddings.{day,users,items,users_version,items_version}` point at the latest day's partitions and
+    the table versions that committed them, and its run holds one `embeddings/dt=D.json` per day."""
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri)
@@ -117,4 +119,4 @@ def log_embeddings(model_name: str, version: str, day: date, locations: dict[str
     if run_id:
         client.log_dict(run_id, record, f"{EMBEDDINGS_ARTIFACTS}/dt={day}.json")
     for key, value in {"day": str(day), **locations}.items():
-        client.set_model_version_tag(model_name, version, f"{EMBEDDINGS_TAG}.{key}", value)
+        client.set_model_version_tag(model_name, version, f"{EMBEDDINGS_TAG}.{key}", str(value))

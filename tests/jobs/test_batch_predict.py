@@ -103,9 +103,9 @@ def test_predictions_are_a_delta_table_on_an_s3_lake_too(s3_lake):
                             "rank": [1, 2, 1], "model_name": [MODEL] * 3, "model_version": ["3"] * 3,
                             "generated_at": pa.array([datetime(2026, 11, 21, tzinfo=UTC)] * 3,
                                                      pa.timestamp("us", tz="UTC"))})
-    url = batch_predict.write_predictions(s3_lake, DAY, predictions, {"rows": 3, "model_version": "3"})
+    commit = batch_predict.write_predictions(s3_lake, DAY, predictions, {"rows": 3, "model_version": "3"})
 
-    assert url == f"{s3_lake.url}/predictions"
+    assert commit.uri == f"{s3_lake.url}/predictions" and commit.version == 0
     assert partition_summary(s3_lake, batch_predict.PREDICTIONS, DAY)["rows"] == 3
     assert read_partition(s3_lake, batch_predict.PREDICTIONS, DAY).equals(predictions)
 
@@ -184,6 +184,12 @@ def test_the_lists_equal_exhaustive_scoring_and_the_towers_are_committed(spark, 
     version = MlflowClient().get_model_version(MODEL, champion["version"])
     assert version.tags["lakeloop.embeddings.day"] == str(DAY)
     assert version.tags["lakeloop.embeddings.users"] == manifest["embeddings"]["users"]
+    for dataset, side in ((USER_EMBEDDINGS, "users"), (ITEM_EMBEDDINGS, "items")):
+        committed = partition_summary(lake, dataset, DAY)["table_version"]
+        assert manifest["embeddings"][f"{side}_version"] == committed
+        assert version.tags[f"lakeloop.embeddings.{side}_version"] == str(committed)
+    assert version.tags["lakeloop.predictions_version"] == str(manifest["table_version"])
+    assert read_partition(lake, batch_predict.PREDICTIONS, DAY, version=manifest["table_version"]).equals(predictions)
     logged = mlflow.artifacts.load_dict(f"runs:/{version.run_id}/embeddings/dt={DAY}.json")
     assert logged["items"] == manifest["embeddings"]["items"] and logged["model_version"] == champion["version"]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from datetime import date
 from pathlib import Path
@@ -10,7 +11,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from lakeloop.delta import partition_summary, read_partition, replace_partition, storage_options, table_uri
+from lakeloop.delta import (
+    SUMMARY_KEY,
+    TableVersionUnavailableError,
+    open_table,
+    partition_summary,
+    read_partition,
+    replace_partition,
+    storage_options,
+    table_history,
+    table_uri,
+)
 from lakeloop.lake import ConcurrentWriteError, Lake
 from tests.delta_protocol import read_day
 
@@ -31,16 +42,60 @@ def test_a_rerun_of_a_day_replaces_its_rows_and_leaves_the_other_days(tmp_path):
     assert read_partition(lake, "predictions", DAY).equals(rows(1, 2))
     assert read_partition(lake, "predictions", NEXT_DAY).equals(rows(3))
     assert read_partition(lake, "predictions", date(2026, 11, 22)) is None
-    assert partition_summary(lake, "predictions", DAY) == {"rows": 2, "run": 2}
-    assert partition_summary(lake, "predictions", NEXT_DAY) == {"rows": 1}
+    assert partition_summary(lake, "predictions", DAY) == {"rows": 2, "run": 2, "table_version": 2}
+    assert partition_summary(lake, "predictions", NEXT_DAY) == {"rows": 1, "table_version": 1}
     table = Path(table_uri(lake, "predictions"))
     assert read_day(table, DAY).equals(rows(1, 2)) and read_day(table, NEXT_DAY).equals(rows(3))
+
+
+def test_a_past_version_reads_the_rows_that_version_committed(tmp_path):
+    lake = Lake.from_url(str(tmp_path / "lake"))
+    first = replace_partition(lake, "predictions", DAY, rows(1, 2), {"rows": 2})
+    other_day = replace_partition(lake, "predictions", NEXT_DAY, rows(3), {"rows": 1})
+    rerun = replace_partition(lake, "predictions", DAY, rows(4, 5, 6), {"rows": 3})
+
+    assert (first.version, other_day.version, rerun.version) == (0, 1, 2)
+    assert first.uri == rerun.uri == lake.uri(lake.path("predictions"))
+    assert read_partition(lake, "predictions", DAY, version=first.version).equals(rows(1, 2))
+    assert read_partition(lake, "predictions", DAY, version=other_day.version).equals(rows(1, 2))
+    assert read_partition(lake, "predictions", DAY, version=rerun.version).equals(rows(4, 5, 6))
+    assert read_partition(lake, "predictions", DAY).equals(rows(4, 5, 6))
+    assert read_partition(lake, "predictions", NEXT_DAY, version=first.version) is None
+    assert [(commit["version"], commit["operation"], commit["predicate"])
+            for commit in table_history(lake, "predictions")] == [
+        (2, "WRITE", "dt = '2026-11-20'"), (1, "WRITE", "dt = '2026-11-21'"), (0, "WRITE", "dt = '2026-11-20'")]
+    with pytest.raises(TableVersionUnavailableError, match=r"predictions has no version 3 to read: its newest is 2"):
+        read_partition(lake, "predictions", DAY, version=3)
+
+
+def test_each_commit_reports_the_version_it_made_while_another_day_commits_at_the_same_time(tmp_path):
+    lake = Lake.from_url(str(tmp_path / "lake"))
+    replace_partition(lake, "predictions", DAY, rows(0), {"writer": "first"})
+    commits = {}
+
+    def write(day: date) -> None:
+        for run in range(10):
+            commits[(str(day), run)] = replace_partition(lake, "predictions", day, rows(run), {"run": run})
+
+    writers = [threading.Thread(target=write, args=(day,)) for day in (DAY, NEXT_DAY)]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join()
+
+    carried = {commit["version"]: (commit["operationParameters"]["predicate"], json.loads(commit[SUMMARY_KEY]))
+               for commit in open_table(lake, "predictions").history()}
+    assert len(commits) == 20 and len({commit.version for commit in commits.values()}) == 20
+    for (day, run), commit in commits.items():
+        assert carried[commit.version] == (f"dt = '{day}'", {"run": run}), (day, run, commit)
 
 
 def test_a_lake_without_the_table_reads_as_none(tmp_path):
     lake = Lake.from_url(str(tmp_path / "lake"))
     assert read_partition(lake, "predictions", DAY) is None
+    assert read_partition(lake, "predictions", DAY, version=0) is None
     assert partition_summary(lake, "predictions", DAY) is None
+    assert table_history(lake, "predictions") is None
 
 
 def test_files_a_killed_writer_left_behind_are_never_read(tmp_path):
@@ -92,7 +147,7 @@ def test_an_s3_lake_holds_delta_tables_too(s3_lake):
     replace_partition(s3_lake, "predictions", DAY, rows(4), {"rows": 1})
 
     assert read_partition(s3_lake, "predictions", DAY).equals(rows(4))
-    assert partition_summary(s3_lake, "predictions", DAY) == {"rows": 1}
+    assert partition_summary(s3_lake, "predictions", DAY) == {"rows": 1, "table_version": 1}
     assert table_uri(s3_lake, "predictions") == f"{s3_lake.url}/predictions"
 
 
