@@ -26,6 +26,10 @@ BROKER_DIR_NAME = "broker"
 # The training task checkpoints at least this often (besides the trainer's every-N-steps): a killed task loses at
 # most five minutes of training; a checkpoint is the model's tables and their Adam moments (49 MB at 123K users).
 DEFAULT_CHECKPOINT_SECONDS = 300.0
+# VACUUM keeps the files of every Delta table version younger than this (Delta's own default: 7 days), so readers
+# and time travel to those versions keep working; shorter breaks readers of recent versions (docs/deployment.md).
+DEFAULT_DELTA_RETENTION_HOURS = 168
+MIN_DELTA_RETENTION_HOURS = 1
 KAFKA_SECURITY_PROTOCOL_ENV = "LAKELOOP_KAFKA_SECURITY_PROTOCOL"
 KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 # Lake URL schemes besides file://: what `Lake.from_url` opens through pyarrow.fs and Spark reads (s3 as s3a).
@@ -128,6 +132,17 @@ def parse_positive_seconds(text: str) -> float:
     return parse_finite_within(text, "a finite number of seconds > 0", minimum=0, above_minimum=True)
 
 
+def parse_delta_retention_hours(text: str) -> int:
+    """VACUUM's retention of the lake's Delta tables: a whole number of hours >= 1 (a shorter one deletes the files
+    of versions readers may still be reading, and a write's files before its commit)."""
+    try:
+        return parse_whole_number(text, MIN_DELTA_RETENTION_HOURS)
+    except ValueError:
+        raise ValueError(f"a whole number of hours >= {MIN_DELTA_RETENTION_HOURS} ({DEFAULT_DELTA_RETENTION_HOURS} "
+                         "by default): VACUUM deletes the files of table versions older than this, and a shorter "
+                         "retention breaks readers of recent versions") from None
+
+
 def parse_gate_tolerance(text: str) -> float:
     """The quality gate's tolerance: a finite relative RMSE >= 0 (`nan` or `inf` would promote every model)."""
     return parse_finite_within(text, "a finite number >= 0 (relative RMSE: 0.01 lets a model be 1 % worse than "
@@ -213,6 +228,7 @@ class Settings:
     gpus_per_worker: int = 0
     gpu_pool_slots: int = 1
     checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS
+    delta_retention_hours: int = DEFAULT_DELTA_RETENTION_HOURS
 
     @property
     def lake_path(self) -> Path:
@@ -323,6 +339,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         gpu_pool_slots=reader.read("LAKELOOP_GPU_POOL_SLOTS", lambda text: parse_whole_number(text, 1), 1),
         checkpoint_seconds=reader.read("LAKELOOP_CHECKPOINT_SECONDS", parse_positive_seconds,
                                        DEFAULT_CHECKPOINT_SECONDS),
+        delta_retention_hours=reader.read("LAKELOOP_DELTA_RETENTION_HOURS", parse_delta_retention_hours,
+                                          DEFAULT_DELTA_RETENTION_HOURS),
     )
     # Not kept in Settings (the Kafka clients read it with the other security variables, see
     # lakeloop.ingest.kafka_config), but checked here so a misspelling stops everything up front.

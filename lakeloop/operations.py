@@ -10,6 +10,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from lakeloop.config import SettingsReader, parse_finite_within, parse_positive_seconds, parse_whole_number
 
@@ -26,6 +27,12 @@ class Operations:
     retries: int = 2
     retry_delay: timedelta = timedelta(seconds=120)
     run_deadline: timedelta | None = None
+
+    def retry_arguments(self) -> dict[str, Any]:
+        """A DAG's `default_args` for this retry policy: the retries, the first delay, then doubling up to
+        MAX_RETRY_DELAY; so every lakeloop DAG retries the same way."""
+        return {"retries": self.retries, "retry_delay": self.retry_delay,
+                "retry_exponential_backoff": RETRY_BACKOFF_MULTIPLIER, "max_retry_delay": MAX_RETRY_DELAY}
 
 
 def parse_retries(text: str) -> int:

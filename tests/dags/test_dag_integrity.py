@@ -29,7 +29,7 @@ def dagbag():
 
 def test_no_import_errors(dagbag):
     assert dagbag.import_errors == {}
-    assert "daily_retrain" in dagbag.dags
+    assert {"daily_retrain", "lake_maintenance"} <= set(dagbag.dags)
 
 
 def test_every_task_has_an_owner_and_retries(dagbag):
