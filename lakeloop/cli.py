@@ -1,5 +1,6 @@
 """The `lakeloop` command: embedded services, MovieLens replay, the Airflow CLI with the project's
-environment, and `run` (what `make run` does: replay, run the DAG for each replayed day, summarise)."""
+environment, `run` (what `make run` does: replay, run the DAG for each replayed day, summarise), and `lake`
+(the Delta tables' commits, a day's rows as of a past version)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from lakeloop.config import (
     parse_kafka_bootstrap,
     state_dir_from,
 )
+from lakeloop.names import DELTA_TABLES
 from lakeloop.operations import load_operations
 from lakeloop.services import EmbeddedBroker
 
@@ -36,6 +38,8 @@ MAX_DAYS = 3650  # ten years of days: far beyond any replay or training window, 
 PROGRESS_POLL_SECONDS = 1.0
 OUTPUT_DRAIN_SECONDS = 60.0  # for the run's last lines once `dags test` exited (a child may hold the pipe)
 FAILURE_LOG_TAIL_LINES = 3000  # the end of a failed day's log searched for error lines
+PREVIEW_ROWS = 5  # rows `lakeloop lake read` prints without --output
+OUTPUT_FORMATS = (".parquet", ".csv")
 
 
 def first_address(bootstrap: str) -> tuple[str, int]:
@@ -77,6 +81,25 @@ def day_count(text: str) -> int:
     if not 1 <= days <= MAX_DAYS:
         raise argparse.ArgumentTypeError(f"expected a whole number of days from 1 to {MAX_DAYS}, got {text!r}")
     return days
+
+
+def table_version(text: str) -> int:
+    """`--version`: a Delta table version, a whole number >= 0, refused by argparse (exit 2) otherwise."""
+    try:
+        version = int(text)
+    except ValueError:
+        version = -1
+    if version < 0:
+        raise argparse.ArgumentTypeError(f"expected a table version, a whole number >= 0, got {text!r}")
+    return version
+
+
+def output_file(text: str) -> Path:
+    """`--output`: a file whose name ends in .parquet or .csv (the format written), refused by argparse otherwise."""
+    path = Path(text)
+    if path.suffix.lower() not in OUTPUT_FORMATS:
+        raise argparse.ArgumentTypeError(f"expected a file ending in {' or '.join(OUTPUT_FORMATS)}, got {text!r}")
+    return path
 
 
 def cmd_services(args: argparse.Namespace, settings: Settings | None) -> int:
@@ -246,6 +269,64 @@ def cmd_summary(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_lake_history(args: argparse.Namespace, settings: Settings) -> int:
+    """Print every commit the Delta table's log holds, newest first; exit 1 if the lake has no such table."""
+    from lakeloop.delta import table_history
+    from lakeloop.lake import as_lake
+
+    history = table_history(as_lake(settings.lake_url), args.table)
+    if history is None:
+        print(f"lakeloop lake history: the lake {settings.lake_url} has no Delta table {args.table} yet (batch_predict "
+              "creates it on its first day), or LAKELOOP_LAKE_URL names another lake", file=sys.stderr)
+        return 1
+    print(f"{'version':>7}  {'timestamp (UTC)':<19}  {'operation':<12}  predicate")
+    for commit in history:
+        print(f"{commit['version']:>7}  {commit['timestamp']:%Y-%m-%d %H:%M:%S}  {commit['operation'] or '-':<12}  "
+              f"{commit['predicate'] or '-'}")
+    return 0
+
+
+def cmd_lake_read(args: argparse.Namespace, settings: Settings) -> int:
+    """Print a day's row count and first rows of a Delta table (newest, or as of --version), or write them all to
+    --output; exit 1 with what to do when the version or the day cannot be read."""
+    import pyarrow as pa
+
+    from lakeloop.delta import TableVersionUnavailableError, read_partition
+    from lakeloop.lake import as_lake
+
+    which = "newest version" if args.version is None else f"version {args.version}"
+    try:
+        rows = read_partition(as_lake(settings.lake_url), args.table, args.day, version=args.version)
+    except TableVersionUnavailableError as error:
+        print(f"lakeloop lake read: {error}", file=sys.stderr)
+        return 1
+    if rows is None:
+        print(f"lakeloop lake read: {args.table} in the lake {settings.lake_url} has no rows for {args.day} in its "
+              f"{which} (or no such table): `lakeloop lake history {args.table}` lists the days its commits wrote",
+              file=sys.stderr)
+        return 1
+    described = f"{rows.num_rows} rows of {args.table} dt={args.day} ({which})"
+    if args.output is None:
+        print(f"{described}; the first {min(PREVIEW_ROWS, rows.num_rows)}:")
+        print(rows.slice(0, PREVIEW_ROWS).to_pandas().to_string(index=False))
+        return 0
+    if args.output.suffix.lower() == ".csv":
+        nested = [field.name for field in rows.schema if pa.types.is_nested(field.type)]
+        if nested:
+            print(f"lakeloop lake read: {args.table} has list columns ({', '.join(nested)}) that a CSV file cannot "
+                  "hold: write a .parquet file instead", file=sys.stderr)
+            return 1
+        import pyarrow.csv as csv
+
+        csv.write_csv(rows, args.output)
+    else:
+        import pyarrow.parquet as pq
+
+        pq.write_table(rows, args.output)
+    print(f"{described} written to {args.output}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
     parser = argparse.ArgumentParser(prog="lakeloop", description=__doc__)
@@ -275,6 +356,22 @@ def build_parser() -> argparse.ArgumentParser:
         "import", help="check a Parquet or CSV file (item_id, title, year, genres) and make it the lake's catalog")
     catalog_import.add_argument("path", type=Path, help="a .parquet or .csv file; a CSV's genres are written a|b|c")
     catalog_import.set_defaults(handler=cmd_catalog_import)
+
+    lake = commands.add_parser("lake", help="the lake's Delta tables: their commits, a day's rows as of a version")
+    lake_actions = lake.add_subparsers(dest="lake_action", required=True)
+    lake_history = lake_actions.add_parser("history", help="every commit of a Delta table, newest first: version, "
+                                                           "time, operation, predicate")
+    lake_history.add_argument("table", choices=DELTA_TABLES)
+    lake_history.set_defaults(handler=cmd_lake_history)
+    lake_read = lake_actions.add_parser("read", help="a day's rows of a Delta table, as of its newest version or "
+                                                     "--version")
+    lake_read.add_argument("table", choices=DELTA_TABLES)
+    lake_read.add_argument("--day", type=date.fromisoformat, required=True, help="the day (dt), YYYY-MM-DD")
+    lake_read.add_argument("--version", type=table_version,
+                           help="the table version to read (default: the newest; `lake history` lists them)")
+    lake_read.add_argument("--output", type=output_file, metavar="FILE.parquet|FILE.csv",
+                           help="write every row there instead of printing the count and the first rows")
+    lake_read.set_defaults(handler=cmd_lake_read)
 
     ui = commands.add_parser("ui", help="airflow standalone and the MLflow UI on 127.0.0.1, until Ctrl-C")
     ui.set_defaults(handler=cmd_ui)
