@@ -39,7 +39,7 @@ from lakeloop.config import load_settings
 from lakeloop.data_quality import DEFAULT_MIN_ROWS, FAIL, SEVERITIES
 from lakeloop.ingest.schema import RATINGS_SCHEMA
 from lakeloop.names import GPU_POOL, PREDICTIONS, RAW_RATINGS, REJECTED_RATINGS, SPARK_POOL, run_directory_name
-from lakeloop.operations import MAX_RETRY_DELAY, RETRY_BACKOFF_MULTIPLIER, load_operations
+from lakeloop.operations import load_operations
 from lakeloop.spark_conf import spark_submit_conf
 from lakeloop.timetable import DailyIntervalTimetable
 from operators.champion_spark_submit import ChampionSparkSubmitOperator
@@ -84,10 +84,7 @@ with DAG(
                            callback=SyncCallback(LakeloopNotifier)) if operations.run_deadline else None,
     default_args={
         "owner": "lakeloop",
-        "retries": operations.retries,
-        "retry_delay": operations.retry_delay,
-        "retry_exponential_backoff": RETRY_BACKOFF_MULTIPLIER,
-        "max_retry_delay": MAX_RETRY_DELAY,
+        **operations.retry_arguments(),
         "execution_timeout": timedelta(minutes=30),
         "max_active_tis_per_dag": 1,
         "depends_on_past": True,
