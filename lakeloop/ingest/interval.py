@@ -41,7 +41,7 @@ from lakeloop.ingest.slices import (
     value_size,
 )
 from lakeloop.ingest.validate import EventTimeWindow, RowValidator, SeenIds
-from lakeloop.lake import Lake, as_lake, timed_name
+from lakeloop.lake import ConcurrentWriteError, Lake, as_lake, timed_name
 from lakeloop.names import RAW_RATINGS, REJECTED_RATINGS
 
 log = logging.getLogger(__name__)
@@ -194,12 +194,16 @@ def ingest_interval(
             result = IngestResult(topic=topic, day=day, interval_start=start, interval_end=end,
                                   path=final, rejected_path=rejected_final, slices=slices, **counts)
             summary = result.manifest(schema, dataset, rejected_dataset, options)
-            commit_partition_files(lake, rejected_dataset, day, rejects.files(), summary)
+            try:
+                rejects.commit(summary)
+            except BaseException:
+                data.discard()
+                raise
             # The rejects are published now; too many of them keep the data partition as it was.
             if result.rejected_fraction > options.max_rejected_fraction:
                 data.discard()
                 raise RejectionRateExceeded(_rejection_message(result, options))
-            commit_partition_files(lake, dataset, day, data.files(), summary)
+            data.commit(summary)
         except OSError as error:
             raise LakeWriteError(f"cannot write the lake at {lake}: {error}") from error
         commit_progress(consumer, topic, slices, options)
@@ -237,6 +241,15 @@ class _AttemptFolder:
         infos = self.lake.filesystem.get_file_info(pafs.FileSelector(self.lake.path(self.dataset, self.relative)))
         return sorted(f"{self.relative}/{info.base_name}" for info in infos
                       if info.is_file and info.base_name.endswith(".parquet"))
+
+    def commit(self, summary: dict[str, Any]) -> None:
+        """Commit the folder's files as the table's day with `summary`; a commit refused whole (another run's
+        commit raced it, another schema) deletes them, a request that failed otherwise may have landed: kept."""
+        try:
+            commit_partition_files(self.lake, self.dataset, self.day, self.files(), summary)
+        except (ConcurrentWriteError, ValueError):
+            self.discard()
+            raise
 
     def discard(self) -> None:
         """Delete the folder of a run that will not commit it (best effort: what stays is never read)."""

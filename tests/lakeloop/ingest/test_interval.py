@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -488,6 +489,24 @@ def test_a_declared_schema_describes_any_json_topic(kafka_broker, lake):
     assert read_manifest(lake, "raw/clicks", MIDDLE.date())["schema"]["version"] == 3
     with pytest.raises(ValueError, match="event_time_field"):
         RecordSchema(name="bad", version=1, fields=(FieldSpec("t", FieldKind.INTEGER),), event_time_field="t")
+
+
+def test_a_run_of_another_schema_is_refused_and_leaves_the_day_and_no_files(kafka_broker, lake):
+    topic = new_topic(kafka_broker.bootstrap, partitions=1)
+    at = MIDDLE + HOUR
+    produce(kafka_broker.bootstrap, topic, [(0, at, b"1", event("e1", at))])
+    ingest(kafka_broker, topic, lake, MIDDLE)
+    before = raw_rows(lake, MIDDLE.date())
+    wider = dataclasses.replace(RATINGS_SCHEMA, version=RATINGS_SCHEMA.version + 1, fields=(
+        *RATINGS_SCHEMA.fields, FieldSpec("device", FieldKind.STRING, required=False)))
+
+    with pytest.raises(ValueError, match=rf"raw/ratings of {MIDDLE.date()} could not be committed .*its schema is "
+                                         r"event_id string, user_id string.*the files' is .*device string.*"
+                                         r"changed nothing"):
+        ingest(kafka_broker, topic, lake, MIDDLE, schema=wider)
+
+    assert raw_rows(lake, MIDDLE.date()).equals(before)
+    assert len(attempt_folders(lake, "raw/ratings", MIDDLE.date())) == 1  # the refused run's files are deleted
 
 
 def test_read_manifest_names_the_missing_partition(lake):
