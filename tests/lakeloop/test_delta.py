@@ -236,3 +236,20 @@ def test_files_written_in_an_s3_table_are_committed_as_the_day(s3_lake):
     assert partition_summary(s3_lake, "raw/ratings", DAY) == {"run": 2, "table_version": 1}
     assert partition_files(s3_lake, "raw/ratings", DAY) == [
         s3_lake.path("raw/ratings", "dt=2026-11-20/ingest-2/part-00000.parquet")]
+
+
+def test_the_maintenance_deletes_files_no_commit_names_and_keeps_the_committed_rows(tmp_path):
+    from lakeloop.delta_maintenance import maintain_table
+
+    lake = Lake.from_url(str(tmp_path / "lake"))
+    commit_partition_files(lake, "raw/ratings", DAY, written(lake, DAY, "ingest-1", rows(1, 2)), {"run": 1})
+    commit_partition_files(lake, "raw/ratings", DAY, written(lake, DAY, "ingest-2", rows(4)), {"run": 2})
+    written(lake, DAY, "ingest-killed", rows(7, 8, 9))
+
+    maintain_table(lake, "raw/ratings", retention_hours=0, force_short_retention=True)
+
+    folder = Path(lake.partition("raw/ratings", DAY))
+    assert [path.relative_to(folder).as_posix() for path in folder.rglob("*.parquet")] == [
+        "ingest-2/part-00000.parquet"]  # the replaced run's and the killed run's files are deleted
+    assert read_day(Path(table_uri(lake, "raw/ratings")), DAY).equals(rows(4))
+    assert partition_summary(lake, "raw/ratings", DAY) == {"run": 2, "table_version": 1}
