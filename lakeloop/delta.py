@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -144,6 +145,30 @@ def commit_partition_files(lake: Lake, dataset: str, day: date, files: list[str]
         raise ValueError(f"{dataset} of {day} could not be committed to the Delta table {uri} (its schema is "
                          f"{_schema_of(lake, dataset)}; this commit changed nothing): {error}") from error
     return PartitionCommit(lake.uri(lake.path(dataset)), _version_carrying(lake, dataset, day, carried))
+
+
+def adopt_manifest_partitions(lake: Lake, dataset: str) -> list[date]:
+    """Before the first Delta commit of a dataset the lake committed by manifest until now: commit each of its days
+    that has a `_manifest.json` into the new Delta table, its files where they are, one commit per day carrying
+    the manifest (without its file list); return those days. Without this the earlier days would vanish from
+    readers, which take the log's files only, and VACUUM, which deletes every file no commit names, would delete
+    them. Nothing to do once the table exists ([])."""
+    if open_table(lake, dataset) is not None:
+        return []
+    listed = lake.filesystem.get_file_info(pafs.FileSelector(lake.path(dataset), allow_not_found=True))
+    days = sorted(date.fromisoformat(info.base_name.removeprefix(f"{PARTITION_COLUMN}="))
+                  for info in listed if info.type == pafs.FileType.Directory
+                  and re.fullmatch(rf"{PARTITION_COLUMN}=\d{{4}}-\d{{2}}-\d{{2}}", info.base_name))
+    adopted = []
+    for day in days:
+        manifest = lake.read_manifest(dataset, day)
+        if manifest is None or not manifest.get("files"):
+            continue
+        files = [f"{PARTITION_COLUMN}={day.isoformat()}/{entry['name']}" for entry in manifest["files"]]
+        commit_partition_files(lake, dataset, day, files, {key: value for key, value in manifest.items()
+                                                           if key != "files"})
+        adopted.append(day)
+    return adopted
 
 
 def _add_actions(lake: Lake, dataset: str, day: date, files: list[str]) -> tuple[list[Any], pa.Schema]:

@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 from pyarrow import fs as pafs
 
-from lakeloop.delta import commit_partition_files, partition_summary
+from lakeloop.delta import adopt_manifest_partitions, commit_partition_files, partition_summary
 from lakeloop.ingest.chunks import ChunkBuffer, without_oversize_values
 from lakeloop.ingest.decode import REJECTED_SCHEMA, JsonChunkDecoder
 from lakeloop.ingest.errors import KafkaSliceError, LakeWriteError, RejectionRateExceeded
@@ -195,6 +195,8 @@ def ingest_interval(
                                   path=final, rejected_path=rejected_final, slices=slices, **counts)
             summary = result.manifest(schema, dataset, rejected_dataset, options)
             try:
+                for table in (rejected_dataset, dataset):  # a lake ingested before both became Delta tables
+                    adopt_manifest_partitions(lake, table)
                 rejects.commit(summary)
             except BaseException:
                 data.discard()

@@ -14,6 +14,7 @@ import pytest
 from lakeloop.delta import (
     SUMMARY_KEY,
     TableVersionUnavailableError,
+    adopt_manifest_partitions,
     commit_partition_files,
     open_table,
     partition_files,
@@ -253,3 +254,14 @@ def test_the_maintenance_deletes_files_no_commit_names_and_keeps_the_committed_r
         "ingest-2/part-00000.parquet"]  # the replaced run's and the killed run's files are deleted
     assert read_day(Path(table_uri(lake, "raw/ratings")), DAY).equals(rows(4))
     assert partition_summary(lake, "raw/ratings", DAY) == {"run": 2, "table_version": 1}
+
+
+def test_days_an_s3_lake_committed_by_manifest_are_adopted_by_the_first_delta_commit(s3_lake):
+    with s3_lake.staged_partition("raw/ratings", DAY) as staged:  # how ingestion committed before Delta
+        pq.write_table(rows(1, 2), f"{staged.directory}/part-00000.parquet", filesystem=s3_lake.filesystem)
+        staged.manifest.update({"counts": {"written": 2}})
+
+    assert adopt_manifest_partitions(s3_lake, "raw/ratings") == [DAY]
+    assert adopt_manifest_partitions(s3_lake, "raw/ratings") == []  # once the table exists, nothing more
+    assert read_partition(s3_lake, "raw/ratings", DAY).equals(rows(1, 2))
+    assert partition_summary(s3_lake, "raw/ratings", DAY) == {"counts": {"written": 2}, "table_version": 0}

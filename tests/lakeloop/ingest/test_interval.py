@@ -15,6 +15,7 @@ from itertools import zip_longest
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from ingest_events import MALFORMED, MIDDLE, event, ms
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -507,6 +508,27 @@ def test_a_run_of_another_schema_is_refused_and_leaves_the_day_and_no_files(kafk
 
     assert raw_rows(lake, MIDDLE.date()).equals(before)
     assert len(attempt_folders(lake, "raw/ratings", MIDDLE.date())) == 1  # the refused run's files are deleted
+
+
+def test_days_committed_by_manifest_before_become_days_of_the_delta_table(kafka_broker, lake, three_days):
+    from lakeloop.delta_maintenance import maintain_table
+
+    topic, per_day = three_days
+    earlier, at = (MIDDLE - DAY).date(), MIDDLE - DAY + HOUR
+    old_rows = pa.table({"event_id": ["old-1"], "user_id": ["1"], "item_id": ["2"], "rating": [4.0],
+                         "ts": pa.array([ms(at)], pa.int64()).cast(pa.timestamp("ms", tz="UTC"))},
+                        schema=EXPECTED_COLUMNS)
+    by_manifest = Lake.from_url(str(lake))  # how ingestion committed a day before raw became a Delta table
+    with by_manifest.staged_partition("raw/ratings", earlier) as staged:
+        pq.write_table(old_rows, f"{staged.directory}/part-00000.parquet")
+        staged.manifest.update({"counts": {"read": 1, "written": 1, "rejected": 0}})
+
+    ingest(kafka_broker, topic, lake, MIDDLE)
+    maintain_table(by_manifest, "raw/ratings", retention_hours=0, force_short_retention=True)
+
+    assert raw_rows(lake, earlier).equals(old_rows)  # read through the log, and kept by VACUUM
+    assert read_manifest(lake, "raw/ratings", earlier)["counts"] == {"read": 1, "written": 1, "rejected": 0}
+    assert set(raw_rows(lake, MIDDLE.date())["event_id"].to_pylist()) == per_day[MIDDLE.date()]
 
 
 def test_read_manifest_names_the_missing_partition(lake):
