@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pyarrow import fs as pafs
 
 from lakeloop.config import aws_region, s3_endpoint
 from lakeloop.lake import ConcurrentWriteError, Lake
@@ -96,6 +98,137 @@ def replace_partition(lake: Lake, dataset: str, day: date, rows: pa.Table, summa
     return PartitionCommit(lake.uri(lake.path(dataset)), version)
 
 
+def commit_partition_files(lake: Lake, dataset: str, day: date, files: list[str],
+                           summary: dict[str, Any]) -> PartitionCommit:
+    """Make the Parquet files already written inside the Delta table `dataset` (`files`: paths relative to the
+    table's root, e.g. `dt=D/<attempt>/part-00000.parquet`) the day's partition in one commit that replaces the
+    day and carries `summary`; create the table on the first write. Return the table's URI and the version made.
+
+    This is how a writer that streams its own files (ingestion, Spark) commits them without copying: until the
+    commit no Delta reader sees them. The table's schema is the files' schema plus `dt` (a string); files of
+    another schema fail the commit and change nothing. Two writers of the same day committing at once: the second
+    fails with `ConcurrentWriteError`. A day without rows is committed as one empty file, so it still exists."""
+    from deltalake import CommitProperties, Schema
+    from deltalake.exceptions import CommitFailedError, DeltaError
+    from deltalake.transaction import create_table_with_add_actions
+
+    if not files:
+        raise ValueError(f"no file to commit as {dataset} of {day}: write at least one Parquet file (an empty one "
+                         "for a day without rows) under the table's dt= folder first")
+    actions, file_schema = _add_actions(lake, dataset, day, files)
+    schema = file_schema.append(pa.field(PARTITION_COLUMN, pa.string()))
+    uri = table_uri(lake, dataset)
+    carried = json.dumps(summary)
+    properties = CommitProperties(custom_metadata={
+        SUMMARY_KEY: carried, "operationParameters": {"predicate": day_predicate(day)}})
+    table = open_table(lake, dataset)
+    try:
+        if table is None:
+            try:
+                create_table_with_add_actions(uri, Schema.from_arrow(schema), actions, partition_by=[PARTITION_COLUMN],
+                                              storage_options=storage_options(lake), commit_properties=properties)
+                return PartitionCommit(lake.uri(lake.path(dataset)), 0)
+            except DeltaError as error:
+                if "already exists" not in str(error):
+                    raise
+                table = open_table(lake, dataset)  # another writer created it meanwhile: commit on top of it
+        _check_schema(lake, dataset, day, table, schema)
+        table.create_write_transaction(actions, "overwrite", schema, partition_by=[PARTITION_COLUMN],
+                                       partition_filters=[(PARTITION_COLUMN, "=", day.isoformat())],
+                                       commit_properties=properties)
+    except CommitFailedError as error:
+        raise ConcurrentWriteError(
+            f"{dataset} of {day} was committed by another writer while this one committed it ({error}); this "
+            "commit changed nothing. Let one run write a day at a time (the DAG's max_active_runs) and retry."
+        ) from error
+    except DeltaError as error:
+        raise ValueError(f"{dataset} of {day} could not be committed to the Delta table {uri} (its schema is "
+                         f"{_schema_of(lake, dataset)}; this commit changed nothing): {error}") from error
+    return PartitionCommit(lake.uri(lake.path(dataset)), _version_carrying(lake, dataset, day, carried))
+
+
+def adopt_manifest_partitions(lake: Lake, dataset: str) -> list[date]:
+    """Before the first Delta commit of a dataset the lake committed by manifest until now: commit each of its days
+    that has a `_manifest.json` into the new Delta table, its files where they are, one commit per day carrying
+    the manifest (without its file list); return those days. Without this the earlier days would vanish from
+    readers, which take the log's files only, and VACUUM, which deletes every file no commit names, would delete
+    them. Nothing to do once the table exists ([])."""
+    if open_table(lake, dataset) is not None:
+        return []
+    listed = lake.filesystem.get_file_info(pafs.FileSelector(lake.path(dataset), allow_not_found=True))
+    days = sorted(date.fromisoformat(info.base_name.removeprefix(f"{PARTITION_COLUMN}="))
+                  for info in listed if info.type == pafs.FileType.Directory
+                  and re.fullmatch(rf"{PARTITION_COLUMN}=\d{{4}}-\d{{2}}-\d{{2}}", info.base_name))
+    adopted = []
+    for day in days:
+        manifest = lake.read_manifest(dataset, day)
+        if manifest is None or not manifest.get("files"):
+            continue
+        files = [f"{PARTITION_COLUMN}={day.isoformat()}/{entry['name']}" for entry in manifest["files"]]
+        commit_partition_files(lake, dataset, day, files, {key: value for key, value in manifest.items()
+                                                           if key != "files"})
+        adopted.append(day)
+    return adopted
+
+
+def _add_actions(lake: Lake, dataset: str, day: date, files: list[str]) -> tuple[list[Any], pa.Schema]:
+    """The Delta `add` actions of the day's files (size, modification time and row count from the store) and
+    the Arrow schema they share; files of different schemas, or outside the day's folder, are refused."""
+    from deltalake.transaction import AddAction
+
+    folder = f"{PARTITION_COLUMN}={day.isoformat()}/"
+    outside = [path for path in files if not path.startswith(folder)]
+    if outside:
+        raise ValueError(f"{outside} are not in {dataset}'s folder of {day} ({folder}): write the day's files "
+                         "there, named relative to the table's root")
+    actions, schemas = [], {}
+    for path in files:
+        full = lake.path(dataset, path)
+        info = lake.filesystem.get_file_info(full)
+        if info.type != pafs.FileType.File:
+            raise FileNotFoundError(f"{lake.uri(full)} is not there: write it before committing it")
+        metadata = pq.ParquetFile(full, filesystem=lake.filesystem).metadata
+        schemas[path] = metadata.schema.to_arrow_schema().remove_metadata()
+        actions.append(AddAction(path=path, size=info.size, partition_values={PARTITION_COLUMN: day.isoformat()},
+                                 modification_time=int(info.mtime.timestamp() * 1000), data_change=True,
+                                 stats=json.dumps({"numRecords": metadata.num_rows})))
+    first = schemas[files[0]]
+    differing = [path for path, schema in schemas.items() if not schema.equals(first)]
+    if differing:
+        raise ValueError(f"the files of {dataset} of {day} differ in schema: {differing} are not {first} as "
+                         f"{files[0]} is. Write all of a day's files with one schema")
+    return actions, first
+
+
+def _check_schema(lake: Lake, dataset: str, day: date, table: DeltaTable, schema: pa.Schema) -> None:
+    """Refuse files whose columns (names and Delta types) are not the table's: a Delta overwrite would otherwise
+    replace the table's schema for every day."""
+    from deltalake import Schema
+
+    def columns(delta_schema: Any) -> list[tuple[str, str]]:
+        return [(field.name, str(field.type)) for field in delta_schema.fields]
+
+    if columns(Schema.from_arrow(schema)) != columns(table.schema()):
+        given = ", ".join(f"{field.name} {field.type}" for field in schema)
+        raise ValueError(f"{dataset} of {day} could not be committed to the Delta table {table_uri(lake, dataset)}: "
+                         f"its schema is {_schema_of(lake, dataset)}, the files' is {given}. This commit changed "
+                         "nothing; write the files with the table's columns and types")
+
+
+def day_files(table: DeltaTable, day: date) -> list[str]:
+    """The data files the table's log names for the day (paths on the lake's filesystem: no scheme), what every
+    reader of a day reads; [] if the day has none."""
+    return [uri.split("://", 1)[1] if "://" in uri else uri
+            for uri in table.file_uris(file_pruning_predicate=day_predicate(day))]
+
+
+def partition_files(lake: Lake, dataset: str, day: date) -> list[str]:
+    """The data files of the day in the newest version of the Delta table `dataset` (paths on the lake's
+    filesystem, e.g. for Spark through `lake.spark_uri`); [] if the table or the day has none."""
+    table = open_table(lake, dataset)
+    return [] if table is None else day_files(table, day)
+
+
 def _version_carrying(lake: Lake, dataset: str, day: date, carried: str) -> int:
     """The version of the newest commit that wrote the day with the summary `carried`."""
     table = open_table(lake, dataset)
@@ -149,10 +282,9 @@ def read_partition(lake: Lake, dataset: str, day: date, columns: list[str] | Non
     table = open_table(lake, dataset, version)
     if table is None:
         return None
-    files = table.file_uris(file_pruning_predicate=day_predicate(day))
-    if not files:
+    paths = day_files(table, day)
+    if not paths:
         return None
-    paths = [uri.split("://", 1)[1] if "://" in uri else uri for uri in files]
     try:
         return pq.ParquetDataset(paths, filesystem=lake.filesystem, partitioning=None).read(columns=columns)
     except FileNotFoundError as error:

@@ -11,7 +11,7 @@ USER_EMBEDDINGS = "embeddings/users"  # the champion's user tower of the day (la
 ITEM_EMBEDDINGS = "embeddings/items"  # its item tower over the catalog: item_id, bias, factors
 MOVIES = "reference/movies"  # the movie catalog: a reference dataset, not partitioned by day
 # The datasets that are Delta tables (lakeloop.delta), which the DAG lake_maintenance compacts and vacuums.
-DELTA_TABLES = (PREDICTIONS, USER_EMBEDDINGS, ITEM_EMBEDDINGS)
+DELTA_TABLES = (RAW_RATINGS, REJECTED_RATINGS, PREDICTIONS, USER_EMBEDDINGS, ITEM_EMBEDDINGS)
 
 GPU_POOL = "gpu_pool"
 SPARK_POOL = "spark_pool"

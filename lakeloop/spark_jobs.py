@@ -1,5 +1,5 @@
 """What every lakeloop Spark job shares: arguments, the session, event dates, and reading and committing lake
-partitions through `lakeloop.lake.Lake` (by the files a manifest names, never by listing).
+partitions through `lakeloop.lake.Lake` (by the files a manifest or a Delta log names, never by listing).
 
 See docs/etl-and-features.md.
 """
@@ -23,6 +23,7 @@ from pyspark.sql.types import IntegralType
 
 from lakeloop.config import s3a_settings
 from lakeloop.data_quality import DataQualityError
+from lakeloop.delta import day_files, open_table
 from lakeloop.lake import Lake, as_lake, is_abandoned, timed_name
 from lakeloop.names import MOVIES
 
@@ -100,14 +101,20 @@ def utc_date(timestamp: str) -> Column:
 
 
 def existing_partition_days(lake: Lake, dataset: str, days: list[date]) -> list[date]:
-    """The days among `days` for which `dataset` has a committed partition."""
+    """The days among `days` for which `dataset` has a committed partition: files its Delta log names for the day
+    if the dataset is a Delta table, else a published manifest."""
+    table = open_table(lake, dataset)
+    if table is not None:
+        return [day for day in days if day_files(table, day)]
     return [day for day in days if lake.has_partition(dataset, day)]
 
 
 def read_table(spark: SparkSession, lake: Lake, dataset: str, day: date, table: str = "") -> DataFrame:
-    """The rows of the day's committed partition of `dataset` (or of its `table` subdirectory): exactly the
-    files its manifest names, as a plain Parquet scan (no partition column)."""
-    files = lake.partition_files(dataset, day, table)
+    """The rows of the day's committed partition of `dataset` (or of its `table` subdirectory), as a plain Parquet
+    scan (no partition column) of exactly the files its commit names: the Delta log's list for the day if the
+    dataset is a Delta table, else its manifest's."""
+    delta_table = None if table else open_table(lake, dataset)
+    files = day_files(delta_table, day) if delta_table is not None else lake.partition_files(dataset, day, table)
     if not files:
         where = lake.spark_uri("/".join(filter(None, [lake.partition(dataset, day), table])))
         raise FileNotFoundError(f"{where} has no committed data files: run the upstream task for {day} first")

@@ -20,10 +20,11 @@ class KafkaToLakeOperator(BaseOperator):
     """Ingest the run's data interval [data_interval_start, data_interval_end) of a JSON topic.
 
     Reads exactly the records whose Kafka timestamps fall in the interval (`offsets_for_times`, manual
-    assignment, no consumer group), validates them against `schema`, and atomically replaces the partition
-    `<lake>/<dataset>/dt=<data_interval_start date>/` (Parquet + `_manifest.json`); malformed records go to
-    `<lake>/<rejected_dataset>/dt=.../` with a reason. Reruns yield the same partition. Returns the counts
-    (read, written, rejected, per reason) to XCom. See docs/ingestion.md for the full policy.
+    assignment, no consumer group), validates them against `schema`, and replaces the day
+    `dt=<data_interval_start date>` of the Delta table `<lake>/<dataset>` in one commit carrying the counts;
+    malformed records go to the Delta table `<lake>/<rejected_dataset>` with a reason, committed first. Reruns
+    yield the same rows. Returns the counts (read, written, rejected, per reason) to XCom. See docs/ingestion.md
+    for the full policy.
 
     :param topic: The Kafka topic to read. (templated)
     :param lake_url: The lake root: a path, a `file://` URL or an object-store URL such as `s3://bucket/prefix`

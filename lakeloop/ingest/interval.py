@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 from pyarrow import fs as pafs
 
+from lakeloop.delta import adopt_manifest_partitions, commit_partition_files, partition_summary
 from lakeloop.ingest.chunks import ChunkBuffer, without_oversize_values
 from lakeloop.ingest.decode import REJECTED_SCHEMA, JsonChunkDecoder
 from lakeloop.ingest.errors import KafkaSliceError, LakeWriteError, RejectionRateExceeded
@@ -40,12 +41,13 @@ from lakeloop.ingest.slices import (
     value_size,
 )
 from lakeloop.ingest.validate import EventTimeWindow, RowValidator, SeenIds
-from lakeloop.lake import MANIFEST_NAME, Lake, as_lake
+from lakeloop.lake import ConcurrentWriteError, Lake, as_lake, timed_name
 from lakeloop.names import RAW_RATINGS, REJECTED_RATINGS
 
 log = logging.getLogger(__name__)
 
 MANIFEST_FORMAT_VERSION = 1
+ATTEMPT_PREFIX = "ingest-"  # a run's folder of files inside the day's folder of each table it commits
 
 
 @dataclass
@@ -101,8 +103,8 @@ class IngestResult:
 
     def manifest(self, schema: RecordSchema, dataset: str, rejected_dataset: str,
                  options: IngestOptions) -> dict[str, Any]:
-        """The `_manifest.json` content: what was read from where, what was written, under which rules (the
-        lake's commit adds the written files)."""
+        """The summary both tables' commits of the day carry: what was read from where, what was written, under
+        which rules (the Delta log names the files)."""
         counts = self.counts()
         return {
             "format_version": MANIFEST_FORMAT_VERSION,
@@ -155,13 +157,14 @@ def ingest_interval(
         options: Policy and tuning; defaults to `IngestOptions()`.
 
     Returns:
-        The counts and slices; the same facts are in the partition's `_manifest.json`.
+        The counts and slices; the same facts are in the summary of the day's commits (`read_manifest`).
 
     Raises:
         KafkaUnavailableError: no broker answered after `connect_attempts` tries.
         KafkaSliceError: the topic is missing or a partition stalled before its end offset.
         LakeWriteError: the lake could not be written.
         RejectionRateExceeded: too many rejects; they are published, the data partition is left as it was.
+        ConcurrentWriteError: another run committed the same day of a table while this one committed it.
     """
     options = options or IngestOptions()
     start, end = as_utc(interval_start), as_utc(interval_end)
@@ -177,18 +180,32 @@ def ingest_interval(
         slices = plan_slices(consumer, topic, start, end, options)
         window = EventTimeWindow(lower_ms=epoch_ms(start - options.allowed_lateness),
                                  upper_ms=epoch_ms(end + options.allowed_earliness))
+        attempt = timed_name(ATTEMPT_PREFIX)
+        data = _AttemptFolder(lake, dataset, day, attempt)
+        rejects = _AttemptFolder(lake, rejected_dataset, day, attempt)
         try:
-            with lake.staged_partition(dataset, day) as staged:
-                with lake.staged_partition(rejected_dataset, day) as rejected_staged:
-                    counts = _Run(consumer, topic, schema, window, options, lake.filesystem, staged.directory,
-                                  rejected_staged.directory).read(slices)
-                    result = IngestResult(topic=topic, day=day, interval_start=start, interval_end=end,
-                                          path=final, rejected_path=rejected_final, slices=slices, **counts)
-                    staged.manifest.update(result.manifest(schema, dataset, rejected_dataset, options))
-                    rejected_staged.manifest.update(staged.manifest)
-                # The rejects are published now; too many of them keep the data partition as it was.
-                if result.rejected_fraction > options.max_rejected_fraction:
-                    raise RejectionRateExceeded(_rejection_message(result, options))
+            try:
+                counts = _Run(consumer, topic, schema, window, options, lake.filesystem, data.create(),
+                              rejects.create()).read(slices)
+            except BaseException:
+                data.discard()
+                rejects.discard()
+                raise
+            result = IngestResult(topic=topic, day=day, interval_start=start, interval_end=end,
+                                  path=final, rejected_path=rejected_final, slices=slices, **counts)
+            summary = result.manifest(schema, dataset, rejected_dataset, options)
+            try:
+                for table in (rejected_dataset, dataset):  # a lake ingested before both became Delta tables
+                    adopt_manifest_partitions(lake, table)
+                rejects.commit(summary)
+            except BaseException:
+                data.discard()
+                raise
+            # The rejects are published now; too many of them keep the data partition as it was.
+            if result.rejected_fraction > options.max_rejected_fraction:
+                data.discard()
+                raise RejectionRateExceeded(_rejection_message(result, options))
+            data.commit(summary)
         except OSError as error:
             raise LakeWriteError(f"cannot write the lake at {lake}: {error}") from error
         commit_progress(consumer, topic, slices, options)
@@ -197,6 +214,52 @@ def ingest_interval(
     log.info("ingested %s [%s, %s): read %d, written %d, rejected %d %s → %s", topic, start.isoformat(),
              end.isoformat(), result.read, result.written, result.rejected, result.rejected_by_reason or "", final)
     return result
+
+
+@dataclass(frozen=True)
+class _AttemptFolder:
+    """Where one run writes a day's files inside a Delta table before committing them: `<table>/dt=D/<attempt>/`.
+    Files a killed run leaves there are named by no commit, so no reader sees them; VACUUM deletes them."""
+
+    lake: Lake
+    dataset: str
+    day: date
+    attempt: str
+
+    @property
+    def relative(self) -> str:
+        """The folder relative to the table's root, as the Delta log names its files."""
+        return f"dt={self.day.isoformat()}/{self.attempt}"
+
+    def create(self) -> str:
+        """The folder's path on the lake's filesystem (created on local disk; object stores have no folders)."""
+        directory = self.lake.path(self.dataset, self.relative)
+        if self.lake.is_local:
+            self.lake.filesystem.create_dir(directory, recursive=True)
+        return directory
+
+    def files(self) -> list[str]:
+        """The Parquet files written in the folder, relative to the table's root."""
+        infos = self.lake.filesystem.get_file_info(pafs.FileSelector(self.lake.path(self.dataset, self.relative)))
+        return sorted(f"{self.relative}/{info.base_name}" for info in infos
+                      if info.is_file and info.base_name.endswith(".parquet"))
+
+    def commit(self, summary: dict[str, Any]) -> None:
+        """Commit the folder's files as the table's day with `summary`; a commit refused whole (another run's
+        commit raced it, another schema) deletes them, a request that failed otherwise may have landed: kept."""
+        try:
+            commit_partition_files(self.lake, self.dataset, self.day, self.files(), summary)
+        except (ConcurrentWriteError, ValueError):
+            self.discard()
+            raise
+
+    def discard(self) -> None:
+        """Delete the folder of a run that will not commit it (best effort: what stays is never read)."""
+        try:
+            self.lake.filesystem.delete_dir(self.lake.path(self.dataset, self.relative))
+        except OSError as error:
+            log.warning("could not delete the uncommitted files in %s: %s",
+                        self.lake.uri(self.lake.path(self.dataset, self.relative)), error)
 
 
 def _rejection_message(result: IngestResult, options: IngestOptions) -> str:
@@ -208,13 +271,14 @@ def _rejection_message(result: IngestResult, options: IngestOptions) -> str:
 
 
 def read_manifest(lake: Lake | Path | str, dataset: str, day: date) -> dict[str, Any]:
-    """The `_manifest.json` of a day partition (counts under `"counts"`: read, written, rejected)."""
+    """The summary the day's commit of an ingested Delta table (`raw/ratings`, `rejected/ratings`) carries: what
+    was read from where, counts under `"counts"` (read, written, rejected), and the commit's `table_version`."""
     lake = as_lake(lake)
-    manifest = lake.read_manifest(dataset, day)
-    if manifest is None:
-        path = lake.uri(f"{lake.partition(dataset, day)}/{MANIFEST_NAME}")
-        raise FileNotFoundError(f"no manifest at {path}: {dataset} has no complete partition for {day}")
-    return manifest
+    summary = partition_summary(lake, dataset, day)
+    if summary is None:
+        raise FileNotFoundError(f"no commit of {day} in the Delta table {lake.uri(lake.path(dataset))}: {dataset} "
+                                f"has no ingested partition for {day} (ingest the day first)")
+    return summary
 
 
 class _Run:

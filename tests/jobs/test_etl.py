@@ -18,8 +18,9 @@ import pytest
 
 from jobs import etl
 from lakeloop.data_quality import DataQualityError
+from lakeloop.delta import commit_partition_files
 from lakeloop.ingest.schema import RATINGS_SCHEMA
-from lakeloop.lake import partition_path
+from lakeloop.lake import Lake, partition_path
 from lakeloop.movielens import MovieLens
 from lakeloop.names import CURATED_RATINGS, RAW_RATINGS
 from lakeloop.replay import build_events, write_catalog
@@ -34,10 +35,16 @@ def raw_events(movielens, rows: int) -> pa.Table:
         RATINGS_SCHEMA.output_schema)
 
 
-def write_raw(lake, day: date, table: pa.Table) -> None:
-    path = partition_path(lake, RAW_RATINGS, day)
-    path.mkdir(parents=True)
-    pq.write_table(table, path / "part-0.parquet")
+def write_raw(lake: Path, day: date, table: pa.Table, run: str = "ingest-1", committed: bool = True) -> None:
+    """Write the day's raw rows as ingestion does: a Parquet file in the day's folder of the Delta table, then
+    committed to its log (`committed=False`: a killed ingest's file, which no commit names)."""
+    relative = f"dt={day.isoformat()}/{run}/part-00000.parquet"
+    path = lake / RAW_RATINGS / relative
+    path.parent.mkdir(parents=True)
+    pq.write_table(table, path)
+    if committed:
+        commit_partition_files(Lake.from_url(str(lake)), RAW_RATINGS, day, [relative],
+                               {"counts": {"read": table.num_rows, "written": table.num_rows, "rejected": 0}})
 
 
 def event_days(table: pa.Table) -> pa.Array:
@@ -65,6 +72,8 @@ def two_days(spark, movielens, tmp_path_factory):
     resent = resent.set_column(3, "rating", pc.if_else(pc.equal(resent["rating"], 5.0), 1.0, 5.0))
     write_raw(lake, DAY1, pa.concat_tables([day1.slice(0, day1.num_rows - LATE), early]))
     write_raw(lake, DAY2, pa.concat_tables([day2.slice(EARLY), late, resent]))
+    # a killed ingest of DAY2 left its file of other events in the table's folder: no reader may count them
+    write_raw(lake, DAY2, raw_events(movielens, 4300).slice(4000), run="ingest-killed", committed=False)
     first = etl.run(spark, lake, DAY1)
     second = etl.run(spark, lake, DAY2)
     return {"lake": lake, "day1": day1, "day2": day2, "late": late, "resent": day1.slice(1000, RESENT),

@@ -14,7 +14,10 @@ import pytest
 from lakeloop.delta import (
     SUMMARY_KEY,
     TableVersionUnavailableError,
+    adopt_manifest_partitions,
+    commit_partition_files,
     open_table,
+    partition_files,
     partition_summary,
     read_partition,
     replace_partition,
@@ -169,3 +172,96 @@ def test_s3_options_come_from_the_standard_aws_variables(s3_lake, tmp_path):
                                           "AWS_REGION": "eu-west-1", "AWS_ACCESS_KEY_ID": "k",
                                           "AWS_SECRET_ACCESS_KEY": "s"}
     assert storage_options(Lake.from_url(str(tmp_path)), env) == {}
+
+
+def written(lake: Lake, day: date, attempt: str, table: pa.Table) -> list[str]:
+    """Write `table` as a writer that streams its own files does (under the day's folder of `raw/ratings`, in an
+    attempt folder) and return its path relative to the table's root."""
+    relative = f"dt={day.isoformat()}/{attempt}/part-00000.parquet"
+    lake.filesystem.create_dir(lake.path("raw/ratings", relative).rsplit("/", 1)[0], recursive=True)
+    with lake.filesystem.open_output_stream(lake.path("raw/ratings", relative)) as stream:
+        pq.write_table(table, stream)
+    return [relative]
+
+
+def test_files_written_in_the_table_are_committed_as_the_day_and_a_rerun_replaces_them(tmp_path):
+    lake = Lake.from_url(str(tmp_path / "lake"))
+    first = commit_partition_files(lake, "raw/ratings", DAY, written(lake, DAY, "ingest-1", rows(1, 2)), {"run": 1})
+    commit_partition_files(lake, "raw/ratings", NEXT_DAY, written(lake, NEXT_DAY, "ingest-1", rows(3)), {"run": 1})
+    rerun = commit_partition_files(lake, "raw/ratings", DAY, written(lake, DAY, "ingest-2", rows(4)), {"run": 2})
+
+    assert (first.version, rerun.version) == (0, 2)
+    table = Path(table_uri(lake, "raw/ratings"))
+    assert read_day(table, DAY).equals(rows(4)) and read_day(table, NEXT_DAY).equals(rows(3))
+    assert read_partition(lake, "raw/ratings", DAY).equals(rows(4))
+    assert read_partition(lake, "raw/ratings", DAY, version=first.version).equals(rows(1, 2))
+    assert partition_summary(lake, "raw/ratings", DAY) == {"run": 2, "table_version": 2}
+    assert partition_summary(lake, "raw/ratings", NEXT_DAY) == {"run": 1, "table_version": 1}
+    assert partition_files(lake, "raw/ratings", DAY) == [f"{table}/dt=2026-11-20/ingest-2/part-00000.parquet"]
+    assert partition_files(lake, "raw/ratings", date(2026, 11, 22)) == []
+    assert [(commit["version"], commit["predicate"]) for commit in table_history(lake, "raw/ratings")] == [
+        (2, "dt = '2026-11-20'"), (1, "dt = '2026-11-21'"), (0, "dt = '2026-11-20'")]
+    assert open_table(lake, "raw/ratings").metadata().partition_columns == ["dt"]
+
+
+def test_files_of_an_attempt_never_committed_are_never_read(tmp_path):
+    lake = Lake.from_url(str(tmp_path / "lake"))
+    commit_partition_files(lake, "raw/ratings", DAY, written(lake, DAY, "ingest-1", rows(1, 2)), {"run": 1})
+    written(lake, DAY, "ingest-killed", rows(7, 8, 9))
+
+    assert read_day(Path(table_uri(lake, "raw/ratings")), DAY).equals(rows(1, 2))
+    assert read_partition(lake, "raw/ratings", DAY).equals(rows(1, 2))
+
+
+def test_committed_files_of_another_schema_are_refused_and_change_nothing(tmp_path):
+    lake = Lake.from_url(str(tmp_path / "lake"))
+    commit_partition_files(lake, "raw/ratings", DAY, written(lake, DAY, "ingest-1", rows(1, 2)), {"run": 1})
+    other = pa.table({"user_id": pa.array(["u5"], pa.string())})
+
+    with pytest.raises(ValueError, match=r"raw/ratings of 2026-11-21 could not be committed .*its schema is user_id "
+                                         r"long, item_id string, dt string, the files' is user_id string.*changed "
+                                         r"nothing"):
+        commit_partition_files(lake, "raw/ratings", NEXT_DAY, written(lake, NEXT_DAY, "ingest-1", other), {})
+    assert [field.name for field in open_table(lake, "raw/ratings").schema().fields] == ["user_id", "item_id", "dt"]
+    assert read_partition(lake, "raw/ratings", NEXT_DAY) is None
+    with pytest.raises(ValueError, match=r"not in raw/ratings's folder of 2026-11-20"):
+        commit_partition_files(lake, "raw/ratings", DAY, ["dt=2026-11-21/ingest-1/part-00000.parquet"], {})
+
+
+def test_files_written_in_an_s3_table_are_committed_as_the_day(s3_lake):
+    commit_partition_files(s3_lake, "raw/ratings", DAY, written(s3_lake, DAY, "ingest-1", rows(1, 2)), {"run": 1})
+    commit_partition_files(s3_lake, "raw/ratings", DAY, written(s3_lake, DAY, "ingest-2", rows(4)), {"run": 2})
+    written(s3_lake, DAY, "ingest-killed", rows(7))
+
+    assert read_partition(s3_lake, "raw/ratings", DAY).equals(rows(4))
+    assert partition_summary(s3_lake, "raw/ratings", DAY) == {"run": 2, "table_version": 1}
+    assert partition_files(s3_lake, "raw/ratings", DAY) == [
+        s3_lake.path("raw/ratings", "dt=2026-11-20/ingest-2/part-00000.parquet")]
+
+
+def test_the_maintenance_deletes_files_no_commit_names_and_keeps_the_committed_rows(tmp_path):
+    from lakeloop.delta_maintenance import maintain_table
+
+    lake = Lake.from_url(str(tmp_path / "lake"))
+    commit_partition_files(lake, "raw/ratings", DAY, written(lake, DAY, "ingest-1", rows(1, 2)), {"run": 1})
+    commit_partition_files(lake, "raw/ratings", DAY, written(lake, DAY, "ingest-2", rows(4)), {"run": 2})
+    written(lake, DAY, "ingest-killed", rows(7, 8, 9))
+
+    maintain_table(lake, "raw/ratings", retention_hours=0, force_short_retention=True)
+
+    folder = Path(lake.partition("raw/ratings", DAY))
+    assert [path.relative_to(folder).as_posix() for path in folder.rglob("*.parquet")] == [
+        "ingest-2/part-00000.parquet"]  # the replaced run's and the killed run's files are deleted
+    assert read_day(Path(table_uri(lake, "raw/ratings")), DAY).equals(rows(4))
+    assert partition_summary(lake, "raw/ratings", DAY) == {"run": 2, "table_version": 1}
+
+
+def test_days_an_s3_lake_committed_by_manifest_are_adopted_by_the_first_delta_commit(s3_lake):
+    with s3_lake.staged_partition("raw/ratings", DAY) as staged:  # how ingestion committed before Delta
+        pq.write_table(rows(1, 2), f"{staged.directory}/part-00000.parquet", filesystem=s3_lake.filesystem)
+        staged.manifest.update({"counts": {"written": 2}})
+
+    assert adopt_manifest_partitions(s3_lake, "raw/ratings") == [DAY]
+    assert adopt_manifest_partitions(s3_lake, "raw/ratings") == []  # once the table exists, nothing more
+    assert read_partition(s3_lake, "raw/ratings", DAY).equals(rows(1, 2))
+    assert partition_summary(s3_lake, "raw/ratings", DAY) == {"counts": {"written": 2}, "table_version": 0}

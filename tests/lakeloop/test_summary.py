@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lakeloop.config import load_settings
-from lakeloop.delta import replace_partition
+from lakeloop.delta import commit_partition_files, replace_partition
 from lakeloop.models import EVALUATION, REGISTRATION
 from lakeloop.names import PREDICTIONS
 from lakeloop.services import free_port
@@ -31,9 +31,10 @@ EVALUATION_JSON = {
 
 def test_the_summary_reads_an_s3_lake(s3_lake, capsys, monkeypatch):
     monkeypatch.setenv("LAKELOOP_MLFLOW_UI_URL", f"http://127.0.0.1:{free_port()}")
-    with s3_lake.staged_partition("raw/ratings", DAY) as staged:
-        pq.write_table(pa.table({"x": [1]}), f"{staged.directory}/part-0.parquet", filesystem=s3_lake.filesystem)
-        staged.manifest.update({"counts": {"read": 12, "written": 10, "rejected": 2}})
+    ingested = "dt=2026-11-20/ingest-1/part-00000.parquet"  # where ingestion writes, then commits to the Delta log
+    pq.write_table(pa.table({"x": [1]}), s3_lake.path("raw/ratings", ingested), filesystem=s3_lake.filesystem)
+    commit_partition_files(s3_lake, "raw/ratings", DAY, [ingested],
+                           {"counts": {"read": 12, "written": 10, "rejected": 2}})
     replace_partition(s3_lake, PREDICTIONS, DAY, pa.table({"x": [1]}), {"rows": 30, "users": 3})
     models = s3_lake.partition("models/fm", DAY)
     s3_lake.write_json(f"{models}/{EVALUATION}", EVALUATION_JSON)

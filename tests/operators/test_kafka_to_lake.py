@@ -6,14 +6,15 @@ import json
 import uuid
 from datetime import UTC, date, datetime, timedelta
 
-import pyarrow.parquet as pq
 import pytest
 from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient
 
+from lakeloop.delta import read_partition
 from lakeloop.ingest.interval import read_manifest
 from lakeloop.ingest.schema import RATINGS_SCHEMA
 from lakeloop.lake import partition_path
+from tests.delta_protocol import read_day
 
 DAY = timedelta(days=1)
 # Recent days: the embedded broker deletes records older than its retention (7 days by record timestamp).
@@ -100,9 +101,9 @@ def test_dag_run_ingests_its_data_interval_from_the_environment_bootstrap(airflo
     dag_run = run_dag_test(ingest_dag(topic, lake.as_uri(), kafka_conn_id=None), RUN_DAY)
 
     assert dag_run.state == "success"
-    rows = pq.read_table(partition_path(lake, "raw/ratings", RUN_DAY.date()))
+    rows = read_day(lake / "raw" / "ratings", RUN_DAY.date())
     assert sorted(rows["event_id"].to_pylist()) == sorted(f"{RUN_DAY.date()}-{n}" for n in range(12))
-    assert [path.name for path in (lake / "raw" / "ratings").iterdir()] == [f"dt={RUN_DAY.date()}"]
+    assert sorted(path.name for path in (lake / "raw" / "ratings").iterdir()) == ["_delta_log", f"dt={RUN_DAY.date()}"]
     manifest = read_manifest(lake, "raw/ratings", RUN_DAY.date())
     assert manifest["topic"] == topic
     assert manifest["interval"] == {"start": RUN_DAY.isoformat(), "end": (RUN_DAY + DAY).isoformat()}
@@ -131,7 +132,7 @@ def test_dag_run_ingests_into_an_s3_lake(airflow_db, kafka_broker, s3_lake, monk
     dag_run = run_dag_test(ingest_dag(topic, f"{s3_lake.url}/", kafka_conn_id=None), RUN_DAY)
 
     assert dag_run.state == "success"
-    rows = s3_lake.read_partition("raw/ratings", RUN_DAY.date())
+    rows = read_partition(s3_lake, "raw/ratings", RUN_DAY.date())
     assert sorted(rows["event_id"].to_pylist()) == sorted(f"{RUN_DAY.date()}-{n}" for n in range(7))
     assert returned_counts(dag_run)["written"] == read_manifest(s3_lake, "raw/ratings", RUN_DAY.date())[
         "counts"]["written"] == 7
@@ -147,8 +148,9 @@ def test_a_rejection_rate_above_the_threshold_fails_the_task_without_retries(air
     assert dag_run.state == "failed"
     (task_instance,) = dag_run.get_task_instances()
     assert (task_instance.state, task_instance.try_number) == ("failed", 1)
-    assert not partition_path(lake, "raw/ratings", RUN_DAY.date()).exists()
-    rejected = pq.read_table(partition_path(lake, "rejected/ratings", RUN_DAY.date()))
+    assert read_day(lake / "raw" / "ratings", RUN_DAY.date()) is None
+    assert not list(partition_path(lake, "raw/ratings", RUN_DAY.date()).rglob("*.parquet"))  # its files deleted
+    rejected = read_day(lake / "rejected" / "ratings", RUN_DAY.date())
     assert rejected["reason"].to_pylist() == ["missing_field"] * 3
 
 
