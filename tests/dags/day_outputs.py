@@ -9,9 +9,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from lakeloop.config import Settings
+from lakeloop.ingest.interval import read_manifest
 from lakeloop.lake import partition_path
 from lakeloop.models import EVALUATION, REGISTRATION, TRAIN_SUMMARY, model_dir
-from lakeloop.names import MOVIES
+from lakeloop.names import MOVIES, RAW_RATINGS, REJECTED_RATINGS
 from tests.delta_protocol import read_day
 
 
@@ -20,12 +21,13 @@ def check_day_outputs(settings: Settings, events: int, day: date) -> None:
     champion in an MLflow run that names its DAG run, and its top-10 predictions for every user (of movies
     the user has not rated) are in the lake."""
     lake = settings.lake_path
-    raw_manifest = json.loads((partition_path(lake, "raw/ratings", day) / "_manifest.json").read_text())
-    counts = raw_manifest["counts"]
+    counts = read_manifest(lake, RAW_RATINGS, day)["counts"]
     assert counts["read"] == events
     assert counts["read"] == counts["written"] + counts["rejected"]
-    raw = pq.read_table(partition_path(lake, "raw/ratings", day))
+    raw = read_day(lake / RAW_RATINGS, day)
     assert raw.num_rows == counts["written"] == events
+    rejected = read_day(lake / REJECTED_RATINGS, day)
+    assert rejected is not None and rejected.num_rows == counts["rejected"]
     curated = pq.read_table(partition_path(lake, "curated/ratings", day))
     assert curated.num_rows == raw.num_rows
     train = pq.read_table(partition_path(lake, "features", day) / "train")
