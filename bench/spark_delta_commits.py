@@ -71,7 +71,13 @@ def delta_spark_conf() -> dict[str, str]:
 
 
 def start_session(with_delta: bool) -> SparkSession:
-    """A local[2] session with the Spark jobs' defaults (conf/spark as SPARK_CONF_DIR), with delta-spark or not."""
+    """A local[2] session with the Spark jobs' defaults (conf/spark as SPARK_CONF_DIR), with delta-spark or not.
+
+    It must be the process's first: jars reach a JVM only when it starts, and the Delta catalog set on a running
+    session without them breaks that session for everyone else (run the benchmark as its own process)."""
+    if SparkSession.getActiveSession() is not None:
+        raise RuntimeError("bench.spark_delta_commits needs a process without a Spark session: delta-spark's jars "
+                           "reach a JVM only when it starts. Run `python -m bench.spark_delta_commits`.")
     local_environment()
     os.environ["SPARK_CONF_DIR"] = str(SPARK_CONF_DIR)
     builder = SparkSession.builder.master("local[2]").appName("spark-delta-commits").config("spark.ui.enabled", "false")

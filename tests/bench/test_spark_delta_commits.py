@@ -3,31 +3,41 @@ delta-spark and delta-rs read each other's tables."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
+import subprocess
+import sys
 
 import pytest
 
-from bench.spark_delta_commits import DAY, OTHER_DAYS, WAYS, main
+from bench.harness import child_environment
+from bench.spark_delta_commits import DAY, OTHER_DAYS, WAYS, start_session
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def quick_run() -> tuple[dict, str]:
-    """One `--quick` run for the whole module (one Spark session): its summary and what it printed."""
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        summary = main(["--quick"])
-    return summary, printed.getvalue()
+    """One `--quick` run for the whole module, as its own process (delta-spark's jars need a JVM of their own): its
+    summary (the last line) and what it printed."""
+    completed = subprocess.run([sys.executable, "-m", "bench.spark_delta_commits", "--quick"], env=child_environment(),
+                               capture_output=True, text=True, check=False)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return json.loads(completed.stdout.strip().splitlines()[-1]), completed.stdout
+
+
+def test_a_process_that_already_has_a_spark_session_is_refused(spark):
+    with pytest.raises(RuntimeError, match="needs a process without a Spark session"):
+        start_session(with_delta=True)
+    assert spark.range(3).selectExpr("sum(id)").collect()[0][0] == 3, "the running session is left as it was"
 
 
 def test_table_has_a_row_per_way_and_the_json_line_is_last(quick_run):
     summary, output = quick_run
+    lines = output.strip().splitlines()
 
     assert all(f"| {way} |" in output for way in WAYS)
-    assert json.loads(output.strip().splitlines()[-1]) == summary
+    assert lines[-1].startswith("{") and not any(line.startswith("{") for line in lines[:-1])
+    assert set(summary) >= {"rows", "interop", "session_start", "load_average"}
 
 
 def test_summary_has_every_way_cold_and_warm(quick_run):
