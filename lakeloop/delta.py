@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
@@ -76,23 +77,15 @@ def replace_partition(lake: Lake, dataset: str, day: date, rows: pa.Table, summa
     The table's schema is enforced: rows of another schema fail the write and change nothing. Two writers of the
     same day: the second commit conflicts and fails with `ConcurrentWriteError`."""
     from deltalake import CommitProperties, write_deltalake
-    from deltalake.exceptions import CommitFailedError, DeltaError
 
     uri = table_uri(lake, dataset)
     table = open_table(lake, dataset)
     day_rows = rows.append_column(PARTITION_COLUMN, pa.array([day.isoformat()] * rows.num_rows, pa.string()))
     carried = json.dumps(summary)
-    try:
+    with _refused_commits(lake, dataset, day, "write"):
         write_deltalake(uri if table is None else table, day_rows, mode="overwrite", predicate=day_predicate(day),
                         partition_by=[PARTITION_COLUMN], storage_options=storage_options(lake),
                         commit_properties=CommitProperties(custom_metadata={SUMMARY_KEY: carried}))
-    except CommitFailedError as error:
-        raise ConcurrentWriteError(
-            f"{dataset} of {day} was committed by another writer while this one wrote it ({error}); this write "
-            "changed nothing. Let one run write a day at a time (the DAG's max_active_runs) and retry.") from error
-    except DeltaError as error:
-        raise ValueError(f"{dataset} of {day} could not be written to the Delta table {uri} (its schema is "
-                         f"{_schema_of(lake, dataset)}; this write changed nothing): {error}") from error
     # A table object written through holds the version its commit made; a table this write created is looked up.
     version = table.version() if table is not None else _version_carrying(lake, dataset, day, carried)
     return PartitionCommit(lake.uri(lake.path(dataset)), version)
@@ -109,7 +102,7 @@ def commit_partition_files(lake: Lake, dataset: str, day: date, files: list[str]
     another schema fail the commit and change nothing. Two writers of the same day committing at once: the second
     fails with `ConcurrentWriteError`. A day without rows is committed as one empty file, so it still exists."""
     from deltalake import CommitProperties, Schema
-    from deltalake.exceptions import CommitFailedError, DeltaError
+    from deltalake.exceptions import DeltaError
     from deltalake.transaction import create_table_with_add_actions
 
     if not files:
@@ -122,7 +115,7 @@ def commit_partition_files(lake: Lake, dataset: str, day: date, files: list[str]
     properties = CommitProperties(custom_metadata={
         SUMMARY_KEY: carried, "operationParameters": {"predicate": day_predicate(day)}})
     table = open_table(lake, dataset)
-    try:
+    with _refused_commits(lake, dataset, day, "commit"):
         if table is None:
             try:
                 create_table_with_add_actions(uri, Schema.from_arrow(schema), actions, partition_by=[PARTITION_COLUMN],
@@ -136,15 +129,27 @@ def commit_partition_files(lake: Lake, dataset: str, day: date, files: list[str]
         table.create_write_transaction(actions, "overwrite", schema, partition_by=[PARTITION_COLUMN],
                                        partition_filters=[(PARTITION_COLUMN, "=", day.isoformat())],
                                        commit_properties=properties)
+    return PartitionCommit(lake.uri(lake.path(dataset)), _version_carrying(lake, dataset, day, carried))
+
+
+@contextmanager
+def _refused_commits(lake: Lake, dataset: str, day: date, action: str) -> Iterator[None]:
+    """A day's `action` ("write" or "commit") that delta-rs refused, as the errors the project's writers raise, both
+    having changed nothing: another writer's commit of the day raced it (ConcurrentWriteError), or the table refused
+    it otherwise (ValueError naming the table's schema)."""
+    from deltalake.exceptions import CommitFailedError, DeltaError
+
+    past, participle = {"write": ("wrote", "written"), "commit": ("committed", "committed")}[action]
+    try:
+        yield
     except CommitFailedError as error:
         raise ConcurrentWriteError(
-            f"{dataset} of {day} was committed by another writer while this one committed it ({error}); this "
-            "commit changed nothing. Let one run write a day at a time (the DAG's max_active_runs) and retry."
-        ) from error
+            f"{dataset} of {day} was committed by another writer while this one {past} it ({error}); this {action} "
+            "changed nothing. Let one run write a day at a time (the DAG's max_active_runs) and retry.") from error
     except DeltaError as error:
-        raise ValueError(f"{dataset} of {day} could not be committed to the Delta table {uri} (its schema is "
-                         f"{_schema_of(lake, dataset)}; this commit changed nothing): {error}") from error
-    return PartitionCommit(lake.uri(lake.path(dataset)), _version_carrying(lake, dataset, day, carried))
+        raise ValueError(f"{dataset} of {day} could not be {participle} to the "
+                         f"Delta table {table_uri(lake, dataset)} (its schema is {_schema_of(lake, dataset)}; this "
+                         f"{action} changed nothing): {error}") from error
 
 
 def adopt_manifest_partitions(lake: Lake, dataset: str) -> list[date]:
