@@ -13,7 +13,6 @@ Needs jvm/lib/delta/ (`make setup`). See docs/performance.md, "On the Spark side
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -23,7 +22,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 
-import pyarrow.parquet as pq
 from pyarrow import fs as pafs
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -38,7 +36,7 @@ from bench.harness import (
     round_order,
     work_directory,
 )
-from lakeloop.delta import day_predicate, read_partition, table_uri
+from lakeloop.delta import commit_partition_files, day_predicate, read_partition, table_uri
 from lakeloop.lake import Lake
 from lakeloop.spark_jobs import read_table, write_partition
 
@@ -151,33 +149,17 @@ def delta_spark_write(tables: Tables, frame: DataFrame, day: date) -> None:
 
 
 def delta_rs_write(tables: Tables, frame: DataFrame, day: date) -> None:
-    """Spark writes the day's files into an attempt-named folder under `dt=D/`; delta-rs commits them in one overwrite
-    of the day (a first write creates the table). An attempt that fails before the commit leaves files no version
-    names, which VACUUM deletes."""
-    from deltalake import DeltaTable, Schema
-    from deltalake.exceptions import TableNotFoundError
-    from deltalake.transaction import AddAction, create_table_with_add_actions
-
+    """Spark writes the day's files into an attempt-named folder under `dt=D/`; `commit_partition_files` (delta-rs)
+    commits them in one overwrite of the day (a first write creates the table). An attempt that fails before the
+    commit leaves files no version names, which VACUUM deletes."""
     lake, dataset = tables.lake, DATASETS[DELTA_RS]
     attempt = f"dt={day.isoformat()}/_attempt-{uuid.uuid4().hex}"
     frame.sparkSession.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
     frame.write.mode("error").parquet(f"{tables.spark_uri(DELTA_RS)}/{attempt}")
-    written = [info for info in lake.filesystem.get_file_info(pafs.FileSelector(lake.path(dataset, attempt)))
-               if info.base_name.endswith(".parquet") and not info.base_name.startswith((".", "_"))]
-    footers = [pq.read_metadata(info.path, filesystem=lake.filesystem) for info in written]
-    actions = [AddAction(f"{attempt}/{info.base_name}", info.size, {"dt": day.isoformat()}, info.mtime_ns // 1_000_000,
-                         True, json.dumps({"numRecords": footer.num_rows}))
-               for info, footer in zip(written, footers, strict=True)]
-    schema = footers[0].schema.to_arrow_schema().remove_metadata()
-    schema = schema.append(schema.field(0).with_name("dt"))
-    try:
-        table = DeltaTable(tables.delta_uri(DELTA_RS))
-    except TableNotFoundError:
-        create_table_with_add_actions(tables.delta_uri(DELTA_RS), Schema.from_arrow(schema), actions,
-                                      partition_by=["dt"])
-        return
-    table.create_write_transaction(actions, "overwrite", schema, partition_by=["dt"],
-                                   partition_filters=[("dt", "=", day.isoformat())])
+    written = sorted(f"{attempt}/{info.base_name}"
+                     for info in lake.filesystem.get_file_info(pafs.FileSelector(lake.path(dataset, attempt)))
+                     if info.base_name.endswith(".parquet") and not info.base_name.startswith((".", "_")))
+    commit_partition_files(lake, dataset, day, written, {"written_by": "bench.spark_delta_commits"})
 
 
 def plain_read(spark: SparkSession, tables: Tables, day: date) -> DataFrame:
@@ -196,11 +178,8 @@ def delta_spark_read(spark: SparkSession, tables: Tables, day: date) -> DataFram
 
 
 def delta_rs_read(spark: SparkSession, tables: Tables, day: date) -> DataFrame:
-    """The day's files as delta-rs' log lists them, as a plain Parquet scan."""
-    from deltalake import DeltaTable
-
-    uris = DeltaTable(tables.delta_uri(DELTA_RS)).file_uris(file_pruning_predicate=day_predicate(day))
-    return spark.read.parquet(*[tables.lake.spark_uri(uri.removeprefix("file://")) for uri in uris])
+    """The day's files as delta-rs' log lists them, as a plain Parquet scan (`read_table` of a Delta table)."""
+    return read_table(spark, tables.lake, DATASETS[DELTA_RS], day)
 
 
 WRITES: dict[str, Callable[[Tables, DataFrame, date], None]] = {
