@@ -22,12 +22,12 @@ from pyspark.sql import functions as F
 
 from lakeloop.delta import PartitionCommit, replace_partition
 from lakeloop.embeddings import build_day_towers, log_embeddings, side_inputs, write_embeddings
-from lakeloop.features import EVAL, FEATURES, TRAIN
+from lakeloop.features import EVAL, TRAIN
 from lakeloop.lake import Lake, as_lake
 from lakeloop.names import PREDICTIONS
 from lakeloop.registry import aliased_version
 from lakeloop.spark_inputs import serving_user_inputs
-from lakeloop.spark_jobs import read_table, run_day_job
+from lakeloop.spark_jobs import read_feature_table, run_day_job
 from lakeloop.towers import EXCLUDED_SCORE, USER_TOWER_INPUTS, FMTowers, Tower, top_k
 
 if TYPE_CHECKING:
@@ -109,7 +109,7 @@ def candidate_inputs(spark: SparkSession, lake: Lake | Path, day: date, model_da
     partitions = partitions or spark.sparkContext.defaultParallelism
 
     def table(name: str) -> DataFrame:
-        return read_table(spark, lake, FEATURES, day, name).select("user_id", "item_id")
+        return read_feature_table(spark, lake, day, name).select("user_id", "item_id")
 
     rated = (table(TRAIN).union(table(EVAL)).repartition(partitions, "user_id")
              .groupBy("user_id").agg(F.collect_set("item_id").alias("rated")))

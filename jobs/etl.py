@@ -190,10 +190,10 @@ def run(spark: SparkSession, lake: Lake | Path, day: date, options: EtlOptions =
         "partitions_written": {str(event_day): entry["rows"] for event_day, entry in sorted(counts.items())},
         "rating_drift": drift,
     }
-    manifests = {event_day: {"day": str(event_day), "written_by_run": str(day), **entry, "run": summary}
-                 for event_day, entry in counts.items()}
+    day_summaries = {event_day: {"day": str(event_day), "written_by_run": str(day), **entry, "run": summary}
+                     for event_day, entry in counts.items()}
     write_day_partitions(curated.repartition("dt").sortWithinPartitions("ts", "event_id"), lake, CURATED_RATINGS,
-                         manifests)
+                         day_summaries)
     for frame in (curated, kept, raw):
         frame.unpersist()
     return summary

@@ -16,7 +16,7 @@ from pyspark.sql.window import WindowSpec
 from lakeloop.features import (
     EVAL,
     FEATURE_COLUMNS,
-    FEATURES,
+    FEATURE_TABLES,
     GENRES,
     ITEM_HISTORY,
     ITEM_VOCAB,
@@ -27,6 +27,7 @@ from lakeloop.features import (
     USER_VOCAB,
     YEAR_BUCKETS,
     FeatureSpec,
+    feature_dataset,
 )
 from lakeloop.lake import Lake, as_lake, window_days
 from lakeloop.names import CURATED_RATINGS
@@ -47,7 +48,7 @@ class FeatureOptions:
 
 @dataclass(frozen=True)
 class FeatureTables:
-    """A built feature partition: the examples of each split, vocabularies, end-of-window history, spec."""
+    """A day's built features: the examples of each split, vocabularies, end-of-window history, spec."""
 
     train: DataFrame
     eval: DataFrame
@@ -64,7 +65,7 @@ class FeatureTables:
             frame.unpersist()
 
     def by_table(self) -> dict[str, DataFrame]:
-        """The frames under their table names in the partition."""
+        """The frames under their feature table names (`lakeloop.features.FEATURE_TABLES`)."""
         return {TRAIN: self.train, EVAL: self.eval, USER_VOCAB: self.user_vocab, ITEM_VOCAB: self.item_vocab,
                 USER_HISTORY: self.user_history, ITEM_HISTORY: self.item_history}
 
@@ -139,7 +140,8 @@ def build_features(ratings: DataFrame, min_count: int = 1) -> FeatureTables:
 
 
 def write_features(tables: FeatureTables, lake: Lake, day: date, details: dict) -> dict:
-    """Write the day's feature partition atomically; return its manifest (counts, `details`, spec)."""
+    """Commit the day's feature tables, the train table last with the summary (counts, `details`, spec, the other
+    tables' versions) that makes the day's tables one set for readers; return that summary."""
     counts = {"train": {}, "eval": {}}
     for name, frame in (("train", tables.train), ("eval", tables.eval)):
         row = frame.agg(F.count(F.lit(1)).alias("rows"),
@@ -147,17 +149,21 @@ def write_features(tables: FeatureTables, lake: Lake, day: date, details: dict) 
                         F.sum((F.col("item_idx") == OOV_INDEX).cast("long")).alias("unknown_item")).first()
         counts[name] = {"rows": row["rows"], "rows_unknown_user": row["unknown_user"] or 0,
                         "rows_unknown_item": row["unknown_item"] or 0}
-    manifest = {"day": str(day), **details, "rows_in": counts["train"]["rows"] + counts["eval"]["rows"],
+    summary = {"day": str(day), **details, "rows_in": counts["train"]["rows"] + counts["eval"]["rows"],
                 "train_rows": counts["train"]["rows"], "eval_rows": counts["eval"]["rows"],
                 "eval_rows_unknown_user": counts["eval"]["rows_unknown_user"],
                 "eval_rows_unknown_item": counts["eval"]["rows_unknown_item"],
                 "genres": GENRES, "year_buckets": YEAR_BUCKETS, "spec": tables.spec.to_json()}
-    write_partition(tables.by_table(), lake, FEATURES, day, manifest)
-    return manifest
+    frames = tables.by_table()
+    versions = {table: write_partition(frames[table], lake, feature_dataset(table), day, {"day": str(day)}).version
+                for table in FEATURE_TABLES if table != TRAIN}
+    summary["table_versions"] = versions
+    summary["table_version"] = write_partition(frames[TRAIN], lake, feature_dataset(TRAIN), day, summary).version
+    return summary
 
 
 def run(spark: SparkSession, lake: Lake | Path, day: date, options: FeatureOptions = FeatureOptions()) -> dict:
-    """Build the day's feature partition from the window's curated ratings; return its manifest."""
+    """Build the day's features from the window's curated ratings; return the summary of their commit."""
     lake = as_lake(lake)
     days = existing_partition_days(lake, CURATED_RATINGS, window_days(day, options.window_days))
     curated = read_partitions(spark, lake, CURATED_RATINGS, days or [day]).drop("dt").cache()
@@ -166,10 +172,10 @@ def run(spark: SparkSession, lake: Lake | Path, day: date, options: FeatureOptio
                "split": "time", "eval_fraction": options.eval_fraction,
                "eval_cutoff": datetime.fromtimestamp(cutoff / 1000, UTC).isoformat(), "min_count": options.min_count}
     tables = build_features(ratings, options.min_count)
-    manifest = write_features(tables, lake, day, details)
+    summary = write_features(tables, lake, day, details)
     tables.release()
     curated.unpersist()
-    return manifest
+    return summary
 
 
 def main(argv: list[str] | None = None) -> None:

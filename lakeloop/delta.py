@@ -4,6 +4,7 @@ one commit per day's write, so any Delta reader sees whole days only (docs/deplo
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from collections.abc import Iterator, Mapping
@@ -17,7 +18,7 @@ import pyarrow.parquet as pq
 from pyarrow import fs as pafs
 
 from lakeloop.config import aws_region, s3_endpoint
-from lakeloop.lake import ConcurrentWriteError, Lake
+from lakeloop.lake import LEGACY_MANIFEST, ConcurrentWriteError, Lake
 
 if TYPE_CHECKING:
     from deltalake import DeltaTable
@@ -26,6 +27,8 @@ PARTITION_COLUMN = "dt"
 SUMMARY_KEY = "lakeloop.summary"
 VACUUM_OPERATION = "VACUUM START"  # the commit delta-rs' VACUUM writes before deleting, with its retention
 RETENTION_SETTING = "LAKELOOP_DELTA_RETENTION_HOURS"
+
+log = logging.getLogger(__name__)
 
 
 class TableVersionUnavailableError(LookupError):
@@ -39,6 +42,53 @@ class PartitionCommit:
 
     uri: str
     version: int
+
+
+@dataclass(frozen=True)
+class AttemptFolder:
+    """Where one run writes a day's files inside a Delta table before committing them: `<table>/dt=D/<attempt>/`.
+    Files a killed run leaves there are named by no commit, so no reader sees them; VACUUM deletes them."""
+
+    lake: Lake
+    dataset: str
+    day: date
+    attempt: str
+
+    @property
+    def relative(self) -> str:
+        """The folder relative to the table's root, as the Delta log names its files."""
+        return f"{PARTITION_COLUMN}={self.day.isoformat()}/{self.attempt}"
+
+    @property
+    def path(self) -> str:
+        """The folder's path on the lake's filesystem."""
+        return self.lake.path(self.dataset, self.relative)
+
+    def create(self) -> str:
+        """The folder's path, created on local disk (object stores have no folders)."""
+        if self.lake.is_local:
+            self.lake.filesystem.create_dir(self.path, recursive=True)
+        return self.path
+
+    def files(self) -> list[str]:
+        """The Parquet files written in the folder (any depth), relative to the table's root."""
+        return [f"{self.relative}/{name}" for name in self.lake.parquet_files(self.path)]
+
+    def commit(self, summary: dict[str, Any]) -> PartitionCommit:
+        """Commit the folder's files as the table's day with `summary`; a commit refused whole (another run's
+        commit raced it, another schema) deletes them, a request that failed otherwise may have landed: kept."""
+        try:
+            return commit_partition_files(self.lake, self.dataset, self.day, self.files(), summary)
+        except (ConcurrentWriteError, ValueError):
+            self.discard()
+            raise
+
+    def discard(self) -> None:
+        """Delete the folder of a run that will not commit it (best effort: what stays is never read)."""
+        try:
+            self.lake.filesystem.delete_dir(self.path)
+        except OSError as error:
+            log.warning("could not delete the uncommitted files in %s: %s", self.lake.uri(self.path), error)
 
 
 def day_predicate(day: date) -> str:
@@ -100,7 +150,18 @@ def commit_partition_files(lake: Lake, dataset: str, day: date, files: list[str]
     This is how a writer that streams its own files (ingestion, Spark) commits them without copying: until the
     commit no Delta reader sees them. The table's schema is the files' schema plus `dt` (a string); files of
     another schema fail the commit and change nothing. Two writers of the same day committing at once: the second
-    fails with `ConcurrentWriteError`. A day without rows is committed as one empty file, so it still exists."""
+    fails with `ConcurrentWriteError`. A day without rows is committed as one empty file, so it still exists.
+    Before creating the table, days an older version of lakeloop committed by manifest are adopted into it."""
+    table = open_table(lake, dataset)
+    if table is None and adopt_manifest_partitions(lake, dataset):
+        table = open_table(lake, dataset)
+    return _commit_files(lake, dataset, day, files, summary, table)
+
+
+def _commit_files(lake: Lake, dataset: str, day: date, files: list[str], summary: dict[str, Any],
+                  table: DeltaTable | None) -> PartitionCommit:
+    """`commit_partition_files` onto `table` as just opened (None: not created yet), without adopting manifest
+    days."""
     from deltalake import CommitProperties, Schema
     from deltalake.exceptions import DeltaError
     from deltalake.transaction import create_table_with_add_actions
@@ -114,7 +175,6 @@ def commit_partition_files(lake: Lake, dataset: str, day: date, files: list[str]
     carried = json.dumps(summary)
     properties = CommitProperties(custom_metadata={
         SUMMARY_KEY: carried, "operationParameters": {"predicate": day_predicate(day)}})
-    table = open_table(lake, dataset)
     with _refused_commits(lake, dataset, day, "commit"):
         if table is None:
             try:
@@ -153,11 +213,12 @@ def _refused_commits(lake: Lake, dataset: str, day: date, action: str) -> Iterat
 
 
 def adopt_manifest_partitions(lake: Lake, dataset: str) -> list[date]:
-    """Before the first Delta commit of a dataset the lake committed by manifest until now: commit each of its days
-    that has a `_manifest.json` into the new Delta table, its files where they are, one commit per day carrying
-    the manifest (without its file list); return those days. Without this the earlier days would vanish from
-    readers, which take the log's files only, and VACUUM, which deletes every file no commit names, would delete
-    them. Nothing to do once the table exists ([])."""
+    """When the lake has no Delta table `dataset` yet but days committed by manifest (`_manifest.json`, how the lake
+    committed before its datasets became Delta tables): commit each such day into the new table, its files where
+    they are, one commit per day carrying the manifest (without its file list); return those days. Without this the
+    earlier days would vanish from readers, which take the log's files only, and VACUUM, which deletes every file no
+    commit names, would delete them. `commit_partition_files` calls it before creating a table; [] once the table
+    exists."""
     if open_table(lake, dataset) is not None:
         return []
     listed = lake.filesystem.get_file_info(pafs.FileSelector(lake.path(dataset), allow_not_found=True))
@@ -166,12 +227,12 @@ def adopt_manifest_partitions(lake: Lake, dataset: str) -> list[date]:
                   and re.fullmatch(rf"{PARTITION_COLUMN}=\d{{4}}-\d{{2}}-\d{{2}}", info.base_name))
     adopted = []
     for day in days:
-        manifest = lake.read_manifest(dataset, day)
+        manifest = lake.read_json(f"{lake.partition(dataset, day)}/{LEGACY_MANIFEST}")
         if manifest is None or not manifest.get("files"):
             continue
         files = [f"{PARTITION_COLUMN}={day.isoformat()}/{entry['name']}" for entry in manifest["files"]]
-        commit_partition_files(lake, dataset, day, files, {key: value for key, value in manifest.items()
-                                                           if key != "files"})
+        _commit_files(lake, dataset, day, files, {key: value for key, value in manifest.items() if key != "files"},
+                      open_table(lake, dataset))
         adopted.append(day)
     return adopted
 
@@ -227,10 +288,10 @@ def day_files(table: DeltaTable, day: date) -> list[str]:
             for uri in table.file_uris(file_pruning_predicate=day_predicate(day))]
 
 
-def partition_files(lake: Lake, dataset: str, day: date) -> list[str]:
-    """The data files of the day in the newest version of the Delta table `dataset` (paths on the lake's
-    filesystem, e.g. for Spark through `lake.spark_uri`); [] if the table or the day has none."""
-    table = open_table(lake, dataset)
+def partition_files(lake: Lake, dataset: str, day: date, version: int | None = None) -> list[str]:
+    """The data files of the day in the newest version of the Delta table `dataset`, or as of `version` (paths on
+    the lake's filesystem, e.g. for Spark through `lake.spark_uri`); [] if the table or the day has none."""
+    table = open_table(lake, dataset, version)
     return [] if table is None else day_files(table, day)
 
 

@@ -26,9 +26,11 @@ from lakeloop.features import (
     OOV_INDEX,
     TRAIN,
     USER_VOCAB,
+    FeatureSpec,
+    feature_versions,
     model_inputs,
     multi_hot,
-    read_feature_spec,
+    read_feature_summary,
     read_features,
 )
 from lakeloop.fm_model import ranking_model, rating_model
@@ -294,7 +296,8 @@ def evaluate_model(lake: Lake | Path | str, model_name: str, day: date, champion
     evaluation = read_features(lake, day, EVAL, columns=RATING_COLUMNS)
     train = read_features(lake, day, TRAIN, columns=["user_id", "item_id", "user_idx", "item_idx", "year_idx",
                                                      "genres", LABEL])
-    spec = read_feature_spec(lake, day)
+    features = read_feature_summary(lake, day)
+    spec = FeatureSpec.from_json(features["spec"])
     labels = evaluation[LABEL].to_numpy().astype(np.float64)
     train_labels = train[LABEL].to_numpy().astype(np.float64)
     bias = BiasBaseline.fit(train["user_idx"].to_numpy(), train["item_idx"].to_numpy(), train_labels)
@@ -309,7 +312,8 @@ def evaluate_model(lake: Lake | Path | str, model_name: str, day: date, champion
     ranking = RankingSet.build(train, evaluation, spec.prior_mean, max_ranking_users)
     metrics = {"day": day.isoformat(), "eval_rows": int(len(labels)), "ranking_users": len(ranking.user_ids),
                "candidate_items": len(ranking.item_ids), "baseline_mean": float(train_labels.mean()),
-               "baseline_rmse": rmse(np.full_like(labels, train_labels.mean()), labels)}
+               "baseline_rmse": rmse(np.full_like(labels, train_labels.mean()), labels),
+               "features_versions": feature_versions(features)}
     for name in rankers:
         scored = ({"rmse": rmse(predictions[name], labels), "mae": mae(predictions[name], labels)}
                   if name in predictions else {})

@@ -1,7 +1,7 @@
-"""The contract of a day's feature partition (layout, columns, `FeatureSpec`) and the model inputs read from it.
+"""The contract of a day's features (their Delta tables, columns, `FeatureSpec`) and the model inputs read from them.
 
 Shared by the features job, the trainer, evaluation and batch prediction; no Spark or TensorFlow here, so light
-consumers can import it. The partition's layout is described in docs/etl-and-features.md.
+consumers can import it. The tables are described in docs/etl-and-features.md.
 """
 
 from __future__ import annotations
@@ -12,17 +12,20 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
-from lakeloop.lake import Lake, as_lake, partition_path
-
-FEATURES = "features"
-TRAIN = "train"
-EVAL = "eval"
-USER_VOCAB = "_vocab/users"
-ITEM_VOCAB = "_vocab/items"
-USER_HISTORY = "_history/users"
-ITEM_HISTORY = "_history/items"
-MANIFEST = "_manifest.json"
+from lakeloop.delta import partition_files, partition_summary
+from lakeloop.lake import Lake, as_lake
+from lakeloop.names import (  # noqa: F401 (the feature tables' names are part of this module's contract)
+    EVAL,
+    FEATURE_TABLES,
+    FEATURES,
+    ITEM_HISTORY,
+    ITEM_VOCAB,
+    TRAIN,
+    USER_HISTORY,
+    USER_VOCAB,
+)
 
 OOV_INDEX = 0
 YEAR_BUCKETS = 22
@@ -49,7 +52,7 @@ class FeatureSpec:
     history_columns: list[str] = field(default_factory=lambda: list(HISTORY_COLUMNS))
 
     def to_json(self) -> dict:
-        """The spec as a JSON object (stored in the partition's manifest)."""
+        """The spec as a JSON object (carried by the day's commit of the train table)."""
         return asdict(self)
 
     @classmethod
@@ -58,42 +61,51 @@ class FeatureSpec:
         return cls(**payload)
 
 
-def feature_partition(lake: Path, day: date) -> Path:
-    """The directory of day D's feature partition on a local lake (readers of a `Lake` take its manifest's files:
-    `Lake.partition_files(FEATURES, day, table)`)."""
-    return partition_path(lake, FEATURES, day)
+def feature_dataset(table: str) -> str:
+    """The lake dataset (a Delta table) of one feature table: `features/train`, `features/vocab/users`..."""
+    return f"{FEATURES}/{table}"
 
 
-def feature_table_path(lake: Path, day: date, table: str) -> Path:
-    """One table of the day's feature partition on a local lake (`TRAIN`, `EVAL`, `USER_VOCAB`...); readers of any
-    lake take the files its manifest names (`read_features`)."""
-    return feature_partition(lake, day) / table
-
-
-def read_feature_manifest(lake: Lake | Path, day: date) -> dict:
-    """The manifest of the day's feature partition, naming the upstream task when it is missing."""
+def read_feature_summary(lake: Lake | Path | str, day: date) -> dict:
+    """What the features job committed for the day (counts, `spec`, the tables' versions): the summary of the day's
+    commit of `features/train`, which the job commits last. FileNotFoundError naming the upstream task if none."""
     lake = as_lake(lake)
-    manifest = lake.read_manifest(FEATURES, day)
-    if manifest is None:
-        raise FileNotFoundError(f"{lake.uri(lake.partition(FEATURES, day))}/{MANIFEST} does not exist: "
+    summary = partition_summary(lake, feature_dataset(TRAIN), day)
+    if summary is None:
+        raise FileNotFoundError(f"{lake.uri(lake.path(feature_dataset(TRAIN)))} has no commit of {day}: "
                                 f"run spark_features for {day} first")
-    return manifest
+    return summary
+
+
+def feature_versions(summary: dict) -> dict[str, int]:
+    """The version of each feature table that holds the day's features, from `read_feature_summary`'s summary:
+    what a reader of the day reads, and what the MLflow run records as the model's lineage."""
+    return {**summary["table_versions"], TRAIN: summary["table_version"]}
 
 
 def read_feature_spec(lake: Lake | Path, day: date) -> FeatureSpec:
-    """The `FeatureSpec` of the day's feature partition."""
-    return FeatureSpec.from_json(read_feature_manifest(lake, day)["spec"])
+    """The `FeatureSpec` of the day's features."""
+    return FeatureSpec.from_json(read_feature_summary(lake, day)["spec"])
+
+
+def feature_files(lake: Lake | Path | str, day: date, table: str) -> list[str]:
+    """The data files of one table of the day's features, as of the version the day's train commit names: the
+    tables of one features run are read together even if a later run of the day was killed between its commits."""
+    lake = as_lake(lake)
+    version = feature_versions(read_feature_summary(lake, day))[table]
+    files = partition_files(lake, feature_dataset(table), day, version)
+    if not files:
+        raise FileNotFoundError(f"{lake.uri(lake.partition(feature_dataset(table), day))} has no committed data "
+                                f"files in version {version}: run spark_features for {day} first")
+    return files
 
 
 def read_features(lake: Lake | Path | str, day: date, table: str, columns: list[str] | None = None) -> pa.Table:
-    """A table of the day's committed feature partition — the `TRAIN` or `EVAL` examples (model inputs and label by
-    default), a vocabulary... — read by the files its manifest names, on local disk or an object store."""
+    """A table of the day's committed features — the `TRAIN` or `EVAL` examples (model inputs and label by
+    default), a vocabulary... — read by the files its Delta log names, on local disk or an object store."""
     lake = as_lake(lake)
-    rows = lake.read_partition(FEATURES, day, table, columns=columns or [*FEATURE_COLUMNS, LABEL])
-    if rows is None:
-        where = lake.uri(f"{lake.partition(FEATURES, day)}/{table}")
-        raise FileNotFoundError(f"{where} has no committed data files: run spark_features for {day} first")
-    return rows
+    return pq.ParquetDataset(feature_files(lake, day, table), filesystem=lake.filesystem,
+                             partitioning=None).read(columns=columns or [*FEATURE_COLUMNS, LABEL])
 
 
 def model_inputs(data: pa.Table | pa.RecordBatch) -> dict[str, np.ndarray]:

@@ -11,16 +11,15 @@ from typing import Any
 
 from lakeloop.features import (
     FEATURE_COLUMNS,
-    FEATURES,
     LABEL,
     TRAIN,
     FeatureSpec,
-    read_feature_manifest,
-    read_feature_spec,
+    feature_versions,
+    read_feature_summary,
 )
 from lakeloop.fm_model import SELECTION_ITEM_WEIGHT, FMHyperParameters
 from lakeloop.lake import Lake
-from lakeloop.spark_jobs import read_table, use_lake
+from lakeloop.spark_jobs import read_feature_table, use_lake
 from lakeloop.warm_start import WarmStart
 from tfspark import TFSparkTrainer, TrainContext
 
@@ -324,19 +323,22 @@ class FMTrainer(TFSparkTrainer):
         self.spec: FeatureSpec | None = None
         self.warm_start: WarmStart | None = None
         self.item_counts = None
+        self.features_versions: dict[str, int] = {}
 
     def pre_train(self, spark):
-        """The partition's training examples (model inputs and label): a plain scan of the files its manifest
-        names, which tfspark's direct Parquet path reads; keeps the partition's spec for `train`, and the model to
-        start from (asking the registry: one that cannot answer fails the run)."""
+        """The day's training examples (model inputs and label): a plain scan of the files the train table's Delta
+        log names, which tfspark's direct Parquet path reads; keeps the features' spec and table versions for
+        `train`, and the model to start from (asking the registry: one that cannot answer fails the run)."""
         lake = Lake.from_url(self.lake_url)
         use_lake(spark, lake)
-        self.spec = read_feature_spec(lake, self.day)
-        self.hparams = self.hparams.for_rows(read_feature_manifest(lake, self.day)["train_rows"])
+        features = read_feature_summary(lake, self.day)
+        self.spec = FeatureSpec.from_json(features["spec"])
+        self.features_versions = feature_versions(features)
+        self.hparams = self.hparams.for_rows(features["train_rows"])
         self.batch_size = self.hparams.batch_size
         if self.hparams.warm_start == "champion" and self.model_name:
             self.warm_start = WarmStart.find(lake, self.model_name, self.day)
-        examples = read_table(spark, lake, FEATURES, self.day, TRAIN).select(*FEATURE_COLUMNS, LABEL)
+        examples = read_feature_table(spark, lake, self.day, TRAIN).select(*FEATURE_COLUMNS, LABEL)
         if self.warm_start is not None:
             self.epochs = self.hparams.warm_epochs
         else:
@@ -357,4 +359,5 @@ class FMTrainer(TFSparkTrainer):
         ctx.save_model(recipe.model)
         return {**self.hparams.as_params(), "user_vocab_size": self.spec.user_vocab_size,
                 "item_vocab_size": self.spec.item_vocab_size, "epochs_trained": self.epochs,
+                "features_versions": self.features_versions,
                 "warm_start": self.warm_start.describe(carried) if self.warm_start else None, **result}

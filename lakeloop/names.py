@@ -10,8 +10,19 @@ PREDICTIONS = "predictions"
 USER_EMBEDDINGS = "embeddings/users"  # the champion's user tower of the day (lakeloop.towers): user_id, bias, factors
 ITEM_EMBEDDINGS = "embeddings/items"  # its item tower over the catalog: item_id, bias, factors
 MOVIES = "reference/movies"  # the movie catalog: a reference dataset, not partitioned by day
-# The datasets that are Delta tables (lakeloop.delta), which the DAG lake_maintenance compacts and vacuums.
-DELTA_TABLES = (RAW_RATINGS, REJECTED_RATINGS, PREDICTIONS, USER_EMBEDDINGS, ITEM_EMBEDDINGS)
+FEATURES = "features"  # the folder of the day's feature tables (lakeloop.features): `features/<table>`
+TRAIN = "train"
+EVAL = "eval"
+USER_VOCAB = "vocab/users"
+ITEM_VOCAB = "vocab/items"
+USER_HISTORY = "history/users"
+ITEM_HISTORY = "history/items"
+# The feature tables in the order the features job commits them: TRAIN last, its commit naming the others' versions.
+FEATURE_TABLES = (EVAL, USER_VOCAB, ITEM_VOCAB, USER_HISTORY, ITEM_HISTORY, TRAIN)
+FEATURE_DATASETS = tuple(f"{FEATURES}/{table}" for table in FEATURE_TABLES)
+# The datasets: Delta tables (lakeloop.delta), which the DAG lake_maintenance compacts and vacuums.
+DELTA_TABLES = (RAW_RATINGS, REJECTED_RATINGS, CURATED_RATINGS, *FEATURE_DATASETS, PREDICTIONS, USER_EMBEDDINGS,
+                ITEM_EMBEDDINGS)
 
 GPU_POOL = "gpu_pool"
 SPARK_POOL = "spark_pool"

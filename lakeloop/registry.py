@@ -204,6 +204,15 @@ def _log_saved_model(model) -> None:
         mlflow.log_artifacts(path, SAVED_MODEL_DIR)
 
 
+def features_version_tags(summary: dict, evaluation: dict) -> dict[str, str]:
+    """The versions of the feature tables (Delta) that trained and evaluated the model, as MLflow run tags
+    (`lakeloop.trained_on.<table>`, `lakeloop.evaluated_on.<table>`): `lakeloop lake read features/<table> --day D
+    --version N` reads those rows back while VACUUM's retention keeps them."""
+    return {f"lakeloop.{role}.{table}": str(version)
+            for role, report in (("trained_on", summary), ("evaluated_on", evaluation))
+            for table, version in (report.get("features_versions") or {}).items()}
+
+
 def model_requirements() -> list[str]:
     """What serving the model needs, pinned to this environment: the list MLflow infers for it (plus mlflow, which
     it adds itself), declared because inferring it loads the model in a subprocess (~13 s per registration)."""
@@ -240,6 +249,7 @@ def register_model(lake: Lake | Path | str, model_name: str, day: date, tracking
                                 if isinstance(value, int | float) and not isinstance(value, bool)})
             mlflow.set_tags({f"lakeloop.gate.{key}": str(value) for key, value in decision.to_json().items()
                              if value is not None})
+            mlflow.set_tags(features_version_tags(summary, evaluation))
             mlflow.log_artifacts(str(local / REPORT_DIR), REPORT_DIR)
             mlflow.log_dict(evaluation, f"{REPORT_DIR}/{EVALUATION}")
             mlflow.log_dict(summary, TRAIN_SUMMARY)

@@ -10,7 +10,6 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from lakeloop.features import (
-    FEATURES,
     GENRES,
     ITEM_HISTORY,
     ITEM_VOCAB,
@@ -21,7 +20,7 @@ from lakeloop.features import (
     read_feature_spec,
 )
 from lakeloop.lake import Lake, as_lake
-from lakeloop.spark_jobs import read_table
+from lakeloop.spark_jobs import read_feature_table
 from lakeloop.towers import ITEM_TOWER_INPUTS, USER_TOWER_INPUTS
 
 
@@ -67,7 +66,7 @@ def serving_inputs(spark: SparkSession, lake: Lake | Path, day: date, pairs: Dat
     lake = as_lake(lake)
 
     def table(table_day: date, name: str) -> DataFrame:
-        return read_table(spark, lake, FEATURES, table_day, name)
+        return read_feature_table(spark, lake, table_day, name)
 
     model_day = model_day or day
     with_history = (pairs.join(table(day, USER_HISTORY), "user_id", "left")
@@ -81,8 +80,8 @@ def serving_user_inputs(spark: SparkSession, lake: Lake | Path, day: date, model
     `serving_inputs` builds it for a pair: history as of the end of the window, `model_day`'s vocabulary."""
     lake = as_lake(lake)
     model_day = model_day or day
-    users = read_table(spark, lake, FEATURES, day, USER_HISTORY)
-    return (add_user_inputs(users, read_table(spark, lake, FEATURES, model_day, USER_VOCAB),
+    users = read_feature_table(spark, lake, day, USER_HISTORY)
+    return (add_user_inputs(users, read_feature_table(spark, lake, model_day, USER_VOCAB),
                             read_feature_spec(lake, model_day).prior_mean)
             .select("user_id", *USER_TOWER_INPUTS))
 
@@ -95,7 +94,7 @@ def serving_item_inputs(spark: SparkSession, lake: Lake | Path, day: date, catal
     lake = as_lake(lake)
     model_day = model_day or day
     items = catalog.select("item_id", "year", "genres").join(
-        F.broadcast(read_table(spark, lake, FEATURES, day, ITEM_HISTORY)), "item_id", "left")
-    return (add_item_inputs(items, read_table(spark, lake, FEATURES, model_day, ITEM_VOCAB),
+        F.broadcast(read_feature_table(spark, lake, day, ITEM_HISTORY)), "item_id", "left")
+    return (add_item_inputs(items, read_feature_table(spark, lake, model_day, ITEM_VOCAB),
                             read_feature_spec(lake, model_day).prior_mean)
             .select("item_id", *ITEM_TOWER_INPUTS))

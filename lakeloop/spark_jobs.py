@@ -1,5 +1,5 @@
-"""What every lakeloop Spark job shares: arguments, the session, event dates, and reading and committing lake
-partitions through `lakeloop.lake.Lake` (by the files a manifest or a Delta log names, never by listing).
+"""What every lakeloop Spark job shares: arguments, the session, event dates, and reading and committing the days of
+the lake's Delta tables (by the files the Delta log names, never by listing).
 
 See docs/etl-and-features.md.
 """
@@ -23,7 +23,8 @@ from pyspark.sql.types import IntegralType
 
 from lakeloop.config import s3a_settings
 from lakeloop.data_quality import DataQualityError
-from lakeloop.delta import day_files, open_table
+from lakeloop.delta import AttemptFolder, PartitionCommit, day_files, open_table, partition_files
+from lakeloop.features import feature_files
 from lakeloop.lake import Lake, as_lake, is_abandoned, timed_name
 from lakeloop.names import MOVIES
 
@@ -101,33 +102,43 @@ def utc_date(timestamp: str) -> Column:
 
 
 def existing_partition_days(lake: Lake, dataset: str, days: list[date]) -> list[date]:
-    """The days among `days` for which `dataset` has a committed partition: files its Delta log names for the day
-    if the dataset is a Delta table, else a published manifest."""
+    """The days among `days` for which the Delta table `dataset` has a committed partition (files its log names
+    for the day); [] if the lake has no such table yet."""
     table = open_table(lake, dataset)
-    if table is not None:
-        return [day for day in days if day_files(table, day)]
-    return [day for day in days if lake.has_partition(dataset, day)]
+    return [] if table is None else [day for day in days if day_files(table, day)]
 
 
-def read_table(spark: SparkSession, lake: Lake, dataset: str, day: date, table: str = "") -> DataFrame:
-    """The rows of the day's committed partition of `dataset` (or of its `table` subdirectory), as a plain Parquet
-    scan (no partition column) of exactly the files its commit names: the Delta log's list for the day if the
-    dataset is a Delta table, else its manifest's."""
-    delta_table = None if table else open_table(lake, dataset)
-    files = day_files(delta_table, day) if delta_table is not None else lake.partition_files(dataset, day, table)
+def read_table(spark: SparkSession, lake: Lake, dataset: str, day: date, version: int | None = None) -> DataFrame:
+    """The rows of the day's committed partition of the Delta table `dataset` (in its newest version, or as of
+    `version`), as a plain Parquet scan (no partition column) of exactly the files its log names for the day."""
+    return read_files(spark, lake, partition_files(lake, dataset, day, version),
+                      f"{lake.spark_uri(lake.partition(dataset, day))} has no committed data files: run the "
+                      f"upstream task for {day} first")
+
+
+def read_feature_table(spark: SparkSession, lake: Lake, day: date, table: str) -> DataFrame:
+    """One table of the day's features (`lakeloop.features.TRAIN`, `USER_VOCAB`...), as the day's features run
+    committed them together (`lakeloop.features.feature_files`)."""
+    return read_files(spark, lake, feature_files(lake, day, table), "")
+
+
+def read_files(spark: SparkSession, lake: Lake, files: list[str], missing: str) -> DataFrame:
+    """A Parquet scan of exactly `files` (paths on the lake's filesystem); FileNotFoundError(`missing`) if none."""
     if not files:
-        where = lake.spark_uri("/".join(filter(None, [lake.partition(dataset, day), table])))
-        raise FileNotFoundError(f"{where} has no committed data files: run the upstream task for {day} first")
+        raise FileNotFoundError(missing)
     return spark.read.parquet(*[lake.spark_uri(path) for path in files])
 
 
 def read_partitions(spark: SparkSession, lake: Lake, dataset: str, days: list[date]) -> DataFrame:
-    """Read the committed day partitions of `dataset` among `days`, each day's rows with its date as `dt`."""
-    present = existing_partition_days(lake, dataset, days)
+    """Read the committed day partitions of the Delta table `dataset` among `days` (one read of its log), each day's
+    rows with its date as `dt`."""
+    table = open_table(lake, dataset)
+    files = {day: day_files(table, day) for day in days} if table is not None else {}
+    present = [day for day in days if files.get(day)]
     if not present:
         raise FileNotFoundError(f"no partition of {lake.spark_uri(lake.path(dataset))} for days {days[0]}..{days[-1]}; "
                                 "run the upstream task for those days first")
-    frames = [read_table(spark, lake, dataset, day).withColumn("dt", F.lit(day)) for day in present]
+    frames = [read_files(spark, lake, files[day], "").withColumn("dt", F.lit(day)) for day in present]
     return functools.reduce(DataFrame.unionByName, frames)
 
 
@@ -165,37 +176,41 @@ def _parquet_writer(frame: DataFrame):
     return frame.write
 
 
-def write_partition(tables: dict[str, DataFrame], lake: Lake | Path, dataset: str, day: date, manifest: dict) -> str:
-    """Write the day's partition of `dataset` — each frame into its subdirectory — committed atomically with
-    `manifest` (plus the file list) through `Lake.staged_partition`; return the partition's URL."""
+def write_partition(frame: DataFrame, lake: Lake | Path, dataset: str, day: date,
+                    summary: dict[str, Any]) -> PartitionCommit:
+    """Make `frame` the day's partition of the Delta table `dataset` in one commit carrying `summary`: Spark writes
+    the files into a folder of this attempt inside the day's folder, then `commit_partition_files` names them in
+    the log. A failure before the commit leaves the day's previous version (the folder's files are deleted)."""
     lake = as_lake(lake)
-    with lake.staged_partition(dataset, day) as staged:
-        for name, frame in tables.items():
-            _parquet_writer(frame).mode("error").parquet(lake.spark_uri(f"{staged.directory}/{name}"))
-        staged.manifest.update(manifest)
-    return _committed(lake, dataset, day, manifest)
+    folder = AttemptFolder(lake, dataset, day, timed_name(SPARK_ATTEMPT_PREFIX))
+    try:
+        _parquet_writer(frame).mode("error").parquet(lake.spark_uri(folder.path))
+    except BaseException:
+        folder.discard()
+        raise
+    return _committed(lake, folder, summary)
 
 
-def _committed(lake: Lake, dataset: str, day: date, manifest: dict) -> str:
-    url = lake.uri(lake.partition(dataset, day))
-    log.info("committed %s: %s", url, manifest)
-    return url
+def _committed(lake: Lake, folder: AttemptFolder, summary: dict[str, Any]) -> PartitionCommit:
+    commit = folder.commit(summary)
+    log.info("committed %s of %s (version %d): %s", folder.dataset, folder.day, commit.version, summary)
+    return commit
 
 
-DAYS_STAGING_PREFIX = ".staging-days-"
+SPARK_ATTEMPT_PREFIX = "spark-"  # a Spark job's folder of files inside the day's folder of the table it commits
+DAYS_STAGING_PREFIX = "_staging-days-"
 
 
-def write_day_partitions(frame: DataFrame, lake: Lake | Path, dataset: str, manifests: dict[date, dict]) -> list[str]:
-    """Write `frame` (with a date column `dt`) as one partition per day of `manifests`, each committed atomically;
-    return the URLs of the partitions written (days of `manifests` without rows are not written).
+def write_day_partitions(frame: DataFrame, lake: Lake | Path, dataset: str,
+                         summaries: dict[date, dict[str, Any]]) -> list[PartitionCommit]:
+    """Write `frame` (with a date column `dt`) as one partition per day of `summaries` of the Delta table `dataset`,
+    each its own commit; return the commits (days of `summaries` without rows are not written).
 
-    One Spark job writes every day (`partitionBy("dt")`) under a staging directory of the dataset,
-    `<dataset>/.staging-days-<id>/dt=D/`, which readers never see (they follow manifests and `dt=` partitions).
-    Then each day is committed on its own through `Lake.staged_partition`: its files are moved into the day's
-    staging area — a rename on local disk, a server-side copy per file on an object store (the data does not
-    pass through the driver) — and committed with its manifest: swapped in by rename, or published by the
-    manifest PUT. A failure before a day's commit leaves that day's previous partition as it was; days already
-    committed keep the run's complete rows for their day (a rerun writes the same). The staging directory
+    One Spark job writes every day (`partitionBy("dt")`) under a staging folder of the table,
+    `<dataset>/_staging-days-<id>/dt=D/`, which no commit names. Then each day's files are moved into an attempt
+    folder of the day — a rename on local disk, a server-side copy per file on an object store (the data does not
+    pass through the driver) — and committed. A failure before a day's commit leaves that day's previous version;
+    days already committed keep the run's complete rows for their day (a rerun writes the same). The staging folder
     is removed at the end; a killed run's is removed by a later run once abandoned (`lakeloop.lake.is_abandoned`),
     never while a concurrent run may still be moving files out of it.
     """
@@ -205,17 +220,17 @@ def write_day_partitions(frame: DataFrame, lake: Lake | Path, dataset: str, mani
     _delete_dirs(lake, [info.path for info in listed if info.base_name.startswith(DAYS_STAGING_PREFIX)
                         and is_abandoned(info.base_name, DAYS_STAGING_PREFIX, now)])
     job_dir = lake.path(dataset, timed_name(DAYS_STAGING_PREFIX))
+    attempt = timed_name(SPARK_ATTEMPT_PREFIX)
     written = []
     try:
         _parquet_writer(frame).partitionBy("dt").parquet(lake.spark_uri(job_dir))
-        for day, manifest in sorted(manifests.items()):
+        for day, summary in sorted(summaries.items()):
             day_dir = f"{job_dir}/dt={day.isoformat()}"
             if lake.filesystem.get_file_info(day_dir).type != pafs.FileType.Directory:
                 continue
-            with lake.staged_partition(dataset, day) as staged:
-                lake.move_files(day_dir, staged.directory)
-                staged.manifest.update(manifest)
-            written.append(_committed(lake, dataset, day, manifest))
+            folder = AttemptFolder(lake, dataset, day, attempt)
+            lake.move_files(day_dir, folder.path)
+            written.append(_committed(lake, folder, summary))
     finally:
         _delete_dirs(lake, [job_dir])
     return written

@@ -56,13 +56,13 @@ def mlflow_run_url(run_id: str | None) -> str | None:
 
 
 def summarise(settings: Settings, days: list[date]) -> dict:
-    """What the lake holds for each day: the ingestion's counts (the raw Delta commit's summary, or the manifest of a
-    lake ingested before raw became a Delta table), evaluation (with each scorer's RMSE and NDCG@10 and the gate's
-    decision), registration (with the MLflow run's URL when a server answers) and predictions."""
+    """What the lake holds for each day: the ingestion's counts (the raw Delta commit's summary), evaluation (with
+    each scorer's RMSE and NDCG@10 and the gate's decision), registration (with the MLflow run's URL when a server
+    answers) and predictions."""
     lake = Lake.from_url(settings.lake_url)
     report = {}
     for day in days:
-        raw = partition_summary(lake, RAW_RATINGS, day) or lake.read_manifest(RAW_RATINGS, day) or {}
+        raw = partition_summary(lake, RAW_RATINGS, day) or {}
         models = lake.partition(f"models/{settings.model_name}", day)
         evaluation = lake.read_json(f"{models}/{EVALUATION}")
         registration = lake.read_json(f"{models}/{REGISTRATION}")

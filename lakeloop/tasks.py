@@ -29,7 +29,7 @@ def register_day(settings: Settings, day: date, dag_id: str, run_id: str, data_i
     lake = Lake.from_url(settings.lake_url)
     lineage = RunLineage(dag_id=dag_id, run_id=run_id, data_interval_start=data_interval_start.isoformat(),
                          data_interval_end=data_interval_end.isoformat(),
-                         features_path=lake.uri(lake.partition(FEATURES, day)),
+                         features_path=lake.uri(lake.path(FEATURES)),
                          predictions_path=lake.uri(lake.path(PREDICTIONS)),
                          git_commit=git_commit(settings.project_dir))
     return register_model(lake, settings.model_name, day, settings.mlflow_tracking_uri, lineage)

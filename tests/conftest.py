@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 
+from lakeloop.delta import replace_partition
 from lakeloop.ingest.schema import RATINGS_SCHEMA
-from lakeloop.lake import Lake, partition_path
+from lakeloop.lake import Lake
 from lakeloop.movielens import MovieLens
 from lakeloop.names import RAW_RATINGS
 from lakeloop.replay import build_events, write_catalog
@@ -225,9 +225,8 @@ def feature_lake(spark, movielens, tmp_path_factory):
     lake = tmp_path_factory.mktemp("feature-lake")
     write_catalog(movielens, lake)
     events = build_events(MovieLens(movielens.ratings.slice(0, 2000), movielens.movies), 1, FEATURE_DAY)
-    raw = partition_path(lake, RAW_RATINGS, FEATURE_DAY)
-    raw.mkdir(parents=True)
-    pq.write_table(events.cast(RATINGS_SCHEMA.output_schema), raw / "part-0.parquet")
+    replace_partition(Lake.from_url(str(lake)), RAW_RATINGS, FEATURE_DAY, events.cast(RATINGS_SCHEMA.output_schema),
+                      {"written_by": "feature_lake"})
     etl.run(spark, lake, FEATURE_DAY)
     features.run(spark, lake, FEATURE_DAY, features.FeatureOptions(window_days=1))
     return lake
@@ -235,18 +234,14 @@ def feature_lake(spark, movielens, tmp_path_factory):
 
 @pytest.fixture
 def s3_feature_lake(feature_lake: Path, s3_lake: Lake) -> Lake:
-    """An S3 lake holding a copy of `feature_lake`'s feature partition, committed there by manifest."""
+    """An S3 lake holding a copy of `feature_lake`'s feature tables (Delta logs name files relative to the table,
+    so a copied table is the same table)."""
+    from pyarrow import fs as pafs
+
     from lakeloop.features import FEATURES
 
-    local = Lake.from_url(str(feature_lake))
-    manifest = local.read_manifest(FEATURES, FEATURE_DAY)
-    partition = local.partition(FEATURES, FEATURE_DAY)
-    with s3_lake.staged_partition(FEATURES, FEATURE_DAY) as staged:
-        for path in local.partition_files(FEATURES, FEATURE_DAY):
-            with open(path, "rb") as source, s3_lake.filesystem.open_output_stream(
-                    f"{staged.directory}/{path[len(partition) + 1:]}") as target:
-                shutil.copyfileobj(source, target)
-        staged.manifest.update({key: value for key, value in manifest.items() if key != "files"})
+    pafs.copy_files(str(feature_lake / FEATURES), s3_lake.path(FEATURES), source_filesystem=pafs.LocalFileSystem(),
+                    destination_filesystem=s3_lake.filesystem)
     return s3_lake
 
 

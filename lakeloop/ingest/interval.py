@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 from pyarrow import fs as pafs
 
-from lakeloop.delta import adopt_manifest_partitions, commit_partition_files, partition_summary
+from lakeloop.delta import AttemptFolder, partition_summary
 from lakeloop.ingest.chunks import ChunkBuffer, without_oversize_values
 from lakeloop.ingest.decode import REJECTED_SCHEMA, JsonChunkDecoder
 from lakeloop.ingest.errors import KafkaSliceError, LakeWriteError, RejectionRateExceeded
@@ -41,7 +41,7 @@ from lakeloop.ingest.slices import (
     value_size,
 )
 from lakeloop.ingest.validate import EventTimeWindow, RowValidator, SeenIds
-from lakeloop.lake import ConcurrentWriteError, Lake, as_lake, timed_name
+from lakeloop.lake import Lake, as_lake, timed_name
 from lakeloop.names import RAW_RATINGS, REJECTED_RATINGS
 
 log = logging.getLogger(__name__)
@@ -181,8 +181,8 @@ def ingest_interval(
         window = EventTimeWindow(lower_ms=epoch_ms(start - options.allowed_lateness),
                                  upper_ms=epoch_ms(end + options.allowed_earliness))
         attempt = timed_name(ATTEMPT_PREFIX)
-        data = _AttemptFolder(lake, dataset, day, attempt)
-        rejects = _AttemptFolder(lake, rejected_dataset, day, attempt)
+        data = AttemptFolder(lake, dataset, day, attempt)
+        rejects = AttemptFolder(lake, rejected_dataset, day, attempt)
         try:
             try:
                 counts = _Run(consumer, topic, schema, window, options, lake.filesystem, data.create(),
@@ -195,8 +195,6 @@ def ingest_interval(
                                   path=final, rejected_path=rejected_final, slices=slices, **counts)
             summary = result.manifest(schema, dataset, rejected_dataset, options)
             try:
-                for table in (rejected_dataset, dataset):  # a lake ingested before both became Delta tables
-                    adopt_manifest_partitions(lake, table)
                 rejects.commit(summary)
             except BaseException:
                 data.discard()
@@ -214,52 +212,6 @@ def ingest_interval(
     log.info("ingested %s [%s, %s): read %d, written %d, rejected %d %s → %s", topic, start.isoformat(),
              end.isoformat(), result.read, result.written, result.rejected, result.rejected_by_reason or "", final)
     return result
-
-
-@dataclass(frozen=True)
-class _AttemptFolder:
-    """Where one run writes a day's files inside a Delta table before committing them: `<table>/dt=D/<attempt>/`.
-    Files a killed run leaves there are named by no commit, so no reader sees them; VACUUM deletes them."""
-
-    lake: Lake
-    dataset: str
-    day: date
-    attempt: str
-
-    @property
-    def relative(self) -> str:
-        """The folder relative to the table's root, as the Delta log names its files."""
-        return f"dt={self.day.isoformat()}/{self.attempt}"
-
-    def create(self) -> str:
-        """The folder's path on the lake's filesystem (created on local disk; object stores have no folders)."""
-        directory = self.lake.path(self.dataset, self.relative)
-        if self.lake.is_local:
-            self.lake.filesystem.create_dir(directory, recursive=True)
-        return directory
-
-    def files(self) -> list[str]:
-        """The Parquet files written in the folder, relative to the table's root."""
-        infos = self.lake.filesystem.get_file_info(pafs.FileSelector(self.lake.path(self.dataset, self.relative)))
-        return sorted(f"{self.relative}/{info.base_name}" for info in infos
-                      if info.is_file and info.base_name.endswith(".parquet"))
-
-    def commit(self, summary: dict[str, Any]) -> None:
-        """Commit the folder's files as the table's day with `summary`; a commit refused whole (another run's
-        commit raced it, another schema) deletes them, a request that failed otherwise may have landed: kept."""
-        try:
-            commit_partition_files(self.lake, self.dataset, self.day, self.files(), summary)
-        except (ConcurrentWriteError, ValueError):
-            self.discard()
-            raise
-
-    def discard(self) -> None:
-        """Delete the folder of a run that will not commit it (best effort: what stays is never read)."""
-        try:
-            self.lake.filesystem.delete_dir(self.lake.path(self.dataset, self.relative))
-        except OSError as error:
-            log.warning("could not delete the uncommitted files in %s: %s",
-                        self.lake.uri(self.lake.path(self.dataset, self.relative)), error)
 
 
 def _rejection_message(result: IngestResult, options: IngestOptions) -> str:

@@ -9,10 +9,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from lakeloop.config import Settings
+from lakeloop.delta import read_partition
 from lakeloop.ingest.interval import read_manifest
-from lakeloop.lake import partition_path
+from lakeloop.lake import as_lake
 from lakeloop.models import EVALUATION, REGISTRATION, TRAIN_SUMMARY, model_dir
-from lakeloop.names import MOVIES, RAW_RATINGS, REJECTED_RATINGS
+from lakeloop.names import CURATED_RATINGS, MOVIES, RAW_RATINGS, REJECTED_RATINGS
 from tests.delta_protocol import read_day
 
 
@@ -28,10 +29,10 @@ def check_day_outputs(settings: Settings, events: int, day: date) -> None:
     assert raw.num_rows == counts["written"] == events
     rejected = read_day(lake / REJECTED_RATINGS, day)
     assert rejected is not None and rejected.num_rows == counts["rejected"]
-    curated = pq.read_table(partition_path(lake, "curated/ratings", day))
+    curated = read_day(lake / CURATED_RATINGS, day)
     assert curated.num_rows == raw.num_rows
-    train = pq.read_table(partition_path(lake, "features", day) / "train")
-    assert train.num_rows + pq.read_table(partition_path(lake, "features", day) / "eval").num_rows == curated.num_rows
+    train = read_day(lake / "features/train", day)
+    assert train.num_rows + read_day(lake / "features/eval", day).num_rows == curated.num_rows
 
     models = model_dir(lake, settings.model_name, day)
     summary = json.loads((models / TRAIN_SUMMARY).read_text())
@@ -54,6 +55,9 @@ def check_day_outputs(settings: Settings, events: int, day: date) -> None:
     assert run.data.tags["lakeloop.dag_run"] == f"daily_retrain/{run.data.tags['lakeloop.run_id']}"
     assert run.data.tags["lakeloop.data_interval_start"].startswith(day.isoformat())
     assert run.data.metrics["rmse"] == evaluation["rmse"]
+    trained_on = int(run.data.tags["lakeloop.trained_on.train"])  # lineage: the feature tables' versions
+    assert run.data.tags["lakeloop.evaluated_on.eval"] == run.data.tags["lakeloop.trained_on.eval"]
+    assert read_partition(as_lake(lake), "features/train", day, version=trained_on).num_rows == train.num_rows
     assert {"evaluation/prediction_distribution.png", "evaluation/training_curve.png"} <= {
         item.path for item in client.list_artifacts(registration["run_id"], "evaluation")}
 

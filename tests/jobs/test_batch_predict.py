@@ -13,7 +13,7 @@ import pytest
 from jobs import batch_predict
 from lakeloop.delta import partition_summary, read_partition
 from lakeloop.evaluation import evaluate_model
-from lakeloop.features import EVAL, FEATURE_COLUMNS, FEATURES, TRAIN, USER_HISTORY, feature_table_path, model_inputs
+from lakeloop.features import EVAL, FEATURE_COLUMNS, TRAIN, USER_HISTORY, model_inputs, read_features
 from lakeloop.fm_model import ranking_model
 from lakeloop.lake import as_lake
 from lakeloop.models import MODEL_FILE, TRAIN_SUMMARY, model_dir, write_json
@@ -21,7 +21,7 @@ from lakeloop.names import ITEM_EMBEDDINGS, MOVIES, USER_EMBEDDINGS
 from lakeloop.registry import RunLineage, register_model
 from lakeloop.replay import write_catalog
 from lakeloop.spark_inputs import serving_inputs
-from lakeloop.spark_jobs import read_catalog, read_table
+from lakeloop.spark_jobs import read_catalog, read_feature_table
 from lakeloop.towers import FMTowers, Tower
 from tests.catalogs import with_integer_item_ids
 from tests.delta_protocol import read_day
@@ -62,11 +62,11 @@ def test_the_top_ten_unseen_movies_per_user_reproducibly(spark, feature_lake, ch
     manifest, predictions = predict(spark, feature_lake)
 
     assert predictions.column_names == batch_predict.OUTPUT_COLUMNS
-    rated = pq.read_table(feature_table_path(feature_lake, DAY, TRAIN), columns=["user_id", "item_id"]).to_pylist()
-    rated += pq.read_table(feature_table_path(feature_lake, DAY, EVAL), columns=["user_id", "item_id"]).to_pylist()
+    rated = read_features(feature_lake, DAY, TRAIN, columns=["user_id", "item_id"]).to_pylist()
+    rated += read_features(feature_lake, DAY, EVAL, columns=["user_id", "item_id"]).to_pylist()
     seen = {(row["user_id"], row["item_id"]) for row in rated}
     catalog = pq.read_table(feature_lake / MOVIES, columns=["item_id"]).num_rows
-    users = pq.read_table(feature_table_path(feature_lake, DAY, USER_HISTORY), columns=["user_id"])
+    users = read_features(feature_lake, DAY, USER_HISTORY, columns=["user_id"])
     rows = predictions.to_pylist()
     assert not seen.intersection((row["user_id"], row["item_id"]) for row in rows)
     by_user: dict[str, list[dict]] = {}
@@ -122,9 +122,9 @@ def exhaustive_top_ten(spark, lake, model) -> dict[str, list[tuple[str, float]]]
     """Every user of the day's window × every catalog movie the user did not rate, scored pair by pair by the Keras
     model's ranking view, the best 10 per user by (score descending, item id): what the job computed before it ranked
     by towers."""
-    rated = (read_table(spark, as_lake(lake), FEATURES, DAY, TRAIN).select("user_id", "item_id")
-             .union(read_table(spark, as_lake(lake), FEATURES, DAY, EVAL).select("user_id", "item_id")))
-    users = read_table(spark, as_lake(lake), FEATURES, DAY, USER_HISTORY).select("user_id")
+    rated = (read_feature_table(spark, as_lake(lake), DAY, TRAIN).select("user_id", "item_id")
+             .union(read_feature_table(spark, as_lake(lake), DAY, EVAL).select("user_id", "item_id")))
+    users = read_feature_table(spark, as_lake(lake), DAY, USER_HISTORY).select("user_id")
     pairs = users.crossJoin(read_catalog(spark, as_lake(lake)).select("item_id", "year", "genres")).join(
         rated, ["user_id", "item_id"], "left_anti")
     inputs = serving_inputs(spark, lake, DAY, pairs).select("user_id", "item_id", *FEATURE_COLUMNS).toArrow()

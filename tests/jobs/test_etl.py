@@ -18,9 +18,9 @@ import pytest
 
 from jobs import etl
 from lakeloop.data_quality import DataQualityError
-from lakeloop.delta import commit_partition_files
+from lakeloop.delta import commit_partition_files, partition_summary, read_partition
 from lakeloop.ingest.schema import RATINGS_SCHEMA
-from lakeloop.lake import Lake, partition_path
+from lakeloop.lake import Lake
 from lakeloop.movielens import MovieLens
 from lakeloop.names import CURATED_RATINGS, RAW_RATINGS
 from lakeloop.replay import build_events, write_catalog
@@ -52,7 +52,12 @@ def event_days(table: pa.Table) -> pa.Array:
 
 
 def curated(lake, day: date) -> pa.Table:
-    return pq.read_table(partition_path(lake, CURATED_RATINGS, day))
+    return read_partition(Lake.from_url(str(lake)), CURATED_RATINGS, day)
+
+
+def curated_summary(lake, day: date) -> dict:
+    """What the ETL run that wrote the day's curated partition committed with it."""
+    return partition_summary(Lake.from_url(str(lake)), CURATED_RATINGS, day)
 
 
 @pytest.fixture(scope="module")
@@ -88,9 +93,9 @@ def test_late_events_are_placed_by_event_date(two_days):
     assert second["partitions_written"] == {str(DAY1): two_days["day1"].num_rows, str(DAY2): two_days["day2"].num_rows}
     assert set(curated(lake, DAY1)["event_id"].to_pylist()) == set(two_days["day1"]["event_id"].to_pylist())
     assert set(curated(lake, DAY2)["event_id"].to_pylist()) == set(two_days["day2"]["event_id"].to_pylist())
-    manifest = json.loads((partition_path(lake, CURATED_RATINGS, DAY1) / "_manifest.json").read_text())
-    assert manifest["rows_by_arrival_day"] == {str(DAY1): two_days["day1"].num_rows - LATE, str(DAY2): LATE}
-    assert manifest["written_by_run"] == str(DAY2)
+    summary = curated_summary(lake, DAY1)
+    assert summary["rows_by_arrival_day"] == {str(DAY1): two_days["day1"].num_rows - LATE, str(DAY2): LATE}
+    assert summary["written_by_run"] == str(DAY2)
 
 
 def test_a_resent_event_counts_once_and_its_first_copy_wins(two_days):
@@ -182,8 +187,8 @@ def test_the_dags_etl_task_accepts_a_drifted_day_with_a_raised_run_param(drifted
                               env=env, capture_output=True, text=True, timeout=600)
     # `tasks test` exits 0 whatever the task did: its log says how the task ended
     assert "new_state=success" in accepted.stdout, accepted.stdout[-3000:] + accepted.stderr[-3000:]
-    manifest = json.loads((partition_path(drifted_day, CURATED_RATINGS, DAY2) / "_manifest.json").read_text())
-    assert manifest["run"]["rating_drift"]["max_total_variation"] == 0.99
+    summary = curated_summary(drifted_day, DAY2)
+    assert summary["run"]["rating_drift"]["max_total_variation"] == 0.99
 
 
 def test_the_job_runs_unchanged_on_the_master_of_the_spark_connection(two_days, monkeypatch):
@@ -200,11 +205,10 @@ def test_the_job_runs_unchanged_on_the_master_of_the_spark_connection(two_days, 
     command = hook._build_spark_submit_command(application)
     assert command[command.index("--master") + 1] == "local[2]"
 
-    for day in before:
-        shutil.rmtree(partition_path(lake, CURATED_RATINGS, day))
+    shutil.rmtree(lake / CURATED_RATINGS)
     SparkSubmitHook(conn_id="spark_default", name="lakeloop-etl-test", application_args=arguments).submit(application)
 
-    manifest = json.loads((partition_path(lake, CURATED_RATINGS, DAY2) / "_manifest.json").read_text())
-    assert manifest["run"]["rows_out"] == two_days["second"]["rows_out"]
+    summary = curated_summary(lake, DAY2)
+    assert summary["run"]["rows_out"] == two_days["second"]["rows_out"]
     for day, table in before.items():
         assert curated(lake, day).sort_by("event_id").equals(table)

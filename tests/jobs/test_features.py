@@ -17,22 +17,25 @@ import pytest
 
 from jobs import etl, features
 from lakeloop import spark_inputs
+from lakeloop.delta import read_partition, replace_partition
 from lakeloop.features import (
     EVAL,
     FEATURE_COLUMNS,
-    FEATURES,
     GENRES,
     HISTORY_COLUMNS,
+    ITEM_VOCAB,
     OOV_INDEX,
     TRAIN,
     USER_HISTORY,
     USER_VOCAB,
-    feature_table_path,
-    read_feature_manifest,
+    feature_dataset,
+    feature_files,
+    feature_versions,
     read_feature_spec,
+    read_feature_summary,
 )
 from lakeloop.ingest.schema import RATINGS_SCHEMA
-from lakeloop.lake import Lake, partition_path
+from lakeloop.lake import Lake, as_lake
 from lakeloop.movielens import MovieLens
 from lakeloop.names import CURATED_RATINGS, RAW_RATINGS
 from lakeloop.replay import build_events, write_catalog
@@ -43,12 +46,18 @@ OPTIONS = features.FeatureOptions(window_days=2)
 
 
 def table(lake, name: str) -> pa.Table:
-    rows = pq.read_table(feature_table_path(lake, DAY2, name))
+    """The day's feature table `name`, all its columns, as the day's features run committed it."""
+    rows = pq.ParquetDataset(feature_files(lake, DAY2, name), partitioning=None).read()
     return rows.sort_by(rows.schema.names[0])
 
 
 def curated_rows(lake) -> pa.Table:
-    return pa.concat_tables([pq.read_table(partition_path(lake, CURATED_RATINGS, day)) for day in (DAY1, DAY2)])
+    return pa.concat_tables([read_partition(as_lake(lake), CURATED_RATINGS, day) for day in (DAY1, DAY2)])
+
+
+def without_versions(summary: dict) -> dict:
+    """A features summary without the table versions, which every commit advances."""
+    return {key: value for key, value in summary.items() if key not in ("table_version", "table_versions")}
 
 
 @pytest.fixture(scope="module")
@@ -60,29 +69,28 @@ def curated_lake(spark, movielens, tmp_path_factory):
         RATINGS_SCHEMA.output_schema)
     day_of = pc.cast(events["ts"], pa.date32())
     for day in (DAY1, DAY2):
-        path = partition_path(lake, RAW_RATINGS, day)
-        path.mkdir(parents=True)
-        pq.write_table(events.filter(pc.equal(day_of, pa.scalar(day, pa.date32()))), path / "part-0.parquet")
+        replace_partition(Lake.from_url(str(lake)), RAW_RATINGS, day,
+                          events.filter(pc.equal(day_of, pa.scalar(day, pa.date32()))), {"day": str(day)})
         etl.run(spark, lake, day)
     return lake
 
 
 @pytest.fixture(scope="module")
 def built(spark, curated_lake):
-    """The features of DAY2 over the two days, and the manifest."""
+    """The features of DAY2 over the two days, and the summary of their commit."""
     return curated_lake, features.run(spark, curated_lake, DAY2, OPTIONS)
 
 
 @pytest.fixture(scope="module")
 def eval_changed(spark, built, tmp_path_factory):
     """The same lake, but every evaluation rating flipped and half the evaluation users replaced by new ones."""
-    lake, manifest = built
+    lake, summary = built
     changed = tmp_path_factory.mktemp("changed") / "lake"
     shutil.copytree(lake, changed)
-    cutoff = pd.Timestamp(manifest["eval_cutoff"])
+    cutoff = pd.Timestamp(summary["eval_cutoff"])
     changed_lake = Lake.from_url(str(changed))
     for day in (DAY1, DAY2):
-        rows = changed_lake.read_partition(CURATED_RATINGS, day)
+        rows = read_partition(changed_lake, CURATED_RATINGS, day)
         is_eval = pc.greater_equal(rows["ts"], pa.scalar(cutoff, rows["ts"].type))
         new_user = pc.and_(is_eval, pc.equal(pc.bit_wise_and(pc.cast(rows["item_id"], pa.int64()), 1), 1))
         rows = rows.set_column(rows.schema.get_field_index("rating"), "rating",
@@ -90,16 +98,15 @@ def eval_changed(spark, built, tmp_path_factory):
         rows = rows.set_column(rows.schema.get_field_index("user_id"), "user_id",
                                pc.if_else(new_user, pc.binary_join_element_wise("new", rows["user_id"], "-"),
                                           rows["user_id"]))
-        with changed_lake.staged_partition(CURATED_RATINGS, day) as staged:
-            pq.write_table(rows, f"{staged.directory}/part-0.parquet")
+        replace_partition(changed_lake, CURATED_RATINGS, day, rows, {"day": str(day), "changed_by": "eval_changed"})
     return changed, features.run(spark, changed, DAY2, OPTIONS)
 
 
 def test_the_window_is_split_by_time_into_model_inputs(built):
-    lake, manifest = built
+    lake, summary = built
     train, evaluation = table(lake, TRAIN), table(lake, EVAL)
-    assert manifest["rows_in"] == curated_rows(lake).num_rows == ROWS == train.num_rows + evaluation.num_rows
-    assert 0.09 < manifest["eval_rows"] / ROWS < 0.11
+    assert summary["rows_in"] == curated_rows(lake).num_rows == ROWS == train.num_rows + evaluation.num_rows
+    assert 0.09 < summary["eval_rows"] / ROWS < 0.11
     assert pc.max(train["ts"]).as_py() < pc.min(evaluation["ts"]).as_py()
     assert train.schema.field("genres").type == pa.list_(pa.float32())
     assert set(pc.list_value_length(train["genres"]).unique().to_pylist()) == {len(GENRES)}
@@ -131,10 +138,10 @@ def test_history_statistics_come_from_earlier_training_ratings_only(built):
 
 
 def test_evaluation_rows_influence_nothing_that_is_fitted(built, eval_changed):
-    (lake, manifest), (changed, changed_manifest) = built, eval_changed
-    assert changed_manifest["eval_cutoff"] == manifest["eval_cutoff"]
-    assert changed_manifest["spec"] == manifest["spec"]
-    for name in (TRAIN, USER_VOCAB, "_vocab/items"):
+    (lake, summary), (changed, changed_summary) = built, eval_changed
+    assert changed_summary["eval_cutoff"] == summary["eval_cutoff"]
+    assert changed_summary["spec"] == summary["spec"]
+    for name in (TRAIN, USER_VOCAB, ITEM_VOCAB):
         assert table(changed, name).equals(table(lake, name)), name
     before, after = table(lake, EVAL), table(changed, EVAL)
     assert pc.all(pc.equal(after["item_mean_rating"], before["item_mean_rating"])).as_py()
@@ -144,11 +151,11 @@ def test_evaluation_rows_influence_nothing_that_is_fitted(built, eval_changed):
 
 
 def test_unknown_ids_take_the_oov_index_and_the_prior(spark, eval_changed):
-    lake, manifest = eval_changed
+    lake, summary = eval_changed
     spec = read_feature_spec(lake, DAY2)
     evaluation = table(lake, EVAL)
     new_users = evaluation.filter(pc.starts_with(evaluation["user_id"], "new-"))
-    assert new_users.num_rows > 0 and manifest["eval_rows_unknown_user"] >= new_users.num_rows
+    assert new_users.num_rows > 0 and summary["eval_rows_unknown_user"] >= new_users.num_rows
     assert set(new_users["user_idx"].to_pylist()) == {OOV_INDEX}
     assert set(new_users["user_rating_count"].to_pylist()) == {0.0}
     np.testing.assert_allclose(new_users["user_mean_rating"].to_numpy(), spec.prior_mean, rtol=1e-6)
@@ -165,56 +172,70 @@ def test_unknown_ids_take_the_oov_index_and_the_prior(spark, eval_changed):
 
 
 def test_a_rerun_gives_the_same_partition(spark, built):
-    lake, manifest = built
+    lake, summary = built
     before = {name: table(lake, name) for name in (TRAIN, EVAL)}
-    assert features.run(spark, lake, DAY2, OPTIONS) == manifest
-    on_disk = read_feature_manifest(lake, DAY2)
-    assert {key: value for key, value in on_disk.items() if key != "files"} == manifest
+    rerun = features.run(spark, lake, DAY2, OPTIONS)
+    assert without_versions(rerun) == without_versions(summary)
+    assert read_feature_summary(lake, DAY2) == rerun
+    assert rerun["table_version"] > summary["table_version"]
 
     for name, rows in before.items():
         assert table(lake, name).equals(rows), name
 
 
-def test_on_a_lake_committed_by_manifest_the_jobs_read_only_committed_files(spark, built, tmp_path):
-    """ETL and features on a local lake committed as on object stores: files of a killed attempt lying in the raw,
-    curated and feature partitions are never read (by ETL, features, the trainer, batch prediction), and a rerun
-    supersedes the previous attempt with the same rows."""
+def test_the_jobs_read_only_committed_files(spark, built, tmp_path):
+    """ETL, features, the trainer and batch prediction read the files the Delta log names: a killed writer's files
+    lying in the raw, curated and feature tables' day folders are never read, and a rerun replaces the day with the
+    same rows."""
     from jobs.batch_predict import candidate_inputs
     from lakeloop.fm_trainer import FMTrainer
     from tfspark.driver.feed_plan import parquet_scan
 
-    by_rename, manifest = built
-    lake = Lake.from_url(str(tmp_path / "lake"), manifest_commits=True)
-    shutil.copytree(by_rename / "reference", tmp_path / "lake" / "reference")
-    for day in (DAY1, DAY2):
-        with lake.staged_partition(RAW_RATINGS, day) as staged:
-            shutil.copy(partition_path(by_rename, RAW_RATINGS, day) / "part-0.parquet", staged.directory)
+    source, summary = built
+    shutil.copytree(source, tmp_path / "lake")
+    lake = Lake.from_url(str(tmp_path / "lake"))
 
-    def kill_an_attempt(dataset: str, rows: pa.Table, column: str, table: str = "") -> None:
-        """Leave a killed writer's files in the day's partition: its rows with `column` prefixed `ghost-`."""
-        killed = Path(lake.partition(dataset, DAY2)) / "_attempt-killed" / table
+    def kill_an_attempt(dataset: str, rows: pa.Table, column: str) -> None:
+        """Leave a killed writer's files in the day's folder of the table: its rows with `column` prefixed `ghost-`."""
+        killed = Path(lake.partition(dataset, DAY2)) / "spark-killed"
         killed.mkdir(parents=True)
         ghosts = pc.binary_join_element_wise("ghost", rows[column], "-")
         pq.write_table(rows.set_column(rows.schema.get_field_index(column), column, ghosts), killed / "part-0.parquet")
 
-    kill_an_attempt(RAW_RATINGS, lake.read_partition(RAW_RATINGS, DAY2), "event_id")
+    kill_an_attempt(RAW_RATINGS, read_partition(lake, RAW_RATINGS, DAY2), "event_id")
     etl.run(spark, lake, DAY2)  # its lookback rewrites DAY1 too, with DAY1's final rows
-    assert lake.read_manifest(CURATED_RATINGS, DAY1)["files"][0]["name"].startswith("_attempt-")
-    kill_an_attempt(CURATED_RATINGS, lake.read_partition(CURATED_RATINGS, DAY2), "user_id")
-    assert features.run(spark, lake, DAY2, OPTIONS) == manifest
+    kill_an_attempt(CURATED_RATINGS, read_partition(lake, CURATED_RATINGS, DAY2), "user_id")
+    assert without_versions(features.run(spark, lake, DAY2, OPTIONS)) == without_versions(summary)
 
-    users = table(by_rename, USER_HISTORY)
-    kill_an_attempt(FEATURES, users, "user_id", USER_HISTORY)
+    users = table(source, USER_HISTORY)
+    kill_an_attempt(feature_dataset(USER_HISTORY), users, "user_id")
     candidates = candidate_inputs(spark, lake, DAY2, DAY2).select("user_id").distinct().collect()
     assert sorted(row["user_id"] for row in candidates) == sorted(users["user_id"].to_pylist())
-    train_files = lake.partition_files(FEATURES, DAY2, TRAIN)
+    train_files = feature_files(lake, DAY2, TRAIN)
     trainer_scan = parquet_scan(FMTrainer(lake=lake.url, day=str(DAY2)).pre_train(spark))
     assert sorted(urlsplit(uri).path for uri in trainer_scan.files) == sorted(train_files)
 
-    assert features.run(spark, lake, DAY2, OPTIONS) == manifest
-    assert lake.partition_files(FEATURES, DAY2, TRAIN) != train_files
+    assert without_versions(features.run(spark, lake, DAY2, OPTIONS)) == without_versions(summary)
+    assert feature_files(lake, DAY2, TRAIN) != train_files
     for name in (TRAIN, EVAL, USER_VOCAB):
-        rows = lake.read_partition(FEATURES, DAY2, name)
-        assert rows.sort_by(rows.schema.names[0]).equals(table(by_rename, name)), name
-    names = sorted(path.name for path in Path(lake.partition(FEATURES, DAY2)).iterdir())
-    assert len(names) == 2 and names[0].startswith("_attempt-") and names[1] == "_manifest.json"
+        assert table(lake, name).equals(table(source, name)), name
+
+
+def test_a_features_run_killed_between_its_commits_leaves_the_previous_set(spark, built, tmp_path):
+    """The day's tables are read as the version the train table's commit names: a later run that committed a
+    vocabulary and died before committing train changes nothing readers see."""
+    from lakeloop.spark_jobs import write_partition
+
+    source, summary = built
+    shutil.copytree(source, tmp_path / "lake")
+    lake = Lake.from_url(str(tmp_path / "lake"))
+    vocabulary = table(lake, USER_VOCAB)
+    reversed_indices = pc.subtract(vocabulary.num_rows + 1, vocabulary["user_idx"])
+    reindexed = vocabulary.set_column(vocabulary.schema.get_field_index("user_idx"), "user_idx", reversed_indices)
+    commit = write_partition(spark.createDataFrame(reindexed.to_pandas()), lake, feature_dataset(USER_VOCAB), DAY2,
+                             {"day": str(DAY2)})
+
+    assert commit.version > feature_versions(read_feature_summary(lake, DAY2))[USER_VOCAB]
+    newest = read_partition(lake, feature_dataset(USER_VOCAB), DAY2)
+    assert newest.sort_by("user_id").to_pylist() == reindexed.sort_by("user_id").to_pylist()
+    assert table(lake, USER_VOCAB).equals(vocabulary)

@@ -10,15 +10,15 @@ import sys
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from lakeloop.config import PROJECT_DIR
-from lakeloop.features import FEATURES
+from lakeloop.delta import read_partition, replace_partition
+from lakeloop.features import read_feature_summary
 from lakeloop.ingest.schema import RATINGS_SCHEMA
-from lakeloop.lake import ATTEMPT_PREFIX, Lake
+from lakeloop.lake import Lake
 from lakeloop.movielens import MovieLens
-from lakeloop.names import CURATED_RATINGS, RAW_RATINGS
+from lakeloop.names import CURATED_RATINGS, FEATURE_DATASETS, RAW_RATINGS
 from lakeloop.replay import build_events, write_catalog
 from lakeloop.spark_conf import spark_submit_conf
 from tests.conftest import FEATURE_DAY
@@ -38,20 +38,11 @@ def submit(job: str, lake: Lake, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(command, env=env, capture_output=True, text=True, cwd=PROJECT_DIR)
 
 
-def tables(lake: Lake, dataset: str) -> dict[str, pa.Table]:
-    """Each table (subdirectory) of the day's committed partition, rows sorted, as the lake's manifest names them."""
-    partition = lake.partition(dataset, FEATURE_DAY)
-    by_table: dict[str, list[str]] = {}
-    for path in lake.partition_files(dataset, FEATURE_DAY):
-        name = path[len(partition) + 1:]
-        name = name.split("/", 1)[1] if name.startswith(ATTEMPT_PREFIX) else name
-        by_table.setdefault(name.rpartition("/")[0], []).append(path)
-    result = {}
-    for table, files in by_table.items():
-        rows = pq.ParquetDataset(files, filesystem=lake.filesystem, partitioning=None).read()
-        sortable = [name for name in rows.column_names if not pa.types.is_nested(rows.schema.field(name).type)]
-        result[table] = rows.sort_by([(name, "ascending") for name in sortable])
-    return result
+def rows_of(lake: Lake, dataset: str) -> pa.Table:
+    """The day's committed rows of a Delta table of the lake, sorted by every column that sorts."""
+    rows = read_partition(lake, dataset, FEATURE_DAY)
+    sortable = [name for name in rows.column_names if not pa.types.is_nested(rows.schema.field(name).type)]
+    return rows.sort_by([(name, "ascending") for name in sortable])
 
 
 @pytest.fixture
@@ -59,9 +50,8 @@ def s3_raw_lake(s3_lake: Lake, movielens: MovieLens) -> Lake:
     """An S3 lake holding what `feature_lake` started from: the catalog and one day's raw ratings, committed."""
     write_catalog(movielens, s3_lake)
     events = build_events(MovieLens(movielens.ratings.slice(0, 2000), movielens.movies), 1, FEATURE_DAY)
-    with s3_lake.staged_partition(RAW_RATINGS, FEATURE_DAY) as staged:
-        with s3_lake.filesystem.open_output_stream(f"{staged.directory}/part-0.parquet") as target:
-            pq.write_table(events.cast(RATINGS_SCHEMA.output_schema), target)
+    replace_partition(s3_lake, RAW_RATINGS, FEATURE_DAY, events.cast(RATINGS_SCHEMA.output_schema),
+                      {"written_by": "s3_raw_lake"})
     return s3_lake
 
 
@@ -73,11 +63,9 @@ def test_etl_and_features_on_s3_through_s3a_write_what_they_write_on_a_local_lak
     assert features.returncode == 0, features.stderr[-5000:]
 
     local = Lake.from_url(str(feature_lake))
-    for dataset in (CURATED_RATINGS, FEATURES):
-        on_s3, on_disk = tables(s3_raw_lake, dataset), tables(local, dataset)
-        assert on_s3.keys() == on_disk.keys(), dataset
-        for table in on_disk:
-            assert on_s3[table].equals(on_disk[table]), f"{dataset}/{table}"
+    for dataset in (CURATED_RATINGS, *FEATURE_DATASETS):
+        assert rows_of(s3_raw_lake, dataset).equals(rows_of(local, dataset)), dataset
+    assert read_feature_summary(s3_raw_lake, FEATURE_DAY)["spec"] == read_feature_summary(local, FEATURE_DAY)["spec"]
 
 
 def test_an_s3_lake_without_the_s3a_jars_is_refused_naming_make_setup(tmp_path: Path):

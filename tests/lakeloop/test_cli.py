@@ -81,9 +81,8 @@ def test_summary_of_an_empty_lake_says_so_and_fails(project_state, capsys):
 
 def test_summary_of_a_lake_with_a_day_in_the_window_succeeds(project_state, capsys):
     lake = Lake.from_url((project_state / "lake").as_uri())
-    with lake.staged_partition(RAW_RATINGS, END_DATE) as staged:
-        pq.write_table(pa.table({"x": [1]}), f"{staged.directory}/part-0.parquet", filesystem=lake.filesystem)
-        staged.manifest.update({"counts": {"read": 3, "written": 3, "rejected": 0}})
+    replace_partition(lake, RAW_RATINGS, END_DATE, pa.table({"x": [1]}),
+                      {"counts": {"read": 3, "written": 3, "rejected": 0}})
 
     assert main(["summary", "--days", "2", "--end-date", END_DATE.isoformat()]) == 0
     out = capsys.readouterr().out

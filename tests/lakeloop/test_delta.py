@@ -27,6 +27,7 @@ from lakeloop.delta import (
 )
 from lakeloop.lake import ConcurrentWriteError, Lake
 from tests.delta_protocol import read_day
+from tests.legacy_manifest import write_manifest_day
 
 DAY, NEXT_DAY = date(2026, 11, 20), date(2026, 11, 21)
 
@@ -257,9 +258,7 @@ def test_the_maintenance_deletes_files_no_commit_names_and_keeps_the_committed_r
 
 
 def test_days_an_s3_lake_committed_by_manifest_are_adopted_by_the_first_delta_commit(s3_lake):
-    with s3_lake.staged_partition("raw/ratings", DAY) as staged:  # how ingestion committed before Delta
-        pq.write_table(rows(1, 2), f"{staged.directory}/part-00000.parquet", filesystem=s3_lake.filesystem)
-        staged.manifest.update({"counts": {"written": 2}})
+    write_manifest_day(s3_lake, "raw/ratings", DAY, rows(1, 2), {"counts": {"written": 2}})
 
     assert adopt_manifest_partitions(s3_lake, "raw/ratings") == [DAY]
     assert adopt_manifest_partitions(s3_lake, "raw/ratings") == []  # once the table exists, nothing more

@@ -1,10 +1,10 @@
-"""What the Spark jobs share: atomic partition writes on both commit protocols (rename, manifest) — a write that
-fails midway leaves the live data as it was, and readers take exactly the committed files — and the movie catalog
-read with the lake's types."""
+"""What the Spark jobs share: a day's write is one Delta commit — a write that fails midway leaves the committed day
+as it was, and readers take exactly the files the log names — and the movie catalog read with the lake's types."""
 
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -14,10 +14,12 @@ from pyspark.sql import functions as F
 
 from lakeloop.config import s3a_settings
 from lakeloop.data_quality import DataQualityError
-from lakeloop.lake import ATTEMPT_PREFIX, MANIFEST_NAME, Lake, timed_name
+from lakeloop.delta import partition_summary, read_partition
+from lakeloop.lake import Lake, timed_name
 from lakeloop.names import MOVIES
 from lakeloop.spark_jobs import (
     DAYS_STAGING_PREFIX,
+    SPARK_ATTEMPT_PREFIX,
     read_catalog,
     read_partitions,
     read_table,
@@ -26,14 +28,14 @@ from lakeloop.spark_jobs import (
     write_day_partitions,
     write_partition,
 )
+from tests import delta_protocol
 
 DAY = date(2026, 11, 20)
 
 
-@pytest.fixture(params=["rename", "manifest"])
-def any_lake(request, lake) -> Lake:
-    """A local lake committing by rename, and one committing by manifest as on object stores."""
-    return Lake.from_url(str(lake), manifest_commits=request.param == "manifest")
+@pytest.fixture
+def delta_lake(lake) -> Lake:
+    return Lake.from_url(str(lake))
 
 
 def fails_on_the_last_row(frame):
@@ -41,83 +43,79 @@ def fails_on_the_last_row(frame):
     return frame.withColumn("n", F.when(F.col("n") == 3, F.raise_error(F.lit("disk full"))).otherwise(F.col("n")))
 
 
-def values(spark, lake: Lake, dataset: str, day: date, table: str = "") -> list[int]:
-    return sorted(row["n"] for row in read_table(spark, lake, dataset, day, table).collect())
+def values(spark, lake: Lake, dataset: str, day: date) -> list[int]:
+    return sorted(row["n"] for row in read_table(spark, lake, dataset, day).collect())
 
 
 def listing(lake: Lake, directory: str) -> list[str]:
-    """The names in a directory of the lake, attempt ids replaced by `_attempt-*`."""
+    """The names in a directory of the lake, a Spark attempt's folder as `spark-*`."""
     infos = lake.filesystem.get_file_info(pafs.FileSelector(lake.path(directory)))
-    return sorted(f"{ATTEMPT_PREFIX}*" if info.base_name.startswith(ATTEMPT_PREFIX) else info.base_name
+    return sorted(f"{SPARK_ATTEMPT_PREFIX}*" if info.base_name.startswith(SPARK_ATTEMPT_PREFIX) else info.base_name
                   for info in infos)
 
 
-def test_a_failed_partition_write_leaves_the_live_partition_and_no_leftovers(spark, any_lake):
+def test_a_failed_partition_write_leaves_the_committed_day_and_no_leftovers(spark, delta_lake):
     frame = spark.createDataFrame([(1,), (2,), (3,)], "n long")
-    write_partition({"train": frame, "eval": frame.limit(1)}, any_lake, "things", DAY, {"rows": 3})
+    first = write_partition(frame, delta_lake, "things", DAY, {"rows": 3})
 
     with pytest.raises(Exception, match="disk full"):
-        write_partition({"train": frame.limit(1), "eval": fails_on_the_last_row(frame)}, any_lake, "things", DAY,
-                        {"rows": 1})
+        write_partition(fails_on_the_last_row(frame), delta_lake, "things", DAY, {"rows": 1})
 
-    assert values(spark, any_lake, "things", DAY, "train") == [1, 2, 3]
-    assert values(spark, any_lake, "things", DAY, "eval") == [1]
-    manifest = any_lake.read_manifest("things", DAY)
-    assert manifest["rows"] == 3 and sum(entry["rows"] for entry in manifest["files"]) == 4
-    assert listing(any_lake, "things") == ["dt=2026-11-20"]
-    if any_lake.manifest_commits:
-        assert listing(any_lake, "things/dt=2026-11-20") == [f"{ATTEMPT_PREFIX}*", MANIFEST_NAME]
+    assert values(spark, delta_lake, "things", DAY) == [1, 2, 3]
+    assert partition_summary(delta_lake, "things", DAY) == {"rows": 3, "table_version": first.version}
+    assert listing(delta_lake, "things") == ["_delta_log", "dt=2026-11-20"]
+    assert listing(delta_lake, "things/dt=2026-11-20") == [f"{SPARK_ATTEMPT_PREFIX}*"]
+    assert delta_protocol.read_day(Path(delta_lake.path("things")), DAY).column("n").to_pylist() == [1, 2, 3]
 
 
-def test_day_partitions_are_written_by_event_day_and_committed_whole(spark, any_lake):
+def test_day_partitions_are_written_by_event_day_and_committed_whole(spark, delta_lake):
     midnight = int(datetime(2026, 11, 20, tzinfo=UTC).timestamp() * 1000)
     events = spark.createDataFrame([(1, midnight - 1), (2, midnight), (3, midnight + 43_200_000)], "n long, ms long")
     frame = events.withColumn("ts", F.timestamp_millis("ms")).withColumn("dt", utc_date("ts")).drop("ms", "ts")
     earlier = date(2026, 11, 19)
-    manifests = {earlier: {"rows": 1}, DAY: {"rows": 2}, date(2026, 11, 18): {"rows": 0}}
-    written = write_day_partitions(frame, any_lake, "events", manifests)
+    summaries = {earlier: {"rows": 1}, DAY: {"rows": 2}, date(2026, 11, 18): {"rows": 0}}
+    written = write_day_partitions(frame, delta_lake, "events", summaries)
 
-    assert written == [any_lake.uri(any_lake.partition("events", day)) for day in (earlier, DAY)]
-    assert values(spark, any_lake, "events", earlier) == [1] and values(spark, any_lake, "events", DAY) == [2, 3]
-    assert any_lake.read_manifest("events", DAY)["rows"] == 2
-    both = read_partitions(spark, any_lake, "events", [date(2026, 11, 18), earlier, DAY])
+    assert [commit.uri for commit in written] == [delta_lake.uri(delta_lake.path("events"))] * 2
+    assert values(spark, delta_lake, "events", earlier) == [1] and values(spark, delta_lake, "events", DAY) == [2, 3]
+    assert partition_summary(delta_lake, "events", DAY)["rows"] == 2
+    both = read_partitions(spark, delta_lake, "events", [date(2026, 11, 18), earlier, DAY])
     assert sorted((row["dt"], row["n"]) for row in both.collect()) == [(earlier, 1), (DAY, 2), (DAY, 3)]
 
     with pytest.raises(Exception, match="disk full"):
-        write_day_partitions(fails_on_the_last_row(frame), any_lake, "events", manifests)
-    assert values(spark, any_lake, "events", DAY) == [2, 3]
-    assert listing(any_lake, "events") == ["dt=2026-11-19", "dt=2026-11-20"]
+        write_day_partitions(fails_on_the_last_row(frame), delta_lake, "events", summaries)
+    assert values(spark, delta_lake, "events", DAY) == [2, 3]
+    assert listing(delta_lake, "events") == ["_delta_log", "dt=2026-11-19", "dt=2026-11-20"]
 
 
-def test_a_concurrent_runs_staging_survives_and_a_killed_runs_is_removed(spark, any_lake):
+def test_a_concurrent_runs_staging_survives_and_a_killed_runs_is_removed(spark, delta_lake):
     """Another run still moving its days out of its staging directory keeps it; one abandoned a day ago is gone."""
-    live = any_lake.path("events", timed_name(DAYS_STAGING_PREFIX))
-    killed = any_lake.path("events", f"{DAYS_STAGING_PREFIX}20000101T000000Z-{'0' * 16}")
+    live = delta_lake.path("events", timed_name(DAYS_STAGING_PREFIX))
+    killed = delta_lake.path("events", f"{DAYS_STAGING_PREFIX}20000101T000000Z-{'0' * 16}")
     for directory in (live, killed):
-        any_lake.filesystem.create_dir(f"{directory}/dt=2026-11-20", recursive=True)
+        delta_lake.filesystem.create_dir(f"{directory}/dt=2026-11-20", recursive=True)
         pq.write_table(pa.table({"n": pa.array([9], pa.int64())}), f"{directory}/dt=2026-11-20/part-0.parquet",
-                       filesystem=any_lake.filesystem)
+                       filesystem=delta_lake.filesystem)
 
-    write_day_partitions(spark.createDataFrame([(1, DAY)], "n long, dt date"), any_lake, "events", {DAY: {"rows": 1}})
+    write_day_partitions(spark.createDataFrame([(1, DAY)], "n long, dt date"), delta_lake, "events", {DAY: {"rows": 1}})
 
-    assert listing(any_lake, "events") == sorted([live.rsplit("/", 1)[1], "dt=2026-11-20"])
-    assert values(spark, any_lake, "events", DAY) == [1]
+    assert listing(delta_lake, "events") == sorted([live.rsplit("/", 1)[1], "_delta_log", "dt=2026-11-20"])
+    assert values(spark, delta_lake, "events", DAY) == [1]
 
 
-def test_a_killed_attempt_is_never_read_and_a_rerun_supersedes_it(spark, lake):
-    manifest_lake = Lake.from_url(str(lake), manifest_commits=True)
+def test_a_killed_attempt_is_never_read_and_a_rerun_replaces_the_day(spark, delta_lake):
     frame = spark.createDataFrame([(1, DAY), (2, DAY)], "n long, dt date")
-    write_day_partitions(frame, manifest_lake, "events", {DAY: {"rows": 2}})
-    killed = f"{manifest_lake.partition('events', DAY)}/{ATTEMPT_PREFIX}killed"
-    manifest_lake.filesystem.create_dir(killed)
+    write_day_partitions(frame, delta_lake, "events", {DAY: {"rows": 2}})
+    killed = f"{delta_lake.partition('events', DAY)}/{SPARK_ATTEMPT_PREFIX}killed"
+    delta_lake.filesystem.create_dir(killed)
     pq.write_table(pa.table({"n": pa.array([99], pa.int64())}), f"{killed}/part-0.parquet",
-                   filesystem=manifest_lake.filesystem)
+                   filesystem=delta_lake.filesystem)
 
-    assert values(spark, manifest_lake, "events", DAY) == [1, 2]
-    write_day_partitions(frame, manifest_lake, "events", {DAY: {"rows": 2}})
-    assert values(spark, manifest_lake, "events", DAY) == [1, 2]
-    assert listing(manifest_lake, "events/dt=2026-11-20") == [f"{ATTEMPT_PREFIX}*", MANIFEST_NAME]
-    assert not manifest_lake.filesystem.get_file_info(killed).type == pafs.FileType.Directory
+    assert values(spark, delta_lake, "events", DAY) == [1, 2]
+    rerun = write_day_partitions(frame, delta_lake, "events", {DAY: {"rows": 2}})
+    assert values(spark, delta_lake, "events", DAY) == [1, 2]
+    assert read_partition(delta_lake, "events", DAY, version=rerun[0].version - 1).column("n").to_pylist() == [1, 2]
+    assert delta_protocol.read_day(Path(delta_lake.path("events")), DAY).column("n").to_pylist() == [1, 2]
 
 
 def test_s3_lakes_get_the_s3a_settings_from_the_aws_variables(spark, lake, monkeypatch):

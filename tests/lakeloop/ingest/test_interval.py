@@ -15,7 +15,6 @@ from itertools import zip_longest
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from ingest_events import MALFORMED, MIDDLE, event, ms
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -31,6 +30,7 @@ from lakeloop.ingest.schema import RATINGS_SCHEMA, FieldKind, FieldSpec, RecordS
 from lakeloop.lake import Lake, partition_path
 from lakeloop.services import free_port
 from tests.delta_protocol import live_files, read_day
+from tests.legacy_manifest import write_manifest_day
 
 HOUR = timedelta(hours=1)
 LARGEST_TEST_MESSAGE = 8 * 1024 * 1024
@@ -154,13 +154,13 @@ def test_rerun_rewrites_byte_identical_partitions(kafka_broker, lake):
 CRASHING_CHILD = """
 import json, os, signal, sys
 from datetime import datetime
-import lakeloop.ingest.interval
+import lakeloop.delta
 from lakeloop.ingest.interval import ingest_interval
 from lakeloop.ingest.options import IngestOptions
 
 bootstrap, topic, lake, start, end, kill_at_commit = json.loads(sys.argv[1])
 commits = []
-real_commit = lakeloop.ingest.interval.commit_partition_files
+real_commit = lakeloop.delta.commit_partition_files
 
 def commit_or_die(lake, dataset, day, files, summary):
     commits.append(dataset)
@@ -168,7 +168,7 @@ def commit_or_die(lake, dataset, day, files, summary):
         os.kill(os.getpid(), signal.SIGKILL)  # the data is fully written in the table's folder; no commit names it
     return real_commit(lake, dataset, day, files, summary)
 
-lakeloop.ingest.interval.commit_partition_files = commit_or_die
+lakeloop.delta.commit_partition_files = commit_or_die
 ingest_interval({"bootstrap_servers": bootstrap}, topic, lake, datetime.fromisoformat(start),
                 datetime.fromisoformat(end), options=IngestOptions(chunk_size=7, row_group_size=10))
 """
@@ -519,9 +519,8 @@ def test_days_committed_by_manifest_before_become_days_of_the_delta_table(kafka_
                          "ts": pa.array([ms(at)], pa.int64()).cast(pa.timestamp("ms", tz="UTC"))},
                         schema=EXPECTED_COLUMNS)
     by_manifest = Lake.from_url(str(lake))  # how ingestion committed a day before raw became a Delta table
-    with by_manifest.staged_partition("raw/ratings", earlier) as staged:
-        pq.write_table(old_rows, f"{staged.directory}/part-00000.parquet")
-        staged.manifest.update({"counts": {"read": 1, "written": 1, "rejected": 0}})
+    write_manifest_day(by_manifest, "raw/ratings", earlier, old_rows,
+                       {"counts": {"read": 1, "written": 1, "rejected": 0}})
 
     ingest(kafka_broker, topic, lake, MIDDLE)
     maintain_table(by_manifest, "raw/ratings", retention_hours=0, force_short_retention=True)
