@@ -22,9 +22,11 @@ from bench.support.fm_training import train_in_process
 from bench.support.movielens_lake import END_DAY, curate_days, replay_to_lake, time_split_features
 from jobs import features
 from lakeloop.evaluation import evaluate_model
-from lakeloop.features import read_feature_manifest
+from lakeloop.features import read_feature_summary
 from lakeloop.fm_trainer import FMTrainer
+from lakeloop.lake import as_lake, window_days
 from lakeloop.names import CURATED_RATINGS
+from lakeloop.spark_jobs import read_partitions
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, SparkSession
@@ -72,10 +74,11 @@ def hashed_share(seed: int, percent: int, salt: str | None = None) -> Column:
 
 def random_split_features(spark: SparkSession, curated_lake: Path, lake: Path, days: int, seed: int,
                           validation: bool = False) -> None:
-    """(a): the same curated ratings, 10% chosen by a seeded hash of the event id, through `build_features`. With
-    `validation`, (a)'s test ratings are dropped and its training ratings split again by a differently salted hash
-    (`VALIDATION_PERCENT` of them evaluated on), so hyper-parameters chosen on it never saw a test rating."""
-    curated = spark.read.parquet(str(curated_lake / CURATED_RATINGS)).drop("dt")
+    """(a): the same curated ratings (the window's committed days of `curated_lake`), 10% chosen by a seeded hash of
+    the event id, through `build_features`. With `validation`, (a)'s test ratings are dropped and its training ratings
+    split again by a differently salted hash (`VALIDATION_PERCENT` of them evaluated on), so hyper-parameters chosen
+    on it never saw a test rating."""
+    curated = read_partitions(spark, as_lake(curated_lake), CURATED_RATINGS, window_days(END_DAY, days)).drop("dt")
     in_test = hashed_share(seed, TEST_PERCENT)
     if validation:
         ratings = curated.filter(~in_test).withColumn("is_eval", hashed_share(seed, VALIDATION_PERCENT,
@@ -91,7 +94,7 @@ def random_split_features(spark: SparkSession, curated_lake: Path, lake: Path, d
 
 
 def train_and_evaluate(spark: SparkSession, name: str, lake: Path, hparams: dict[str, str]) -> SplitResult:
-    """Train the FM on the lake's feature partition of `END_DAY` and evaluate it with both baselines."""
+    """Train the FM on the lake's features of `END_DAY` and evaluate it with both baselines."""
     from lakeloop.models import model_dir
 
     trainer = FMTrainer(lake=str(lake), day=END_DAY.isoformat(), **hparams)
@@ -100,9 +103,9 @@ def train_and_evaluate(spark: SparkSession, name: str, lake: Path, hparams: dict
     train_in_process(trainer, examples, model_dir(lake, MODEL, END_DAY))
     seconds = time.monotonic() - started
     metrics = evaluate_model(lake, MODEL, END_DAY)
-    manifest = read_feature_manifest(lake, END_DAY)
-    return SplitResult(name=name, train_rows=manifest["train_rows"], eval_rows=manifest["eval_rows"],
-                       eval_rows_unknown_user=manifest["eval_rows_unknown_user"], rmse=metrics["rmse"],
+    features_summary = read_feature_summary(lake, END_DAY)
+    return SplitResult(name=name, train_rows=features_summary["train_rows"], eval_rows=features_summary["eval_rows"],
+                       eval_rows_unknown_user=features_summary["eval_rows_unknown_user"], rmse=metrics["rmse"],
                        baseline_rmse=metrics["baseline_rmse"], bias_baseline_rmse=metrics["bias_baseline_rmse"],
                        train_seconds=seconds, ranking_users=metrics["ranking_users"],
                        **{key: metrics[key] for key in ("precision_at_10", "bias_baseline_precision_at_10",

@@ -44,20 +44,26 @@ from bench.support.exhaustive_scoring import run_exhaustive
 from bench.support.fm_training import train_in_process
 from bench.support.movielens_lake import END_DAY, raw_table, replay_to_lake, time_split_features, write_raw_day
 from jobs.batch_predict import PREDICTIONS, SCORED_SCHEMA, ItemRanking, PredictOptions, candidate_inputs, top_items
+from jobs.features import FeatureTables, write_features
 from lakeloop.delta import read_partition
 from lakeloop.embeddings import DayTowers, build_day_towers
 from lakeloop.features import (
     EVAL,
+    FEATURE_TABLES,
     FEATURES,
+    ITEM_HISTORY,
+    ITEM_VOCAB,
     TRAIN,
     USER_HISTORY,
-    feature_partition,
-    feature_table_path,
-    read_feature_manifest,
+    USER_VOCAB,
+    read_feature_spec,
+    read_feature_summary,
+    read_features,
 )
-from lakeloop.lake import MANIFEST_NAME, Lake, as_lake
+from lakeloop.lake import as_lake
 from lakeloop.models import TRAIN_SUMMARY, model_dir, write_json
 from lakeloop.names import MOVIES
+from lakeloop.spark_jobs import read_feature_table
 from lakeloop.towers import EXCLUDED_SCORE, pair_scores, top_k
 
 if TYPE_CHECKING:
@@ -178,14 +184,14 @@ def ratings_slice(movielens: MovieLens, ratings: int | None) -> MovieLens:
 
 
 def build_replayed_lake(spark: SparkSession, movielens: MovieLens, lake: Path) -> None:
-    """The catalog, `movielens` replayed as `END_DAY`'s raw partition, and the ETL and features jobs run on it."""
+    """The catalog, `movielens` replayed as `END_DAY`'s raw ratings, and the ETL and features jobs run on it."""
     replay_to_lake(movielens, lake, 1, END_DAY)
     time_split_features(spark, lake, 1)
 
 
 def build_synthetic_lake(spark: SparkSession, movielens: MovieLens, lake: Path, events: int) -> None:
     """The catalog and a synthetic day of `events` events (as the e2e bench generates it) as `END_DAY`'s raw
-    partition, then the ETL and features jobs."""
+    ratings, then the ETL and features jobs."""
     from bench.support.synthetic_events import generate_events
     from jobs import etl, features
     from lakeloop.replay import write_catalog
@@ -196,25 +202,26 @@ def build_synthetic_lake(spark: SparkSession, movielens: MovieLens, lake: Path, 
     features.run(spark, lake, END_DAY, features.FeatureOptions(window_days=1))
 
 
-def copy_features(source: Path, lake: Path, day: date) -> None:
-    """The catalog and the day's feature partition of another lake, copied: the benchmark never writes there."""
+def copy_features(spark: SparkSession, source: Path, lake: Path, day: date, users: int | None) -> None:
+    """The catalog and the day's features of another lake, committed into `lake` (`commit_features`): the benchmark
+    never writes to `source`."""
     shutil.copytree(source / MOVIES, lake / MOVIES)
-    shutil.copytree(feature_partition(source, day), feature_partition(lake, day))
+    commit_features(spark, source, lake, day, users)
 
 
-def keep_users(lake: Path, day: date, users: int) -> None:
-    """Keep the first `users` users (by id) of the day's user history, the users batch prediction scores
-    (the partition's manifest lists the one file left, as readers go by it)."""
-    path = feature_table_path(lake, day, USER_HISTORY)
-    kept = pq.read_table(path).sort_by("user_id").slice(0, users)
-    shutil.rmtree(path)
-    path.mkdir()
-    pq.write_table(kept, path / "part-0.parquet")
-    features = Lake.from_url(str(lake))
-    manifest = features.read_manifest(FEATURES, day)
-    others = [entry for entry in manifest["files"] if not entry["name"].startswith(f"{USER_HISTORY}/")]
-    manifest["files"] = [*others, {"name": f"{USER_HISTORY}/part-0.parquet", "rows": kept.num_rows}]
-    features.write_json(f"{features.partition(FEATURES, day)}/{MANIFEST_NAME}", manifest)
+def commit_features(spark: SparkSession, source: Path, lake: Path, day: date, users: int | None) -> None:
+    """Commit the day's feature tables of `source` as `lake`'s features of the day, by the features job's own write
+    (`jobs.features.write_features`: the tables, then train with the summary naming their versions), keeping only
+    the first `users` users (by id) of the user history when given: the users batch prediction scores. `source` may
+    be `lake` itself (its day's tables are read from the files of the version read, which the rewrite keeps)."""
+    frames = {table: read_feature_table(spark, as_lake(source), day, table) for table in FEATURE_TABLES}
+    if users:
+        frames[USER_HISTORY] = frames[USER_HISTORY].orderBy("user_id").limit(users)
+    tables = FeatureTables(train=frames[TRAIN], eval=frames[EVAL], user_vocab=frames[USER_VOCAB],
+                           item_vocab=frames[ITEM_VOCAB], user_history=frames[USER_HISTORY],
+                           item_history=frames[ITEM_HISTORY], spec=read_feature_spec(source, day))
+    write_features(tables, as_lake(lake), day, {"written_by": "bench.scoring", "from_lake": as_lake(source).url,
+                                                "users_kept": users})
 
 
 def train_and_register(spark: SparkSession, lake: Path, day: date, epochs: int, tracking_uri: str) -> dict:
@@ -230,26 +237,30 @@ def train_and_register(spark: SparkSession, lake: Path, day: date, epochs: int, 
     evaluate_model(lake, MODEL, day)
     end = day + timedelta(days=1)
     lineage = RunLineage("bench-scoring", "run-1", f"{day}T00:00:00+00:00", f"{end}T00:00:00+00:00",
-                         str(feature_partition(lake, day)), str(lake / PREDICTIONS),
-                         git_commit(REPO))
+                         str(lake / FEATURES), str(lake / PREDICTIONS), git_commit(REPO))
     return register_model(lake, MODEL, day, tracking_uri, lineage)
 
 
 def prepare(spark: SparkSession, lake: Path, day: date, epochs: int, events: int | None) -> ScoringSetup:
-    """A model trained on the lake's feature partition of `day` and registered (in the store MLFLOW_TRACKING_URI
-    names), and the candidates' shape."""
+    """A model trained on the lake's features of `day` and registered (in the store MLFLOW_TRACKING_URI names), and
+    the candidates' shape."""
     registration = train_and_register(spark, lake, day, epochs, os.environ["MLFLOW_TRACKING_URI"])
-    users = pq.read_table(feature_table_path(lake, day, USER_HISTORY), columns=["user_id"])["user_id"]
+    users = read_features(lake, day, USER_HISTORY, columns=["user_id"])["user_id"]
     catalog = pq.read_table(lake / MOVIES, columns=["item_id"])["item_id"]
-    rated = pa.concat_tables([pq.read_table(feature_table_path(lake, day, split), columns=["user_id", "item_id"])
-                              for split in (TRAIN, EVAL)])
+    rated = rated_pairs(lake, day)
     rated = rated.filter(pc.and_(pc.is_in(rated["user_id"], value_set=users.combine_chunks()),
                                  pc.is_in(rated["item_id"], value_set=catalog.combine_chunks())))
     distinct = rated.group_by(["user_id", "item_id"]).aggregate([]).num_rows
     return ScoringSetup(
-        lake=lake, day=day, ratings=read_feature_manifest(lake, day)["rows_in"], events=events, model_name=MODEL,
+        lake=lake, day=day, ratings=read_feature_summary(lake, day)["rows_in"], events=events, model_name=MODEL,
         alias=registration["alias"], version=registration["version"], epochs=epochs, users=len(users),
         catalog=len(catalog), rated_pairs=distinct)
+
+
+def rated_pairs(lake: Path, day: date) -> pa.Table:
+    """The (user, item) pairs of the day's training and evaluation examples: the ratings of the window."""
+    return pa.concat_tables([read_features(lake, day, split, columns=["user_id", "item_id"])
+                             for split in (TRAIN, EVAL)])
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -272,8 +283,7 @@ def in_memory_day(spark: SparkSession, setup: ScoringSetup) -> InMemoryDay:
 
     local_model = mlflow.artifacts.download_artifacts(f"models:/{setup.model_name}/{setup.version}")
     towers = build_day_towers(spark, setup.lake, setup.day, setup.day, mlflow.tensorflow.load_model(local_model))
-    rated = pa.concat_tables([pq.read_table(feature_table_path(setup.lake, setup.day, split),
-                                            columns=["user_id", "item_id"]) for split in (TRAIN, EVAL)])
+    rated = rated_pairs(setup.lake, setup.day)
     users = pc.index_in(rated["user_id"], value_set=towers.user_ids)
     items = pc.index_in(rated["item_id"], value_set=towers.item_ids)
     both = pc.and_(users.is_valid(), items.is_valid())
@@ -380,7 +390,7 @@ def check_lists(predictions: pa.Table, exhaustive: pa.Table) -> ListCheck:
 
 def run_benchmark(spark: SparkSession, lake: Path, day: date, workdir: Path, epochs: int = 1, repeat: int = 1,
                   events: int | None = None) -> ScoringResults:
-    """Prepare the model of the lake's feature partition of `day`, then time the job, its ranking stage and the
+    """Prepare the model of the lake's features of `day`, then time the job, its ranking stage and the
     limit `repeat` times, interleaved (the order reverses every other round), the exhaustive job and Spark's
     start-up once; check the job's lists against the exhaustive job's. Prints progress as it goes."""
     load_at_start = os.getloadavg()
@@ -483,7 +493,7 @@ def parser() -> argparse.ArgumentParser:
     args.add_argument("--repeat", type=int, help="interleaved rounds, best kept (default 3; --quick 1)")
     args.add_argument("--workdir", type=Path, help="where the lake and MLflow store go (default: a temp dir, removed)")
     args.add_argument("--features-from", type=Path, metavar="LAKE",
-                      help="copy the catalog and the --day feature partition of LAKE instead of building them")
+                      help="copy the catalog and the --day features of LAKE instead of building them")
     args.add_argument("--day", type=date.fromisoformat, default=END_DAY, help="the day of --features-from")
     args.add_argument("--users", type=int, help="score only the first N users (by id) of the window (default: all)")
     args.add_argument("--quick", action="store_true", help="smoke run: 3,000 ratings, one round")
@@ -508,14 +518,15 @@ def main(argv: list[str] | None = None, spark: SparkSession | None = None) -> Sc
             os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{workdir.resolve() / 'mlflow.db'}"
             movielens = None if options.features_from else load_movielens(load_settings().dataset_dir)
             if options.features_from:
-                copy_features(options.features_from, lake, day)
-            elif options.events:
-                build_synthetic_lake(spark, movielens, lake, options.events)
+                copy_features(spark, options.features_from, lake, day, options.users)
             else:
-                build_replayed_lake(spark, ratings_slice(movielens, options.ratings or (3_000 if options.quick
-                                                                                        else None)), lake)
-            if options.users:
-                keep_users(lake, day, options.users)
+                if options.events:
+                    build_synthetic_lake(spark, movielens, lake, options.events)
+                else:
+                    build_replayed_lake(spark, ratings_slice(movielens, options.ratings or (3_000 if options.quick
+                                                                                            else None)), lake)
+                if options.users:
+                    commit_features(spark, lake, lake, day, options.users)
             repeat = options.repeat or (1 if options.quick else 3)
             results = run_benchmark(spark, lake, day, workdir, options.epochs, repeat, options.events)
     finally:

@@ -1,8 +1,9 @@
 """What a day's commit costs on the Spark side: one day of curated-ratings-shaped rows rewritten and read back by one
-local[2] Spark session three ways, side by side with Spark's plain Parquet (no commit: the limit) — the manifest
-commit the Spark jobs use today (`lakeloop.spark_jobs.write_partition`), delta-spark (`replaceWhere`), and Spark's
-Parquet files committed by delta-rs (one overwrite of the day) — then an interop check: delta-spark reads the
-delta-rs table and delta-rs the delta-spark one.
+local[2] Spark session two ways, side by side with Spark's plain Parquet (no commit: the limit) — delta-spark
+(`replaceWhere`), and the Spark jobs' own commit, Spark's Parquet files committed by delta-rs in one overwrite of the
+day (`lakeloop.spark_jobs.write_partition`, read back by `read_table`) — then an interop check: delta-spark reads the
+delta-rs table and delta-rs the delta-spark one. The manifest commit it also measured until the Spark jobs' tables
+became Delta tables no longer exists: the manifest figures in docs/performance.md are historical.
 
     .venv/bin/python -m bench.spark_delta_commits --rows 1000000 --repeat 5     # a 1M-event day's curated rows
     .venv/bin/python -m bench.spark_delta_commits --quick                       # a tiny day, cold + one round
@@ -17,12 +18,10 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 
-from pyarrow import fs as pafs
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -36,7 +35,7 @@ from bench.harness import (
     round_order,
     work_directory,
 )
-from lakeloop.delta import commit_partition_files, day_predicate, read_partition, table_uri
+from lakeloop.delta import day_predicate, read_partition, table_uri
 from lakeloop.lake import Lake
 from lakeloop.spark_jobs import read_table, write_partition
 
@@ -44,12 +43,10 @@ DAY = date(2026, 11, 20)
 OTHER_DAYS = {date(2026, 11, 19): 300, date(2026, 11, 21): 700}  # rows of each: the interop check tells days apart
 DELTA_JARS = REPO / "jvm" / "lib" / "delta"
 SPARK_CONF_DIR = REPO / "conf" / "spark"
-PLAIN, MANIFEST, DELTA_SPARK, DELTA_RS = ("plain Parquet (no commit)", "manifest commit", "delta-spark replaceWhere",
-                                          "Spark Parquet + delta-rs commit")
-WAYS = (PLAIN, MANIFEST, DELTA_SPARK, DELTA_RS)
-DATASETS = {PLAIN: "bench-plain", MANIFEST: "bench-manifest", DELTA_SPARK: "bench-delta-spark",
-            DELTA_RS: "bench-delta-rs"}
-MANIFEST_TABLE = "ratings"
+PLAIN, DELTA_SPARK, DELTA_RS = ("plain Parquet (no commit)", "delta-spark replaceWhere",
+                                 "Spark Parquet + delta-rs commit")
+WAYS = (PLAIN, DELTA_SPARK, DELTA_RS)
+DATASETS = {PLAIN: "bench-plain", DELTA_SPARK: "bench-delta-spark", DELTA_RS: "bench-delta-rs"}
 
 
 def delta_spark_conf() -> dict[str, str]:
@@ -136,12 +133,6 @@ def plain_write(tables: Tables, frame: DataFrame, day: date) -> None:
     frame.write.mode("overwrite").parquet(f"{tables.spark_uri(PLAIN)}/dt={day.isoformat()}")
 
 
-def manifest_write(tables: Tables, frame: DataFrame, day: date) -> None:
-    """Today's commit of the Spark jobs: a staged partition and its `_manifest.json`."""
-    write_partition({MANIFEST_TABLE: frame}, tables.lake, DATASETS[MANIFEST], day,
-                    {"written_by": "bench.spark_delta_commits"})
-
-
 def delta_spark_write(tables: Tables, frame: DataFrame, day: date) -> None:
     """delta-spark replacing the day (`replaceWhere`) in one commit."""
     (frame.withColumn("dt", F.lit(day.isoformat())).write.format("delta").mode("overwrite")
@@ -149,27 +140,14 @@ def delta_spark_write(tables: Tables, frame: DataFrame, day: date) -> None:
 
 
 def delta_rs_write(tables: Tables, frame: DataFrame, day: date) -> None:
-    """Spark writes the day's files into an attempt-named folder under `dt=D/`; `commit_partition_files` (delta-rs)
-    commits them in one overwrite of the day (a first write creates the table). An attempt that fails before the
-    commit leaves files no version names, which VACUUM deletes."""
-    lake, dataset = tables.lake, DATASETS[DELTA_RS]
-    attempt = f"dt={day.isoformat()}/_attempt-{uuid.uuid4().hex}"
-    frame.sparkSession.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
-    frame.write.mode("error").parquet(f"{tables.spark_uri(DELTA_RS)}/{attempt}")
-    written = sorted(f"{attempt}/{info.base_name}"
-                     for info in lake.filesystem.get_file_info(pafs.FileSelector(lake.path(dataset, attempt)))
-                     if info.base_name.endswith(".parquet") and not info.base_name.startswith((".", "_")))
-    commit_partition_files(lake, dataset, day, written, {"written_by": "bench.spark_delta_commits"})
+    """The Spark jobs' commit (`write_partition`): Spark writes the day's files into an attempt folder under `dt=D/`,
+    delta-rs commits them in one overwrite of the day (a first write creates the table)."""
+    write_partition(frame, tables.lake, DATASETS[DELTA_RS], day, {"written_by": "bench.spark_delta_commits"})
 
 
 def plain_read(spark: SparkSession, tables: Tables, day: date) -> DataFrame:
     """The day's folder as a Parquet scan."""
     return spark.read.parquet(f"{tables.spark_uri(PLAIN)}/dt={day.isoformat()}")
-
-
-def manifest_read(spark: SparkSession, tables: Tables, day: date) -> DataFrame:
-    """The files the day's manifest names (`read_table`)."""
-    return read_table(spark, tables.lake, DATASETS[MANIFEST], day, MANIFEST_TABLE)
 
 
 def delta_spark_read(spark: SparkSession, tables: Tables, day: date) -> DataFrame:
@@ -178,14 +156,14 @@ def delta_spark_read(spark: SparkSession, tables: Tables, day: date) -> DataFram
 
 
 def delta_rs_read(spark: SparkSession, tables: Tables, day: date) -> DataFrame:
-    """The day's files as delta-rs' log lists them, as a plain Parquet scan (`read_table` of a Delta table)."""
+    """The day's files as delta-rs' log lists them, as a plain Parquet scan (`read_table`, as the Spark jobs read)."""
     return read_table(spark, tables.lake, DATASETS[DELTA_RS], day)
 
 
 WRITES: dict[str, Callable[[Tables, DataFrame, date], None]] = {
-    PLAIN: plain_write, MANIFEST: manifest_write, DELTA_SPARK: delta_spark_write, DELTA_RS: delta_rs_write}
+    PLAIN: plain_write, DELTA_SPARK: delta_spark_write, DELTA_RS: delta_rs_write}
 READS: dict[str, Callable[[SparkSession, Tables, date], DataFrame]] = {
-    PLAIN: plain_read, MANIFEST: manifest_read, DELTA_SPARK: delta_spark_read, DELTA_RS: delta_rs_read}
+    PLAIN: plain_read, DELTA_SPARK: delta_spark_read, DELTA_RS: delta_rs_read}
 
 
 def count_and_mean(frame: DataFrame) -> tuple[int, float]:
@@ -299,7 +277,7 @@ def report(options: argparse.Namespace, writes: dict[str, list[float]], reads: d
     print(f"interop: delta-spark reads the delta-rs table {interop['delta_spark_reads_delta_rs_table']}, "
           f"delta-rs reads the delta-spark table {interop['delta_rs_reads_delta_spark_table']}, expected "
           f"{interop['expected_rows_per_day']}: {'held' if interop['held'] else 'FAILED'}")
-    keys = {PLAIN: "plain", MANIFEST: "manifest", DELTA_SPARK: "delta_spark", DELTA_RS: "delta_rs"}
+    keys = {PLAIN: "plain", DELTA_SPARK: "delta_spark", DELTA_RS: "delta_rs"}
     summary: dict = {"rows": options.rows, "repeat": options.repeat, "load_average": load,
                      "session_start": starts, "interop": interop}
     for way, key in keys.items():

@@ -17,10 +17,10 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from lakeloop.delta import replace_partition
-from lakeloop.features import EVAL, FEATURE_COLUMNS, FEATURES, TRAIN, USER_HISTORY, model_inputs
+from lakeloop.features import EVAL, FEATURE_COLUMNS, TRAIN, USER_HISTORY, model_inputs
 from lakeloop.lake import Lake, as_lake
 from lakeloop.spark_inputs import serving_inputs
-from lakeloop.spark_jobs import read_catalog, read_table
+from lakeloop.spark_jobs import read_catalog, read_feature_table
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -61,7 +61,7 @@ def candidate_pairs(spark: SparkSession, lake: Lake | Path, day: date, model_day
     lake = as_lake(lake)
 
     def table(name: str) -> DataFrame:
-        return read_table(spark, lake, FEATURES, day, name)
+        return read_feature_table(spark, lake, day, name)
 
     rated = table(TRAIN).select("user_id", "item_id").union(table(EVAL).select("user_id", "item_id")).distinct()
     movies = read_catalog(spark, lake).select("item_id", "year", "genres")

@@ -1,4 +1,4 @@
-"""MovieLens 100K replayed into a lake as the daily loop would have it: the catalog, one raw partition per day, then
+"""MovieLens 100K replayed into a lake as the daily loop would have it: the catalog, one raw Delta commit per day, then
 the real ETL and features jobs (the pipeline's time split). Used by the quality and scoring benchmarks.
 """
 
@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from jobs import etl, features
+from lakeloop.delta import PartitionCommit, replace_partition
 from lakeloop.ingest.schema import RATINGS_SCHEMA
-from lakeloop.lake import atomic_partition, partition_path, window_days
+from lakeloop.lake import as_lake, window_days
 from lakeloop.names import RAW_RATINGS
 from lakeloop.replay import build_events, write_catalog
 
@@ -31,16 +31,17 @@ def raw_table(events: pa.Table) -> pa.Table:
     return events.cast(RATINGS_SCHEMA.output_schema)
 
 
-def write_raw_day(lake: Path, day: date, raw: pa.Table) -> Path:
-    """Write `raw` as the raw partition of `day`, as ingestion would have (events arrived that day)."""
-    final = partition_path(lake, RAW_RATINGS, day)
-    with atomic_partition(final) as staged:
-        pq.write_table(raw, staged / "part-0.parquet")
-    return final
+def write_raw_day(lake: Path, day: date, raw: pa.Table) -> PartitionCommit:
+    """Commit `raw` as the day of the raw Delta table, as ingestion would have (events arrived that day), with the
+    counts its summary carries (all read rows written, none rejected)."""
+    counts = {"read": raw.num_rows, "written": raw.num_rows, "rejected": 0}
+    return replace_partition(as_lake(lake), RAW_RATINGS, day, raw,
+                             {"day": day.isoformat(), "counts": counts, "written_by": "bench.support.movielens_lake"})
 
 
 def replay_to_lake(movielens: MovieLens, lake: Path, days: int, end_day: date = END_DAY) -> list[date]:
-    """The catalog and one raw partition per day, each holding the events of that day (as the replay maps them)."""
+    """The catalog and, for each day of the window, that day's events (as the replay maps them) as the raw table's
+    day."""
     write_catalog(movielens, lake)
     raw = raw_table(build_events(movielens, days, end_day))
     event_day = pc.cast(raw["ts"], pa.date32())
