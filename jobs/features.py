@@ -5,6 +5,7 @@ See docs/etl-and-features.md.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -149,13 +150,14 @@ def write_features(tables: FeatureTables, lake: Lake, day: date, details: dict) 
                         F.sum((F.col("item_idx") == OOV_INDEX).cast("long")).alias("unknown_item")).first()
         counts[name] = {"rows": row["rows"], "rows_unknown_user": row["unknown_user"] or 0,
                         "rows_unknown_item": row["unknown_item"] or 0}
-    summary = {"day": str(day), **details, "rows_in": counts["train"]["rows"] + counts["eval"]["rows"],
+    run = {"day": str(day), "features_run": uuid.uuid4().hex}  # tells this run's commits from an overlapping run's
+    summary = {**run, **details, "rows_in": counts["train"]["rows"] + counts["eval"]["rows"],
                 "train_rows": counts["train"]["rows"], "eval_rows": counts["eval"]["rows"],
                 "eval_rows_unknown_user": counts["eval"]["rows_unknown_user"],
                 "eval_rows_unknown_item": counts["eval"]["rows_unknown_item"],
                 "genres": GENRES, "year_buckets": YEAR_BUCKETS, "spec": tables.spec.to_json()}
     frames = tables.by_table()
-    versions = {table: write_partition(frames[table], lake, feature_dataset(table), day, {"day": str(day)}).version
+    versions = {table: write_partition(frames[table], lake, feature_dataset(table), day, run).version
                 for table in FEATURE_TABLES if table != TRAIN}
     summary["table_versions"] = versions
     summary["table_version"] = write_partition(frames[TRAIN], lake, feature_dataset(TRAIN), day, summary).version

@@ -277,8 +277,8 @@ def cmd_lake_history(args: argparse.Namespace, settings: Settings) -> int:
     history = table_history(as_lake(settings.lake_url), args.table)
     if history is None:
         print(f"lakeloop lake history: the lake {settings.lake_url} has no Delta table {args.table} yet (the task "
-              "that writes it, ingest_ratings or batch_predict, creates it on its first day), or LAKELOOP_LAKE_URL "
-              "names another lake", file=sys.stderr)
+              "that writes it — ingest_ratings, spark_etl, spark_features or batch_predict — creates it on its "
+              "first day), or LAKELOOP_LAKE_URL names another lake", file=sys.stderr)
         return 1
     print(f"{'version':>7}  {'timestamp (UTC)':<19}  {'operation':<12}  predicate")
     for commit in history:
