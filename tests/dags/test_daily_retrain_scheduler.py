@@ -35,7 +35,6 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 
 from lakeloop.airflow_env import AirflowServices, airflow_environment
@@ -43,7 +42,6 @@ from lakeloop.config import Settings, load_settings
 from lakeloop.ingest.interval import ingest_interval, read_manifest
 from lakeloop.ingest.options import IngestOptions
 from lakeloop.ingest.schema import RATINGS_SCHEMA
-from lakeloop.lake import partition_path
 from lakeloop.models import EVALUATION, REGISTRATION, model_dir
 from lakeloop.movielens import MovieLens
 from lakeloop.names import SPARK_POOL
@@ -200,7 +198,7 @@ def test_a_backfill_through_the_scheduler_reproduces_the_daily_outputs(deploymen
         assert raw.equals(read_day(reference / "raw/ratings", day).sort_by("event_id"))
         raw_rows = raw.num_rows
         assert raw_rows == deployment.events_per_day[day.isoformat()]
-        assert pq.read_table(partition_path(lake, "curated/ratings", day)).num_rows == raw_rows
+        assert read_day(lake / "curated/ratings", day).num_rows == raw_rows
         models = model_dir(lake, deployment.settings.model_name, day)
         registration = json.loads((models / REGISTRATION).read_text())
         gate = json.loads((models / EVALUATION).read_text())["gate"]
