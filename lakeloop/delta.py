@@ -7,7 +7,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -297,9 +297,21 @@ def partition_files(lake: Lake, dataset: str, day: date, version: int | None = N
 
 def _version_carrying(lake: Lake, dataset: str, day: date, carried: str) -> int:
     """The version of the newest commit that wrote the day with the summary `carried`."""
-    table = open_table(lake, dataset)
-    return next(commit["version"] for commit in table.history()
-                if _predicate(commit) == day_predicate(day) and commit.get(SUMMARY_KEY) == carried)
+    return _newest_commit(open_table(lake, dataset), lambda commit: _predicate(commit) == day_predicate(day)
+                          and commit.get(SUMMARY_KEY) == carried)["version"]
+
+
+def _newest_commit(table: DeltaTable, matches: Callable[[dict[str, Any]], bool]) -> dict[str, Any] | None:
+    """The newest commit of the table's history that `matches`, or None. The log is read from its end in growing
+    pages: the commit looked for is almost always among the last few (a day's own commit, the day just written),
+    and reading the whole history costs a request per commit on an object store, on every commit and summary read."""
+    limit = 16
+    while True:
+        commits = table.history(limit)  # newest first
+        found = next((commit for commit in commits if matches(commit)), None)
+        if found is not None or len(commits) < limit:
+            return found
+        limit *= 8
 
 
 def _predicate(commit: dict[str, Any]) -> str | None:
@@ -394,7 +406,5 @@ def partition_summary(lake: Lake, dataset: str, day: date) -> dict[str, Any] | N
     table = open_table(lake, dataset)
     if table is None:
         return None
-    for commit in table.history():  # newest first
-        if _predicate(commit) == day_predicate(day) and SUMMARY_KEY in commit:
-            return {**json.loads(commit[SUMMARY_KEY]), "table_version": commit["version"]}
-    return None
+    commit = _newest_commit(table, lambda commit: _predicate(commit) == day_predicate(day) and SUMMARY_KEY in commit)
+    return None if commit is None else {**json.loads(commit[SUMMARY_KEY]), "table_version": commit["version"]}
