@@ -104,41 +104,47 @@ def utc_date(timestamp: str) -> Column:
 def existing_partition_days(lake: Lake, dataset: str, days: list[date]) -> list[date]:
     """The days among `days` for which the Delta table `dataset` has a committed partition (files its log names
     for the day); [] if the lake has no such table yet."""
+    files = _files_by_day(lake, dataset, days)
+    return [day for day in days if files[day]]
+
+
+def _files_by_day(lake: Lake, dataset: str, days: list[date]) -> dict[date, list[str]]:
+    """The data files the Delta table's log names for each of `days` (one read of the log); [] for each day if the
+    lake has no such table yet."""
     table = open_table(lake, dataset)
-    return [] if table is None else [day for day in days if day_files(table, day)]
+    return {day: day_files(table, day) if table is not None else [] for day in days}
 
 
 def read_table(spark: SparkSession, lake: Lake, dataset: str, day: date, version: int | None = None) -> DataFrame:
     """The rows of the day's committed partition of the Delta table `dataset` (in its newest version, or as of
     `version`), as a plain Parquet scan (no partition column) of exactly the files its log names for the day."""
-    return read_files(spark, lake, partition_files(lake, dataset, day, version),
-                      f"{lake.spark_uri(lake.partition(dataset, day))} has no committed data files: run the "
-                      f"upstream task for {day} first")
+    files = partition_files(lake, dataset, day, version)
+    if not files:
+        raise FileNotFoundError(f"{lake.spark_uri(lake.partition(dataset, day))} has no committed data files: run "
+                                f"the upstream task for {day} first")
+    return _read_files(spark, lake, files)
 
 
 def read_feature_table(spark: SparkSession, lake: Lake, day: date, table: str) -> DataFrame:
     """One table of the day's features (`lakeloop.features.TRAIN`, `USER_VOCAB`...), as the day's features run
     committed them together (`lakeloop.features.feature_files`)."""
-    return read_files(spark, lake, feature_files(lake, day, table), "")
+    return _read_files(spark, lake, feature_files(lake, day, table))
 
 
-def read_files(spark: SparkSession, lake: Lake, files: list[str], missing: str) -> DataFrame:
-    """A Parquet scan of exactly `files` (paths on the lake's filesystem); FileNotFoundError(`missing`) if none."""
-    if not files:
-        raise FileNotFoundError(missing)
+def _read_files(spark: SparkSession, lake: Lake, files: list[str]) -> DataFrame:
+    """A Parquet scan of exactly `files` (paths on the lake's filesystem, at least one)."""
     return spark.read.parquet(*[lake.spark_uri(path) for path in files])
 
 
 def read_partitions(spark: SparkSession, lake: Lake, dataset: str, days: list[date]) -> DataFrame:
     """Read the committed day partitions of the Delta table `dataset` among `days` (one read of its log), each day's
     rows with its date as `dt`."""
-    table = open_table(lake, dataset)
-    files = {day: day_files(table, day) for day in days} if table is not None else {}
-    present = [day for day in days if files.get(day)]
+    files = _files_by_day(lake, dataset, days)
+    present = [day for day in days if files[day]]
     if not present:
         raise FileNotFoundError(f"no partition of {lake.spark_uri(lake.path(dataset))} for days {days[0]}..{days[-1]}; "
                                 "run the upstream task for those days first")
-    frames = [read_files(spark, lake, files[day], "").withColumn("dt", F.lit(day)) for day in present]
+    frames = [_read_files(spark, lake, files[day]).withColumn("dt", F.lit(day)) for day in present]
     return functools.reduce(DataFrame.unionByName, frames)
 
 
@@ -188,10 +194,10 @@ def write_partition(frame: DataFrame, lake: Lake | Path, dataset: str, day: date
     except BaseException:
         folder.discard()
         raise
-    return _committed(lake, folder, summary)
+    return _committed(folder, summary)
 
 
-def _committed(lake: Lake, folder: AttemptFolder, summary: dict[str, Any]) -> PartitionCommit:
+def _committed(folder: AttemptFolder, summary: dict[str, Any]) -> PartitionCommit:
     commit = folder.commit(summary)
     log.info("committed %s of %s (version %d): %s", folder.dataset, folder.day, commit.version, summary)
     return commit
@@ -230,7 +236,7 @@ def write_day_partitions(frame: DataFrame, lake: Lake | Path, dataset: str,
                 continue
             folder = AttemptFolder(lake, dataset, day, attempt)
             lake.move_files(day_dir, folder.path)
-            written.append(_committed(lake, folder, summary))
+            written.append(_committed(folder, summary))
     finally:
         _delete_dirs(lake, [job_dir])
     return written
