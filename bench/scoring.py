@@ -56,7 +56,7 @@ from lakeloop.features import (
     TRAIN,
     USER_HISTORY,
     USER_VOCAB,
-    read_feature_spec,
+    DayFeatures,
     read_feature_summary,
     read_features,
 )
@@ -214,12 +214,13 @@ def commit_features(spark: SparkSession, source: Path, lake: Path, day: date, us
     (`jobs.features.write_features`: the tables, then train with the summary naming their versions), keeping only
     the first `users` users (by id) of the user history when given: the users batch prediction scores. `source` may
     be `lake` itself (its day's tables are read from the files of the version read, which the rewrite keeps)."""
-    frames = {table: read_feature_table(spark, as_lake(source), day, table) for table in FEATURE_TABLES}
+    features = DayFeatures.of(source, day)
+    frames = {table: read_feature_table(spark, features, table) for table in FEATURE_TABLES}
     if users:
         frames[USER_HISTORY] = frames[USER_HISTORY].orderBy("user_id").limit(users)
     tables = FeatureTables(train=frames[TRAIN], eval=frames[EVAL], user_vocab=frames[USER_VOCAB],
                            item_vocab=frames[ITEM_VOCAB], user_history=frames[USER_HISTORY],
-                           item_history=frames[ITEM_HISTORY], spec=read_feature_spec(source, day))
+                           item_history=frames[ITEM_HISTORY], spec=features.spec)
     write_features(tables, as_lake(lake), day, {"written_by": "bench.scoring", "from_lake": as_lake(source).url,
                                                 "users_kept": users})
 

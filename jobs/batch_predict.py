@@ -22,7 +22,7 @@ from pyspark.sql import functions as F
 
 from lakeloop.delta import PartitionCommit, replace_partition
 from lakeloop.embeddings import build_day_towers, log_embeddings, side_inputs, write_embeddings
-from lakeloop.features import EVAL, TRAIN
+from lakeloop.features import EVAL, TRAIN, DayFeatures
 from lakeloop.lake import Lake, as_lake
 from lakeloop.names import PREDICTIONS
 from lakeloop.registry import aliased_version
@@ -107,9 +107,10 @@ def candidate_inputs(spark: SparkSession, lake: Lake | Path, day: date, model_da
     rows come in `partitions` partitions by user (default: the task slots): the rated pairs are shuffled once."""
     lake = as_lake(lake)
     partitions = partitions or spark.sparkContext.defaultParallelism
+    features = DayFeatures.of(lake, day)
 
     def table(name: str) -> DataFrame:
-        return read_feature_table(spark, lake, day, name).select("user_id", "item_id")
+        return read_feature_table(spark, features, name).select("user_id", "item_id")
 
     rated = (table(TRAIN).union(table(EVAL)).repartition(partitions, "user_id")
              .groupBy("user_id").agg(F.collect_set("item_id").alias("rated")))

@@ -26,12 +26,9 @@ from lakeloop.features import (
     OOV_INDEX,
     TRAIN,
     USER_VOCAB,
-    FeatureSpec,
-    feature_versions,
+    DayFeatures,
     model_inputs,
     multi_hot,
-    read_feature_summary,
-    read_features,
 )
 from lakeloop.fm_model import ranking_model, rating_model
 from lakeloop.gate import DEFAULT_TOLERANCE, quality_gate
@@ -181,8 +178,7 @@ class Champion:
     def scorer(self, lake: Lake | Path | str, ranking: bool = False) -> Scorer:
         """Score with the champion (as `keras_scorer`), re-indexing users and items with its own day's
         vocabularies."""
-        users = read_features(lake, self.day, USER_VOCAB, columns=["user_id", "user_idx"])
-        items = read_features(lake, self.day, ITEM_VOCAB, columns=["item_id", "item_idx"])
+        users, items = self.vocabularies(lake)
         predict = keras_scorer(self.model, ranking)
 
         def score(inputs: dict[str, np.ndarray], user_ids: pa.Array, item_ids: pa.Array) -> np.ndarray:
@@ -195,9 +191,14 @@ class Champion:
     def ranker(self, lake: Lake | Path | str) -> TowerRanker | Scorer:
         """Rank with the champion: by its towers on its own day's vocabularies, or pair by pair (`scorer`) if
         `lakeloop.towers` does not know its graph."""
-        users = read_features(lake, self.day, USER_VOCAB, columns=["user_id", "user_idx"])
-        items = read_features(lake, self.day, ITEM_VOCAB, columns=["item_id", "item_idx"])
+        users, items = self.vocabularies(lake)
         return tower_ranker(self.model, users, items) or self.scorer(lake, ranking=True)
+
+    def vocabularies(self, lake: Lake | Path | str) -> tuple[pa.Table, pa.Table]:
+        """The user and item vocabularies (id → index) of the champion's own day, of one features run."""
+        features = DayFeatures.of(lake, self.day)
+        return (features.read(USER_VOCAB, columns=["user_id", "user_idx"]),
+                features.read(ITEM_VOCAB, columns=["item_id", "item_idx"]))
 
 
 @dataclass(frozen=True)
@@ -293,11 +294,10 @@ def evaluate_model(lake: Lake | Path | str, model_name: str, day: date, champion
     directory = ModelDirectory.of(lake, model_name, day)
     with directory.local_copy(MODEL_FILE) as local:
         model = keras.saving.load_model(local / MODEL_FILE)
-    evaluation = read_features(lake, day, EVAL, columns=RATING_COLUMNS)
-    train = read_features(lake, day, TRAIN, columns=["user_id", "item_id", "user_idx", "item_idx", "year_idx",
-                                                     "genres", LABEL])
-    features = read_feature_summary(lake, day)
-    spec = FeatureSpec.from_json(features["spec"])
+    features = DayFeatures.of(lake, day)
+    evaluation = features.read(EVAL, columns=RATING_COLUMNS)
+    train = features.read(TRAIN, columns=["user_id", "item_id", "user_idx", "item_idx", "year_idx", "genres", LABEL])
+    spec = features.spec
     labels = evaluation[LABEL].to_numpy().astype(np.float64)
     train_labels = train[LABEL].to_numpy().astype(np.float64)
     bias = BiasBaseline.fit(train["user_idx"].to_numpy(), train["item_idx"].to_numpy(), train_labels)
@@ -313,7 +313,7 @@ def evaluate_model(lake: Lake | Path | str, model_name: str, day: date, champion
     metrics = {"day": day.isoformat(), "eval_rows": int(len(labels)), "ranking_users": len(ranking.user_ids),
                "candidate_items": len(ranking.item_ids), "baseline_mean": float(train_labels.mean()),
                "baseline_rmse": rmse(np.full_like(labels, train_labels.mean()), labels),
-               "features_versions": feature_versions(features)}
+               "features_versions": features.versions}
     for name in rankers:
         scored = ({"rmse": rmse(predictions[name], labels), "mae": mae(predictions[name], labels)}
                   if name in predictions else {})

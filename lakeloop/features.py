@@ -77,35 +77,59 @@ def read_feature_summary(lake: Lake | Path | str, day: date) -> dict:
     return summary
 
 
-def feature_versions(summary: dict) -> dict[str, int]:
-    """The version of each feature table that holds the day's features, from `read_feature_summary`'s summary:
-    what a reader of the day reads, and what the MLflow run records as the model's lineage."""
-    return {**summary["table_versions"], TRAIN: summary["table_version"]}
+@dataclass(frozen=True)
+class DayFeatures:
+    """The day's feature tables as one features run committed them: the train commit's summary, read once, names the
+    version of every table, so a reader of several tables reads one set even if a later run of the day was killed
+    between its commits, or commits meanwhile."""
+
+    lake: Lake
+    day: date
+    summary: dict
+
+    @classmethod
+    def of(cls, lake: Lake | Path | str, day: date) -> DayFeatures:
+        """The features of `day` in `lake` (FileNotFoundError naming the upstream task if it has none)."""
+        lake = as_lake(lake)
+        return cls(lake, day, read_feature_summary(lake, day))
+
+    @property
+    def spec(self) -> FeatureSpec:
+        """The `FeatureSpec` the day's model is built from."""
+        return FeatureSpec.from_json(self.summary["spec"])
+
+    @property
+    def versions(self) -> dict[str, int]:
+        """The version of each feature table that holds the day: what its readers read, and what the MLflow run
+        records as the model's lineage."""
+        return {**self.summary["table_versions"], TRAIN: self.summary["table_version"]}
+
+    def files(self, table: str) -> list[str]:
+        """The data files of one table of the day (paths on the lake's filesystem)."""
+        version = self.versions[table]
+        files = partition_files(self.lake, feature_dataset(table), self.day, version)
+        if not files:
+            raise FileNotFoundError(f"{self.lake.uri(self.lake.partition(feature_dataset(table), self.day))} has no "
+                                    f"committed data files in version {version}: run spark_features for {self.day} "
+                                    "first")
+        return files
+
+    def read(self, table: str, columns: list[str] | None = None) -> pa.Table:
+        """One table of the day — the `TRAIN` or `EVAL` examples (model inputs and label by default), a
+        vocabulary... — read by the files its Delta log names, on local disk or an object store."""
+        return pq.ParquetDataset(self.files(table), filesystem=self.lake.filesystem,
+                                 partitioning=None).read(columns=columns or [*FEATURE_COLUMNS, LABEL])
 
 
 def read_feature_spec(lake: Lake | Path, day: date) -> FeatureSpec:
     """The `FeatureSpec` of the day's features."""
-    return FeatureSpec.from_json(read_feature_summary(lake, day)["spec"])
-
-
-def feature_files(lake: Lake | Path | str, day: date, table: str) -> list[str]:
-    """The data files of one table of the day's features, as of the version the day's train commit names: the
-    tables of one features run are read together even if a later run of the day was killed between its commits."""
-    lake = as_lake(lake)
-    version = feature_versions(read_feature_summary(lake, day))[table]
-    files = partition_files(lake, feature_dataset(table), day, version)
-    if not files:
-        raise FileNotFoundError(f"{lake.uri(lake.partition(feature_dataset(table), day))} has no committed data "
-                                f"files in version {version}: run spark_features for {day} first")
-    return files
+    return DayFeatures.of(lake, day).spec
 
 
 def read_features(lake: Lake | Path | str, day: date, table: str, columns: list[str] | None = None) -> pa.Table:
-    """A table of the day's committed features — the `TRAIN` or `EVAL` examples (model inputs and label by
-    default), a vocabulary... — read by the files its Delta log names, on local disk or an object store."""
-    lake = as_lake(lake)
-    return pq.ParquetDataset(feature_files(lake, day, table), filesystem=lake.filesystem,
-                             partitioning=None).read(columns=columns or [*FEATURE_COLUMNS, LABEL])
+    """One table of the day's features (`DayFeatures.read`), for a reader of one table; read several through one
+    `DayFeatures`."""
+    return DayFeatures.of(lake, day).read(table, columns)
 
 
 def model_inputs(data: pa.Table | pa.RecordBatch) -> dict[str, np.ndarray]:

@@ -13,9 +13,8 @@ from lakeloop.features import (
     FEATURE_COLUMNS,
     LABEL,
     TRAIN,
+    DayFeatures,
     FeatureSpec,
-    feature_versions,
-    read_feature_summary,
 )
 from lakeloop.fm_model import SELECTION_ITEM_WEIGHT, FMHyperParameters
 from lakeloop.lake import Lake
@@ -331,14 +330,14 @@ class FMTrainer(TFSparkTrainer):
         `train`, and the model to start from (asking the registry: one that cannot answer fails the run)."""
         lake = Lake.from_url(self.lake_url)
         use_lake(spark, lake)
-        features = read_feature_summary(lake, self.day)
-        self.spec = FeatureSpec.from_json(features["spec"])
-        self.features_versions = feature_versions(features)
-        self.hparams = self.hparams.for_rows(features["train_rows"])
+        features = DayFeatures.of(lake, self.day)
+        self.spec = features.spec
+        self.features_versions = features.versions
+        self.hparams = self.hparams.for_rows(features.summary["train_rows"])
         self.batch_size = self.hparams.batch_size
         if self.hparams.warm_start == "champion" and self.model_name:
             self.warm_start = WarmStart.find(lake, self.model_name, self.day)
-        examples = read_feature_table(spark, lake, self.day, TRAIN).select(*FEATURE_COLUMNS, LABEL)
+        examples = read_feature_table(spark, features, TRAIN).select(*FEATURE_COLUMNS, LABEL)
         if self.warm_start is not None:
             self.epochs = self.hparams.warm_epochs
         else:

@@ -17,9 +17,9 @@ from lakeloop.features import (
     USER_HISTORY,
     USER_VOCAB,
     YEAR_BUCKETS,
-    read_feature_spec,
+    DayFeatures,
 )
-from lakeloop.lake import Lake, as_lake
+from lakeloop.lake import Lake
 from lakeloop.spark_jobs import read_feature_table
 from lakeloop.towers import ITEM_TOWER_INPUTS, USER_TOWER_INPUTS
 
@@ -63,26 +63,26 @@ def serving_inputs(spark: SparkSession, lake: Lake | Path, day: date, pairs: Dat
     """Model inputs for (user, item) pairs with catalog `year`/`genres`: history statistics as of the end of
     the day's window, and the vocabularies and prior of the partition the model was trained on (`model_day`,
     by default the same day: a champion kept from an earlier day still needs its own indices)."""
-    lake = as_lake(lake)
+    window, model = day_and_model_features(lake, day, model_day)
+    with_history = (pairs.join(read_feature_table(spark, window, USER_HISTORY), "user_id", "left")
+                    .join(F.broadcast(read_feature_table(spark, window, ITEM_HISTORY)), "item_id", "left"))
+    return add_model_inputs(with_history, read_feature_table(spark, model, USER_VOCAB),
+                            read_feature_table(spark, model, ITEM_VOCAB), model.spec.prior_mean)
 
-    def table(table_day: date, name: str) -> DataFrame:
-        return read_feature_table(spark, lake, table_day, name)
 
-    model_day = model_day or day
-    with_history = (pairs.join(table(day, USER_HISTORY), "user_id", "left")
-                    .join(F.broadcast(table(day, ITEM_HISTORY)), "item_id", "left"))
-    return add_model_inputs(with_history, table(model_day, USER_VOCAB), table(model_day, ITEM_VOCAB),
-                            read_feature_spec(lake, model_day).prior_mean)
+def day_and_model_features(lake: Lake | Path, day: date, model_day: date | None) -> tuple[DayFeatures, DayFeatures]:
+    """The features of the day (its window's history) and of the day the model was trained on (its vocabularies and
+    prior; `model_day` None: the same day), each read once."""
+    window = DayFeatures.of(lake, day)
+    return window, window if model_day in (None, day) else DayFeatures.of(lake, model_day)
 
 
 def serving_user_inputs(spark: SparkSession, lake: Lake | Path, day: date, model_day: date | None = None) -> DataFrame:
     """The user side of the model's inputs (`user_id`, `USER_TOWER_INPUTS`) for every user of the day's window, as
     `serving_inputs` builds it for a pair: history as of the end of the window, `model_day`'s vocabulary."""
-    lake = as_lake(lake)
-    model_day = model_day or day
-    users = read_feature_table(spark, lake, day, USER_HISTORY)
-    return (add_user_inputs(users, read_feature_table(spark, lake, model_day, USER_VOCAB),
-                            read_feature_spec(lake, model_day).prior_mean)
+    window, model = day_and_model_features(lake, day, model_day)
+    users = read_feature_table(spark, window, USER_HISTORY)
+    return (add_user_inputs(users, read_feature_table(spark, model, USER_VOCAB), model.spec.prior_mean)
             .select("user_id", *USER_TOWER_INPUTS))
 
 
@@ -91,10 +91,8 @@ def serving_item_inputs(spark: SparkSession, lake: Lake | Path, day: date, catal
     """The item side of the model's inputs (`item_id`, `ITEM_TOWER_INPUTS`) for every movie of `catalog` (`item_id`,
     `year`, `genres`), as `serving_inputs` builds it for a pair: history as of the end of the day's window,
     `model_day`'s vocabulary."""
-    lake = as_lake(lake)
-    model_day = model_day or day
+    window, model = day_and_model_features(lake, day, model_day)
     items = catalog.select("item_id", "year", "genres").join(
-        F.broadcast(read_feature_table(spark, lake, day, ITEM_HISTORY)), "item_id", "left")
-    return (add_item_inputs(items, read_feature_table(spark, lake, model_day, ITEM_VOCAB),
-                            read_feature_spec(lake, model_day).prior_mean)
+        F.broadcast(read_feature_table(spark, window, ITEM_HISTORY)), "item_id", "left")
+    return (add_item_inputs(items, read_feature_table(spark, model, ITEM_VOCAB), model.spec.prior_mean)
             .select("item_id", *ITEM_TOWER_INPUTS))

@@ -24,7 +24,7 @@ from pyspark.sql.types import IntegralType
 from lakeloop.config import s3a_settings
 from lakeloop.data_quality import DataQualityError
 from lakeloop.delta import AttemptFolder, PartitionCommit, day_files, open_table, partition_files
-from lakeloop.features import feature_files
+from lakeloop.features import DayFeatures
 from lakeloop.lake import Lake, as_lake, is_abandoned, timed_name
 from lakeloop.names import MOVIES
 
@@ -125,10 +125,10 @@ def read_table(spark: SparkSession, lake: Lake, dataset: str, day: date, version
     return _read_files(spark, lake, files)
 
 
-def read_feature_table(spark: SparkSession, lake: Lake, day: date, table: str) -> DataFrame:
-    """One table of the day's features (`lakeloop.features.TRAIN`, `USER_VOCAB`...), as the day's features run
-    committed them together (`lakeloop.features.feature_files`)."""
-    return _read_files(spark, lake, feature_files(lake, day, table))
+def read_feature_table(spark: SparkSession, features: DayFeatures, table: str) -> DataFrame:
+    """One table of a day's features (`lakeloop.features.TRAIN`, `USER_VOCAB`...), of the set its features run
+    committed (`DayFeatures`)."""
+    return _read_files(spark, features.lake, features.files(table))
 
 
 def _read_files(spark: SparkSession, lake: Lake, files: list[str]) -> DataFrame:

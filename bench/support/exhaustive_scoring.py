@@ -17,7 +17,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from lakeloop.delta import replace_partition
-from lakeloop.features import EVAL, FEATURE_COLUMNS, TRAIN, USER_HISTORY, model_inputs
+from lakeloop.features import EVAL, FEATURE_COLUMNS, TRAIN, USER_HISTORY, DayFeatures, model_inputs
 from lakeloop.lake import Lake, as_lake
 from lakeloop.spark_inputs import serving_inputs
 from lakeloop.spark_jobs import read_catalog, read_feature_table
@@ -59,9 +59,10 @@ def score_batches(local_model_path: str) -> Callable[[Iterator[pa.RecordBatch]],
 def candidate_pairs(spark: SparkSession, lake: Lake | Path, day: date, model_day: date) -> DataFrame:
     """Every user of the day's window × every catalog movie the user has not rated in it, with the model inputs."""
     lake = as_lake(lake)
+    features = DayFeatures.of(lake, day)
 
     def table(name: str) -> DataFrame:
-        return read_feature_table(spark, lake, day, name)
+        return read_feature_table(spark, features, name)
 
     rated = table(TRAIN).select("user_id", "item_id").union(table(EVAL).select("user_id", "item_id")).distinct()
     movies = read_catalog(spark, lake).select("item_id", "year", "genres")

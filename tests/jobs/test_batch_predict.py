@@ -13,7 +13,7 @@ import pytest
 from jobs import batch_predict
 from lakeloop.delta import partition_summary, read_partition
 from lakeloop.evaluation import evaluate_model
-from lakeloop.features import EVAL, FEATURE_COLUMNS, TRAIN, USER_HISTORY, model_inputs, read_features
+from lakeloop.features import EVAL, FEATURE_COLUMNS, TRAIN, USER_HISTORY, DayFeatures, model_inputs, read_features
 from lakeloop.fm_model import ranking_model
 from lakeloop.lake import as_lake
 from lakeloop.models import MODEL_FILE, TRAIN_SUMMARY, model_dir, write_json
@@ -122,9 +122,10 @@ def exhaustive_top_ten(spark, lake, model) -> dict[str, list[tuple[str, float]]]
     """Every user of the day's window × every catalog movie the user did not rate, scored pair by pair by the Keras
     model's ranking view, the best 10 per user by (score descending, item id): what the job computed before it ranked
     by towers."""
-    rated = (read_feature_table(spark, as_lake(lake), DAY, TRAIN).select("user_id", "item_id")
-             .union(read_feature_table(spark, as_lake(lake), DAY, EVAL).select("user_id", "item_id")))
-    users = read_feature_table(spark, as_lake(lake), DAY, USER_HISTORY).select("user_id")
+    features = DayFeatures.of(lake, DAY)
+    rated = (read_feature_table(spark, features, TRAIN).select("user_id", "item_id")
+             .union(read_feature_table(spark, features, EVAL).select("user_id", "item_id")))
+    users = read_feature_table(spark, features, USER_HISTORY).select("user_id")
     pairs = users.crossJoin(read_catalog(spark, as_lake(lake)).select("item_id", "year", "genres")).join(
         rated, ["user_id", "item_id"], "left_anti")
     inputs = serving_inputs(spark, lake, DAY, pairs).select("user_id", "item_id", *FEATURE_COLUMNS).toArrow()

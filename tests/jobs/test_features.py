@@ -28,9 +28,8 @@ from lakeloop.features import (
     TRAIN,
     USER_HISTORY,
     USER_VOCAB,
+    DayFeatures,
     feature_dataset,
-    feature_files,
-    feature_versions,
     read_feature_spec,
     read_feature_summary,
 )
@@ -47,7 +46,7 @@ OPTIONS = features.FeatureOptions(window_days=2)
 
 def table(lake, name: str) -> pa.Table:
     """The day's feature table `name`, all its columns, as the day's features run committed it."""
-    rows = pq.ParquetDataset(feature_files(lake, DAY2, name), partitioning=None).read()
+    rows = pq.ParquetDataset(DayFeatures.of(lake, DAY2).files(name), partitioning=None).read()
     return rows.sort_by(rows.schema.names[0])
 
 
@@ -213,12 +212,12 @@ def test_the_jobs_read_only_committed_files(spark, built, tmp_path):
     kill_an_attempt(feature_dataset(USER_HISTORY), users, "user_id")
     candidates = candidate_inputs(spark, lake, DAY2, DAY2).select("user_id").distinct().collect()
     assert sorted(row["user_id"] for row in candidates) == sorted(users["user_id"].to_pylist())
-    train_files = feature_files(lake, DAY2, TRAIN)
+    train_files = DayFeatures.of(lake, DAY2).files(TRAIN)
     trainer_scan = parquet_scan(FMTrainer(lake=lake.url, day=str(DAY2)).pre_train(spark))
     assert sorted(urlsplit(uri).path for uri in trainer_scan.files) == sorted(train_files)
 
     assert what_was_built(features.run(spark, lake, DAY2, OPTIONS)) == what_was_built(summary)
-    assert feature_files(lake, DAY2, TRAIN) != train_files
+    assert DayFeatures.of(lake, DAY2).files(TRAIN) != train_files
     for name in (TRAIN, EVAL, USER_VOCAB):
         assert table(lake, name).equals(table(source, name)), name
 
@@ -237,7 +236,7 @@ def test_a_features_run_killed_between_its_commits_leaves_the_previous_set(spark
     commit = write_partition(spark.createDataFrame(reindexed.to_pandas()), lake, feature_dataset(USER_VOCAB), DAY2,
                              {"day": str(DAY2)})
 
-    assert commit.version > feature_versions(read_feature_summary(lake, DAY2))[USER_VOCAB]
+    assert commit.version > DayFeatures.of(lake, DAY2).versions[USER_VOCAB]
     newest = read_partition(lake, feature_dataset(USER_VOCAB), DAY2)
     assert newest.sort_by("user_id").to_pylist() == reindexed.sort_by("user_id").to_pylist()
     assert table(lake, USER_VOCAB).equals(vocabulary)
