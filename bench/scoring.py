@@ -46,7 +46,7 @@ from bench.support.movielens_lake import END_DAY, raw_table, replay_to_lake, tim
 from jobs.batch_predict import PREDICTIONS, SCORED_SCHEMA, ItemRanking, PredictOptions, candidate_inputs, top_items
 from jobs.features import FeatureTables, write_features
 from lakeloop.delta import read_partition
-from lakeloop.embeddings import DayTowers, build_day_towers
+from lakeloop.embeddings import DayTowers, build_day_towers, write_embeddings
 from lakeloop.features import (
     EVAL,
     FEATURE_TABLES,
@@ -270,16 +270,18 @@ def rated_pairs(lake: Path, day: date) -> pa.Table:
 
 @dataclass(frozen=True)
 class InMemoryDay:
-    """The limit's inputs: the job's towers of the day and, per user, the positions of the items it rated."""
+    """The limit's inputs: the job's towers of the day and, per user, the positions of the items it rated; and the
+    version of `embeddings/users` that holds the user tower (the ranking stage's input)."""
 
     towers: DayTowers
     rated_users: np.ndarray
     rated_items: np.ndarray
+    users_version: int
 
 
 def in_memory_day(spark: SparkSession, setup: ScoringSetup) -> InMemoryDay:
-    """The towers as the job builds them (the registered model, the day's inputs) and the rated (user, item)
-    positions, both in this process's memory (not timed)."""
+    """The towers as the job builds them (the registered model, the day's inputs), committed to the lake as the job
+    commits them, and the rated (user, item) positions, both in this process's memory (not timed)."""
     import mlflow
 
     local_model = mlflow.artifacts.download_artifacts(f"models:/{setup.model_name}/{setup.version}")
@@ -288,7 +290,10 @@ def in_memory_day(spark: SparkSession, setup: ScoringSetup) -> InMemoryDay:
     users = pc.index_in(rated["user_id"], value_set=towers.user_ids)
     items = pc.index_in(rated["item_id"], value_set=towers.item_ids)
     both = pc.and_(users.is_valid(), items.is_valid())
-    return InMemoryDay(towers, pc.filter(users, both).to_numpy(), pc.filter(items, both).to_numpy())
+    committed = write_embeddings(setup.lake, setup.day, towers,
+                                 {"model_name": setup.model_name, "model_version": setup.version})
+    return InMemoryDay(towers, pc.filter(users, both).to_numpy(), pc.filter(items, both).to_numpy(),
+                       int(committed["users_version"]))
 
 
 def score_in_memory(day: InMemoryDay, k: int = TOP_K) -> tuple[Measurement, np.ndarray]:
@@ -327,8 +332,8 @@ def run_job(spark: SparkSession, setup: ScoringSetup) -> tuple[Measurement, dict
 def run_ranking_stage(spark: SparkSession, setup: ScoringSetup, day: InMemoryDay, path: Path) -> Measurement:
     """(a1): the job's `candidate_inputs` materialised to Parquet (not timed), then ranked by `top_items` in
     `mapInArrow` and counted."""
-    candidate_inputs(spark, setup.lake, setup.day, setup.day).write.mode("overwrite").parquet(str(path))
-    ranking = spark.sparkContext.broadcast(ItemRanking(day.towers.model, day.towers.item_ids, day.towers.items))
+    candidate_inputs(spark, setup.lake, setup.day, day.users_version).write.mode("overwrite").parquet(str(path))
+    ranking = spark.sparkContext.broadcast(ItemRanking(day.towers.constant, day.towers.item_ids, day.towers.items))
     frame = spark.read.parquet(str(path))
     started = time.monotonic()
     rows = frame.mapInArrow(top_items(ranking, TOP_K), SCORED_SCHEMA).count()

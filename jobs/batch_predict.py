@@ -21,14 +21,13 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from lakeloop.delta import PartitionCommit, replace_partition
-from lakeloop.embeddings import build_day_towers, log_embeddings, side_inputs, write_embeddings
+from lakeloop.embeddings import build_day_towers, log_embeddings, tower_from_table, write_embeddings
 from lakeloop.features import EVAL, TRAIN, DayFeatures
 from lakeloop.lake import Lake, as_lake
-from lakeloop.names import PREDICTIONS
+from lakeloop.names import PREDICTIONS, USER_EMBEDDINGS
 from lakeloop.registry import aliased_version
-from lakeloop.spark_inputs import serving_user_inputs
-from lakeloop.spark_jobs import read_feature_table, run_day_job
-from lakeloop.towers import EXCLUDED_SCORE, USER_TOWER_INPUTS, FMTowers, Tower, top_k
+from lakeloop.spark_jobs import read_feature_table, read_table, run_day_job
+from lakeloop.towers import EXCLUDED_SCORE, Tower, pair_scores, top_k
 
 if TYPE_CHECKING:
     from pyspark import Accumulator, Broadcast
@@ -52,11 +51,10 @@ class PredictOptions:
 
 @dataclass(frozen=True)
 class ItemRanking:
-    """What a worker needs to rank the catalog for users (broadcast once): the model's towers, to build a block's
-    user tower from its inputs, and the catalog's item tower with its ids (sorted: a smaller position is a smaller
-    id)."""
+    """What a worker needs to rank the catalog for users (broadcast once): the constant of every score and the
+    catalog's item tower with its ids (sorted: a smaller position is a smaller id)."""
 
-    towers: FMTowers
+    constant: float
     item_ids: pa.Array
     items: Tower
 
@@ -64,11 +62,11 @@ class ItemRanking:
 def top_items(ranking: Broadcast[ItemRanking] | ItemRanking, k: int, block: int = USER_BLOCK,
               compute_seconds: Accumulator[float] | None = None,
               ) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
-    """A `mapInArrow` function from batches of `candidate_inputs` rows to each user's k best catalog movies by the
-    towers' score (`SCORED_SCHEMA`), the movies the user rated left out, ties to the smaller item id: a block of
-    users × the catalog is scored by one matrix product and cut by a partial sort, so k rows per user leave the
-    worker. `ranking` is the broadcast `ItemRanking` (or one, in a test); `compute_seconds` (an accumulator) adds
-    up the seconds the workers spend ranking, Spark's plumbing left out."""
+    """A `mapInArrow` function from batches of `candidate_inputs` rows (a user's tower and rated movies) to each
+    user's k best catalog movies by the towers' score (`SCORED_SCHEMA`), the movies the user rated left out, ties to
+    the smaller item id: a block of users × the catalog is scored by one matrix product and cut by a partial sort, so
+    k rows per user leave the worker. `ranking` is the broadcast `ItemRanking` (or one, in a test);
+    `compute_seconds` (an accumulator) adds up the seconds the workers spend ranking, Spark's plumbing left out."""
 
     def score(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         side = ranking if isinstance(ranking, ItemRanking) else ranking.value
@@ -77,7 +75,7 @@ def top_items(ranking: Broadcast[ItemRanking] | ItemRanking, k: int, block: int 
             for start in range(0, batch.num_rows, block):
                 started = time.monotonic()
                 rows = batch.slice(start, block)
-                scores = side.towers.scores(side.towers.user_tower(side_inputs(rows, USER_TOWER_INPUTS)), side.items)
+                scores = pair_scores(side.constant, tower_from_table(rows), side.items)
                 rated = rows.column("rated")
                 rated_ids = rated.flatten()
                 positions = pc.index_in(rated_ids, value_set=side.item_ids.cast(rated_ids.type))
@@ -99,12 +97,12 @@ def top_items(ranking: Broadcast[ItemRanking] | ItemRanking, k: int, block: int 
     return score
 
 
-def candidate_inputs(spark: SparkSession, lake: Lake | Path, day: date, model_day: date,
+def candidate_inputs(spark: SparkSession, lake: Lake | Path, day: date, users_version: int,
                      partitions: int | None = None) -> DataFrame:
-    """One row per user of the day's window: `user_id`, the user's inputs to a model trained on `model_day`'s
-    partition (`USER_TOWER_INPUTS`) and `rated`, the ids of the movies the user rated in the window (train and eval),
-    which are not candidates: the candidates are every other catalog movie. No (user, movie) pair is formed. The
-    rows come in `partitions` partitions by user (default: the task slots): the rated pairs are shuffled once."""
+    """One row per user of the day's user tower (`embeddings/users` as of `users_version`): `user_id`, `bias`,
+    `factors` and `rated`, the ids of the movies the user rated in the window (train and eval), which are not
+    candidates: the candidates are every other catalog movie. No (user, movie) pair is formed. The rows come in
+    `partitions` partitions by user (default: the task slots): the rated pairs are shuffled once."""
     lake = as_lake(lake)
     partitions = partitions or spark.sparkContext.defaultParallelism
     features = DayFeatures.of(lake, day)
@@ -114,7 +112,7 @@ def candidate_inputs(spark: SparkSession, lake: Lake | Path, day: date, model_da
 
     rated = (table(TRAIN).union(table(EVAL)).repartition(partitions, "user_id")
              .groupBy("user_id").agg(F.collect_set("item_id").alias("rated")))
-    users = serving_user_inputs(spark, lake, day, model_day).repartition(partitions, "user_id")
+    users = read_table(spark, lake, USER_EMBEDDINGS, day, users_version).repartition(partitions, "user_id")
     return users.join(rated, "user_id", "left")
 
 
@@ -145,9 +143,9 @@ def run(spark: SparkSession, lake: Lake | Path, day: date, options: PredictOptio
 
     parallelism = spark.sparkContext.defaultParallelism
     log.info("ranking the top %d of every user in %d task slots", options.top_k, parallelism)
-    ranking = spark.sparkContext.broadcast(ItemRanking(towers.model, towers.item_ids, towers.items))
+    ranking = spark.sparkContext.broadcast(ItemRanking(towers.constant, towers.item_ids, towers.items))
     compute_seconds = spark.sparkContext.accumulator(0.0)
-    candidates = candidate_inputs(spark, lake, day, model_day, parallelism)
+    candidates = candidate_inputs(spark, lake, day, int(embeddings["users_version"]), parallelism)
     top = (candidates.mapInArrow(top_items(ranking, options.top_k, compute_seconds=compute_seconds), SCORED_SCHEMA)
            .withColumn("model_name", F.lit(options.model_name))
            .withColumn("model_version", F.lit(version.version))

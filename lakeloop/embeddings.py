@@ -34,9 +34,8 @@ EMBEDDINGS_ARTIFACTS = "embeddings"
 @dataclass(frozen=True)
 class DayTowers:
     """A model's towers for one day: every user of the day's window (sorted by id) and every catalog movie (sorted
-    by id, so a smaller position is a smaller id), the constant of every score, and the model's `FMTowers`."""
+    by id, so a smaller position is a smaller id), and the constant of every score."""
 
-    model: FMTowers
     constant: float
     user_ids: pa.Array
     users: Tower
@@ -89,7 +88,7 @@ def build_day_towers(spark: SparkSession, lake: Lake | Path, day: date, model_da
     items = serving_item_inputs(spark, lake, day, read_catalog(spark, lake), model_day).toArrow().sort_by("item_id")
     user_inputs, item_inputs = side_inputs(users, USER_TOWER_INPUTS), side_inputs(items, ITEM_TOWER_INPUTS)
     check_against_model(model, towers, user_inputs, item_inputs)
-    return DayTowers(towers, towers.constant, users["user_id"].combine_chunks(), towers.user_tower(user_inputs),
+    return DayTowers(towers.constant, users["user_id"].combine_chunks(), towers.user_tower(user_inputs),
                      items["item_id"].combine_chunks(), towers.item_tower(item_inputs))
 
 

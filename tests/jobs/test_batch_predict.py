@@ -22,7 +22,7 @@ from lakeloop.registry import RunLineage, register_model
 from lakeloop.replay import write_catalog
 from lakeloop.spark_inputs import serving_inputs
 from lakeloop.spark_jobs import read_catalog, read_feature_table
-from lakeloop.towers import FMTowers, Tower
+from lakeloop.towers import Tower
 from tests.catalogs import with_integer_item_ids
 from tests.delta_protocol import read_day
 
@@ -196,19 +196,12 @@ def test_the_lists_equal_exhaustive_scoring_and_the_towers_are_committed(spark, 
 
 
 def test_the_worker_keeps_k_unrated_items_per_user_ties_to_the_smaller_item_id():
-    factors = 2
-    towers = FMTowers(global_bias=0.5, embeddings={"user": np.zeros((3, factors)), "item": np.zeros((6, factors)),
-                                                "year": np.zeros((22, factors))},
-                      embedding_weights={"user": np.array([0.0, 1.0, 0.0]), "item": np.zeros(6), "year": np.zeros(22)},
-                      genre_factors=np.zeros((19, factors)), genre_weight=np.zeros(19), history_factors={},
-                      history_weights={}, history_constants={})
-    ranking = batch_predict.ItemRanking(towers, pa.array(["a", "b", "c", "d", "e"]),
-                                        Tower(np.array([1.0, 2.0, 2.0, 0.5, 2.0]), np.zeros((5, factors))))
+    ranking = batch_predict.ItemRanking(0.5, pa.array(["a", "b", "c", "d", "e"]),
+                                        Tower(np.array([1.0, 2.0, 2.0, 0.5, 2.0]), np.zeros((5, 2))))
     users = pa.RecordBatch.from_pydict({
         "user_id": ["u1", "u2", "u3", "u4"],
-        "user_idx": pa.array([0, 1, 2, 0], pa.int64()),
-        "user_mean_rating": pa.array([3.0] * 4, pa.float32()),
-        "user_rating_count": pa.array([0.0] * 4, pa.float32()),
+        "bias": pa.array([0.0, 1.0, 0.0, 0.0], pa.float64()),
+        "factors": pa.array([[0.0, 0.0]] * 4, pa.list_(pa.float64())),
         "rated": pa.array([[], ["b", "not-in-catalog"], None, ["a", "b", "c", "e"]], pa.list_(pa.string())),
     })
     scored = pa.Table.from_batches(list(batch_predict.top_items(ranking, 3, block=3)(iter([users]))))

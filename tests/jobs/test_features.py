@@ -188,7 +188,6 @@ def test_the_jobs_read_only_committed_files(spark, built, tmp_path):
     """ETL, features, the trainer and batch prediction read the files the Delta log names: a killed writer's files
     lying in the raw, curated and feature tables' day folders are never read, and a rerun replaces the day with the
     same rows."""
-    from jobs.batch_predict import candidate_inputs
     from lakeloop.fm_trainer import FMTrainer
     from tfspark.driver.feed_plan import parquet_scan
 
@@ -210,8 +209,8 @@ def test_the_jobs_read_only_committed_files(spark, built, tmp_path):
 
     users = table(source, USER_HISTORY)
     kill_an_attempt(feature_dataset(USER_HISTORY), users, "user_id")
-    candidates = candidate_inputs(spark, lake, DAY2, DAY2).select("user_id").distinct().collect()
-    assert sorted(row["user_id"] for row in candidates) == sorted(users["user_id"].to_pylist())
+    window_users = spark_inputs.serving_user_inputs(spark, lake, DAY2).select("user_id").collect()
+    assert sorted(row["user_id"] for row in window_users) == sorted(users["user_id"].to_pylist())
     train_files = DayFeatures.of(lake, DAY2).files(TRAIN)
     trainer_scan = parquet_scan(FMTrainer(lake=lake.url, day=str(DAY2)).pre_train(spark))
     assert sorted(urlsplit(uri).path for uri in trainer_scan.files) == sorted(train_files)
