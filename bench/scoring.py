@@ -163,7 +163,8 @@ class ScoringResults:
                 "job_seconds": round(self.best[JOB].seconds, 3), "today_seconds": round(self.best[TODAY].seconds, 3),
                 "limit_seconds": round(self.best[LIMIT].seconds, 3),
                 "spark_startup_seconds": round(self.best[STARTUP].seconds, 3), "job_phase_seconds": self.job_seconds,
-                "identical_top10": self.check.identical, "users_identical": self.check.users_identical,
+                "identical_top10": self.check.identical, "users_checked": self.check.expected_users,
+                "users_identical": self.check.users_identical,
                 "max_score_difference": self.check.max_score_difference, "repeat": self.repeat,
                 "load_average": [self.load_averages[0][0], self.load_averages[1][0]]}
 
@@ -342,13 +343,34 @@ def run_ranking_stage(spark: SparkSession, setup: ScoringSetup, day: InMemoryDay
     return Measurement(STAGE, setup.candidate_pairs, seconds, f"{rows:,} rows out")
 
 
-def run_today(spark: SparkSession, setup: ScoringSetup) -> tuple[Measurement, pa.Table]:
-    """(c): the exhaustive job (bench.support.exhaustive_scoring), registry to write."""
+def run_today(spark: SparkSession, setup: ScoringSetup, sample: ExhaustiveSample | None = None,
+              ) -> tuple[Measurement, pa.Table]:
+    """(c): the exhaustive job (bench.support.exhaustive_scoring), registry to write; of the sample's users only
+    when given."""
     started = time.monotonic()
     predictions = run_exhaustive(spark, setup.lake, setup.day, setup.model_name, setup.alias, TOP_K,
-                                 generated_at(setup))
-    return Measurement(TODAY, setup.candidate_pairs, time.monotonic() - started,
-                       f"{predictions.num_rows:,} rows"), predictions
+                                 generated_at(setup), None if sample is None else sample.users)
+    pairs, note = setup.candidate_pairs, f"{predictions.num_rows:,} rows"
+    if sample is not None:
+        pairs, note = sample.candidate_pairs, f"{note}; the first {len(sample.users):,} users by id only"
+    return Measurement(TODAY, pairs, time.monotonic() - started, note), predictions
+
+
+@dataclass(frozen=True)
+class ExhaustiveSample:
+    """The users the exhaustive job scores when the whole day would take hours (the first N by id), and their
+    candidate pairs."""
+
+    users: list[str]
+    candidate_pairs: int
+
+    @classmethod
+    def of(cls, day: InMemoryDay, users: int) -> ExhaustiveSample:
+        """The first `users` users of the day's towers (sorted by id) and their unseen (user, movie) pairs."""
+        catalog = len(day.towers.item_ids)
+        sampled = day.rated_users < users
+        rated = len(np.unique(day.rated_users[sampled] * catalog + day.rated_items[sampled]))
+        return cls(day.towers.user_ids.slice(0, users).to_pylist(), users * catalog - rated)
 
 
 def spark_startup() -> Measurement:
@@ -371,8 +393,10 @@ def generated_at(setup: ScoringSetup) -> datetime:
 # The output check
 
 
-def check_lists(predictions: pa.Table, exhaustive: pa.Table) -> ListCheck:
-    """Compare the job's predictions with the exhaustive job's, user by user."""
+def check_lists(predictions: pa.Table, exhaustive: pa.Table, users: list[str] | None = None) -> ListCheck:
+    """Compare the job's predictions with the exhaustive job's, user by user (of `users` only, when given)."""
+    if users is not None:
+        predictions = predictions.filter(pc.is_in(predictions["user_id"], value_set=pa.array(users)))
     def lists(table: pa.Table) -> dict[str, list[str]]:
         ranked = table.sort_by([("user_id", "ascending"), ("rank", "ascending")])
         result: dict[str, list[str]] = {}
@@ -395,16 +419,19 @@ def check_lists(predictions: pa.Table, exhaustive: pa.Table) -> ListCheck:
 
 
 def run_benchmark(spark: SparkSession, lake: Path, day: date, workdir: Path, epochs: int = 1, repeat: int = 1,
-                  events: int | None = None) -> ScoringResults:
+                  events: int | None = None, exhaustive_users: int | None = None) -> ScoringResults:
     """Prepare the model of the lake's features of `day`, then time the job, its ranking stage and the
-    limit `repeat` times, interleaved (the order reverses every other round), the exhaustive job and Spark's
-    start-up once; check the job's lists against the exhaustive job's. Prints progress as it goes."""
+    limit `repeat` times, interleaved (the order reverses every other round), the exhaustive job (on the first
+    `exhaustive_users` users only, when given) and Spark's start-up once; check the job's lists against the
+    exhaustive job's. Prints progress as it goes."""
     load_at_start = os.getloadavg()
     setup = prepare(spark, lake, day, epochs, events)
     print(f"prepared {setup.ratings:,} ratings, {setup.users:,} users × {setup.catalog:,} movies, "
           f"{setup.candidate_pairs:,} candidate pairs; model version {setup.version} (alias {setup.alias})",
           flush=True)
     memory = in_memory_day(spark, setup)
+    sample = (ExhaustiveSample.of(memory, exhaustive_users)
+              if exhaustive_users is not None and exhaustive_users < setup.users else None)
     rounds: dict[str, list[Measurement]] = {key: [] for key in ORDER}
     manifests: list[dict] = []
 
@@ -423,7 +450,7 @@ def run_benchmark(spark: SparkSession, lake: Path, day: date, workdir: Path, epo
                            f"{manifest['seconds']['in_workers']:.2f} worker-seconds over {slots} task slots"))
 
     def today() -> None:
-        timing, predictions = run_today(spark, setup)
+        timing, predictions = run_today(spark, setup, sample)
         exhaustive.append(predictions)
         record(timing)
 
@@ -440,7 +467,8 @@ def run_benchmark(spark: SparkSession, lake: Path, day: date, workdir: Path, epo
             step()
         if round_index == 0:  # once: at 1M events it takes minutes
             today()
-    check = check_lists(read_partition(as_lake(setup.lake), PREDICTIONS, setup.day), exhaustive[0])
+    check = check_lists(read_partition(as_lake(setup.lake), PREDICTIONS, setup.day), exhaustive[0],
+                        None if sample is None else sample.users)
     print(check.describe(TOP_K), flush=True)
     best = {key: best_of(timings) for key, timings in rounds.items()}
     fastest = min(range(len(manifests)), key=lambda index: rounds[JOB][index].seconds)
@@ -501,6 +529,9 @@ def parser() -> argparse.ArgumentParser:
     args.add_argument("--features-from", type=Path, metavar="LAKE",
                       help="copy the catalog and the --day features of LAKE instead of building them")
     args.add_argument("--day", type=date.fromisoformat, default=END_DAY, help="the day of --features-from")
+    args.add_argument("--exhaustive-users", type=int, metavar="N",
+                      help="run the exhaustive job (c) on the first N users by id only (default: all; at 10M events "
+                           "all takes hours); the lists are checked for those users")
     args.add_argument("--users", type=int, help="score only the first N users (by id) of the window (default: all)")
     args.add_argument("--quick", action="store_true", help="smoke run: 3,000 ratings, one round")
     return args
@@ -534,7 +565,8 @@ def main(argv: list[str] | None = None, spark: SparkSession | None = None) -> Sc
                 if options.users:
                     commit_features(spark, lake, lake, day, options.users)
             repeat = options.repeat or (1 if options.quick else 3)
-            results = run_benchmark(spark, lake, day, workdir, options.epochs, repeat, options.events)
+            results = run_benchmark(spark, lake, day, workdir, options.epochs, repeat, options.events,
+                                    options.exhaustive_users)
     finally:
         if previous_uri is None:
             os.environ.pop("MLFLOW_TRACKING_URI", None)

@@ -56,8 +56,10 @@ def score_batches(local_model_path: str) -> Callable[[Iterator[pa.RecordBatch]],
     return score
 
 
-def candidate_pairs(spark: SparkSession, lake: Lake | Path, day: date, model_day: date) -> DataFrame:
-    """Every user of the day's window × every catalog movie the user has not rated in it, with the model inputs."""
+def candidate_pairs(spark: SparkSession, lake: Lake | Path, day: date, model_day: date,
+                    users: list[str] | None = None) -> DataFrame:
+    """Every user of the day's window (or of `users` only) × every catalog movie the user has not rated in it, with
+    the model inputs."""
     lake = as_lake(lake)
     features = DayFeatures.of(lake, day)
 
@@ -66,14 +68,18 @@ def candidate_pairs(spark: SparkSession, lake: Lake | Path, day: date, model_day
 
     rated = table(TRAIN).select("user_id", "item_id").union(table(EVAL).select("user_id", "item_id")).distinct()
     movies = read_catalog(spark, lake).select("item_id", "year", "genres")
-    pairs = table(USER_HISTORY).select("user_id").crossJoin(movies).join(rated, ["user_id", "item_id"], "left_anti")
+    window = table(USER_HISTORY).select("user_id")
+    if users is not None:
+        window = window.filter(F.col("user_id").isin(users))
+    pairs = window.crossJoin(movies).join(rated, ["user_id", "item_id"], "left_anti")
     return serving_inputs(spark, lake, day, pairs, model_day).select("user_id", "item_id", *FEATURE_COLUMNS)
 
 
 def run_exhaustive(spark: SparkSession, lake: Lake | Path, day: date, model_name: str, alias: str, top_k: int,
-                   generated_at: datetime) -> pa.Table:
+                   generated_at: datetime, users: list[str] | None = None) -> pa.Table:
     """The exhaustive job as it ran: the registry's version behind `alias` downloaded, the day's top-k predictions
-    scored pair by pair and committed to `EXHAUSTIVE_PREDICTIONS`; returned."""
+    (of `users` only, when given: a sample of a day too large to score pair by pair) scored pair by pair and
+    committed to `EXHAUSTIVE_PREDICTIONS`; returned."""
     import mlflow
 
     from lakeloop.registry import aliased_version
@@ -81,7 +87,8 @@ def run_exhaustive(spark: SparkSession, lake: Lake | Path, day: date, model_name
     lake = as_lake(lake)
     version = aliased_version(model_name, alias)
     local_model = mlflow.artifacts.download_artifacts(f"models:/{model_name}/{version.version}")
-    candidates = candidate_pairs(spark, lake, day, version.day).repartition(spark.sparkContext.defaultParallelism)
+    candidates = candidate_pairs(spark, lake, day, version.day, users)
+    candidates = candidates.repartition(spark.sparkContext.defaultParallelism)
     scored = candidates.mapInArrow(score_batches(local_model), SCORED_SCHEMA)
     by_score = Window.partitionBy("user_id").orderBy(F.col("score").desc(), F.col("item_id"))
     top = (scored.withColumn("rank", F.row_number().over(by_score)).filter(F.col("rank") <= top_k)

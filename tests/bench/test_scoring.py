@@ -8,10 +8,12 @@ import json
 import os
 from datetime import date
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
 from bench import scoring
+from lakeloop.towers import Tower
 
 DAY = date(2026, 11, 20)
 
@@ -60,3 +62,16 @@ def test_the_list_check_tells_identical_lists_from_a_wrong_one():
 
     missing_user = scoring.check_lists(lists({"u1": ["a", "b", "c"]}, [3.0, 2.0, 1.0]), exhaustive)
     assert not missing_user.identical and missing_user.expected_users == 2
+
+    sampled = scoring.check_lists(lists({"u1": ["a", "b", "c"], "u2": ["d", "a", "b"]}, [3.0, 2.0, 1.0]),
+                                  lists({"u1": ["a", "b", "c"]}, [3.0, 2.0, 1.0]), users=["u1"])
+    assert sampled.identical and sampled.users == sampled.expected_users == 1
+
+
+def test_the_exhaustive_sample_counts_the_unseen_pairs_of_its_users_only():
+    towers = scoring.DayTowers(0.0, pa.array(["u1", "u2", "u3"]), Tower(np.zeros(3), np.zeros((3, 2))),
+                               pa.array(["a", "b", "c", "d"]), Tower(np.zeros(4), np.zeros((4, 2))))
+    day = scoring.InMemoryDay(towers, rated_users=np.array([0, 0, 0, 1, 2, 2]),
+                              rated_items=np.array([1, 1, 3, 0, 0, 1]), users_version=0)
+    sample = scoring.ExhaustiveSample.of(day, 2)
+    assert sample.users == ["u1", "u2"] and sample.candidate_pairs == 2 * 4 - 3
