@@ -64,7 +64,7 @@ from lakeloop.lake import as_lake
 from lakeloop.models import TRAIN_SUMMARY, model_dir, write_json
 from lakeloop.names import MOVIES
 from lakeloop.spark_jobs import read_feature_table
-from lakeloop.towers import EXCLUDED_SCORE, pair_scores, top_k
+from lakeloop.towers import EXCLUDED_SCORE, FMTowers, pair_scores, top_k
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -286,7 +286,8 @@ def in_memory_day(spark: SparkSession, setup: ScoringSetup) -> InMemoryDay:
     import mlflow
 
     local_model = mlflow.artifacts.download_artifacts(f"models:/{setup.model_name}/{setup.version}")
-    towers = build_day_towers(spark, setup.lake, setup.day, setup.day, mlflow.tensorflow.load_model(local_model))
+    model = mlflow.tensorflow.load_model(local_model)
+    towers = build_day_towers(spark, setup.lake, setup.day, setup.day, FMTowers.of(model), model)
     rated = rated_pairs(setup.lake, setup.day)
     users = pc.index_in(rated["user_id"], value_set=towers.user_ids)
     items = pc.index_in(rated["item_id"], value_set=towers.item_ids)

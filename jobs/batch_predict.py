@@ -25,11 +25,12 @@ from lakeloop.embeddings import build_day_towers, log_embeddings, tower_from_tab
 from lakeloop.features import EVAL, TRAIN, DayFeatures
 from lakeloop.lake import Lake, as_lake
 from lakeloop.names import PREDICTIONS, USER_EMBEDDINGS
-from lakeloop.registry import aliased_version
+from lakeloop.registry import aliased_version, registered_towers
 from lakeloop.spark_jobs import read_feature_table, read_table, run_day_job
-from lakeloop.towers import EXCLUDED_SCORE, Tower, pair_scores, top_k
+from lakeloop.towers import EXCLUDED_SCORE, FMTowers, Tower, pair_scores, top_k
 
 if TYPE_CHECKING:
+    import keras
     from pyspark import Accumulator, Broadcast
 
 log = logging.getLogger(__name__)
@@ -126,14 +127,13 @@ def run(spark: SparkSession, lake: Lake | Path, day: date, options: PredictOptio
         log.warning("no %s version of %s: no predictions for %s", options.alias, options.model_name, day)
         return {"day": str(day), "model_name": options.model_name, "alias": options.alias, "skipped": True}
     model_day = version.day
-    local_model = mlflow.artifacts.download_artifacts(f"models:/{options.model_name}/{version.version}")
     generated_at = datetime.fromisoformat(options.generated_at) if options.generated_at else datetime.now(UTC)
     lineage = {"model_name": options.model_name, "model_version": version.version, "model_day": str(model_day)}
 
     started = time.monotonic()
-    log.info("scoring %s with %s version %s (trained on %s): loading the model and building its towers", day,
+    log.info("scoring %s with %s version %s (trained on %s): loading its towers and building the day's", day,
              options.model_name, version.version, model_day)
-    towers = build_day_towers(spark, lake, day, model_day, mlflow.tensorflow.load_model(local_model))
+    towers = build_day_towers(spark, lake, day, model_day, *model_towers(options.model_name, version.version))
     towers_built = time.monotonic()
     log.info("towers of %d users and %d items built (%.1f s); writing them to the lake", len(towers.user_ids),
              len(towers.item_ids), towers_built - started)
@@ -168,6 +168,20 @@ def run(spark: SparkSession, lake: Lake | Path, day: date, options: PredictOptio
                                                 str(manifest["table_version"]))
     log.info("predictions for %s: %s", day, manifest)
     return manifest
+
+
+def model_towers(model_name: str, version: str) -> tuple[FMTowers, keras.Model | None]:
+    """The registered version's towers as registration logged them (no TensorFlow), or, for a version registered
+    without them, built from the Keras model (returned too, to check the towers against it)."""
+    import mlflow
+
+    towers = registered_towers(model_name, version)
+    if towers is not None:
+        return towers, None
+    log.info("%s version %s has no logged towers (registered before lakeloop logged them): loading the Keras model",
+             model_name, version)
+    model = mlflow.tensorflow.load_model(mlflow.artifacts.download_artifacts(f"models:/{model_name}/{version}"))
+    return FMTowers.of(model), model
 
 
 def write_predictions(lake: Lake, day: date, predictions: pa.Table, manifest: dict) -> PartitionCommit:

@@ -77,17 +77,17 @@ def side_inputs(table: pa.Table, columns: list[str]) -> dict[str, np.ndarray]:
             for name in columns}
 
 
-def build_day_towers(spark: SparkSession, lake: Lake | Path, day: date, model_day: date,
-                     model: keras.Model) -> DayTowers:
-    """The towers of `model` (trained on `model_day`'s partition, whose vocabularies it indexes) for the users of
-    the day's window and the catalog, with history statistics as of the end of the window; checked against the
-    model itself on sample pairs (`lakeloop.towers.check_against_model`)."""
+def build_day_towers(spark: SparkSession, lake: Lake | Path, day: date, model_day: date, towers: FMTowers,
+                     model: keras.Model | None = None) -> DayTowers:
+    """The day's towers of a model (trained on `model_day`'s partition, whose vocabularies it indexes) for the
+    users of the day's window and the catalog, with history statistics as of the end of the window; checked against
+    the Keras model itself on sample pairs when it is given (`lakeloop.towers.check_against_model`)."""
     lake = as_lake(lake)
-    towers = FMTowers.of(model)
     users = serving_user_inputs(spark, lake, day, model_day).toArrow().sort_by("user_id")
     items = serving_item_inputs(spark, lake, day, read_catalog(spark, lake), model_day).toArrow().sort_by("item_id")
     user_inputs, item_inputs = side_inputs(users, USER_TOWER_INPUTS), side_inputs(items, ITEM_TOWER_INPUTS)
-    check_against_model(model, towers, user_inputs, item_inputs)
+    if model is not None:
+        check_against_model(model, towers, user_inputs, item_inputs)
     return DayTowers(towers.constant, users["user_id"].combine_chunks(), towers.user_tower(user_inputs),
                      items["item_id"].combine_chunks(), towers.item_tower(item_inputs))
 

@@ -21,6 +21,7 @@ from lakeloop.evaluation import Champion
 from lakeloop.gate import CHAMPION, GateDecision
 from lakeloop.lake import Lake, as_lake
 from lakeloop.models import EVALUATION, MODEL_FILE, REGISTRATION, REPORT_DIR, TRAIN_SUMMARY, ModelDirectory
+from lakeloop.towers import TOWERS_FILE, FMTowers, UnknownModelError
 
 MODEL_PACKAGES = ("tensorflow", "numpy", "cloudpickle")
 log = logging.getLogger(__name__)
@@ -29,6 +30,7 @@ GATE_ALIAS_TAG = "lakeloop.gate.alias"
 SHA_TAG = "lakeloop.model_sha256"
 DAG_RUN_TAG = "lakeloop.dag_run"
 SAVED_MODEL_DIR = "saved_model"
+TOWERS_DIR = "towers"
 
 
 @dataclass(frozen=True)
@@ -189,6 +191,7 @@ def _log_model(model_path: Path, model_name: str, lake: Lake, day: date):
     example = model_inputs(read_features(lake, day, "eval").slice(0, 5))
     signature = infer_signature(example, model.predict(example, verbose=0))
     _log_saved_model(model)
+    _log_towers(model)
     return mlflow.tensorflow.log_model(model, name="model", registered_model_name=model_name, signature=signature,
                                        input_example=example, pip_requirements=model_requirements())
 
@@ -202,6 +205,37 @@ def _log_saved_model(model) -> None:
         path = os.path.join(scratch, SAVED_MODEL_DIR)
         model.export(path, format="tf_saved_model", verbose=False)
         mlflow.log_artifacts(path, SAVED_MODEL_DIR)
+
+
+def _log_towers(model) -> None:
+    """The model's user and item towers (`lakeloop.towers.FMTowers`) in the run's `towers/` artifacts, so batch
+    prediction ranks without TensorFlow; none for a model whose graph `lakeloop.towers` does not know (it is scored
+    pair by pair). The evaluation checked the same weights' towers against the model on sample pairs."""
+    import mlflow
+
+    try:
+        towers = FMTowers.of(model)
+    except UnknownModelError as error:
+        log.info("no towers logged: %s", error)
+        return
+    with tempfile.TemporaryDirectory(prefix="lakeloop-towers-") as scratch:
+        path = os.path.join(scratch, TOWERS_FILE)
+        towers.save(path)
+        mlflow.log_artifact(path, TOWERS_DIR)
+
+
+def registered_towers(model_name: str, version: str, tracking_uri: str | None = None) -> FMTowers | None:
+    """The towers logged with the registered version, or None if it has none (registered before lakeloop logged
+    them, or a graph `lakeloop.towers` does not know); a registry or store that cannot answer raises."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    run_id = client.get_model_version(model_name, version).run_id
+    wanted = f"{TOWERS_DIR}/{TOWERS_FILE}"
+    if not run_id or wanted not in {artifact.path for artifact in client.list_artifacts(run_id, TOWERS_DIR)}:
+        return None
+    with tempfile.TemporaryDirectory(prefix="lakeloop-towers-") as scratch:
+        return FMTowers.load(client.download_artifacts(run_id, wanted, scratch))
 
 
 def features_version_tags(summary: dict, evaluation: dict) -> dict[str, str]:

@@ -9,6 +9,7 @@ See docs/evaluation-and-registry.md (batch predictions).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -29,6 +30,7 @@ USER_TOWER_INPUTS = ["user_idx", "user_mean_rating", "user_rating_count"]
 ITEM_TOWER_INPUTS = ["item_idx", "year_idx", "genres", "item_mean_rating", "item_rating_count"]
 EXCLUDED_SCORE = -np.inf
 SELECTION_LAYERS = ("user_selection_factors", "item_selection_factors", "item_selection_weight")
+TOWERS_FILE = "fm_towers.npz"
 
 
 class UnknownModelError(ValueError):
@@ -117,6 +119,51 @@ class FMTowers:
             history_weights={entity: float(weights(f"{entity}_history_weight")[0][0, 0]) for entity in history},
             history_constants={entity: _history_constants(model, entity) for entity in history},
             rating_weight=1.0 if selection is None else _rating_weight(model),
+            selection=selection,
+        )
+
+    def save(self, path: Path | str) -> None:
+        """Write the towers' weights and graph constants to one `.npz` file: what ranking by towers needs, readable
+        with numpy alone (batch prediction loads it instead of TensorFlow and the Keras model)."""
+        arrays = {"global_bias": self.global_bias, "rating_weight": self.rating_weight,
+                  "genre_factors": self.genre_factors, "genre_weight": self.genre_weight}
+        for field in EMBEDDING_FIELDS:
+            arrays[f"embeddings.{field}"] = self.embeddings[field]
+            arrays[f"embedding_weights.{field}"] = self.embedding_weights[field]
+        for entity, constants in self.history_constants.items():
+            arrays[f"history_factors.{entity}"] = self.history_factors[entity]
+            arrays[f"history_weights.{entity}"] = self.history_weights[entity]
+            arrays[f"history_prior_mean.{entity}"] = constants.prior_mean
+            arrays[f"history_pseudo_count.{entity}"] = constants.pseudo_count
+        if self.selection is not None:
+            arrays.update({"selection.user_factors": self.selection.user_factors,
+                           "selection.item_factors": self.selection.item_factors,
+                           "selection.item_weight": self.selection.item_weight})
+        with open(path, "wb") as file:
+            np.savez(file, **{name: np.asarray(value, np.float64) for name, value in arrays.items()})
+
+    @classmethod
+    def load(cls, path: Path | str) -> FMTowers:
+        """The towers `save` wrote."""
+        with np.load(path) as stored:
+            arrays = dict(stored)
+        history = sorted(name.split(".", 1)[1] for name in arrays if name.startswith("history_factors."))
+        selection = None
+        if "selection.user_factors" in arrays:
+            selection = SelectionTables(arrays["selection.user_factors"], arrays["selection.item_factors"],
+                                        arrays["selection.item_weight"])
+        return cls(
+            global_bias=float(arrays["global_bias"]),
+            embeddings={field: arrays[f"embeddings.{field}"] for field in EMBEDDING_FIELDS},
+            embedding_weights={field: arrays[f"embedding_weights.{field}"] for field in EMBEDDING_FIELDS},
+            genre_factors=arrays["genre_factors"],
+            genre_weight=arrays["genre_weight"],
+            history_factors={entity: arrays[f"history_factors.{entity}"] for entity in history},
+            history_weights={entity: float(arrays[f"history_weights.{entity}"]) for entity in history},
+            history_constants={entity: HistoryConstants(float(arrays[f"history_prior_mean.{entity}"]),
+                                                        float(arrays[f"history_pseudo_count.{entity}"]))
+                               for entity in history},
+            rating_weight=float(arrays["rating_weight"]),
             selection=selection,
         )
 

@@ -3,7 +3,10 @@ equal exhaustive scoring of every unseen pair by the Keras model, and the towers
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import UTC, date, datetime
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -22,7 +25,7 @@ from lakeloop.registry import RunLineage, register_model
 from lakeloop.replay import write_catalog
 from lakeloop.spark_inputs import serving_inputs
 from lakeloop.spark_jobs import read_catalog, read_feature_table
-from lakeloop.towers import Tower
+from lakeloop.towers import FMTowers, Tower
 from tests.catalogs import with_integer_item_ids
 from tests.delta_protocol import read_day
 
@@ -194,6 +197,13 @@ def test_the_lists_equal_exhaustive_scoring_and_the_towers_are_committed(spark, 
     logged = mlflow.artifacts.load_dict(f"runs:/{version.run_id}/embeddings/dt={DAY}.json")
     assert logged["items"] == manifest["embeddings"]["items"] and logged["model_version"] == champion["version"]
 
+    probe = ("import sys; from jobs.batch_predict import model_towers; "
+             f"towers, model = model_towers({MODEL!r}, {champion['version']!r}); "
+             "print(model is None, towers.factors, [name for name in ('tensorflow', 'keras') if name in sys.modules])")
+    loaded = subprocess.run([sys.executable, "-c", probe], cwd=Path(__file__).parents[2], check=True,
+                            capture_output=True, text=True).stdout.strip().splitlines()[-1]
+    assert loaded == f"True {partition_summary(lake, USER_EMBEDDINGS, DAY)['factors']} []"
+
 
 def test_the_worker_keeps_k_unrated_items_per_user_ties_to_the_smaller_item_id():
     ranking = batch_predict.ItemRanking(0.5, pa.array(["a", "b", "c", "d", "e"]),
@@ -212,3 +222,20 @@ def test_the_worker_keeps_k_unrated_items_per_user_ties_to_the_smaller_item_id()
                     ("u3", "b", 2.5, 1), ("u3", "c", 2.5, 2), ("u3", "e", 2.5, 3),
                     ("u4", "d", 1.0, 1)]
     assert scored.schema.field("rank").type == pa.int32()
+
+
+def test_a_version_registered_without_towers_is_ranked_by_its_keras_models_towers(feature_lake, untrained_model,
+                                                                                   tmp_path, monkeypatch):
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    model = untrained_model(feature_lake, seed=3)
+    with mlflow.start_run():
+        info = mlflow.tensorflow.log_model(model, name="model", registered_model_name="registered-before-towers")
+
+    towers, loaded = batch_predict.model_towers("registered-before-towers", str(info.registered_model_version))
+    assert loaded is not None
+    inputs = model_inputs(read_features(feature_lake, DAY, EVAL).slice(0, 50))
+    expected = FMTowers.of(model)
+    np.testing.assert_allclose(towers.user_tower(inputs).factors, expected.user_tower(inputs).factors, rtol=0, atol=0)
+    np.testing.assert_allclose(towers.item_tower(inputs).bias, expected.item_tower(inputs).bias, rtol=0, atol=0)

@@ -37,8 +37,10 @@ from lakeloop.registry import (
     load_champion,
     model_requirements,
     register_model,
+    registered_towers,
 )
 from lakeloop.services import free_port
+from lakeloop.towers import FMTowers
 
 DAY = date(2026, 11, 20)
 MODEL = "registry-test-fm"
@@ -127,6 +129,31 @@ def test_the_gate_decides_the_alias_and_reruns_register_nothing_twice(feature_la
     assert [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "train_loss")] == [(1, 1.2), (2, 0.9)]
     assert [m.step for m in client.get_metric_history(run.info.run_id, "train_examples_per_second")] == [1, 2]
     assert_the_saved_model_scores_as_the_keras_model(feature_lake, tracking, better["run_id"])
+    assert_the_logged_towers_are_the_models(feature_lake, tracking)
+
+
+def assert_the_logged_towers_are_the_models(lake, tracking: str) -> None:
+    """The version's `towers/` artifact holds the Keras model's towers; a version registered without them has
+    none."""
+    import keras
+    import mlflow
+    from mlflow import MlflowClient
+
+    logged = registered_towers(MODEL, "3", tracking)
+    expected = FMTowers.of(keras.saving.load_model(model_dir(lake, MODEL, DAY) / MODEL_FILE))
+    inputs = model_inputs(read_features(lake, DAY, "eval"))
+    for side in ("user_tower", "item_tower"):
+        np.testing.assert_array_equal(getattr(logged, side)(inputs).factors, getattr(expected, side)(inputs).factors)
+        np.testing.assert_array_equal(getattr(logged, side)(inputs).bias, getattr(expected, side)(inputs).bias)
+    assert logged.constant == expected.constant
+
+    client = MlflowClient(tracking_uri=tracking)
+    mlflow.set_tracking_uri(tracking)
+    with mlflow.start_run() as bare:
+        mlflow.log_dict({"registered": "by hand"}, "note.json")
+    client.create_registered_model("registered-without-towers")
+    client.create_model_version("registered-without-towers", f"runs:/{bare.info.run_id}/model", bare.info.run_id)
+    assert registered_towers("registered-without-towers", "1", tracking) is None
 
 
 def assert_the_saved_model_scores_as_the_keras_model(lake, tracking: str, run_id: str) -> None:

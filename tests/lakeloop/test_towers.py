@@ -43,7 +43,8 @@ def randomised(model, seed: int):
 
 
 @pytest.mark.slow
-def test_the_towers_give_the_models_ranking_score_for_every_pair_of_the_day(spark, feature_lake, fitted_model):
+def test_the_towers_give_the_models_ranking_score_for_every_pair_of_the_day(spark, feature_lake, fitted_model,
+                                                                            tmp_path):
     user_inputs, item_inputs, pairs = every_pair_inputs(spark, feature_lake)
     spec = read_feature_spec(feature_lake, DAY)
     random_weights = randomised(build_fm_model(spec, FMHyperParameters(factors=8, history_pseudo_count=3.0,
@@ -66,6 +67,10 @@ def test_the_towers_give_the_models_ranking_score_for_every_pair_of_the_day(spar
         assert scores.shape == (users, items), name
         np.testing.assert_allclose(scores.ravel(), expected.reshape(-1), rtol=0, atol=SCORE_TOLERANCE, err_msg=name)
         assert np.std(expected) > 0.01, name
+        towers.save(tmp_path / "towers.npz")
+        reloaded = FMTowers.load(tmp_path / "towers.npz")
+        rescored = reloaded.scores(reloaded.user_tower(user_inputs), reloaded.item_tower(item_inputs))
+        np.testing.assert_array_equal(rescored, scores, err_msg=f"{name}, saved and loaded")
     with_selection, before_it = FMTowers.of(random_weights), FMTowers.of(models[next(reversed(models))])
     assert with_selection.rating_weight == pytest.approx(0.3) and with_selection.factors == 16
     assert before_it.selection is None and before_it.rating_weight == 1.0 and before_it.factors == 8
