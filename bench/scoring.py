@@ -234,7 +234,8 @@ def train_and_register(spark: SparkSession, lake: Path, day: date, epochs: int, 
 
     trainer = FMTrainer(lake=str(lake), day=day.isoformat(), epochs=str(epochs))
     directory = model_dir(lake, MODEL, day)
-    summary = train_in_process(trainer, trainer.pre_train(spark).toArrow(), directory)
+    columns = trainer.pre_train(spark).columns  # also sets the trainer's spec, batch size and item counts
+    summary = train_in_process(trainer, DayFeatures.of(lake, day).read(TRAIN, columns=columns), directory)
     write_json(directory / TRAIN_SUMMARY, summary)
     evaluate_model(lake, MODEL, day)
     end = day + timedelta(days=1)
