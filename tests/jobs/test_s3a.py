@@ -1,10 +1,11 @@
-"""The Spark jobs on an `s3://` lake, for real: ETL and features started by spark-submit as the DAG starts them,
-reading and committing through Hadoop's s3a connector (the jars `make setup` resolved into jvm/lib/spark/) against
-the moto S3 server, write the same rows as on a local lake."""
+"""The Spark jobs on an `s3://` lake, for real: ETL, features and batch prediction started by spark-submit as the DAG
+starts them, reading and committing through Hadoop's s3a connector (the jars `make setup` resolved into
+jvm/lib/spark/) against the moto S3 server, write the same rows as on a local lake."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,13 +19,22 @@ from lakeloop.features import read_feature_summary
 from lakeloop.ingest.schema import RATINGS_SCHEMA
 from lakeloop.lake import Lake
 from lakeloop.movielens import MovieLens
-from lakeloop.names import CURATED_RATINGS, FEATURE_DATASETS, RAW_RATINGS
+from lakeloop.names import (
+    CURATED_RATINGS,
+    FEATURE_DATASETS,
+    ITEM_EMBEDDINGS,
+    PREDICTIONS,
+    RAW_RATINGS,
+    USER_EMBEDDINGS,
+)
 from lakeloop.replay import build_events, write_catalog
 from lakeloop.spark_conf import spark_submit_conf
 from tests.conftest import FEATURE_DAY
 from tfspark.driver.submit import default_spark_submit
 
 JOBS = PROJECT_DIR / "jobs"
+MODEL = "s3a-test-fm"
+GENERATED_AT = "2026-11-21T00:00:00+00:00"
 
 
 def submit(job: str, lake: Lake, *args: str) -> subprocess.CompletedProcess:
@@ -55,17 +65,52 @@ def s3_raw_lake(s3_lake: Lake, movielens: MovieLens) -> Lake:
     return s3_lake
 
 
-def test_etl_and_features_on_s3_through_s3a_write_what_they_write_on_a_local_lake(feature_lake: Path,
-                                                                                   s3_raw_lake: Lake):
+@pytest.fixture
+def local_champion(spark, feature_lake: Path, fitted_model, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Lake:
+    """A copy of the local feature lake whose day's model is registered and aliased `champion` in a fresh MLflow
+    store (MLFLOW_TRACKING_URI, which the spark-submitted jobs inherit), its predictions of the day written."""
+    from mlflow import MlflowClient
+
+    from jobs import batch_predict
+    from lakeloop.evaluation import evaluate_model
+    from lakeloop.models import MODEL_FILE, TRAIN_SUMMARY, model_dir, write_json
+    from lakeloop.registry import RunLineage, register_model
+
+    lake = tmp_path / "local-lake"
+    shutil.copytree(feature_lake, lake)
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking)
+    directory = model_dir(lake, MODEL, FEATURE_DAY)
+    directory.mkdir(parents=True, exist_ok=True)
+    fitted_model(lake, epochs=2).save(directory / MODEL_FILE)
+    write_json(directory / TRAIN_SUMMARY, {"global_step": 10})
+    evaluate_model(lake, MODEL, FEATURE_DAY)
+    lineage = RunLineage("daily_retrain", "run-1", f"{FEATURE_DAY}T00:00:00+00:00", GENERATED_AT, "features",
+                         "predictions", "unknown")
+    version = register_model(lake, MODEL, FEATURE_DAY, tracking, lineage)["version"]
+    MlflowClient(tracking).set_registered_model_alias(MODEL, "champion", version)
+    batch_predict.run(spark, lake, FEATURE_DAY, batch_predict.PredictOptions(model_name=MODEL,
+                                                                           generated_at=GENERATED_AT))
+    return Lake.from_url(str(lake))
+
+
+@pytest.mark.slow
+def test_the_spark_jobs_on_s3_through_s3a_write_what_they_write_on_a_local_lake(s3_raw_lake: Lake,
+                                                                                local_champion: Lake):
     etl = submit("etl.py", s3_raw_lake)
     assert etl.returncode == 0, etl.stderr[-5000:]
     features = submit("features.py", s3_raw_lake, "--window-days", "1")
     assert features.returncode == 0, features.stderr[-5000:]
-
-    local = Lake.from_url(str(feature_lake))
     for dataset in (CURATED_RATINGS, *FEATURE_DATASETS):
-        assert rows_of(s3_raw_lake, dataset).equals(rows_of(local, dataset)), dataset
-    assert read_feature_summary(s3_raw_lake, FEATURE_DAY)["spec"] == read_feature_summary(local, FEATURE_DAY)["spec"]
+        assert rows_of(s3_raw_lake, dataset).equals(rows_of(local_champion, dataset)), dataset
+    spec = read_feature_summary(s3_raw_lake, FEATURE_DAY)["spec"]
+    assert spec == read_feature_summary(local_champion, FEATURE_DAY)["spec"]
+
+    predict = submit("batch_predict.py", s3_raw_lake, "--model-name", MODEL, "--generated-at", GENERATED_AT)
+    assert predict.returncode == 0, predict.stderr[-5000:]
+    for dataset in (PREDICTIONS, USER_EMBEDDINGS, ITEM_EMBEDDINGS):
+        assert rows_of(s3_raw_lake, dataset).equals(rows_of(local_champion, dataset)), dataset
+    assert rows_of(s3_raw_lake, PREDICTIONS).num_rows > 0
 
 
 def test_an_s3_lake_without_the_s3a_jars_is_refused_naming_make_setup(tmp_path: Path):
