@@ -15,18 +15,16 @@ import pytest
 
 from jobs import batch_predict
 from lakeloop.delta import partition_summary, read_partition
-from lakeloop.evaluation import evaluate_model
 from lakeloop.features import EVAL, FEATURE_COLUMNS, TRAIN, USER_HISTORY, DayFeatures, model_inputs, read_features
 from lakeloop.fm_model import ranking_model
 from lakeloop.lake import as_lake
-from lakeloop.models import MODEL_FILE, TRAIN_SUMMARY, model_dir, write_json
 from lakeloop.names import ITEM_EMBEDDINGS, MOVIES, USER_EMBEDDINGS
-from lakeloop.registry import RunLineage, register_model
 from lakeloop.replay import write_catalog
 from lakeloop.spark_inputs import serving_inputs
 from lakeloop.spark_jobs import read_catalog, read_feature_table
 from lakeloop.towers import FMTowers, Tower
 from tests.catalogs import with_integer_item_ids
+from tests.champions import register_champion
 from tests.delta_protocol import read_day
 
 DAY = date(2026, 11, 20)
@@ -38,20 +36,9 @@ GENERATED_AT = "2026-11-21T00:00:00+00:00"
 def champion(feature_lake, fitted_model, tmp_path, monkeypatch) -> dict:
     """A model of the day evaluated, registered and aliased `champion` in a fresh MLflow store (by hand if the
     quality gate kept it out: these tests are about scoring with whichever version is the champion)."""
-    from mlflow import MlflowClient
-
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking)
-    directory = model_dir(feature_lake, MODEL, DAY)
-    directory.mkdir(parents=True, exist_ok=True)
-    fitted_model(feature_lake, epochs=8).save(directory / MODEL_FILE)
-    write_json(directory / TRAIN_SUMMARY, {"global_step": 10})
-    evaluate_model(feature_lake, MODEL, DAY)
-    lineage = RunLineage("daily_retrain", "run-1", "2026-11-20T00:00:00+00:00", "2026-11-21T00:00:00+00:00",
-                         "features", "predictions", "unknown")
-    registration = register_model(feature_lake, MODEL, DAY, tracking, lineage)
-    MlflowClient(tracking).set_registered_model_alias(MODEL, "champion", registration["version"])
-    return registration
+    return register_champion(feature_lake, fitted_model(feature_lake, epochs=8), MODEL, DAY, tracking)
 
 
 def predict(spark, lake) -> tuple[dict, object]:

@@ -29,6 +29,7 @@ from lakeloop.names import (
 )
 from lakeloop.replay import build_events, write_catalog
 from lakeloop.spark_conf import spark_submit_conf
+from tests.champions import register_champion
 from tests.conftest import FEATURE_DAY
 from tfspark.driver.submit import default_spark_submit
 
@@ -69,26 +70,13 @@ def s3_raw_lake(s3_lake: Lake, movielens: MovieLens) -> Lake:
 def local_champion(spark, feature_lake: Path, fitted_model, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Lake:
     """A copy of the local feature lake whose day's model is registered and aliased `champion` in a fresh MLflow
     store (MLFLOW_TRACKING_URI, which the spark-submitted jobs inherit), its predictions of the day written."""
-    from mlflow import MlflowClient
-
     from jobs import batch_predict
-    from lakeloop.evaluation import evaluate_model
-    from lakeloop.models import MODEL_FILE, TRAIN_SUMMARY, model_dir, write_json
-    from lakeloop.registry import RunLineage, register_model
 
     lake = tmp_path / "local-lake"
     shutil.copytree(feature_lake, lake)
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking)
-    directory = model_dir(lake, MODEL, FEATURE_DAY)
-    directory.mkdir(parents=True, exist_ok=True)
-    fitted_model(lake, epochs=2).save(directory / MODEL_FILE)
-    write_json(directory / TRAIN_SUMMARY, {"global_step": 10})
-    evaluate_model(lake, MODEL, FEATURE_DAY)
-    lineage = RunLineage("daily_retrain", "run-1", f"{FEATURE_DAY}T00:00:00+00:00", GENERATED_AT, "features",
-                         "predictions", "unknown")
-    version = register_model(lake, MODEL, FEATURE_DAY, tracking, lineage)["version"]
-    MlflowClient(tracking).set_registered_model_alias(MODEL, "champion", version)
+    register_champion(lake, fitted_model(lake, epochs=2), MODEL, FEATURE_DAY, tracking)
     batch_predict.run(spark, lake, FEATURE_DAY, batch_predict.PredictOptions(model_name=MODEL,
                                                                            generated_at=GENERATED_AT))
     return Lake.from_url(str(lake))
