@@ -57,8 +57,11 @@ class DayTowers:
 
 
 def tower_table(id_column: str, ids: pa.Array, tower: Tower) -> pa.Table:
-    """Ids, biases and factor vectors (a fixed-size list of doubles) as one table."""
-    factors = pa.FixedSizeListArray.from_arrays(pa.array(tower.factors.ravel(), pa.float64()), tower.factors.shape[1])
+    """Ids, biases and factor vectors as one table. The vectors are a plain list of doubles, the type a Delta table
+    holds (`array<double>`): a fixed-size list would be kept in the files of the table's first commit only, every later
+    commit being cast to the table's type, so one table's days would read back with two types."""
+    fixed = pa.FixedSizeListArray.from_arrays(pa.array(tower.factors.ravel(), pa.float64()), tower.factors.shape[1])
+    factors = fixed.cast(pa.list_(pa.float64()))
     return pa.table({id_column: ids, "bias": pa.array(tower.bias, pa.float64()), "factors": factors})
 
 

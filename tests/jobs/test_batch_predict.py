@@ -156,6 +156,7 @@ def test_the_lists_equal_exhaustive_scoring_and_the_towers_are_committed(spark, 
     lake = as_lake(feature_lake)
     users, items = read_partition(lake, USER_EMBEDDINGS, DAY), read_partition(lake, ITEM_EMBEDDINGS, DAY)
     assert users.column_names == ["user_id", "bias", "factors"] and items.column_names == ["item_id", "bias", "factors"]
+    assert users.schema.field("factors").type == items.schema.field("factors").type == pa.list_(pa.float64())
     assert sorted(users["user_id"].to_pylist()) == sorted(expected)
     assert items.num_rows == manifest["catalog"] == pq.read_table(feature_lake / MOVIES).num_rows
     for dataset, table in ((USER_EMBEDDINGS, users), (ITEM_EMBEDDINGS, items)):
