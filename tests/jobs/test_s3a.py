@@ -67,7 +67,8 @@ def s3_raw_lake(s3_lake: Lake, movielens: MovieLens) -> Lake:
 
 
 @pytest.fixture
-def local_champion(spark, feature_lake: Path, fitted_model, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Lake:
+def local_champion(spark, feature_lake: Path, untrained_model, tmp_path: Path,
+                   monkeypatch: pytest.MonkeyPatch) -> Lake:
     """A copy of the local feature lake whose day's model is registered and aliased `champion` in a fresh MLflow
     store (MLFLOW_TRACKING_URI, which the spark-submitted jobs inherit), its predictions of the day written."""
     from jobs import batch_predict
@@ -76,7 +77,7 @@ def local_champion(spark, feature_lake: Path, fitted_model, tmp_path: Path, monk
     shutil.copytree(feature_lake, lake)
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking)
-    register_champion(lake, fitted_model(lake, epochs=2), MODEL, FEATURE_DAY, tracking)
+    register_champion(lake, untrained_model(lake, seed=2), MODEL, FEATURE_DAY, tracking)
     batch_predict.run(spark, lake, FEATURE_DAY, batch_predict.PredictOptions(model_name=MODEL,
                                                                            generated_at=GENERATED_AT))
     return Lake.from_url(str(lake))
