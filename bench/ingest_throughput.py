@@ -132,8 +132,8 @@ class Timing:
     cpu: list[float]
 
 
-def throughput(bootstrap: str, topic: str, day: datetime, events: int, repeat: int, workdir: Path) -> str:
-    """Run every variant `repeat` times, interleaved; print the comparison and return the target verdict."""
+def throughput(bootstrap: str, topic: str, day: datetime, events: int, repeat: int, workdir: Path) -> dict:
+    """Run every variant `repeat` times, interleaved; print the comparison and return its headline figures."""
     import pandas  # noqa: F401  (lakeloop's duplicate index and the naive path use it: import it before timing)
 
     timings = {name: Timing([], []) for name, _ in VARIANTS}
@@ -163,7 +163,11 @@ def throughput(bootstrap: str, topic: str, day: datetime, events: int, repeat: i
     print(f"lakeloop ingest vs raw consume: best {best_ratio:.2f}x, per round "
           f"{', '.join(f'{ratio:.2f}x' for ratio in rounds)} (median {median_ratio:.2f}x); "
           f"target >= {THROUGHPUT_TARGET}x: {result}")
-    return result
+    return {"events": events, "raw_records_per_s": round(events / min(raw.wall)),
+            "ingest_records_per_s": round(events / min(ingest.wall)),
+            "naive_records_per_s": round(events / min(timings[VARIANTS[2][0]].wall)),
+            "ingest_vs_raw_best": round(best_ratio, 3), "ingest_vs_raw_median": round(median_ratio, 3),
+            "throughput_target": result}
 
 
 def fetch_probe(bootstrap: str, topic: str) -> None:
@@ -234,14 +238,14 @@ def measure_rss(variant: str, bootstrap: str, topic: str, day: datetime, workdir
 
 
 def rss_table(bootstrap: str, sizes: list[int], day: datetime, partitions: int, workdir: Path,
-              repeat: int) -> str | None:
+              repeat: int) -> dict:
     """Peak RSS per slice size of lakeloop's ingestion, next to a raw consume of the same slice.
 
     Each is measured `repeat` times in fresh processes (the peak depends on how the client's transient
     copies of a fetch response overlap, so it varies between runs); the table shows the range, and the
     target is checked on the worst runs. The raw column is the client's own footprint, bounded by the fetch
     size on a broker that honours it (see the fetch probe); the last column is what the ingestion adds on top
-    of it. Returns the verdict on the target, None with a single size.
+    of it. Returns the worst peaks per size and, with two sizes or more, the growth and the verdict.
     """
     rows = []
     for size in sizes:
@@ -264,15 +268,17 @@ def rss_table(bootstrap: str, sizes: list[int], day: datetime, partitions: int, 
     print(f"|{'-' * 11}:|{'-' * 12}:|{'-' * 16}:|{'-' * 21}:|")
     for size, _, _, raw, ingest in rows:
         print(f"| {size:>10,} | {cell(raw, 11)} | {cell(ingest, 15)} | {max(ingest) - max(raw):20.0f} |")
+    figures = {"rss_peak_mib": {str(size): {"raw": max(raw), "ingest": max(ingest)}
+                                for size, _, _, raw, ingest in rows}}
     if len(rows) == 1:
-        return None
+        return figures
     (small, _, _, raw_small, ingest_small), (large, _, _, raw_large, ingest_large) = rows[0], rows[-1]
     growth = max(ingest_large) / max(ingest_small)
     result = "met" if growth <= RSS_TARGET else "NOT met"
     print(f"{large:,} vs {small:,} events (worst runs): raw consume {max(raw_large) / max(raw_small):.2f}x, "
           f"lakeloop ingest {growth:.2f}x (target <= {RSS_TARGET}x: {result}), ingest - raw "
           f"{(max(ingest_large) - max(raw_large)) / (max(ingest_small) - max(raw_small)):.2f}x")
-    return result
+    return {**figures, "rss_growth": round(growth, 3), "rss_target": result}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -313,15 +319,17 @@ def main(argv: list[str] | None = None) -> None:
         try:
             print(f"broker {bootstrap}; slice day {day.date()}; {args.partitions} partitions; load average "
                   f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
+            figures: dict = {}
             if args.events:
                 topic = f"ratings-bench-{uuid.uuid4().hex[:6]}"
                 publish(bootstrap, topic, args.events, day, args.partitions)
-                throughput(bootstrap, topic, day, args.events, args.repeat, workdir)
+                figures.update(throughput(bootstrap, topic, day, args.events, args.repeat, workdir))
             if sizes:
-                rss_table(bootstrap, sizes, day, args.partitions, workdir, args.rss_repeat)
+                figures.update(rss_table(bootstrap, sizes, day, args.partitions, workdir, args.rss_repeat))
         finally:
             if broker is not None:
                 broker.stop()
+    print_json_line(figures)
 
 
 if __name__ == "__main__":

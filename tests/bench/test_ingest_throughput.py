@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -26,3 +27,7 @@ def test_benchmark_compares_the_three_paths_and_probes_fetch_sizes_and_memory(ka
     assert re.search(r"^\| +3,000 \| +\d+ \| +\d+ \| +-?\d+ \|$", out, re.MULTILINE)
     assert re.search(r"^3,000 vs 1,000 events \(worst runs\): raw consume [0-9.]+x, lakeloop ingest [0-9.]+x "
                      r"\(target <= 1.5x: (met|NOT met)\), ingest - raw -?[0-9.]+x$", out, re.MULTILINE)
+    figures = json.loads(out.strip().splitlines()[-1])
+    assert figures["events"] == 2000 and figures["rss_target"] in ("met", "NOT met")
+    assert figures["raw_records_per_s"] > 0 and figures["ingest_vs_raw_best"] > 0
+    assert set(figures["rss_peak_mib"]) == {"1000", "3000"}
