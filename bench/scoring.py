@@ -145,6 +145,7 @@ class ScoringResults:
     check: ListCheck
     job_seconds: dict[str, float]
     load_averages: tuple[tuple[float, ...], tuple[float, ...]]
+    features_from: Path | None = None
 
     def ratio(self, key: str, over: str = LIMIT) -> float:
         """Pairs/s of `key` over pairs/s of `over`, best rounds."""
@@ -483,7 +484,9 @@ def markdown_report(results: ScoringResults) -> str:
     """The table, the ratios, where (a)'s time goes, the output check and the machine, in markdown."""
     setup, best = results.setup, results.best
     rounds = f"best of {results.repeat} interleaved rounds" if results.repeat > 1 else "one round"
-    source = f"a synthetic day of {setup.events:,} events" if setup.events else f"{setup.ratings:,} ratings replayed"
+    source = (f"a synthetic day of {setup.events:,} events" if setup.events
+              else f"the copied features of {results.features_from}" if results.features_from
+              else f"{setup.ratings:,} ratings replayed")
     lines = [
         f"### Batch scoring: {setup.candidate_pairs:,} candidate pairs ({setup.users:,} users × {setup.catalog:,} "
         f"movies − {setup.rated_pairs:,} rated), top {TOP_K} per user, local[2], {rounds} ((c) and (s): one)",
@@ -569,6 +572,7 @@ def main(argv: list[str] | None = None, spark: SparkSession | None = None) -> Sc
             repeat = options.repeat or (1 if options.quick else 3)
             results = run_benchmark(spark, lake, day, workdir, options.epochs, repeat, options.events,
                                     options.exhaustive_users)
+            results.features_from = options.features_from
     finally:
         if previous_uri is None:
             os.environ.pop("MLFLOW_TRACKING_URI", None)

@@ -39,6 +39,7 @@ def test_the_job_the_limit_and_the_exhaustive_job_rank_the_same_pairs(spark, fea
     for name in scoring.NAMES.values():
         assert f"| {name} | " in output
     assert f"{pairs:,} candidate pairs" in output and "(a) / (b): " in output and "— identical" in output
+    assert f"the copied features of {feature_lake}" in output
     figures = json.loads(output.strip().splitlines()[-1])
     assert figures["identical_top10"] is True and figures["candidate_pairs"] == pairs
     assert figures["ratio"] == pytest.approx(figures["job_pairs_per_s"] / figures["limit_pairs_per_s"], rel=1e-2)
