@@ -210,7 +210,7 @@ def _log_saved_model(model) -> None:
 def _log_towers(model) -> None:
     """The model's user and item towers (`lakeloop.towers.FMTowers`) in the run's `towers/` artifacts, so batch
     prediction ranks without TensorFlow; none for a model whose graph `lakeloop.towers` does not know (it is scored
-    pair by pair). The evaluation checked the same weights' towers against the model on sample pairs."""
+    pair by pair). The evaluation's ranking metrics check the same weights' towers against the model on sample pairs."""
     import mlflow
 
     try:
