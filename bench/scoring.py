@@ -317,7 +317,7 @@ def score_in_memory(day: InMemoryDay, k: int = TOP_K) -> tuple[Measurement, np.n
         scores[rated_users[masked] - start, rated_items[masked]] = EXCLUDED_SCORE
         lists[rows] = top_k(scores, k)[0]
     seconds = time.monotonic() - started
-    pairs = users * len(towers.item_ids) - len(np.unique(rated_users * len(towers.item_ids) + rated_items))
+    pairs = unseen_pairs(day, users)
     return Measurement(LIMIT, pairs, seconds, f"{users:,} users in blocks of {LIMIT_BLOCK:,}"), lists
 
 
@@ -370,10 +370,15 @@ class ExhaustiveSample:
     @classmethod
     def of(cls, day: InMemoryDay, users: int) -> ExhaustiveSample:
         """The first `users` users of the day's towers (sorted by id) and their unseen (user, movie) pairs."""
-        catalog = len(day.towers.item_ids)
-        sampled = day.rated_users < users
-        rated = len(np.unique(day.rated_users[sampled] * catalog + day.rated_items[sampled]))
-        return cls(day.towers.user_ids.slice(0, users).to_pylist(), users * catalog - rated)
+        return cls(day.towers.user_ids.slice(0, users).to_pylist(), unseen_pairs(day, users))
+
+
+def unseen_pairs(day: InMemoryDay, users: int) -> int:
+    """The (user, movie) pairs of the day's first `users` users (by position, sorted by id) that they did not rate:
+    the candidate pairs ranking them scores."""
+    catalog = len(day.towers.item_ids)
+    sampled = day.rated_users < users
+    return users * catalog - len(np.unique(day.rated_users[sampled] * catalog + day.rated_items[sampled]))
 
 
 def spark_startup() -> Measurement:
@@ -422,11 +427,12 @@ def check_lists(predictions: pa.Table, exhaustive: pa.Table, users: list[str] | 
 
 
 def run_benchmark(spark: SparkSession, lake: Path, day: date, workdir: Path, epochs: int = 1, repeat: int = 1,
-                  events: int | None = None, exhaustive_users: int | None = None) -> ScoringResults:
+                  events: int | None = None, exhaustive_users: int | None = None,
+                  features_from: Path | None = None) -> ScoringResults:
     """Prepare the model of the lake's features of `day`, then time the job, its ranking stage and the
     limit `repeat` times, interleaved (the order reverses every other round), the exhaustive job (on the first
     `exhaustive_users` users only, when given) and Spark's start-up once; check the job's lists against the
-    exhaustive job's. Prints progress as it goes."""
+    exhaustive job's. Prints progress as it goes. `features_from` names where the day's features were copied from."""
     load_at_start = os.getloadavg()
     setup = prepare(spark, lake, day, epochs, events)
     print(f"prepared {setup.ratings:,} ratings, {setup.users:,} users × {setup.catalog:,} movies, "
@@ -477,7 +483,7 @@ def run_benchmark(spark: SparkSession, lake: Path, day: date, workdir: Path, epo
     fastest = min(range(len(manifests)), key=lambda index: rounds[JOB][index].seconds)
     return ScoringResults(setup=setup, repeat=repeat, best=best, rounds=rounds, check=check,
                           job_seconds=manifests[fastest]["seconds"],
-                          load_averages=(load_at_start, os.getloadavg()))
+                          load_averages=(load_at_start, os.getloadavg()), features_from=features_from)
 
 
 def markdown_report(results: ScoringResults) -> str:
@@ -571,8 +577,7 @@ def main(argv: list[str] | None = None, spark: SparkSession | None = None) -> Sc
                     commit_features(spark, lake, lake, day, options.users)
             repeat = options.repeat or (1 if options.quick else 3)
             results = run_benchmark(spark, lake, day, workdir, options.epochs, repeat, options.events,
-                                    options.exhaustive_users)
-            results.features_from = options.features_from
+                                    options.exhaustive_users, options.features_from)
     finally:
         if previous_uri is None:
             os.environ.pop("MLFLOW_TRACKING_URI", None)
