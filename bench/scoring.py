@@ -55,6 +55,7 @@ from lakeloop.features import (
     ITEM_VOCAB,
     TRAIN,
     USER_HISTORY,
+    USER_RATED,
     USER_VOCAB,
     DayFeatures,
     read_feature_summary,
@@ -222,7 +223,7 @@ def commit_features(spark: SparkSession, source: Path, lake: Path, day: date, us
         frames[USER_HISTORY] = frames[USER_HISTORY].orderBy("user_id").limit(users)
     tables = FeatureTables(train=frames[TRAIN], eval=frames[EVAL], user_vocab=frames[USER_VOCAB],
                            item_vocab=frames[ITEM_VOCAB], user_history=frames[USER_HISTORY],
-                           item_history=frames[ITEM_HISTORY], spec=features.spec)
+                           user_rated=frames[USER_RATED], item_history=frames[ITEM_HISTORY], spec=features.spec)
     write_features(tables, as_lake(lake), day, {"written_by": "bench.scoring", "from_lake": as_lake(source).url,
                                                 "users_kept": users})
 

@@ -22,7 +22,7 @@ from pyspark.sql import functions as F
 
 from lakeloop.delta import PartitionCommit, replace_partition
 from lakeloop.embeddings import build_day_towers, log_embeddings, tower_from_table, write_embeddings
-from lakeloop.features import EVAL, TRAIN, DayFeatures
+from lakeloop.features import RATED_COLUMN, USER_RATED, DayFeatures
 from lakeloop.lake import Lake, as_lake
 from lakeloop.names import PREDICTIONS, USER_EMBEDDINGS
 from lakeloop.registry import aliased_version, registered_towers
@@ -77,7 +77,7 @@ def top_items(ranking: Broadcast[ItemRanking] | ItemRanking, k: int, block: int 
                 started = time.monotonic()
                 rows = batch.slice(start, block)
                 scores = pair_scores(side.constant, tower_from_table(rows), side.items)
-                rated = rows.column("rated")
+                rated = rows.column(RATED_COLUMN)
                 rated_ids = rated.flatten()
                 positions = pc.index_in(rated_ids, value_set=side.item_ids.cast(rated_ids.type))
                 in_catalog = positions.is_valid().to_numpy(zero_copy_only=False)
@@ -101,18 +101,13 @@ def top_items(ranking: Broadcast[ItemRanking] | ItemRanking, k: int, block: int 
 def candidate_inputs(spark: SparkSession, lake: Lake | Path, day: date, users_version: int,
                      partitions: int | None = None) -> DataFrame:
     """One row per user of the day's user tower (`embeddings/users` as of `users_version`): `user_id`, `bias`,
-    `factors` and `rated`, the ids of the movies the user rated in the window (train and eval), which are not
-    candidates: the candidates are every other catalog movie. No (user, movie) pair is formed. The rows come in
-    `partitions` partitions by user (default: the task slots): the rated pairs are shuffled once."""
+    `factors` and `rated`, the ids of the movies the user rated in the window (train and eval; the features job's
+    `history/rated`), which are not candidates: the candidates are every other catalog movie. No (user, movie) pair
+    is formed. The rows come in `partitions` partitions by user (default: the task slots): one row per user is
+    shuffled, from each table."""
     lake = as_lake(lake)
     partitions = partitions or spark.sparkContext.defaultParallelism
-    features = DayFeatures.of(lake, day)
-
-    def table(name: str) -> DataFrame:
-        return read_feature_table(spark, features, name).select("user_id", "item_id")
-
-    rated = (table(TRAIN).union(table(EVAL)).repartition(partitions, "user_id")
-             .groupBy("user_id").agg(F.collect_set("item_id").alias("rated")))
+    rated = read_feature_table(spark, DayFeatures.of(lake, day), USER_RATED).repartition(partitions, "user_id")
     users = read_table(spark, lake, USER_EMBEDDINGS, day, users_version).repartition(partitions, "user_id")
     return users.join(rated, "user_id", "left")
 

@@ -23,8 +23,10 @@ from lakeloop.features import (
     ITEM_VOCAB,
     LABEL,
     OOV_INDEX,
+    RATED_COLUMN,
     TRAIN,
     USER_HISTORY,
+    USER_RATED,
     USER_VOCAB,
     YEAR_BUCKETS,
     FeatureSpec,
@@ -49,13 +51,15 @@ class FeatureOptions:
 
 @dataclass(frozen=True)
 class FeatureTables:
-    """A day's built features: the examples of each split, vocabularies, end-of-window history, spec."""
+    """A day's built features: the examples of each split, vocabularies, end-of-window history (statistics, and each
+    user's rated movies), spec."""
 
     train: DataFrame
     eval: DataFrame
     user_vocab: DataFrame
     item_vocab: DataFrame
     user_history: DataFrame
+    user_rated: DataFrame
     item_history: DataFrame
     spec: FeatureSpec
     cached: tuple[DataFrame, ...] = ()
@@ -68,7 +72,7 @@ class FeatureTables:
     def by_table(self) -> dict[str, DataFrame]:
         """The frames under their feature table names (`lakeloop.features.FEATURE_TABLES`)."""
         return {TRAIN: self.train, EVAL: self.eval, USER_VOCAB: self.user_vocab, ITEM_VOCAB: self.item_vocab,
-                USER_HISTORY: self.user_history, ITEM_HISTORY: self.item_history}
+                USER_HISTORY: self.user_history, USER_RATED: self.user_rated, ITEM_HISTORY: self.item_history}
 
 
 def time_split(ratings: DataFrame, eval_fraction: float) -> tuple[DataFrame, int]:
@@ -134,6 +138,7 @@ def build_features(ratings: DataFrame, min_count: int = 1) -> FeatureTables:
         user_vocab=user_vocab.orderBy("user_idx"),
         item_vocab=item_vocab.orderBy("item_idx"),
         user_history=ratings.groupBy("user_id").agg(*history_statistics("user", everything)),
+        user_rated=ratings.groupBy("user_id").agg(F.array_sort(F.collect_set("item_id")).alias(RATED_COLUMN)),
         item_history=ratings.groupBy("item_id").agg(*history_statistics("item", everything)),
         spec=spec,
         cached=(user_vocab, item_vocab, examples),

@@ -24,6 +24,7 @@ from lakeloop.names import (  # noqa: F401 (the feature tables' names are part o
     ITEM_VOCAB,
     TRAIN,
     USER_HISTORY,
+    USER_RATED,
     USER_VOCAB,
 )
 
@@ -37,6 +38,7 @@ MULTI_HOT_COLUMNS = ["genres"]
 HISTORY_COLUMNS = ["user_mean_rating", "user_rating_count", "item_mean_rating", "item_rating_count"]
 FEATURE_COLUMNS = [*INDEX_COLUMNS, *MULTI_HOT_COLUMNS, *HISTORY_COLUMNS]
 LABEL = "label"
+RATED_COLUMN = "rated"  # USER_RATED's sorted list of the movie ids a user rated in the window
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,9 @@ class DayFeatures:
 
     def files(self, table: str) -> list[str]:
         """The data files of one table of the day (paths on the lake's filesystem)."""
+        if table not in self.versions:
+            raise FileNotFoundError(f"the features of {self.day} in {self.lake} were committed before the table "
+                                    f"{feature_dataset(table)} existed: run spark_features for {self.day} again")
         version = self.versions[table]
         files = partition_files(self.lake, feature_dataset(table), self.day, version)
         if not files:

@@ -16,9 +16,10 @@ EVAL = "eval"
 USER_VOCAB = "vocab/users"
 ITEM_VOCAB = "vocab/items"
 USER_HISTORY = "history/users"
+USER_RATED = "history/rated"  # each user's rated movies of the window (train and eval): what predictions leave out
 ITEM_HISTORY = "history/items"
 # The feature tables in the order the features job commits them: TRAIN last, its commit naming the others' versions.
-FEATURE_TABLES = (EVAL, USER_VOCAB, ITEM_VOCAB, USER_HISTORY, ITEM_HISTORY, TRAIN)
+FEATURE_TABLES = (EVAL, USER_VOCAB, ITEM_VOCAB, USER_HISTORY, USER_RATED, ITEM_HISTORY, TRAIN)
 FEATURE_DATASETS = tuple(f"{FEATURES}/{table}" for table in FEATURE_TABLES)
 # The datasets: Delta tables (lakeloop.delta), which the DAG lake_maintenance compacts and vacuums.
 DELTA_TABLES = (RAW_RATINGS, REJECTED_RATINGS, CURATED_RATINGS, *FEATURE_DATASETS, PREDICTIONS, USER_EMBEDDINGS,

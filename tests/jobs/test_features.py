@@ -25,8 +25,10 @@ from lakeloop.features import (
     HISTORY_COLUMNS,
     ITEM_VOCAB,
     OOV_INDEX,
+    RATED_COLUMN,
     TRAIN,
     USER_HISTORY,
+    USER_RATED,
     USER_VOCAB,
     DayFeatures,
     feature_dataset,
@@ -136,6 +138,16 @@ def test_history_statistics_come_from_earlier_training_ratings_only(built):
         expected_mean = expected["mean"].fillna(spec.prior_mean).to_numpy()
         np.testing.assert_allclose(examples[f"{entity}_mean_rating"], expected_mean, rtol=1e-5)
         np.testing.assert_array_equal(examples[f"{entity}_rating_count"], expected["count"].fillna(0).to_numpy())
+
+
+def test_each_user_of_the_window_has_the_sorted_ids_of_every_movie_they_rated(built):
+    lake, _ = built
+    examples = pa.concat_tables([table(lake, TRAIN), table(lake, EVAL)]).to_pandas()
+    expected = examples.groupby("user_id")["item_id"].agg(lambda ids: sorted(set(ids)))
+    rated = table(lake, USER_RATED).to_pandas().set_index("user_id")[RATED_COLUMN].map(list)
+    assert len(rated) == examples["user_id"].nunique() == table(lake, USER_HISTORY).num_rows
+    assert rated.sort_index().to_dict() == expected.sort_index().to_dict()
+    assert (examples.groupby("user_id")["item_id"].nunique() > 1).any()  # lists, not single ids
 
 
 def test_evaluation_rows_influence_nothing_that_is_fitted(built, eval_changed):
