@@ -74,10 +74,10 @@ if TYPE_CHECKING:
 
 MODEL = "scoring-bench-fm"
 TOP_K = 10
-# The session as spark-submit runs batch_predict: Python workers reused across its tasks (Spark's default, which
-# conf/spark keeps; bench.harness turns reuse off for tfspark's training jobs, and a fresh worker per task cost the
-# 1M day's job ~3 s of its ~4 s ranking).
-JOB_SPARK_CONF = {"spark.python.worker.reuse": "true"}
+# The session as spark-submit runs batch_predict with conf/spark/spark-defaults.conf: Python workers reused across
+# its tasks (Spark's default, which bench.harness turns off for tfspark's training; a fresh worker per task cost the 1M
+# day's job ~3 s of its ~4 s ranking), and one BLAS thread in each worker.
+JOB_SPARK_CONF = {"spark.python.worker.reuse": "true", "spark.executorEnv.OPENBLAS_NUM_THREADS": "1"}
 LIMIT_BLOCK = 8192  # users per matrix product in the limit: an (8,192 × catalog) float64 block, 110 MB at 1,682
 JOB, STAGE, WORKERS, LIMIT, TODAY, STARTUP = "(a)", "(a1)", "(a2)", "(b)", "(c)", "(s)"
 NAMES = {
