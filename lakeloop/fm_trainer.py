@@ -5,6 +5,7 @@ Trainer arguments and hyper-parameters: docs/tfspark.md (the FM trainer).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -21,6 +22,8 @@ from lakeloop.lake import Lake
 from lakeloop.spark_jobs import read_feature_table, use_lake
 from lakeloop.warm_start import WarmStart
 from tfspark import TFSparkTrainer, TrainContext
+
+log = logging.getLogger(__name__)
 
 
 def take_weight_l2(model) -> list[float]:
@@ -333,8 +336,13 @@ class FMTrainer(TFSparkTrainer):
         features = DayFeatures.of(lake, self.day)
         self.spec = features.spec
         self.features_versions = features.versions
-        self.hparams = self.hparams.for_rows(features.summary["train_rows"])
-        self.batch_size = self.hparams.batch_size
+        asked = self.hparams
+        self.hparams = asked.for_rows(features.summary["train_rows"])
+        self.batch_size, self.epochs = self.hparams.batch_size, self.hparams.epochs
+        if (self.hparams.epochs, self.hparams.warm_epochs) != (asked.epochs, asked.warm_epochs):
+            log.info("%d training rows at batch %d: epochs %d and warm_epochs %d cut to %d and %d by step_budget %d",
+                     features.summary["train_rows"], self.batch_size, asked.epochs, asked.warm_epochs,
+                     self.hparams.epochs, self.hparams.warm_epochs, self.hparams.step_budget)
         if self.hparams.warm_start == "champion" and self.model_name:
             self.warm_start = WarmStart.find(lake, self.model_name, self.day)
         examples = read_feature_table(spark, features, TRAIN).select(*FEATURE_COLUMNS, LABEL)

@@ -158,6 +158,18 @@ def test_the_batch_size_grows_with_the_day_and_the_learning_rate_with_the_batch(
     assert auto.for_rows(9_000_000).batch_size == 8192
     assert FMHyperParameters(batch_size=512).for_rows(9_000_000).batch_size == 512
     assert auto.for_rows(900_000).peak_learning_rate == pytest.approx(auto.learning_rate * 8 ** 0.5)
+
+
+def test_the_step_budget_cuts_the_epochs_of_large_days_only():
+    auto = FMHyperParameters()
+    assert (auto.for_rows(90_000).epochs, auto.for_rows(900_000).epochs) == (11, 11)  # 352 and 440 steps an epoch
+    large = auto.for_rows(9_000_000)  # 1,099 steps an epoch at 8,192
+    assert (large.epochs, large.warm_epochs) == (5, 3)
+    assert FMHyperParameters(step_budget=1_000).for_rows(9_000_000).epochs == 1
+    assert FMHyperParameters(step_budget=0).for_rows(9_000_000).epochs == 11
+    assert FMHyperParameters(batch_size=256, step_budget=10_000).for_rows(900_000).epochs == 3
+    with pytest.raises(ValueError, match="step_budget"):
+        FMHyperParameters(step_budget=-1)
     with pytest.raises(ValueError, match="batch_size must be 0"):
         FMHyperParameters(batch_size=-1)
 
