@@ -22,7 +22,8 @@ from kafka.admin import KafkaAdminClient
 from pyarrow import fs as pafs
 
 from lakeloop.delta import partition_files, partition_summary, read_partition
-from lakeloop.ingest.decode import OVERSIZE_VALUE_HEAD_BYTES, REJECTED_SCHEMA
+from lakeloop.ingest.chunks import OVERSIZE_VALUE_HEAD_BYTES
+from lakeloop.ingest.decode import REJECTED_SCHEMA
 from lakeloop.ingest.errors import KafkaSliceError, KafkaUnavailableError, LakeWriteError, RejectionRateExceeded
 from lakeloop.ingest.interval import ingest_interval, read_manifest
 from lakeloop.ingest.options import COMMIT_GROUP_ID, IngestOptions
