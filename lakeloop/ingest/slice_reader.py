@@ -113,7 +113,10 @@ class SliceReader:
         before it, with its type and message; its traceback in the child is its cause. `stats` is set once
         every chunk was read.
         """
-        self._control.send_bytes(pickle.dumps(slices))
+        try:
+            self._control.send_bytes(pickle.dumps(slices))
+        except BrokenPipeError:
+            pass  # the child has already ended: its last frames (its error, if any) say why
         while True:
             try:
                 frame = self._data.recv_bytes()

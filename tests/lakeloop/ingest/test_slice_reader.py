@@ -79,6 +79,7 @@ def test_a_consumer_the_reading_process_cannot_open_fails_with_its_error_and_war
     options = IngestOptions(connect_attempts=2, connect_backoff_s=0.1, bootstrap_timeout_ms=300)
     with caplog.at_level(logging.WARNING, logger="lakeloop.ingest"):
         with SliceReader({"bootstrap_servers": address}, "ratings", options, max_value_bytes=100) as reader:
+            assert wait_until_gone(reader.pid)  # it gave up before it was sent the slices
             with pytest.raises(KafkaUnavailableError, match=rf"unreachable at {address} after 2 attempts"):
                 list(reader.read([PartitionSlice(0, 0, 0, 5)]))
     forwarded = [record.message for record in caplog.records if record.name == "lakeloop.ingest.slices"]
