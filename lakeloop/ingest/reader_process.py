@@ -203,6 +203,17 @@ class _Forward(logging.Handler):
             self.handleError(record)
 
 
+def _learn_the_topic(consumer: Any, topic: str) -> None:
+    """Fetch the topic's metadata (its partitions' leaders) now, while the slices are being planned: a first
+    poll that has to fetch it waits about 0.2 s, against 0.1 s for the metadata and a few ms for the poll."""
+    from kafka.errors import KafkaError
+
+    try:
+        consumer.partitions_for_topic(topic)
+    except KafkaError:
+        pass  # only a head start: the first poll fetches the metadata again, and reports what fails
+
+
 def _watch_control(control: Connection, slices: queue.Queue[list[PartitionSlice]]) -> None:
     """Hand the slices to the main thread, then end the process when the ingesting process closes the
     control pipe or dies (nothing else is sent on it)."""
@@ -254,6 +265,7 @@ def main(argv: list[str] | None = None) -> None:
         chunker = ChunkBuffer(request.options.chunk_size, request.options.chunk_bytes)
         consumer = open_consumer(request.client_config, request.options)
         try:
+            _learn_the_topic(consumer, request.topic)
             slices = planned.get()
             for index, position, records in read_chunks(consumer, request, slices, chunker):
                 sender.put(chunk_frame(index, position, records))
