@@ -14,6 +14,7 @@ from datetime import UTC, date, datetime, timedelta
 from itertools import zip_longest
 from pathlib import Path
 
+import psutil
 import pyarrow as pa
 import pytest
 from ingest_events import MALFORMED, MIDDLE, event, ms
@@ -465,6 +466,8 @@ def test_a_lake_that_cannot_be_written_is_a_clear_error(kafka_broker, tmp_path, 
     not_a_directory.write_text("")
     with pytest.raises(LakeWriteError, match="cannot write the lake at file://.*/file/lake: .*Not a directory"):
         ingest(kafka_broker, topic, not_a_directory / "lake", MIDDLE)
+    assert not [child for child in psutil.Process().children(recursive=True)  # the reading process was reaped
+                if "lakeloop.ingest.reader_process" in child.cmdline()]
 
 
 def test_a_declared_schema_describes_any_json_topic(kafka_broker, lake):
