@@ -22,6 +22,7 @@ Run as `python -m lakeloop.ingest.reader_process CONTROL_FD DATA_FD`, two pipes 
 from __future__ import annotations
 
 import bisect
+import functools
 import logging
 import operator
 import os
@@ -34,7 +35,7 @@ import threading
 import time
 import traceback
 from array import array
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import accumulate
 from multiprocessing.connection import Connection
@@ -161,20 +162,24 @@ def _binary(items: list[bytes | None]) -> list[bytes]:
 
 
 class _Sender:
-    """Sends frames to the ingesting process from a thread of its own, at most `depth` frames waiting.
+    """Sends frames to the ingesting process from a thread of its own, at most `depth` of them at once.
 
-    The thread spends its time in `write`, without the GIL, while the main thread polls Kafka; `put` blocks
-    while `depth` frames wait, which stops the reading until the ingesting process takes a chunk.
+    The thread spends its time in `write`, without the GIL, while the main thread polls Kafka. A frame
+    counts from before it is built until the ingesting process has received all of it, so `put` blocks while
+    `depth` frames are queued or being sent, which stops the reading until the ingesting process takes one.
     """
 
     def __init__(self, connection: Connection, depth: int) -> None:
         self._connection = connection
-        self._frames: queue.Queue[bytes | None] = queue.Queue(maxsize=depth)
+        self._slots = threading.Semaphore(depth)
+        self._frames: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="lakeloop-ingest-sender", daemon=True)
         self._thread.start()
 
-    def put(self, frame: bytes) -> None:
-        self._frames.put(frame)
+    def put(self, build: Callable[[], bytes]) -> None:
+        """Queue the frame `build` makes, once fewer than `depth` frames are queued or being sent."""
+        self._slots.acquire()
+        self._frames.put(build())
 
     def close(self) -> None:
         """Send what waits, then stop the thread."""
@@ -187,6 +192,7 @@ class _Sender:
                 self._connection.send_bytes(frame)
             except OSError:  # the ingesting process closed its end or is gone: nobody will read the rest
                 os._exit(1)
+            self._slots.release()
 
 
 class _Forward(logging.Handler):
@@ -198,7 +204,8 @@ class _Forward(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self._sender.put(LOG + pickle.dumps((record.name, record.levelno, record.getMessage())))
+            message = LOG + pickle.dumps((record.name, record.levelno, record.getMessage()))
+            self._sender.put(lambda: message)
         except Exception:
             self.handleError(record)
 
@@ -268,13 +275,13 @@ def main(argv: list[str] | None = None) -> None:
             _learn_the_topic(consumer, request.topic)
             slices = planned.get()
             for index, position, records in read_chunks(consumer, request, slices, chunker):
-                sender.put(chunk_frame(index, position, records))
+                sender.put(functools.partial(chunk_frame, index, position, records))
         finally:
             consumer.close(autocommit=False)
-        sender.put(DONE + pickle.dumps(ReaderStats(chunker.chunks, chunker.largest_chunk_bytes, time.process_time(),
-                                                   peak_rss_bytes())))
+        stats = ReaderStats(chunker.chunks, chunker.largest_chunk_bytes, time.process_time(), peak_rss_bytes())
+        sender.put(lambda: DONE + pickle.dumps(stats))
     except BaseException as error:  # raised in the ingesting process, at its place after the chunks before it
-        sender.put(_error_frame(error))
+        sender.put(functools.partial(_error_frame, error))
     sender.close()
 
 

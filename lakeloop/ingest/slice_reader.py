@@ -62,8 +62,8 @@ class SliceReader:
     state they are. It starts as soon as the reader is made, so that its imports and its consumer's
     connection overlap the planning of the slices; `read` then sends it the slices.
 
-    The child holds at most `read_ahead_chunks` framed chunks waiting to be sent, plus the one being sent
-    and the one waiting for a place; it stops polling until the ingesting process takes a chunk. Leaving
+    At most `read_ahead_chunks` chunks are on their way at once (framed in the child, queued, or being sent
+    until this process has received them all); the child stops polling while they are. Leaving
     the `with` block (or `close`) stops the child if it is still running and reaps it; the child also ends
     by itself when this process dies, at the end of file of its control pipe.
 
