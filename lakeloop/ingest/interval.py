@@ -152,7 +152,8 @@ def ingest_interval(
 
     Raises:
         KafkaUnavailableError: no broker answered after `connect_attempts` tries.
-        KafkaSliceError: the topic is missing or a partition stalled before its end offset.
+        KafkaSliceError: the topic is missing, a partition stalled before its end offset, or the reading process
+            (`SliceReader`) ended without finishing.
         LakeWriteError: the lake could not be written.
         RejectionRateExceeded: too many rejects; they are published, the data partition is left as it was.
         ConcurrentWriteError: another run committed the same day of a table while this one committed it.

@@ -124,3 +124,14 @@ def test_the_reading_process_never_outlives_the_ingesting_one(kafka_broker, twen
         if ingesting.poll() is None:
             ingesting.kill()
             ingesting.wait()
+
+
+def test_a_reading_process_that_dies_is_a_clear_error(kafka_broker, twenty):
+    options = IngestOptions(chunk_size=1, read_ahead_chunks=1, commit_group_id=None)
+    with SliceReader({"bootstrap_servers": kafka_broker.bootstrap}, twenty, options, max_value_bytes=100) as reader:
+        chunks = reader.read([PartitionSlice(0, 0, 0, 20)])
+        next(chunks)
+        os.kill(reader.pid, signal.SIGKILL)
+        with pytest.raises(KafkaSliceError, match=rf"the process reading {twenty} ended before the end of the "
+                                                  r"slices \(killed by signal 9\)"):
+            list(chunks)  # what it had sent, then the end of its pipe
