@@ -78,7 +78,7 @@ def slice_records(bootstrap: str, topic: str, day: datetime) -> Iterator[list[An
             consumer.assign([tp])
             consumer.seek(tp, piece.start_offset)
             while consumer.position(tp) < piece.end_offset:
-                records = consumer.poll(timeout_ms=1000, max_records=options.chunk_size).get(tp, [])
+                records = consumer.poll(timeout_ms=1000).get(tp, [])  # a whole fetch, as the ingestion polls
                 if records and records[-1].offset >= piece.end_offset:  # the last poll of the slice
                     records = [record for record in records if record.offset < piece.end_offset]
                 yield records

@@ -100,8 +100,7 @@ def read_chunks(consumer: Any, request: ReadRequest, slices: list[PartitionSlice
             consumer.seek(tp, piece.start_offset)
             last_record_at = time.monotonic()
             while position < piece.end_offset:
-                records = consumer.poll(timeout_ms=options.poll_timeout_ms,
-                                        max_records=options.chunk_size).get(tp, [])
+                records = consumer.poll(timeout_ms=options.poll_timeout_ms).get(tp, [])  # a whole fetch
                 position = consumer.position(tp)
                 if records:
                     last_record_at = time.monotonic()
