@@ -120,7 +120,7 @@ class SliceReader:
         while True:
             try:
                 frame = self._data.recv_bytes()
-            except EOFError:
+            except (EOFError, OSError):  # OSError: it ended in the middle of a frame
                 raise KafkaSliceError(f"the process reading {self.topic} ended before the end of the slices "
                                       f"({self._ending()})") from None
             kind = frame[:1]
