@@ -57,10 +57,10 @@ def test_slices_are_read_in_order_in_chunks_and_cut_at_their_end(kafka_broker):
         assert chunker.chunks == 4
 
         beyond_the_end = [PartitionSlice(0, 0, 13, 16)]  # the partition ends at 15
-        stalled = ReadRequest(request.client_config, topic, IngestOptions(idle_timeout_s=0.5, poll_timeout_ms=100),
+        stalled = ReadRequest(request.client_config, topic, IngestOptions(idle_timeout_s=3, poll_timeout_ms=100),
                               max_value_bytes=100)
         read = []
-        with pytest.raises(KafkaSliceError, match=rf"{topic}\[0\]: no record for 0s at offset 15, before the "
+        with pytest.raises(KafkaSliceError, match=rf"{topic}\[0\]: no record for 3s at offset 15, before the "
                                                   r"slice end 16"):
             for _, _, records in read_chunks(consumer, stalled, beyond_the_end, ChunkBuffer(10, 1000)):
                 read.extend(record.offset for record in records)

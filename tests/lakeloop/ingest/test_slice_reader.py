@@ -61,10 +61,11 @@ def test_chunks_come_in_order_as_arrow_batches_and_the_process_is_reaped(kafka_b
 
 
 def test_an_error_of_the_reading_process_is_raised_after_the_chunks_before_it(kafka_broker, twenty):
-    options = IngestOptions(chunk_size=5, idle_timeout_s=0.5, poll_timeout_ms=100, commit_group_id=None)
+    # 3 s without a record: far longer than any fetch of the 20 records, even on a busy machine
+    options = IngestOptions(chunk_size=5, idle_timeout_s=3, poll_timeout_ms=100, commit_group_id=None)
     received = []
     with SliceReader({"bootstrap_servers": kafka_broker.bootstrap}, twenty, options, max_value_bytes=100) as reader:
-        with pytest.raises(KafkaSliceError, match=rf"{twenty}\[0\]: no record for 0s at offset 20, before the "
+        with pytest.raises(KafkaSliceError, match=rf"{twenty}\[0\]: no record for 3s at offset 20, before the "
                                                   r"slice end 25") as raised:
             for _, batch, _ in reader.read([PartitionSlice(0, 0, 0, 25)]):
                 received.extend(batch.column("offset").to_pylist())
