@@ -78,7 +78,7 @@ def slice_records(bootstrap: str, topic: str, day: datetime) -> Iterator[list[An
             consumer.assign([tp])
             consumer.seek(tp, piece.start_offset)
             while consumer.position(tp) < piece.end_offset:
-                records = consumer.poll(timeout_ms=1000, max_records=options.chunk_size).get(tp, [])
+                records = consumer.poll(timeout_ms=1000).get(tp, [])  # a whole fetch, as the ingestion polls
                 if records and records[-1].offset >= piece.end_offset:  # the last poll of the slice
                     records = [record for record in records if record.offset < piece.end_offset]
                 yield records
@@ -86,23 +86,32 @@ def slice_records(bootstrap: str, topic: str, day: datetime) -> Iterator[list[An
         consumer.close(autocommit=False)
 
 
-def raw_consume(bootstrap: str, topic: str, day: datetime, lake: Path) -> int:
+@dataclass
+class Read:
+    """What a variant read, and the peak RSS of the process it started to read it, if any (MiB)."""
+
+    records: int
+    child_peak_mib: float = 0.0
+
+
+def raw_consume(bootstrap: str, topic: str, day: datetime, lake: Path) -> Read:
     """The client's limit: read the slice with the same consumer settings, touching every value."""
     records = value_bytes = 0
     for batch in slice_records(bootstrap, topic, day):
         records += len(batch)
         value_bytes += sum(len(record.value) for record in batch)
-    return records
+    return Read(records)
 
 
-def lakeloop_ingest(bootstrap: str, topic: str, day: datetime, lake: Path) -> int:
-    """lakeloop's ingestion, end to end, into a fresh lake."""
+def lakeloop_ingest(bootstrap: str, topic: str, day: datetime, lake: Path) -> Read:
+    """lakeloop's ingestion, end to end, into a fresh lake (Kafka is read by a child process it starts)."""
     from lakeloop.ingest.interval import ingest_interval
 
-    return ingest_interval({"bootstrap_servers": bootstrap}, topic, lake, day, day + DAY).read
+    result = ingest_interval({"bootstrap_servers": bootstrap}, topic, lake, day, day + DAY)
+    return Read(result.read, result.reader_peak_rss_bytes / 2**20)
 
 
-def naive_json_pandas(bootstrap: str, topic: str, day: datetime, lake: Path) -> int:
+def naive_json_pandas(bootstrap: str, topic: str, day: datetime, lake: Path) -> Read:
     """What a first attempt looks like: json.loads per message, a list of dicts, pandas, to_parquet."""
     import pandas as pd
 
@@ -114,10 +123,10 @@ def naive_json_pandas(bootstrap: str, topic: str, day: datetime, lake: Path) -> 
     out = lake / "naive" / f"dt={day.date()}"
     out.mkdir(parents=True, exist_ok=True)
     frame.to_parquet(out / "part-0.parquet", index=False)
-    return len(frame)
+    return Read(len(frame))
 
 
-VARIANTS: list[tuple[str, Callable[[str, str, datetime, Path], int]]] = [
+VARIANTS: list[tuple[str, Callable[[str, str, datetime, Path], Read]]] = [
     ("raw kafka-python consume", raw_consume),
     ("lakeloop ingest (end to end)", lakeloop_ingest),
     ("naive json.loads + pandas", naive_json_pandas),
@@ -126,7 +135,8 @@ VARIANTS: list[tuple[str, Callable[[str, str, datetime, Path], int]]] = [
 
 @dataclass
 class Timing:
-    """One variant's wall and CPU seconds (CPU of every thread of this process) in each round."""
+    """One variant's wall and CPU seconds in each round (CPU: every thread of this process, plus the child
+    processes it started and reaped meanwhile: the ingestion's reading process)."""
 
     wall: list[float]
     cpu: list[float]
@@ -140,16 +150,17 @@ def throughput(bootstrap: str, topic: str, day: datetime, events: int, repeat: i
     for round_number in range(1, repeat + 1):
         for name, variant in VARIANTS:
             lake = Path(tempfile.mkdtemp(dir=workdir))
-            started, cpu_started = time.perf_counter(), time.process_time()
-            records = variant(bootstrap, topic, day, lake)
-            seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+            started, cpu_started = time.perf_counter(), cpu_seconds()
+            records = variant(bootstrap, topic, day, lake).records
+            seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu_started
             if records != events:
                 raise SystemExit(f"{name} read {records} records, expected {events}")
             timings[name].wall.append(seconds)
             timings[name].cpu.append(cpu)
             print(f"  round {round_number}: {name:<30} {seconds:7.2f}s (CPU {cpu:5.2f}s)", flush=True)
     raw = timings[VARIANTS[0][0]]
-    print(f"\nSlice of {events:,} events (best of {repeat}; CPU: all threads of the process):")
+    print(f"\nSlice of {events:,} events (best of {repeat}; CPU: all threads of the process and of the child "
+          "processes it reaped, i.e. the ingestion's reading process):")
     print(f"| {'variant':<30} | {'seconds':>8} | {'CPU s':>6} | {'records/s':>10} | {'vs raw':>6} |")
     print(f"|{'-' * 32}|{'-' * 9}:|{'-' * 7}:|{'-' * 11}:|{'-' * 7}:|")
     for name, _ in VARIANTS:
@@ -168,6 +179,13 @@ def throughput(bootstrap: str, topic: str, day: datetime, events: int, repeat: i
             "naive_records_per_s": round(events / min(timings[VARIANTS[2][0]].wall)),
             "ingest_vs_raw_best": round(best_ratio, 3), "ingest_vs_raw_median": round(median_ratio, 3),
             "throughput_target": result}
+
+
+def cpu_seconds() -> float:
+    """CPU seconds of this process (every thread) and of its children reaped so far. The broker this script
+    may have started is a child too, but it is reaped only at the end."""
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
 
 
 def fetch_probe(bootstrap: str, topic: str) -> None:
@@ -204,25 +222,21 @@ def fetch_probe(bootstrap: str, topic: str) -> None:
 
 
 def rss_child(variant: str, bootstrap: str, topic: str, day: datetime, workdir: Path) -> None:
-    """In a fresh process: read the slice one way and print the RSS after imports and the peak RSS (MiB)."""
+    """In a fresh process: read the slice one way and print the RSS after imports and the peak RSS (MiB): this
+    process's peak plus the peak of the process it started to read the slice (the ingestion's reading
+    process, which reports its own VmHWM; getrusage's ru_maxrss for children would carry this process's peak
+    over the exec)."""
     import pandas  # noqa: F401  (the duplicate index imports it on the first chunk: count it in the baseline)
     import psutil
 
     import lakeloop.ingest.interval  # noqa: F401
+    from lakeloop.ingest.reader_process import peak_rss_bytes
 
     baseline = psutil.Process().memory_info().rss / 2**20
-    read = dict(VARIANTS)[variant]
-    records = read(bootstrap, topic, day, Path(tempfile.mkdtemp(dir=workdir)))
-    print_json_line({"records": records, "baseline_mib": baseline, "peak_mib": peak_rss_mib()})
-
-
-def peak_rss_mib() -> float:
-    """This process's peak RSS. VmHWM, not getrusage: ru_maxrss survives exec, so a child would report
-    its parent's peak when that was higher."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
+    read = dict(VARIANTS)[variant](bootstrap, topic, day, Path(tempfile.mkdtemp(dir=workdir)))
+    own = peak_rss_bytes() / 2**20
+    print_json_line({"records": read.records, "baseline_mib": baseline, "peak_mib": own + read.child_peak_mib,
+                     "child_peak_mib": read.child_peak_mib})
 
 
 def measure_rss(variant: str, bootstrap: str, topic: str, day: datetime, workdir: Path, expected: int) -> dict:
@@ -244,35 +258,43 @@ def rss_table(bootstrap: str, sizes: list[int], day: datetime, partitions: int, 
     Each is measured `repeat` times in fresh processes (the peak depends on how the client's transient
     copies of a fetch response overlap, so it varies between runs); the table shows the range, and the
     target is checked on the worst runs. The raw column is the client's own footprint, bounded by the fetch
-    size on a broker that honours it (see the fetch probe); the last column is what the ingestion adds on top
-    of it. Returns the worst peaks per size and, with two sizes or more, the growth and the verdict.
+    size on a broker that honours it (see the fetch probe). The ingestion's is the peak of the ingesting
+    process plus the peak of its reading process (shown apart too): an upper bound, as the two peaks need not
+    coincide and the pages of the libraries both map count twice. The last column is what the ingestion adds
+    on top of raw. Returns the worst peaks per size and, with two sizes or more, the growth and the verdict.
     """
     rows = []
     for size in sizes:
         topic = f"rss-{size}-{uuid.uuid4().hex[:6]}"
         publish(bootstrap, topic, size, day, partitions)
-        peaks: dict[str, list[float]] = {VARIANTS[0][0]: [], VARIANTS[1][0]: []}
+        raw: list[float] = []
+        ingest: list[float] = []
+        reading: list[float] = []
         for _ in range(repeat):
-            for variant, runs in peaks.items():
-                measured = measure_rss(variant, bootstrap, topic, day, workdir, size)
-                runs.append(measured["peak_mib"])
-        rows.append((size, topic, measured["baseline_mib"], *peaks.values()))
+            raw.append(measure_rss(VARIANTS[0][0], bootstrap, topic, day, workdir, size)["peak_mib"])
+            measured = measure_rss(VARIANTS[1][0], bootstrap, topic, day, workdir, size)
+            ingest.append(measured["peak_mib"])
+            reading.append(measured["child_peak_mib"])
+        rows.append((size, topic, measured["baseline_mib"], raw, ingest, reading))
     fetch_probe(bootstrap, rows[-1][1])
 
     def cell(runs: list[float], width: int) -> str:
         return f"{min(runs):.0f}-{max(runs):.0f}".rjust(width) if len(runs) > 1 else f"{runs[0]:{width}.0f}"
 
-    print(f"\nPeak RSS of one process reading the slice (MiB, {repeat} run(s) each; the same imports, "
-          f"{rows[0][2]:.0f} MiB, before reading):")
-    print(f"| {'events':>10} | {'raw consume':>11} | {'lakeloop ingest':>15} | {'ingest - raw (worst)':>20} |")
-    print(f"|{'-' * 11}:|{'-' * 12}:|{'-' * 16}:|{'-' * 21}:|")
-    for size, _, _, raw, ingest in rows:
-        print(f"| {size:>10,} | {cell(raw, 11)} | {cell(ingest, 15)} | {max(ingest) - max(raw):20.0f} |")
-    figures = {"rss_peak_mib": {str(size): {"raw": max(raw), "ingest": max(ingest)}
-                                for size, _, _, raw, ingest in rows}}
+    print(f"\nPeak RSS reading the slice (MiB, {repeat} run(s) each; the same imports, {rows[0][2]:.0f} MiB, before "
+          "reading). lakeloop ingest: the peak of the ingesting process plus the peak of the process it starts to "
+          "read Kafka (an upper bound: the peaks need not coincide, shared library pages count twice):")
+    print(f"| {'events':>10} | {'raw consume':>11} | {'lakeloop ingest':>15} | {'of which reading':>16} | "
+          f"{'ingest - raw (worst)':>20} |")
+    print(f"|{'-' * 11}:|{'-' * 12}:|{'-' * 16}:|{'-' * 17}:|{'-' * 21}:|")
+    for size, _, _, raw, ingest, reading in rows:
+        print(f"| {size:>10,} | {cell(raw, 11)} | {cell(ingest, 15)} | {cell(reading, 16)} | "
+              f"{max(ingest) - max(raw):20.0f} |")
+    figures = {"rss_peak_mib": {str(size): {"raw": max(raw), "ingest": max(ingest), "ingest_reading": max(reading)}
+                                for size, _, _, raw, ingest, reading in rows}}
     if len(rows) == 1:
         return figures
-    (small, _, _, raw_small, ingest_small), (large, _, _, raw_large, ingest_large) = rows[0], rows[-1]
+    (small, _, _, raw_small, ingest_small, _), (large, _, _, raw_large, ingest_large, _) = rows[0], rows[-1]
     growth = max(ingest_large) / max(ingest_small)
     result = "met" if growth <= RSS_TARGET else "NOT met"
     print(f"{large:,} vs {small:,} events (worst runs): raw consume {max(raw_large) / max(raw_small):.2f}x, "

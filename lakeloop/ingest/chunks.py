@@ -1,4 +1,6 @@
 """The records of a slice grouped into chunks bounded by count and by value bytes; oversize values cut as read.
+
+No numpy or pyarrow here: the reading process (`reader_process`) imports this module.
 """
 
 from __future__ import annotations
@@ -8,8 +10,10 @@ import itertools
 from collections.abc import Iterator
 from typing import Any
 
-from lakeloop.ingest.decode import OVERSIZE_VALUE_HEAD_BYTES
 from lakeloop.ingest.slices import value_size
+
+OVERSIZE_VALUE_HEAD_BYTES = 1024
+"""Bytes of an `oversize` value kept (in `value` of the rejected dataset): the rest is dropped as it is read."""
 
 
 def without_oversize_values(records: list[Any], max_value_bytes: int) -> tuple[list[Any], list[int]]:

@@ -32,10 +32,6 @@ REJECTED_SCHEMA = pa.schema([
 """Columns of the rejected-records dataset: where the record was, its raw bytes, and why it was rejected."""
 
 
-OVERSIZE_VALUE_HEAD_BYTES = 1024
-"""Bytes of an `oversize` value kept (in `value` of the rejected dataset): the rest is dropped as it is read."""
-
-
 @dataclass
 class DecodedChunk:
     """The outcome of decoding a chunk of values.
@@ -102,22 +98,24 @@ class JsonChunkDecoder:
             rf'([{{,][ \t]*"{re.escape(name)}"[ \t]*:[ \t]*)(0|-?[1-9][0-9]*)([ \t]*[,}}])'
             for name in self._id_fields]
 
-    def decode(self, values: Sequence[bytes | None], sizes: Sequence[int] | None = None) -> DecodedChunk:
+    def decode(self, values: Sequence[bytes | None] | pa.Array, sizes: Sequence[int] | pa.Array | None = None
+               ) -> DecodedChunk:
         """Decode a chunk; every value ends up either as a table row or as a rejection.
 
-        `sizes` are the values' sizes in Kafka when `values` holds only the head of the oversize ones (as
+        `values` may be an Arrow binary array (what the reading process ships: its data buffer is already
+        contiguous, so no Python object is made per value) or Python bytes. `sizes` are the values' sizes
+        in Kafka when `values` holds only the head of the oversize ones (as
         `lakeloop.ingest.chunks.without_oversize_values` leaves them); by default, the values' lengths.
         """
         rejects: list[tuple[int, str, str]] = []
-        binary = pa.array(values, pa.binary())
-        candidates = self._screen(values, binary, sizes, rejects)
+        binary = values if isinstance(values, pa.Array) else pa.array(values, pa.binary())
+        candidates = self._screen(binary, sizes, rejects)
         tables: list[pa.Table] = []
         positions: list[np.ndarray] = []
         if candidates is None:
-            self._decode_range(values, binary, np.arange(len(values), dtype=np.int64), tables, positions, rejects)
+            self._decode_range(binary, np.arange(len(binary), dtype=np.int64), tables, positions, rejects)
         elif len(candidates):
-            self._decode_range([values[i] for i in candidates], binary.take(pa.array(candidates)), candidates,
-                               tables, positions, rejects)
+            self._decode_range(binary.take(pa.array(candidates)), candidates, tables, positions, rejects)
         if len(tables) == 1:
             table = tables[0]  # the common case: one parse of the whole chunk, columns in one piece each
         else:
@@ -127,11 +125,15 @@ class JsonChunkDecoder:
                             positions=np.concatenate(positions) if positions else np.empty(0, np.int64),
                             rejects=rejects)
 
-    def _screen(self, values: Sequence[bytes | None], binary: pa.Array, sizes: Sequence[int] | None,
+    def _screen(self, binary: pa.Array, sizes: Sequence[int] | pa.Array | None,
                 rejects: list[tuple[int, str, str]]) -> np.ndarray | None:
         """Reject tombstones and oversize values up front; None means every value is a candidate."""
         limit = self.schema.max_value_bytes
-        lengths = pc.binary_length(binary) if sizes is None else pa.array(sizes, pa.int64())
+        kept_lengths = pc.binary_length(binary)
+        if sizes is None:
+            lengths = kept_lengths
+        else:
+            lengths = sizes.cast(pa.int64()) if isinstance(sizes, pa.Array) else pa.array(sizes, pa.int64())
         longest = pc.max(lengths).as_py()
         if binary.null_count == 0 and (longest is None or longest <= limit):
             return None
@@ -140,29 +142,26 @@ class JsonChunkDecoder:
         for position in np.flatnonzero(missing):
             rejects.append((int(position), Reason.INVALID_JSON, "empty value (null/tombstone record)"))
         for position in np.flatnonzero(oversize):
-            size, kept = lengths[position].as_py(), len(values[position])
+            size, kept = lengths[position].as_py(), kept_lengths[position].as_py()
             rejects.append((int(position), Reason.OVERSIZE, f"value of {size} bytes > {limit}" + (
                 f"; only its first {kept} bytes are kept" if kept < size else "")))
         return np.flatnonzero(~(missing | oversize)).astype(np.int64)
 
-    def _decode_range(self, values: Sequence[bytes], binary: pa.Array, positions: np.ndarray,
-                      tables: list[pa.Table], out_positions: list[np.ndarray],
-                      rejects: list[tuple[int, str, str]]) -> None:
-        table = self._parse_fast(values, binary) if self.fast_path else None
+    def _decode_range(self, binary: pa.Array, positions: np.ndarray, tables: list[pa.Table],
+                      out_positions: list[np.ndarray], rejects: list[tuple[int, str, str]]) -> None:
+        table = self._parse_fast(binary) if self.fast_path else None
         if table is not None:
             tables.append(table)
             out_positions.append(positions)
             return
-        if not self.fast_path or len(values) <= self.min_fast_rows:
-            self._decode_slowly(values, positions, tables, out_positions, rejects)
+        if not self.fast_path or len(binary) <= self.min_fast_rows:
+            self._decode_slowly(binary.to_pylist(), positions, tables, out_positions, rejects)
             return
-        middle = len(values) // 2
-        self._decode_range(values[:middle], binary.slice(0, middle), positions[:middle], tables, out_positions,
-                           rejects)
-        self._decode_range(values[middle:], binary.slice(middle), positions[middle:], tables, out_positions,
-                           rejects)
+        middle = len(binary) // 2
+        self._decode_range(binary.slice(0, middle), positions[:middle], tables, out_positions, rejects)
+        self._decode_range(binary.slice(middle), positions[middle:], tables, out_positions, rejects)
 
-    def _parse_fast(self, values: Sequence[bytes], binary: pa.Array) -> pa.Table | None:
+    def _parse_fast(self, binary: pa.Array) -> pa.Table | None:
         """Parse all values with Arrow's JSON reader, or return None if any of them needs a closer look."""
         try:
             text = binary.cast(pa.string())  # validates UTF-8
@@ -172,25 +171,27 @@ class JsonChunkDecoder:
         # `}`. Then no value can merge with the next into one document (after a `}` inside an unfinished
         # object or array, JSON never allows a `{`), and a value holding several documents shows up in the
         # row count. Anything else (blank values, a byte order mark, trailing spaces) takes the slow path.
-        # Checked on the joined bytes: when the only newlines are the n - 1 separators, each value is
-        # braced exactly when the text starts with `{`, ends with `}` and every separator reads `}\n{`.
-        joined = b"\n".join(values)
-        separators = len(values) - 1
-        if not (joined.startswith(b"{") and joined.endswith(b"}") and joined.count(b"\n") == separators
-                and joined.count(b"}\n{") == separators) or b"\r" in joined:
+        # Checked on the joined bytes, each value followed by a newline: when the only newlines are those n,
+        # each value is braced exactly when the text starts with `{`, ends with `}` and a newline, and the
+        # n - 1 newlines between values read `}\n{`.
+        lines = newline_joined(text)
+        joined = lines.to_pybytes()
+        count = len(binary)
+        if not (joined.startswith(b"{") and joined.endswith(b"}\n") and joined.count(b"\n") == count
+                and joined.count(b"}\n{") == count - 1) or b"\r" in joined:
             return None
         # Arrow takes a bare `Inf` as a number where json.loads refuses it: leave those to the slow path.
         if b"I" in joined and b"Inf" in joined and pc.any(
                 pc.match_substring_regex(text, r"[:,\[][ \t]*-?Inf([^i]|$)")).as_py():
             return None
-        table = self._read_lines(joined, len(values), self._inferred_ids)
+        table = self._read_lines(lines, count, self._inferred_ids)
         if table is None and self._id_fields:
             for pattern in self._quote_id_patterns:
                 text = pc.replace_substring_regex(text, pattern, r'\1"\2"\3')
-            table = self._read_lines(newline_joined(text), len(values), self._string_ids)
+            table = self._read_lines(newline_joined(text), count, self._string_ids)
         return table
 
-    def _read_lines(self, lines: bytes | pa.Buffer, count: int, options: pa_json.ParseOptions) -> pa.Table | None:
+    def _read_lines(self, lines: pa.Buffer, count: int, options: pa_json.ParseOptions) -> pa.Table | None:
         read_options = pa_json.ReadOptions(use_threads=False, block_size=max(len(lines) + 1, 1 << 16))
         try:
             table = pa_json.read_json(pa.BufferReader(lines), read_options=read_options, parse_options=options)

@@ -5,14 +5,12 @@ See docs/ingestion.md for which records belong to an interval, the late/early-ev
 
 from __future__ import annotations
 
-import bisect
 import itertools
 import logging
 import operator
-import threading
 import time
 from collections import Counter
-from collections.abc import Generator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -23,23 +21,13 @@ import pyarrow as pa
 from pyarrow import fs as pafs
 
 from lakeloop.delta import AttemptFolder, partition_summary
-from lakeloop.ingest.chunks import ChunkBuffer, without_oversize_values
 from lakeloop.ingest.decode import REJECTED_SCHEMA, JsonChunkDecoder
-from lakeloop.ingest.errors import KafkaSliceError, LakeWriteError, RejectionRateExceeded
+from lakeloop.ingest.errors import LakeWriteError, RejectionRateExceeded
 from lakeloop.ingest.options import IngestOptions
 from lakeloop.ingest.parquet_file import RowGroupFile
-from lakeloop.ingest.read_ahead import ReadAhead, joined_by_slice
 from lakeloop.ingest.schema import RATINGS_SCHEMA, Reason, RecordSchema
-from lakeloop.ingest.slices import (
-    PartitionSlice,
-    as_utc,
-    commit_progress,
-    epoch_ms,
-    offset_of,
-    open_consumer,
-    plan_slices,
-    value_size,
-)
+from lakeloop.ingest.slice_reader import SliceReader
+from lakeloop.ingest.slices import PartitionSlice, as_utc, commit_progress, epoch_ms, open_consumer, plan_slices
 from lakeloop.ingest.validate import EventTimeWindow, RowValidator, SeenIds
 from lakeloop.lake import Lake, as_lake, timed_name
 from lakeloop.names import RAW_RATINGS, REJECTED_RATINGS
@@ -61,8 +49,9 @@ class PartitionCounts:
 
 @dataclass
 class IngestResult:
-    """The outcome of one run: counts, per-partition slices, where the partitions were written, and how many
-    chunks were read from Kafka and the bytes of values of the largest (what `chunk_bytes` bounds)."""
+    """The outcome of one run: counts, per-partition slices, where the partitions were written, how many
+    chunks were read from Kafka and the bytes of values of the largest (what `chunk_bytes` bounds), and the
+    CPU seconds and peak resident memory of the reading process (`SliceReader`)."""
 
     topic: str
     day: date
@@ -75,6 +64,8 @@ class IngestResult:
     rejected_by_reason: dict[str, int]
     chunks: int = 0
     largest_chunk_bytes: int = 0
+    reader_cpu_s: float = 0.0
+    reader_peak_rss_bytes: int = 0
 
     @property
     def read(self) -> int:
@@ -161,7 +152,8 @@ def ingest_interval(
 
     Raises:
         KafkaUnavailableError: no broker answered after `connect_attempts` tries.
-        KafkaSliceError: the topic is missing or a partition stalled before its end offset.
+        KafkaSliceError: the topic is missing, a partition stalled before its end offset, or the reading process
+            (`SliceReader`) ended without finishing.
         LakeWriteError: the lake could not be written.
         RejectionRateExceeded: too many rejects; they are published, the data partition is left as it was.
         ConcurrentWriteError: another run committed the same day of a table while this one committed it.
@@ -175,40 +167,41 @@ def ingest_interval(
     lake = as_lake(lake)
     final, rejected_final = lake.uri(lake.partition(dataset, day)), lake.uri(lake.partition(rejected_dataset, day))
 
-    consumer = open_consumer(client_config, options)
-    try:
-        slices = plan_slices(consumer, topic, start, end, options)
-        window = EventTimeWindow(lower_ms=epoch_ms(start - options.allowed_lateness),
-                                 upper_ms=epoch_ms(end + options.allowed_earliness))
-        attempt = timed_name(ATTEMPT_PREFIX)
-        data = AttemptFolder(lake, dataset, day, attempt)
-        rejects = AttemptFolder(lake, rejected_dataset, day, attempt)
+    with SliceReader(client_config, topic, options, schema.max_value_bytes) as reader:  # starts while we plan
+        consumer = open_consumer(client_config, options)
         try:
+            slices = plan_slices(consumer, topic, start, end, options)
+            window = EventTimeWindow(lower_ms=epoch_ms(start - options.allowed_lateness),
+                                     upper_ms=epoch_ms(end + options.allowed_earliness))
+            attempt = timed_name(ATTEMPT_PREFIX)
+            data = AttemptFolder(lake, dataset, day, attempt)
+            rejects = AttemptFolder(lake, rejected_dataset, day, attempt)
             try:
-                counts = _Run(consumer, topic, schema, window, options, lake.filesystem, data.create(),
-                              rejects.create()).read(slices)
-            except BaseException:
-                data.discard()
-                rejects.discard()
-                raise
-            result = IngestResult(topic=topic, day=day, interval_start=start, interval_end=end,
-                                  path=final, rejected_path=rejected_final, slices=slices, **counts)
-            summary = result.manifest(schema, dataset, rejected_dataset, options)
-            try:
-                rejects.commit(summary)
-            except BaseException:
-                data.discard()
-                raise
-            # The rejects are published now; too many of them keep the data partition as it was.
-            if result.rejected_fraction > options.max_rejected_fraction:
-                data.discard()
-                raise RejectionRateExceeded(_rejection_message(result, options))
-            data.commit(summary)
-        except OSError as error:
-            raise LakeWriteError(f"cannot write the lake at {lake}: {error}") from error
-        commit_progress(consumer, topic, slices, options)
-    finally:
-        consumer.close(autocommit=False)
+                try:
+                    counts = _Run(reader, topic, schema, window, options, lake.filesystem, data.create(),
+                                  rejects.create()).read(slices)
+                except BaseException:
+                    data.discard()
+                    rejects.discard()
+                    raise
+                result = IngestResult(topic=topic, day=day, interval_start=start, interval_end=end,
+                                      path=final, rejected_path=rejected_final, slices=slices, **counts)
+                summary = result.manifest(schema, dataset, rejected_dataset, options)
+                try:
+                    rejects.commit(summary)
+                except BaseException:
+                    data.discard()
+                    raise
+                # The rejects are published now; too many of them keep the data partition as it was.
+                if result.rejected_fraction > options.max_rejected_fraction:
+                    data.discard()
+                    raise RejectionRateExceeded(_rejection_message(result, options))
+                data.commit(summary)
+            except OSError as error:
+                raise LakeWriteError(f"cannot write the lake at {lake}: {error}") from error
+            commit_progress(consumer, topic, slices, options)
+        finally:
+            consumer.close(autocommit=False)
     log.info("ingested %s [%s, %s): read %d, written %d, rejected %d %s → %s", topic, start.isoformat(),
              end.isoformat(), result.read, result.written, result.rejected, result.rejected_by_reason or "", final)
     return result
@@ -234,11 +227,11 @@ def read_manifest(lake: Lake | Path | str, dataset: str, day: date) -> dict[str,
 
 
 class _Run:
-    """Reads planned slices partition by partition and streams them into the staged partitions."""
+    """Streams the chunks of the planned slices, read by a `SliceReader`, into the staged partitions."""
 
-    def __init__(self, consumer: Any, topic: str, schema: RecordSchema, window: EventTimeWindow,
+    def __init__(self, reader: SliceReader, topic: str, schema: RecordSchema, window: EventTimeWindow,
                  options: IngestOptions, filesystem: pafs.FileSystem, staged: str, rejected_staged: str) -> None:
-        self.consumer = consumer
+        self.reader = reader
         self.filesystem = filesystem
         self.topic = topic
         self.schema = schema
@@ -248,7 +241,6 @@ class _Run:
         self.decoder = JsonChunkDecoder(schema)
         self.validator = RowValidator(schema, window)
         self.seen = SeenIds() if schema.id_field else None
-        self.chunker = ChunkBuffer(options.chunk_size, options.chunk_bytes)
         self.reasons: Counter[str] = Counter()
         self._started = time.monotonic()
         self._last_progress = self._started
@@ -256,76 +248,36 @@ class _Run:
         self._total = 0
 
     def read(self, slices: list[PartitionSlice]) -> dict[str, Any]:
-        """Stream every slice into its part files; Kafka is read ahead in a background thread."""
+        """Stream every slice into its part files, one chunk at a time, as the reading process ships them."""
         self._total = sum(piece.size for piece in slices)
         counts = {piece.partition: PartitionCounts() for piece in slices}
         any_data = any_rejects = False
-        with ReadAhead(lambda stop: self._chunks(slices, stop), self.options.read_ahead_chunks,
-                        self.options.switch_interval_s) as batches:
-            for piece, piece_chunks in itertools.groupby(joined_by_slice(batches), key=operator.itemgetter(0)):
-                name = f"part-{piece.partition:05d}.parquet"
-                data = RowGroupFile(self.filesystem, f"{self.staged}/{name}", self.schema.output_schema,
-                                     self.options.row_group_size, self.options.compression,
-                                     unique_column=self.schema.id_field)
-                rejects = RowGroupFile(self.filesystem, f"{self.rejected_staged}/{name}", REJECTED_SCHEMA,
-                                        self.options.row_group_size, self.options.compression)
-                for _, records in piece_chunks:
-                    self._process(piece.partition, records, data, rejects, counts[piece.partition])
-                any_data |= data.close()
-                any_rejects |= rejects.close()
+        for piece, piece_chunks in itertools.groupby(self.reader.read(slices), key=operator.itemgetter(0)):
+            name = f"part-{piece.partition:05d}.parquet"
+            data = RowGroupFile(self.filesystem, f"{self.staged}/{name}", self.schema.output_schema,
+                                 self.options.row_group_size, self.options.compression,
+                                 unique_column=self.schema.id_field)
+            rejects = RowGroupFile(self.filesystem, f"{self.rejected_staged}/{name}", REJECTED_SCHEMA,
+                                    self.options.row_group_size, self.options.compression)
+            for _, chunk, position in piece_chunks:
+                self._process(piece.partition, chunk, data, rejects, counts[piece.partition])
+                self._progress(piece, position)
+            any_data |= data.close()
+            any_rejects |= rejects.close()
         if not any_data:  # keep the partition readable by Spark/pyarrow even when it has no rows
             RowGroupFile(self.filesystem, f"{self.staged}/part-00000.parquet", self.schema.output_schema, 1,
                           self.options.compression).close(write_if_empty=True)
         if not any_rejects:
             RowGroupFile(self.filesystem, f"{self.rejected_staged}/part-00000.parquet", REJECTED_SCHEMA, 1,
                           self.options.compression).close(write_if_empty=True)
-        return {"partition_counts": counts, "rejected_by_reason": dict(self.reasons), "chunks": self.chunker.chunks,
-                "largest_chunk_bytes": self.chunker.largest_chunk_bytes}
+        stats = self.reader.stats
+        return {"partition_counts": counts, "rejected_by_reason": dict(self.reasons), "chunks": stats.chunks,
+                "largest_chunk_bytes": stats.largest_chunk_bytes, "reader_cpu_s": stats.cpu_s,
+                "reader_peak_rss_bytes": stats.peak_rss_bytes}
 
-    def _chunks(self, slices: list[PartitionSlice], stop: threading.Event
-                ) -> Generator[tuple[PartitionSlice, list], None, None]:
-        """(slice, records) in partition then offset order, in chunks of `chunk_size` records or `chunk_bytes`
-        bytes of values, whichever comes first (the last of each slice may be short); oversize values are cut
-        as soon as they are polled. Runs in the read-ahead thread, the only user of the consumer until it ends;
-        returns early once `stop` is set."""
-        from kafka import TopicPartition
-        from kafka.errors import KafkaError
-
-        for piece in slices:
-            if piece.size <= 0:
-                continue
-            tp = TopicPartition(self.topic, piece.partition)
-            try:
-                self.consumer.assign([tp])
-                self.consumer.seek(tp, piece.start_offset)
-                last_record_at = time.monotonic()
-                position = piece.start_offset
-                while position < piece.end_offset and not stop.is_set():
-                    records = self.consumer.poll(timeout_ms=self.options.poll_timeout_ms,
-                                                 max_records=self.options.chunk_size).get(tp, [])
-                    position = self.consumer.position(tp)
-                    if records:
-                        last_record_at = time.monotonic()
-                        if records[-1].offset >= piece.end_offset:
-                            records = records[:bisect.bisect_left(records, piece.end_offset, key=offset_of)]
-                        records, sizes = without_oversize_values(records, self.schema.max_value_bytes)
-                        for chunk in self.chunker.add(records, sizes):
-                            yield piece, chunk
-                        self._progress(piece, position)
-                    elif time.monotonic() - last_record_at > self.options.idle_timeout_s:
-                        raise KafkaSliceError(
-                            f"{self.topic}[{piece.partition}]: no record for {self.options.idle_timeout_s:.0f}s "
-                            f"at offset {position}, before the slice end {piece.end_offset}; is the broker still up?")
-            except (KafkaError, OSError) as error:  # raised by the client only: the lake is written elsewhere
-                raise KafkaSliceError(f"reading {self.topic}[{piece.partition}] at offsets "
-                                      f"[{piece.start_offset}, {piece.end_offset}) failed: {error}") from error
-            rest = self.chunker.flush()
-            if rest:
-                yield piece, rest
-
-    def _process(self, partition: int, records: list[Any], data: RowGroupFile, rejects: RowGroupFile,
+    def _process(self, partition: int, chunk: pa.RecordBatch, data: RowGroupFile, rejects: RowGroupFile,
                  counts: PartitionCounts) -> None:
-        decoded = self.decoder.decode([record.value for record in records], list(map(value_size, records)))
+        decoded = self.decoder.decode(chunk.column("value"), chunk.column("value_size"))
         valid, invalid = self.validator.rejections(decoded.table)
         rejected = decoded.rejects + [(int(decoded.positions[row]), reason, detail) for row, reason, detail in invalid]
         all_valid = not invalid
@@ -344,12 +296,12 @@ class _Run:
         data.append(self._output(kept))
         if rejected:
             rejected.sort()
-            rejects.append(self._rejected_rows(partition, records, rejected))
+            rejects.append(self._rejected_rows(partition, chunk, rejected))
             self.reasons.update(str(reason) for _, reason, _ in rejected)
-        counts.read += len(records)
+        counts.read += chunk.num_rows
         counts.written += kept.num_rows
         counts.rejected += len(rejected)
-        self._done += len(records)
+        self._done += chunk.num_rows
 
     def _duplicate_reason(self, conflicting: bool) -> tuple[Reason, str]:
         if conflicting:
@@ -363,15 +315,16 @@ class _Run:
                    for spec, column in zip(self.schema.fields, columns, strict=True)]
         return pa.Table.from_arrays(columns, schema=self.schema.output_schema)
 
-    def _rejected_rows(self, partition: int, records: list[Any], rejected: list[tuple[int, str, str]]) -> pa.Table:
-        picked = [records[position] for position, _, _ in rejected]
+    def _rejected_rows(self, partition: int, chunk: pa.RecordBatch, rejected: list[tuple[int, str, str]]
+                       ) -> pa.Table:
+        picked = chunk.take(pa.array([position for position, _, _ in rejected], pa.int64()))
         return pa.Table.from_arrays([
             pa.array([self.topic] * len(picked), pa.string()),
             pa.array([partition] * len(picked), pa.int32()),
-            pa.array([record.offset for record in picked], pa.int64()),
-            pa.array([record.timestamp for record in picked], pa.int64()).cast(pa.timestamp("ms", tz="UTC")),
-            pa.array([record.key for record in picked], pa.binary()),
-            pa.array([record.value for record in picked], pa.binary()),
+            picked.column("offset"),
+            picked.column("timestamp").cast(pa.timestamp("ms", tz="UTC")),
+            picked.column("key"),
+            picked.column("value"),
             pa.array([str(reason) for _, reason, _ in rejected], pa.string()),
             pa.array([detail for _, _, detail in rejected], pa.string()),
         ], schema=REJECTED_SCHEMA)

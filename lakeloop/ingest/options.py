@@ -20,11 +20,10 @@ class IngestOptions:
         max_rejected_fraction: Fail (after publishing the rejects) when rejected/read exceeds this.
         allowed_lateness: Event times this far before the interval start are still accepted.
         allowed_earliness: Event times less than this past the interval end are still accepted.
-        chunk_size: Records per chunk read from Kafka, at most; chunks read ahead are decoded together (the
-            files written do not depend on that batching).
+        chunk_size: Records per chunk read from Kafka, at most (the files written do not depend on it).
         chunk_bytes: Bytes of Kafka values per chunk, at most (a single larger value makes a chunk of its own;
             oversize values count only their kept head). With `read_ahead_chunks`, bounds the memory held:
-            see `ReadAhead` and docs/ingestion.md.
+            see `lakeloop.ingest.slice_reader.SliceReader` and docs/ingestion.md.
         row_group_size: Rows per Parquet row group.
         connect_attempts: Tries to reach the bootstrap brokers before failing.
         connect_backoff_s: Pause after the first failed try, doubled after each further one.
@@ -38,8 +37,8 @@ class IngestOptions:
         fetch_max_partition_bytes: kafka-python `max_partition_fetch_bytes`, and `fetch_max_bytes` too (one
             partition is read at a time): what one fetch, hence one poll, returns at most (a broker still
             returns a larger record batch whole).
-        read_ahead_chunks: Chunks read from Kafka ahead of the one being decoded (a background thread).
-        switch_interval_s: Interpreter thread switch interval while reading ahead (see `ReadAhead`).
+        read_ahead_chunks: Chunks the reading process (a child process, see `SliceReader`) may have waiting for
+            the ingestion, at most; it stops polling Kafka while they wait. At least 1.
     """
 
     max_rejected_fraction: float = 0.05
@@ -59,12 +58,11 @@ class IngestOptions:
     compression: str = "zstd"
     fetch_max_partition_bytes: int = 4 * 1024 * 1024
     read_ahead_chunks: int = 2
-    switch_interval_s: float = 0.0005
 
     def __post_init__(self) -> None:
         too_small = [f"{name}={getattr(self, name)!r}" for name in ("chunk_size", "chunk_bytes",
-                                                                      "fetch_max_partition_bytes")
+                                                                      "fetch_max_partition_bytes", "read_ahead_chunks")
                      if getattr(self, name) < 1]
         if too_small:
             raise ValueError(f"IngestOptions: {', '.join(too_small)} must be at least 1 (records or bytes per "
-                             "chunk or fetch); leave them out for the defaults")
+                             "chunk or fetch, chunks read ahead); leave them out for the defaults")

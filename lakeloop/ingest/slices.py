@@ -52,7 +52,10 @@ def open_consumer(client_config: Mapping[str, Any], options: IngestOptions | Non
         "auto_offset_reset": "none",
         "isolation_level": "read_committed",
         "allow_auto_create_topics": False,
-        "max_poll_records": options.chunk_size,
+        # A poll returns the whole fetch (a fetch holds fewer records than bytes). One that leaves part of it for
+        # the next poll delays the next fetch: 4.5-4.9 s instead of 3.6 s to read 500,000 ratings in chunks of
+        # 20,000. `ChunkBuffer` makes the chunks.
+        "max_poll_records": options.fetch_max_partition_bytes,
         "max_partition_fetch_bytes": options.fetch_max_partition_bytes,
         "fetch_max_bytes": options.fetch_max_partition_bytes,  # one partition is assigned at a time
         "bootstrap_timeout_ms": options.bootstrap_timeout_ms,

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import UTC, date, datetime, timedelta
+
+from kafka import KafkaProducer
+from kafka.admin import KafkaAdminClient
 
 # Recent days: the broker deletes records older than its retention (7 days by record timestamp).
 MIDDLE = datetime.combine(date.today() - timedelta(days=2), datetime.min.time(), UTC)
@@ -44,3 +48,17 @@ MALFORMED = {
     b'{"event_id": "good-4", "user_id": 4, "item_id": 10, "rating": 4.0, "ts": %d}': ("duplicate",
                                                                                      "already written"),
 }
+
+
+def topic_holding(bootstrap: str, partitions: int, records: list[tuple[int, bytes | None, bytes, int | None]]) -> str:
+    """A new topic holding `records`, (partition, key, value, timestamp ms or None for now), sent in order."""
+    topic = f"records-{uuid.uuid4().hex[:10]}"
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin.create_topics({topic: {"num_partitions": partitions, "replication_factor": 1}}, wait_for_metadata=True)
+    admin.close()
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    for partition, key, value, timestamp_ms in records:
+        producer.send(topic, partition=partition, key=key, value=value, timestamp_ms=timestamp_ms)
+    producer.flush()
+    producer.close()
+    return topic

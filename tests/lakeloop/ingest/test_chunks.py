@@ -6,8 +6,7 @@ import itertools
 
 from kafka.consumer.fetcher import ConsumerRecord
 
-from lakeloop.ingest.chunks import ChunkBuffer, without_oversize_values
-from lakeloop.ingest.decode import OVERSIZE_VALUE_HEAD_BYTES
+from lakeloop.ingest.chunks import OVERSIZE_VALUE_HEAD_BYTES, ChunkBuffer, without_oversize_values
 
 
 def record(offset: int, value: bytes | None) -> ConsumerRecord:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pyarrow as pa
 from ingest_events import MALFORMED, MIDDLE, event, ms
 
 from lakeloop.ingest.decode import JsonChunkDecoder
@@ -34,3 +35,23 @@ def test_fast_and_per_record_decoding_agree():
     decoded = dict(zip(fast.table["event_id"].to_pylist(), fast.table["item_id"].to_pylist(), strict=True))
     assert decoded["x"] == "12345678901234567890" and decoded["e4"] == "-4" and "t" in decoded
     assert [reason for _, reason, _ in fast.rejects].count("invalid_json") == 9  # incl. `Inf`
+
+
+def test_an_arrow_binary_column_decodes_as_its_python_values():
+    at = ms(MIDDLE)
+    values = [event(f"e{n}", MIDDLE, user=n) for n in range(50)]
+    values += [value % at if value and b"%d" in value else value for value in MALFORMED]
+    values[10:10] = [b'{"event_id":"m","user_id":1,"item_id":2,"rating":3,"ts":1}', None, b"x" * 1024]
+    sizes = [-1 if value is None else len(value) for value in values]
+    sizes[12] = 2 * 1024 * 1024  # the head of an oversize value, its full size in Kafka
+    decoder = JsonChunkDecoder(RATINGS_SCHEMA, min_fast_rows=4)
+
+    from_python = decoder.decode(values, sizes)
+    column = pa.array([b"pad"] + values, pa.binary()).slice(1)  # a slice, as a column of a shipped batch can be
+    from_arrow = decoder.decode(column, pa.array(sizes, pa.int32()))
+
+    assert from_arrow.positions.tolist() == from_python.positions.tolist()
+    assert from_arrow.rejects == from_python.rejects
+    assert (12, "oversize", "value of 2097152 bytes > 16384; only its first 1024 bytes are kept") in from_arrow.rejects
+    assert str(from_arrow.table.to_pylist()) == str(from_python.table.to_pylist())  # str(): NaN == NaN
+    assert from_arrow.table.num_rows + len(from_arrow.rejects) == len(values)

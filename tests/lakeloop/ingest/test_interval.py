@@ -14,6 +14,7 @@ from datetime import UTC, date, datetime, timedelta
 from itertools import zip_longest
 from pathlib import Path
 
+import psutil
 import pyarrow as pa
 import pytest
 from ingest_events import MALFORMED, MIDDLE, event, ms
@@ -22,7 +23,8 @@ from kafka.admin import KafkaAdminClient
 from pyarrow import fs as pafs
 
 from lakeloop.delta import partition_files, partition_summary, read_partition
-from lakeloop.ingest.decode import OVERSIZE_VALUE_HEAD_BYTES, REJECTED_SCHEMA
+from lakeloop.ingest.chunks import OVERSIZE_VALUE_HEAD_BYTES
+from lakeloop.ingest.decode import REJECTED_SCHEMA
 from lakeloop.ingest.errors import KafkaSliceError, KafkaUnavailableError, LakeWriteError, RejectionRateExceeded
 from lakeloop.ingest.interval import ingest_interval, read_manifest
 from lakeloop.ingest.options import COMMIT_GROUP_ID, IngestOptions
@@ -194,9 +196,9 @@ def test_crash_between_write_and_commit_leaves_the_previous_partition(kafka_brok
 
     assert file_digests(lake, "raw/ratings", last_day.date()) == before
     assert set(raw_rows(lake, last_day.date())["event_id"].to_pylist()) == per_day[last_day.date()]
-    killed = attempt_folders(lake, "raw/ratings", last_day.date())[-1]
-    assert list(killed.glob("*.parquet")) and killed not in {path.parent for path in live_files(
-        lake / "raw/ratings", last_day.date())}  # the killed run's files are there, named by no commit
+    committed = {path.parent for path in live_files(lake / "raw/ratings", last_day.date())}
+    killed = [folder for folder in attempt_folders(lake, "raw/ratings", last_day.date()) if folder not in committed]
+    assert len(killed) == 1 and list(killed[0].glob("*.parquet"))  # the killed run's files, named by no commit
 
     result = ingest(kafka_broker, topic, lake, last_day)
     assert result.written == 21 and "late-arrival" in raw_rows(lake, last_day.date())["event_id"].to_pylist()
@@ -464,6 +466,8 @@ def test_a_lake_that_cannot_be_written_is_a_clear_error(kafka_broker, tmp_path, 
     not_a_directory.write_text("")
     with pytest.raises(LakeWriteError, match="cannot write the lake at file://.*/file/lake: .*Not a directory"):
         ingest(kafka_broker, topic, not_a_directory / "lake", MIDDLE)
+    assert not [child for child in psutil.Process().children(recursive=True)  # the reading process was reaped
+                if "lakeloop.ingest.reader_process" in child.cmdline()]
 
 
 def test_a_declared_schema_describes_any_json_topic(kafka_broker, lake):
