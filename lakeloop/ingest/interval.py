@@ -51,7 +51,7 @@ class PartitionCounts:
 class IngestResult:
     """The outcome of one run: counts, per-partition slices, where the partitions were written, how many
     chunks were read from Kafka and the bytes of values of the largest (what `chunk_bytes` bounds), and the
-    CPU seconds and peak resident memory of the reading process (`SliceReader`)."""
+    peak resident memory of the reading process (`SliceReader`)."""
 
     topic: str
     day: date
@@ -64,7 +64,6 @@ class IngestResult:
     rejected_by_reason: dict[str, int]
     chunks: int = 0
     largest_chunk_bytes: int = 0
-    reader_cpu_s: float = 0.0
     reader_peak_rss_bytes: int = 0
 
     @property
@@ -272,7 +271,7 @@ class _Run:
                           self.options.compression).close(write_if_empty=True)
         stats = self.reader.stats
         return {"partition_counts": counts, "rejected_by_reason": dict(self.reasons), "chunks": stats.chunks,
-                "largest_chunk_bytes": stats.largest_chunk_bytes, "reader_cpu_s": stats.cpu_s,
+                "largest_chunk_bytes": stats.largest_chunk_bytes,
                 "reader_peak_rss_bytes": stats.peak_rss_bytes}
 
     def _process(self, partition: int, chunk: pa.RecordBatch, data: RowGroupFile, rejects: RowGroupFile,
