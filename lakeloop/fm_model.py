@@ -39,11 +39,13 @@ class FMHyperParameters:
     `batch_size` over it and reached after `warmup_steps` of linear warm-up; `learning_rate_decay` "none" keeps it
     there, "cosine" lowers it along a half cosine to 0 at the run's last step. The rating model's first-order
     weights take `first_order_l2_scale` × `l2` (a bias may want a shrinkage other than a factor's). `negatives`
-    items sampled per example train the selection model (BPR, weight `selection_weight`); the ranking score is
-    `rating_weight` × the rating score + the selection score. `warm_start` "champion" starts from the newest
-    promoted model of an earlier day and trains `warm_epochs` epochs; "none" (or no such model) trains `epochs` from
-    scratch. `user_update`: "lazy" updates only the rows of the users a step looks up, so a step costs the same
-    whatever the day's users; "dense" applies Adam to every row of the user tables every step. `step_budget` (0: none)
+    items sampled per example train the selection model (BPR, weight `selection_weight`), whose factor tables take
+    the per-example L2 `selection_l2` (BPR's factors fit with far less shrinkage than the rating's: at `l2` they
+    learn little beyond popularity); the ranking score is `rating_weight` × the rating score + the selection score.
+    `warm_start` "champion" starts from the newest promoted model of an earlier day and trains `warm_epochs` epochs;
+    "none" (or no such model) trains `epochs` from scratch.
+    `user_update`: "lazy" updates only the rows of the users a step looks up, so a step costs the same whatever the
+    day's users; "dense" applies Adam to every row of the user tables every step. `step_budget` (0: none)
     caps a run's optimizer steps: `epochs` and `warm_epochs` are cut to the fewest epochs reaching it (`for_rows`),
     which only days past the auto batch's cap reach (a 10M-event day's epoch is 1,099 steps of 8,192: 5 epochs from
     scratch, not 11, for +0.002 RMSE and the same NDCG@10; docs/performance.md).
@@ -60,6 +62,7 @@ class FMHyperParameters:
     user_update: str = "lazy"
     negatives: int = 4
     selection_weight: float = 1.0
+    selection_l2: float = 0.0025
     rating_weight: float = 0.3
     warm_start: str = "champion"
     warm_epochs: int = 3
@@ -75,6 +78,8 @@ class FMHyperParameters:
         if self.learning_rate_decay not in LEARNING_RATE_DECAYS:
             raise ValueError(f"learning_rate_decay must be one of {LEARNING_RATE_DECAYS}, "
                              f"got {self.learning_rate_decay!r}")
+        if self.selection_l2 < 0:
+            raise ValueError(f"selection_l2 must be 0 or more, got {self.selection_l2}")
         if self.first_order_l2_scale < 0:
             raise ValueError(f"first_order_l2_scale must be 0 or more, got {self.first_order_l2_scale}")
         if self.batch_size < 0:
@@ -172,19 +177,19 @@ def build_fm_model(spec: FeatureSpec, hparams: FMHyperParameters) -> keras.Model
 
 
 def selection_layers(spec: FeatureSpec, hparams: FMHyperParameters) -> dict:
-    """The selection model's tables: a user's and an item's factors and an item's weight, by layer name."""
+    """The selection model's tables: a user's and an item's factors (per-example L2 `selection_l2`) and an item's
+    weight (`l2`), by layer name."""
     import keras
 
-    per_example = keras.regularizers.L2(hparams.l2)
-
-    def table(name: str, rows: int, width: int, stddev: float):
+    def table(name: str, rows: int, width: int, stddev: float, l2: float):
         initializer = keras.initializers.RandomNormal(stddev=stddev) if stddev else "zeros"
         return keras.layers.Embedding(rows, width, embeddings_initializer=initializer,
-                                      activity_regularizer=per_example, name=name)
+                                      activity_regularizer=keras.regularizers.L2(l2) if l2 else None, name=name)
 
-    return {SELECTION_USER_FACTORS: table(SELECTION_USER_FACTORS, spec.user_vocab_size, hparams.factors, 0.01),
-            SELECTION_ITEM_FACTORS: table(SELECTION_ITEM_FACTORS, spec.item_vocab_size, hparams.factors, 0.01),
-            SELECTION_ITEM_WEIGHT: table(SELECTION_ITEM_WEIGHT, spec.item_vocab_size, 1, 0.0)}
+    factors, factors_l2 = hparams.factors, hparams.selection_l2
+    return {SELECTION_USER_FACTORS: table(SELECTION_USER_FACTORS, spec.user_vocab_size, factors, 0.01, factors_l2),
+            SELECTION_ITEM_FACTORS: table(SELECTION_ITEM_FACTORS, spec.item_vocab_size, factors, 0.01, factors_l2),
+            SELECTION_ITEM_WEIGHT: table(SELECTION_ITEM_WEIGHT, spec.item_vocab_size, 1, 0.0, hparams.l2)}
 
 
 def selection_score(selection: dict, users, items):

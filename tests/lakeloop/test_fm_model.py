@@ -174,18 +174,24 @@ def test_the_step_budget_cuts_the_epochs_of_large_days_only():
         FMHyperParameters(batch_size=-1)
 
 
-def test_the_first_order_weights_take_their_own_share_of_the_l2():
+def test_the_first_order_weights_and_the_selection_factors_take_their_own_l2():
     def l2_by_layer(hparams: FMHyperParameters) -> dict[str, float]:
         model = build_fm_model(UNCLIPPED, hparams)
-        return {layer.name: float((layer.activity_regularizer or layer.kernel_regularizer).l2)
-                for layer in model.layers if layer.name.endswith(("_weight", "_factors"))}
+        return {layer.name: float(regularizer.l2) for layer in model.layers
+                if layer.name.endswith(("_weight", "_factors"))
+                and (regularizer := layer.activity_regularizer or getattr(layer, "kernel_regularizer", None))}
 
     same, scaled = l2_by_layer(HPARAMS), l2_by_layer(dataclasses.replace(HPARAMS, first_order_l2_scale=4.0))
+    selection_factors = {"user_selection_factors", "item_selection_factors"}
     first_order = {name for name in same if name.endswith("_weight") and not name.startswith("item_selection")}
     assert {"user_weight", "item_weight", "year_weight", "genre_weight", "user_history_weight"} <= first_order
-    assert set(same.values()) == {HPARAMS.l2}
+    assert {same[name] for name in selection_factors} == {HPARAMS.selection_l2} != {HPARAMS.l2}
+    assert {same[name] for name in set(same) - selection_factors} == {HPARAMS.l2}
     assert all(scaled[name] == pytest.approx(4.0 * HPARAMS.l2) for name in first_order)
-    assert all(scaled[name] == HPARAMS.l2 for name in set(same) - first_order)
+    assert all(scaled[name] == same[name] for name in set(same) - first_order)
+    assert selection_factors.isdisjoint(l2_by_layer(dataclasses.replace(HPARAMS, selection_l2=0.0)))
     assert FMHyperParameters().first_order_l2_scale == 1.0
+    with pytest.raises(ValueError, match="selection_l2 must be 0 or more"):
+        FMHyperParameters.from_args({"selection_l2": "-1"})
     with pytest.raises(ValueError, match="first_order_l2_scale must be 0 or more"):
         FMHyperParameters.from_args({"first_order_l2_scale": "-1"})
