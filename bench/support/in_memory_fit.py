@@ -4,7 +4,8 @@ distribution strategy: the limit a training job is measured against (`bench.trai
 The trainer builds its model, optimizer and loss as in a job (its own `train`); only `fit` differs:
 `InMemoryContext.fit` feeds shuffled in-memory batches, either by a Python loop over numpy slices or by a `tf.data`
 pipeline iterated inside one `tf.function` per epoch. What the trainer maps over its dataset (`dataset.map(fn)`, a
-function of a batch's features and labels) is applied to every batch in the step's graph.
+function of a batch's features and labels) is applied to every batch: in the step's graph on the numpy loop, in the
+pipeline (tf.data's threads, ahead of the step) on `tf.data`, as the job's dataset does.
 """
 
 from __future__ import annotations
@@ -92,7 +93,6 @@ class InMemoryContext(TrainContext):
             optimizer.build(model.trainable_variables)
 
         def step(inputs: dict, labels: Any) -> Any:
-            inputs, labels = dataset.mapped(inputs, labels)
             with tf.GradientTape() as tape:
                 predictions = model(inputs, training=True)
                 loss = tf.reduce_mean(tf.cast(loss_fn(labels, predictions), tf.float32))
@@ -104,8 +104,8 @@ class InMemoryContext(TrainContext):
 
         rng = np.random.default_rng(self.seed)
         epoch_examples = self.steps_per_epoch * self.batch_size
-        run_epoch = _numpy_epoch(step, self.batch_size) if self.feed_kind == NUMPY_LOOP else _tf_data_epoch(
-            step, self.batch_size)
+        run_epoch = (_numpy_epoch(step, dataset.mapped, self.batch_size) if self.feed_kind == NUMPY_LOOP
+                     else _tf_data_epoch(step, dataset.mapped, self.batch_size))
         epoch_losses = []
         started = time.monotonic()
         for _ in range(self.epochs):
@@ -118,10 +118,10 @@ class InMemoryContext(TrainContext):
         return self.fit_result
 
 
-def _numpy_epoch(step: Any, batch_size: int) -> Any:
+def _numpy_epoch(step: Any, mapped: Callable, batch_size: int) -> Any:
     import tensorflow as tf
 
-    train_step = tf.function(step)
+    train_step = tf.function(lambda inputs, labels: step(*mapped(inputs, labels)))
 
     def run(epoch: InMemoryExamples) -> float:
         losses = [train_step({name: values[start:start + batch_size] for name, values in epoch.inputs.items()},
@@ -132,7 +132,7 @@ def _numpy_epoch(step: Any, batch_size: int) -> Any:
     return run
 
 
-def _tf_data_epoch(step: Any, batch_size: int) -> Any:
+def _tf_data_epoch(step: Any, mapped: Callable, batch_size: int) -> Any:
     import tensorflow as tf
 
     # Steps pulled from an iterator in a tf.range loop, as tfspark's loop does: a `for` over the dataset itself
@@ -153,7 +153,8 @@ def _tf_data_epoch(step: Any, batch_size: int) -> Any:
         dataset = tf.data.Dataset.from_tensor_slices(({name: batches(values) for name, values in epoch.inputs.items()},
                                                       batches(epoch.labels)))
         steps = epoch.rows // batch_size
-        return float(train_steps(iter(dataset.prefetch(tf.data.AUTOTUNE)), tf.constant(steps, tf.int64)))
+        dataset = dataset.map(mapped, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+        return float(train_steps(iter(dataset), tf.constant(steps, tf.int64)))
 
     return run
 
