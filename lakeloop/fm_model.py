@@ -42,8 +42,9 @@ class FMHyperParameters:
     items sampled per example train the selection model (BPR, weight `selection_weight`), whose factor tables take
     the per-example L2 `selection_l2` (BPR's factors fit with far less shrinkage than the rating's: at `l2` they
     learn little beyond popularity); the ranking score is `rating_weight` × the rating score + the selection score.
-    `warm_start` "champion" starts from the newest promoted model of an earlier day and trains `warm_epochs` epochs;
-    "none" (or no such model) trains `epochs` from scratch.
+    `warm_start` "champion" starts from the newest promoted model of an earlier day and trains `warm_epochs` epochs,
+    its rating model's factors times `warm_factor_scale` (a cold start's small factors regularise beyond the L2; the
+    champion's whole cost RMSE); "none" (or no such model) trains `epochs` from scratch.
     `user_update`: "lazy" updates only the rows of the users a step looks up, so a step costs the same whatever the
     day's users; "dense" applies Adam to every row of the user tables every step. `step_budget` (0: none)
     caps a run's optimizer steps: `epochs` and `warm_epochs` are cut to the fewest epochs reaching it (`for_rows`),
@@ -66,6 +67,7 @@ class FMHyperParameters:
     rating_weight: float = 0.3
     warm_start: str = "champion"
     warm_epochs: int = 3
+    warm_factor_scale: float = 0.2
     learning_rate_decay: str = "none"
     first_order_l2_scale: float = 1.0
     step_budget: int = 5000
@@ -78,6 +80,9 @@ class FMHyperParameters:
         if self.learning_rate_decay not in LEARNING_RATE_DECAYS:
             raise ValueError(f"learning_rate_decay must be one of {LEARNING_RATE_DECAYS}, "
                              f"got {self.learning_rate_decay!r}")
+        if self.warm_factor_scale <= 0:
+            raise ValueError(f"warm_factor_scale must be positive (zero factors never learn), "
+                             f"got {self.warm_factor_scale}")
         if self.selection_l2 < 0:
             raise ValueError(f"selection_l2 must be 0 or more, got {self.selection_l2}")
         if self.first_order_l2_scale < 0:

@@ -357,7 +357,7 @@ class FMTrainer(TFSparkTrainer):
         with ctx.strategy.scope():
             recipe = training_recipe(self.spec, self.hparams, ctx.total_steps)
             if self.warm_start is not None:
-                carried = self.warm_start.apply(recipe.model, self.spec)
+                carried = self.warm_start.apply(recipe.model, self.spec, self.hparams.warm_factor_scale)
             else:
                 carried = {}
                 recipe.model.get_layer(SELECTION_ITEM_WEIGHT).embeddings.assign(popularity_prior(self.item_counts))

@@ -62,10 +62,13 @@ class WarmStart:
                  (rows["item"] != NEW_ROW).sum(), len(rows["item"]))
         return cls(found.version, found.day, lake.url, model_name, rows)
 
-    def apply(self, model: keras.Model, spec: FeatureSpec) -> dict[str, int]:
+    def apply(self, model: keras.Model, spec: FeatureSpec, rating_factor_scale: float = 1.0) -> dict[str, int]:
         """Copy the starting model's weights into `model`: the rows of known users and items, every other weight
-        whole; return how many user and item rows were carried over."""
+        whole, the rating model's factors times `rating_factor_scale` (`FMHyperParameters.warm_factor_scale`); return
+        how many user and item rows were carried over."""
         import keras
+
+        from lakeloop.fm_model import SELECTION_LAYERS
 
         directory = ModelDirectory.of(Lake.from_url(self.lake_url), self.model_name, self.day)
         with directory.local_copy(MODEL_FILE) as local:
@@ -76,6 +79,8 @@ class WarmStart:
             if not layer.weights or layer.name not in known_layers:
                 continue  # a layer the starting model did not have starts fresh
             weights = [variable.numpy() for variable in known_layers[layer.name].weights]
+            rating_factors = layer.name.endswith("_factors") and layer.name not in SELECTION_LAYERS
+            scale = np.float32(rating_factor_scale if rating_factors else 1.0)
             rows_free = 1 if layer.name in mapped else 0  # a mapped table may have other rows, not other columns
             shapes = [tuple(variable.shape)[rows_free:] for variable in layer.weights], [
                 value.shape[rows_free:] for value in weights]
@@ -89,8 +94,10 @@ class WarmStart:
                 if len(rows) != len(table):
                     raise ValueError(f"{layer.name} has {len(table)} rows, the day's vocabulary {len(rows)}")
                 known = rows != NEW_ROW
-                table[known] = weights[0][rows[known]]
+                table[known] = weights[0][rows[known]] * scale
                 weights = [table]
+            else:
+                weights = [value * scale for value in weights]
             for variable, value in zip(layer.weights, weights, strict=True):
                 variable.assign(value)
         return {entity: int((rows != NEW_ROW).sum()) for entity, rows in self.rows.items()}

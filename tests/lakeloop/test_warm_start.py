@@ -85,6 +85,38 @@ def test_apply_carries_known_rows_and_every_shared_weight(tmp_path):
     assert start.describe(carried)["from_version"] == "7"
 
 
+def test_the_rating_models_carried_factors_are_scaled_and_nothing_else(tmp_path):
+    lake = Lake.from_url(str(tmp_path / "lake"))
+    spec = FeatureSpec(4, 3, 3.5, 1.0, 5.0)
+    source = build_fm_model(spec, HPARAMS)
+    for variable in source.trainable_variables:
+        variable.assign(np.random.default_rng(2).normal(0, 1, variable.shape).astype("float32"))
+    with ModelDirectory.of(lake, "fm", date(2026, 11, 19)).local_copy() as local:
+        source.save(local / MODEL_FILE)
+    target = build_fm_model(FeatureSpec(5, 3, 3.5, 1.0, 5.0), HPARAMS)
+    fresh = target.get_layer("user_factors").weights[0].numpy()
+    start = WarmStart("7", date(2026, 11, 19), lake.url, "fm",
+                      {"user": np.array([0, 2, NEW_ROW, 3, 1]), "item": np.array([0, 2, 1])})
+    start.apply(target, spec, rating_factor_scale=0.25)
+
+    def weights(model, name: str) -> np.ndarray:
+        return model.get_layer(name).weights[0].numpy()
+
+    np.testing.assert_allclose(weights(target, "user_factors")[[0, 1, 3, 4]],
+                               0.25 * weights(source, "user_factors")[[0, 2, 3, 1]], rtol=1e-6)
+    np.testing.assert_array_equal(weights(target, "user_factors")[2], fresh[2])  # a new user starts fresh, unscaled
+    for name in ("genre_factors", "year_factors"):
+        np.testing.assert_allclose(weights(target, name), 0.25 * weights(source, name), rtol=1e-6)
+    np.testing.assert_array_equal(weights(target, "user_selection_factors")[[0, 1, 3, 4]],
+                                  weights(source, "user_selection_factors")[[0, 2, 3, 1]])
+    for name in ("item_weight", "genre_weight", "item_selection_factors", "item_selection_weight"):
+        np.testing.assert_array_equal(weights(target, name), weights(source, name)[[0, 2, 1]]
+                                      if name.startswith("item") else weights(source, name))
+    assert FMHyperParameters().warm_factor_scale == 0.2
+    with pytest.raises(ValueError, match="warm_factor_scale must be positive"):
+        FMHyperParameters(warm_factor_scale=0.0)
+
+
 def test_a_model_of_another_shape_says_how_to_start_cold(tmp_path):
     lake = Lake.from_url(str(tmp_path / "lake"))
     directory = ModelDirectory.of(lake, "fm", date(2026, 11, 19))
