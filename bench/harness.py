@@ -186,3 +186,9 @@ def print_json_line(payload: Any) -> None:
 def last_json_line(output: str) -> Any:
     """What a child reported with `print_json_line`: its output's last line, parsed."""
     return json.loads(output.strip().splitlines()[-1])
+
+
+def git_head() -> str:
+    """The repository's HEAD commit (what the figures were measured on, plus any uncommitted edits)."""
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                          text=True).stdout.strip()

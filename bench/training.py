@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bench.harness import markdown_table, parse_sizes, print_json_line, start_spark
+from bench.harness import git_head, markdown_table, parse_sizes, print_json_line, start_spark
 from bench.support.in_memory_fit import FEEDS, InMemoryExamples, LimitRun, train_in_memory
 from bench.support.training_partition import TrainingPartition, build_cached_partition, ready_partition
 from lakeloop.config import PROJECT_DIR
@@ -292,12 +292,6 @@ def verdicts(figures: dict) -> list[str]:
     return [*lines, f"- speedup J2 / J0 = {figures['speedup']:.2f}× (target ≥ {TARGET_SPEEDUP}× at an equal or "
                     f"better RMSE: {figures['job_rmse']:.4f} vs {figures['today_rmse']:.4f}): "
                     f"{mark(figures['speedup'] >= TARGET_SPEEDUP and figures['job_rmse'] <= figures['today_rmse'])}"]
-
-
-def git_head() -> str:
-    """The repository's HEAD commit (what the figures were measured on, plus any uncommitted edits)."""
-    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_DIR, capture_output=True,
-                          text=True).stdout.strip()
 
 
 def job_keys(text: str) -> set[str]:

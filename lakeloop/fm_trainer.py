@@ -343,14 +343,19 @@ class FMTrainer(TFSparkTrainer):
             log.info("%d training rows at batch %d: epochs %d and warm_epochs %d cut to %d and %d by step_budget %d",
                      features.summary["train_rows"], self.batch_size, asked.epochs, asked.warm_epochs,
                      self.hparams.epochs, self.hparams.warm_epochs, self.hparams.step_budget)
-        if self.hparams.warm_start == "champion" and self.model_name:
-            self.warm_start = WarmStart.find(lake, self.model_name, self.day)
+        if self.hparams.warm_start == "champion":
+            self.warm_start = self.starting_model(lake)
         examples = read_feature_table(spark, features, TRAIN).select(*FEATURE_COLUMNS, LABEL)
         if self.warm_start is not None:
             self.epochs = self.hparams.warm_epochs
         else:
             self.item_counts = rows_per_index(examples, "item_idx", self.spec.item_vocab_size)
         return examples
+
+    def starting_model(self, lake: Lake) -> WarmStart | None:
+        """The model a warm start carries: the newest version of `model_name` promoted before the day (None: a cold
+        start, as without a model name). A benchmark replaying days without a registry picks its own."""
+        return WarmStart.find(lake, self.model_name, self.day) if self.model_name else None
 
     def train(self, dataset, ctx: TrainContext) -> dict:
         """Fit the FM with the runtime's distributed loop, then save it for evaluation."""

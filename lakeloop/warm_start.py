@@ -49,18 +49,24 @@ class WarmStart:
         if found is None:
             log.info("no promoted %s before %s: training from scratch", model_name, day)
             return None
-        directory = ModelDirectory.of(lake, model_name, found.day)
+        return cls.of_model(lake, model_name, found.day, day, found.version)
+
+    @classmethod
+    def of_model(cls, lake: Lake, model_name: str, model_day: date, day: date, version: str) -> WarmStart:
+        """Start `day`'s training from the model `model_name` trained on `model_day` (registered as `version`), with
+        its row maps; a missing model file raises."""
+        directory = ModelDirectory.of(lake, model_name, model_day)
         if not directory.exists(MODEL_FILE):
             raise FileNotFoundError(
-                f"{model_name} version {found.version} (trained on {found.day}) is the model to start from, but "
+                f"{model_name} version {version} (trained on {model_day}) is the model to start from, but "
                 f"{directory.url}/{MODEL_FILE} is missing; restore it, or train from scratch with the trainer "
                 "argument warm_start=none")
-        rows = {entity: row_map(_vocabulary(lake, day, entity), _vocabulary(lake, found.day, entity), entity)
+        rows = {entity: row_map(_vocabulary(lake, day, entity), _vocabulary(lake, model_day, entity), entity)
                 for entity in VOCABULARIES}
         log.info("warm start from %s version %s (trained on %s): %d of %d users and %d of %d items known", model_name,
-                 found.version, found.day, (rows["user"] != NEW_ROW).sum(), len(rows["user"]),
+                 version, model_day, (rows["user"] != NEW_ROW).sum(), len(rows["user"]),
                  (rows["item"] != NEW_ROW).sum(), len(rows["item"]))
-        return cls(found.version, found.day, lake.url, model_name, rows)
+        return cls(version, model_day, lake.url, model_name, rows)
 
     def apply(self, model: keras.Model, spec: FeatureSpec, rating_factor_scale: float = 1.0) -> dict[str, int]:
         """Copy the starting model's weights into `model`: the rows of known users and items, every other weight
