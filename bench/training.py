@@ -119,13 +119,15 @@ class EvaluationSet:
 
 def today_recipe() -> dict[str, str]:
     """Trainer args of the recipe the DAG ran until issue 19 on top of today's `FMHyperParameters`: batch 256,
-    learning rate 0.002, no warm start, no warm-up and no step budget where the hyper-parameters have them."""
+    learning rate 0.002, no warm start, no warm-up, no decay and no step budget where the hyper-parameters have them."""
     from lakeloop.fm_model import FMHyperParameters
 
     names = {option.name for option in dataclasses.fields(FMHyperParameters)}
     recipe = {"batch_size": str(TODAY_BATCH_SIZE), "learning_rate": str(TODAY_LEARNING_RATE)}
     if "warm_start" in names:
         recipe["warm_start"] = "none"
+    if "learning_rate_decay" in names:
+        recipe["learning_rate_decay"] = "none"
     recipe.update({name: "0" for name in names if "warmup" in name or "warm_up" in name or name == "step_budget"})
     return recipe
 

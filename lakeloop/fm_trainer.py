@@ -49,6 +49,7 @@ def take_weight_l2(model) -> list[float]:
 
 SPARSE_ALL_REDUCE_BYTES = 4 << 20
 USER_TABLES = ("user_factors", "user_weight", "user_selection_factors")
+TAIL_DECAY_FRACTION = 0.2  # learning_rate_decay "tail": the share of the run whose rate falls linearly to 0
 
 
 EXACT_FLOAT32_INTEGERS = 1 << 24
@@ -242,14 +243,16 @@ def training_recipe(spec: FeatureSpec, hparams: FMHyperParameters, total_steps: 
 
 def warmup_schedule(peak: float, warmup_steps: int, decay: str = "none", total_steps: int = 0):
     """A Keras learning-rate schedule rising linearly to `peak` over `warmup_steps`, then constant, or with `decay`
-    "cosine" falling along a half cosine to 0 at step `total_steps` - 1: large batches take a large rate, which the
-    first steps from random weights cannot; a rate that falls late in the run lets the weights settle."""
+    "cosine" falling along a half cosine to 0 at step `total_steps` - 1, or with "tail" falling linearly to 0 over
+    the last `TAIL_DECAY_FRACTION` of the steps: large batches take a large rate, which the first steps from random
+    weights cannot; a rate that falls late in the run lets the weights settle."""
     import math
 
     import keras
     from keras import ops
 
     decay_steps = max(total_steps - warmup_steps, 1)
+    tail_steps = max(total_steps * TAIL_DECAY_FRACTION, 1.0)
 
     class LinearWarmup(keras.optimizers.schedules.LearningRateSchedule):
         def __call__(self, step):
@@ -258,6 +261,8 @@ def warmup_schedule(peak: float, warmup_steps: int, decay: str = "none", total_s
             if decay == "cosine":
                 progress = ops.clip((done - warmup_steps) / decay_steps, 0.0, 1.0)
                 rate = rate * 0.5 * (1.0 + ops.cos(math.pi * progress))
+            elif decay == "tail":
+                rate = rate * ops.clip((total_steps - done + 1.0) / tail_steps, 0.0, 1.0)
             return rate
 
         def get_config(self) -> dict:
@@ -297,7 +302,8 @@ def popularity_prior(item_counts):
 
     What users pick is mostly what is popular; BPR learns that into the item weights, but a small day has too few
     steps to (its lists lost to popularity at 5,000 events, NDCG@10 0.033 against 0.061), so training starts there
-    and learns the rest. A warm start carries the weights learnt instead.
+    and learns the rest. A warm start starts there too: popularity moves from day to day, and the model it starts
+    from holds an earlier day's (and nothing for new items).
     """
     import numpy as np
 
@@ -348,8 +354,7 @@ class FMTrainer(TFSparkTrainer):
         examples = read_feature_table(spark, features, TRAIN).select(*FEATURE_COLUMNS, LABEL)
         if self.warm_start is not None:
             self.epochs = self.hparams.warm_epochs
-        else:
-            self.item_counts = rows_per_index(examples, "item_idx", self.spec.item_vocab_size)
+        self.item_counts = rows_per_index(examples, "item_idx", self.spec.item_vocab_size)
         return examples
 
     def starting_model(self, lake: Lake) -> WarmStart | None:
@@ -361,11 +366,9 @@ class FMTrainer(TFSparkTrainer):
         """Fit the FM with the runtime's distributed loop, then save it for evaluation."""
         with ctx.strategy.scope():
             recipe = training_recipe(self.spec, self.hparams, ctx.total_steps)
-            if self.warm_start is not None:
-                carried = self.warm_start.apply(recipe.model, self.spec, self.hparams.warm_factor_scale)
-            else:
-                carried = {}
-                recipe.model.get_layer(SELECTION_ITEM_WEIGHT).embeddings.assign(popularity_prior(self.item_counts))
+            carried = (self.warm_start.apply(recipe.model, self.spec, self.hparams.warm_factor_scale)
+                       if self.warm_start is not None else {})
+            recipe.model.get_layer(SELECTION_ITEM_WEIGHT).embeddings.assign(popularity_prior(self.item_counts))
         examples = with_negatives(dataset, self.hparams.negatives, self.spec.item_vocab_size)
         result = ctx.fit(recipe.trained, recipe.optimizer, recipe.loss, examples)
         ctx.save_model(recipe.model)

@@ -26,7 +26,10 @@ log = logging.getLogger(__name__)
 NEW_ROW = -1
 VOCABULARIES = {"user": (USER_VOCAB, "user_id", "user_idx"), "item": (ITEM_VOCAB, "item_id", "item_idx")}
 TABLES = {"user": ("user_factors", "user_weight", "user_selection_factors"),
-          "item": ("item_factors", "item_weight", "item_selection_factors", "item_selection_weight")}
+          "item": ("item_factors", "item_weight", "item_selection_factors")}
+# The item's selection weight holds its popularity, which moves from day to day: the trainer starts it from the day's
+# counts, warm or cold (carried, five replayed days' lists lost NDCG@10 0.011 to a cold start; docs/performance.md).
+NOT_CARRIED = ("item_selection_weight",)
 
 
 @dataclass(frozen=True)
@@ -70,8 +73,8 @@ class WarmStart:
 
     def apply(self, model: keras.Model, spec: FeatureSpec, rating_factor_scale: float = 1.0) -> dict[str, int]:
         """Copy the starting model's weights into `model`: the rows of known users and items, every other weight
-        whole, the rating model's factors times `rating_factor_scale` (`FMHyperParameters.warm_factor_scale`); return
-        how many user and item rows were carried over."""
+        whole but `NOT_CARRIED`, the rating model's factors times `rating_factor_scale`
+        (`FMHyperParameters.warm_factor_scale`); return how many user and item rows were carried over."""
         import keras
 
         from lakeloop.fm_model import SELECTION_LAYERS
@@ -82,8 +85,8 @@ class WarmStart:
         known_layers = {layer.name: layer for layer in source.layers}
         mapped = {name: entity for entity, names in TABLES.items() for name in names}
         for layer in model.layers:
-            if not layer.weights or layer.name not in known_layers:
-                continue  # a layer the starting model did not have starts fresh
+            if not layer.weights or layer.name not in known_layers or layer.name in NOT_CARRIED:
+                continue  # a layer the starting model did not have starts fresh; NOT_CARRIED are the trainer's
             weights = [variable.numpy() for variable in known_layers[layer.name].weights]
             rating_factors = layer.name.endswith("_factors") and layer.name not in SELECTION_LAYERS
             scale = np.float32(rating_factor_scale if rating_factors else 1.0)

@@ -116,7 +116,7 @@ class ArrowFeedProbe(TFSparkTrainer):
         try:
             keras.utils.set_random_seed(self.hparams.seed)
             with ctx.strategy.scope():
-                recipe = training_recipe(self.spec, self.hparams)
+                recipe = training_recipe(self.spec, self.hparams, ctx.total_steps)
             examples = with_negatives(dataset, self.hparams.negatives, self.spec.item_vocab_size)
             started = time.monotonic()
             fitted = run_ctx.fit(recipe.trained, recipe.optimizer, recipe.loss, examples)

@@ -11,6 +11,7 @@ import pytest
 from lakeloop.features import GENRES, HISTORY_COLUMNS, FeatureSpec
 from lakeloop.fm_model import FMHyperParameters, build_fm_model
 from lakeloop.fm_trainer import (
+    TAIL_DECAY_FRACTION,
     USER_TABLES,
     fused_adam,
     lazy_tables,
@@ -173,6 +174,11 @@ def test_the_learning_rate_warms_up_then_stays_or_decays_to_zero_by_the_last_ste
     assert all(later <= earlier for earlier, later in zip(rates["cosine"][warmup:], rates["cosine"][warmup + 1:],
                                                           strict=False))
     assert cosine.get_config() == {"peak": peak, "warmup_steps": warmup, "decay": "cosine", "total_steps": total}
+    tail = [float(warmup_schedule(peak, warmup, "tail", total)(step)) for step in range(total)]
+    tail_start = total - round(total * TAIL_DECAY_FRACTION)
+    assert tail[:tail_start + 1] == pytest.approx(rates["none"][:tail_start + 1])
+    assert tail[-1] == pytest.approx(peak / (total * TAIL_DECAY_FRACTION))
+    assert all(later < earlier for earlier, later in zip(tail[tail_start:], tail[tail_start + 1:], strict=False))
 
 
 def test_a_decaying_learning_rate_needs_the_run_s_steps_and_a_known_decay():
@@ -185,7 +191,8 @@ def test_a_decaying_learning_rate_needs_the_run_s_steps_and_a_known_decay():
     optimizer = training_recipe(spec, hparams, total_steps=500).optimizer
     optimizer.iterations.assign(499)
     assert float(optimizer.learning_rate) == pytest.approx(0.0, abs=1e-9)
-    optimizer = training_recipe(spec, FMHyperParameters(batch_size=64), total_steps=500).optimizer
+    optimizer = training_recipe(spec, FMHyperParameters(batch_size=64, learning_rate_decay="none"),
+                                total_steps=500).optimizer
     optimizer.iterations.assign(499)
     assert float(optimizer.learning_rate) == pytest.approx(hparams.peak_learning_rate)
-    assert FMHyperParameters().learning_rate_decay == "none"
+    assert FMHyperParameters().learning_rate_decay == "tail"

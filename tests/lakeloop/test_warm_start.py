@@ -85,7 +85,7 @@ def test_apply_carries_known_rows_and_every_shared_weight(tmp_path):
     assert start.describe(carried)["from_version"] == "7"
 
 
-def test_the_rating_models_carried_factors_are_scaled_and_nothing_else(tmp_path):
+def test_the_rating_models_carried_factors_are_scaled_and_the_items_popularity_is_left_to_the_trainer(tmp_path):
     lake = Lake.from_url(str(tmp_path / "lake"))
     spec = FeatureSpec(4, 3, 3.5, 1.0, 5.0)
     source = build_fm_model(spec, HPARAMS)
@@ -95,6 +95,7 @@ def test_the_rating_models_carried_factors_are_scaled_and_nothing_else(tmp_path)
         source.save(local / MODEL_FILE)
     target = build_fm_model(FeatureSpec(5, 3, 3.5, 1.0, 5.0), HPARAMS)
     fresh = target.get_layer("user_factors").weights[0].numpy()
+    fresh_item_selection_weight = target.get_layer("item_selection_weight").weights[0].numpy()
     start = WarmStart("7", date(2026, 11, 19), lake.url, "fm",
                       {"user": np.array([0, 2, NEW_ROW, 3, 1]), "item": np.array([0, 2, 1])})
     start.apply(target, spec, rating_factor_scale=0.25)
@@ -109,9 +110,10 @@ def test_the_rating_models_carried_factors_are_scaled_and_nothing_else(tmp_path)
         np.testing.assert_allclose(weights(target, name), 0.25 * weights(source, name), rtol=1e-6)
     np.testing.assert_array_equal(weights(target, "user_selection_factors")[[0, 1, 3, 4]],
                                   weights(source, "user_selection_factors")[[0, 2, 3, 1]])
-    for name in ("item_weight", "genre_weight", "item_selection_factors", "item_selection_weight"):
+    for name in ("item_weight", "genre_weight", "item_selection_factors"):
         np.testing.assert_array_equal(weights(target, name), weights(source, name)[[0, 2, 1]]
                                       if name.startswith("item") else weights(source, name))
+    np.testing.assert_array_equal(weights(target, "item_selection_weight"), fresh_item_selection_weight)
     assert FMHyperParameters().warm_factor_scale == 0.2
     with pytest.raises(ValueError, match="warm_factor_scale must be positive"):
         FMHyperParameters(warm_factor_scale=0.0)
