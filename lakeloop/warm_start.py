@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lakeloop.features import ITEM_VOCAB, USER_VOCAB, read_features
+from lakeloop.fm_model import SELECTION_ITEM_WEIGHT, SELECTION_LAYERS
 from lakeloop.lake import Lake
 from lakeloop.models import MODEL_FILE, ModelDirectory
 from lakeloop.registry import promoted_before
@@ -29,7 +30,7 @@ TABLES = {"user": ("user_factors", "user_weight", "user_selection_factors"),
           "item": ("item_factors", "item_weight", "item_selection_factors")}
 # The item's selection weight holds its popularity, which moves from day to day: the trainer starts it from the day's
 # counts, warm or cold (carried, five replayed days' lists lost NDCG@10 0.011 to a cold start; docs/performance.md).
-NOT_CARRIED = ("item_selection_weight",)
+NOT_CARRIED = (SELECTION_ITEM_WEIGHT,)
 
 
 @dataclass(frozen=True)
@@ -76,8 +77,6 @@ class WarmStart:
         whole but `NOT_CARRIED`, the rating model's factors times `rating_factor_scale`
         (`FMHyperParameters.warm_factor_scale`); return how many user and item rows were carried over."""
         import keras
-
-        from lakeloop.fm_model import SELECTION_LAYERS
 
         directory = ModelDirectory.of(Lake.from_url(self.lake_url), self.model_name, self.day)
         with directory.local_copy(MODEL_FILE) as local:
