@@ -154,9 +154,8 @@ def by_day_and_chain(runs: list[DayRun]) -> dict[tuple[date, str], DayRun]:
     return {(run.day, run.chain): run for run in runs}
 
 
-def cold_mean(runs: list[DayRun], day: date, cold_seeds: list[int], field: str) -> float:
-    """The mean of `field` over the day's cold models."""
-    keyed = by_day_and_chain(runs)
+def cold_mean(keyed: dict[tuple[date, str], DayRun], day: date, cold_seeds: list[int], field: str) -> float:
+    """The mean of `field` over the day's cold models (`keyed` by `by_day_and_chain`)."""
     return statistics.fmean(getattr(keyed[day, cold_chain(seed)], field) for seed in cold_seeds)
 
 
@@ -165,24 +164,24 @@ def summary_figures(runs: list[DayRun], cold_seeds: list[int], scales: list[floa
     seconds against the cold models', and the days it beat the bias baseline's RMSE (so would publish by RMSE)."""
     keyed, days = by_day_and_chain(runs), later_days(runs)
     figures: dict = {"days": len(days) + 1, "cold_seeds": cold_seeds,
-                     "cold_rmse": statistics.fmean(cold_mean(runs, day, cold_seeds, "rmse") for day in days),
-                     "cold_ndcg_at_10": statistics.fmean(cold_mean(runs, day, cold_seeds, "ndcg_at_10")
+                     "cold_rmse": statistics.fmean(cold_mean(keyed, day, cold_seeds, "rmse") for day in days),
+                     "cold_ndcg_at_10": statistics.fmean(cold_mean(keyed, day, cold_seeds, "ndcg_at_10")
                                                          for day in days),
                      "cold_seed_rmse_range": statistics.fmean(
                          max(keyed[day, cold_chain(seed)].rmse for seed in cold_seeds)
                          - min(keyed[day, cold_chain(seed)].rmse for seed in cold_seeds) for day in days),
-                     "cold_days_beating_bias": sum(cold_mean(runs, day, cold_seeds, "rmse") < keyed[
+                     "cold_days_beating_bias": sum(cold_mean(keyed, day, cold_seeds, "rmse") < keyed[
                          day, cold_chain(cold_seeds[0])].bias_rmse for day in days), "warm": {}}
     for scale in scales:
         chain = [keyed[day, warm_chain(scale)] for day in days]
         figures["warm"][f"{scale:g}"] = {
             "rmse": statistics.fmean(run.rmse for run in chain),
-            "rmse_minus_cold": statistics.fmean(run.rmse - cold_mean(runs, run.day, cold_seeds, "rmse")
+            "rmse_minus_cold": statistics.fmean(run.rmse - cold_mean(keyed, run.day, cold_seeds, "rmse")
                                                 for run in chain),
-            "ndcg_minus_cold": statistics.fmean(run.ndcg_at_10 - cold_mean(runs, run.day, cold_seeds, "ndcg_at_10")
+            "ndcg_minus_cold": statistics.fmean(run.ndcg_at_10 - cold_mean(keyed, run.day, cold_seeds, "ndcg_at_10")
                                                 for run in chain),
             "seconds_over_cold": sum(run.seconds for run in chain) / sum(
-                cold_mean(runs, run.day, cold_seeds, "seconds") for run in chain),
+                cold_mean(keyed, run.day, cold_seeds, "seconds") for run in chain),
             "days_beating_bias": sum(run.rmse < run.bias_rmse for run in chain)}
     return figures
 
