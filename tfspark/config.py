@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 SUMMARY_FILE = "train_summary.json"
-DEFAULT_CACHE_MEMORY_BYTES = 512 * 1024 * 1024
+DEFAULT_CACHE_MEMORY_BYTES = 2048 * 1024 * 1024
 
 
 @dataclass(frozen=True)

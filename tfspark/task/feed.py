@@ -68,6 +68,10 @@ class ArrowCache:
         """Whether the cache went to disk."""
         return self._spill_path is not None
 
+    def would_spill(self, rows: int, sample: pa.RecordBatch) -> bool:
+        """Whether `rows` rows as wide as `sample`'s would pass the memory limit (and so go to disk)."""
+        return rows * sample.nbytes / max(sample.num_rows, 1) > self._memory_limit
+
     def batch_length(self, index: int) -> int:
         """Rows of record batch `index`, without reading it."""
         return self._lengths[index]
@@ -408,8 +412,20 @@ class BatchFeed:
         self.seed = seed
         self.rank = rank
         self.specs = column_specs(first)
-        self.start_batch = 0
         self._fill = fill
+        self._start_batch = 0
+        self._start_variable: tf.Variable | None = None
+
+    @property
+    def start_batch(self) -> int:
+        """The batch the next iteration of `dataset()` starts at (a resumed run sets it)."""
+        return self._start_batch
+
+    @start_batch.setter
+    def start_batch(self, batch: int) -> None:
+        self._start_batch = batch
+        if self._start_variable is not None:
+            self._start_variable.assign(batch)
 
     @property
     def feature_names(self) -> list[str]:
@@ -431,12 +447,34 @@ class BatchFeed:
         for index in self._pass_order(pass_index):
             yield index, self.cache.batch_length(index), lambda index=index: self.cache.batch(index)
 
+    def _row_order(self, batch_index: int, pass_index: int, length: int) -> np.ndarray | None:
+        """The order a pass takes the rows of record batch `batch_index` in (None: as stored)."""
+        if not self.shuffle:
+            return None
+        return np.random.default_rng([self.seed, self.rank, pass_index, batch_index]).permutation(length)
+
     def _load(self, batch: pa.RecordBatch, batch_index: int, pass_index: int) -> NumpyBatch:
         columns = record_batch_to_numpy(batch, self.specs)
-        if self.shuffle:
-            order = np.random.default_rng([self.seed, self.rank, pass_index, batch_index]).permutation(batch.num_rows)
-            columns = _take(columns, order)
-        return columns
+        order = self._row_order(batch_index, pass_index, batch.num_rows)
+        return columns if order is None else _take(columns, order)
+
+    def run_order(self) -> np.ndarray:
+        """Which rows of the finished cache (its record batches end to end) batches 0 .. `total_batches - 1` hold,
+        shape `(total_batches, batch_size)`: the rows `iter_chunks` cuts, in its order."""
+        lengths = [self.cache.batch_length(index) for index in range(self.cache.num_batches)]
+        starts = np.concatenate([[0], np.cumsum(lengths)])
+        dtype = np.int32 if self.rows < 2**31 else np.int64
+        needed, parts, pass_index = self.total_batches * self.batch_size, [], 0
+        while needed > 0:
+            for batch_index in self._pass_order(pass_index):
+                if needed <= 0:
+                    break
+                order = self._row_order(batch_index, pass_index, lengths[batch_index])
+                rows = np.arange(lengths[batch_index], dtype=dtype) if order is None else order.astype(dtype)
+                parts.append(rows[:needed] + dtype(starts[batch_index]))
+                needed -= len(parts[-1])
+            pass_index += 1
+        return np.concatenate(parts).reshape(self.total_batches, self.batch_size)
 
     def _first_pass_stream(self, start_batch: int) -> Iterator[pa.RecordBatch] | None:
         """The fill's stream for an iteration from batch 0 while it is untaken; otherwise wait for the cache."""
@@ -509,9 +547,50 @@ class BatchFeed:
         """A `tf.data.Dataset` of `(features, label)` batches starting at `self.start_batch` when iterated.
 
         `start_batch` is read each time an iterator is created, so a training loop that restores a
-        checkpoint sets it before iterating and the feed resumes there. Auto-sharding is off: the
-        partition already is this worker's shard.
+        checkpoint sets it before iterating and the feed resumes there. A cache that stays in memory becomes
+        whole-column tensors that every batch gathers its rows from, inside TensorFlow (a partition read in the
+        background is waited for first); a cache on disk is read chunk by chunk through `from_generator`, whose
+        Python in the input pipeline costs a 2-core worker two thirds of its training speed (docs/tfspark.md).
+        Either way batch k holds the same rows. Auto-sharding is off: the partition already is this worker's shard.
         """
+        import tensorflow as tf
+
+        dataset = self._in_memory_dataset() if self._stays_in_memory() else self._chunk_dataset()
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+        return dataset.with_options(options)
+
+    def _stays_in_memory(self) -> bool:
+        """Whether the finished cache is in memory; a fill expected to stay there is waited for."""
+        if self._fill is not None:
+            if self.cache.would_spill(self.rows, self._fill.first_batch()):
+                return False
+            self._fill.wait()
+        return not self.cache.spilled
+
+    def _in_memory_dataset(self) -> tf.data.Dataset:
+        import tensorflow as tf
+
+        columns = {}
+        for name, spec in self.specs.items():
+            parts = [column_to_numpy(self.cache.batch(index).column(name), spec)
+                     for index in range(self.cache.num_batches)]
+            columns[name] = tf.constant(np.concatenate(parts))
+        order = tf.constant(self.run_order())
+        self._start_variable = tf.Variable(self._start_batch, dtype=tf.int64, trainable=False)
+        start = self._start_variable
+
+        def batches(_: tf.Tensor) -> tf.data.Dataset:
+            return tf.data.Dataset.from_tensor_slices(order[start.read_value():])
+
+        def gather(rows: tf.Tensor) -> tuple[dict[str, tf.Tensor], tf.Tensor]:
+            features = {name: tf.gather(columns[name], rows) for name in self.feature_names}
+            return features, tf.gather(columns[self.label_column], rows)
+
+        dataset = tf.data.Dataset.range(1).flat_map(batches)
+        return dataset.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+    def _chunk_dataset(self) -> tf.data.Dataset:
         import tensorflow as tf
 
         features, label = self.element_spec()
@@ -521,7 +600,4 @@ class BatchFeed:
         dataset = tf.data.Dataset.from_generator(
             lambda: self.iter_chunks(self.start_batch), output_signature=chunk_spec
         ).unbatch()
-        dataset = dataset.prefetch(tf.data.AUTOTUNE)
-        options = tf.data.Options()
-        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
-        return dataset.with_options(options)
+        return dataset.prefetch(tf.data.AUTOTUNE)

@@ -31,5 +31,5 @@ def test_driver_options_default_to_one_cpu_worker_per_executor():
         None,
         None,
     )
-    assert options.cache_memory_mb == 512
+    assert options.cache_memory_mb == 2048
     assert (options.checkpoint_every, options.checkpoint_seconds) == (None, None), "the trainer's own interval"

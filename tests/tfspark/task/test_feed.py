@@ -145,6 +145,63 @@ def test_dataset_yields_fixed_shape_batches_from_its_start_batch():
         assert [int(features["row_id"][0]) for features, _ in dataset] == [0, 5]
 
 
+def _dataset_batches(feed: BatchFeed) -> list[tuple[dict[str, np.ndarray], np.ndarray]]:
+    return [({name: values.numpy() for name, values in features.items()}, label.numpy())
+            for features, label in feed.dataset()]
+
+
+def _assert_same_batches(expected, actual) -> None:
+    assert len(expected) == len(actual)
+    for (features, label), (features_again, label_again) in zip(expected, actual, strict=True):
+        np.testing.assert_array_equal(label, label_again)
+        for name in features:
+            np.testing.assert_array_equal(features[name], features_again[name])
+
+
+def test_the_run_order_names_the_rows_the_chunks_cut():
+    with cache_partition(ratings_batches(50, 9)) as cache:
+        feed = BatchFeed(cache, "label", batch_size=7, total_batches=30, seed=11)
+        order = feed.run_order()
+        assert order.shape == (30, 7) and order.dtype == np.int32
+        row_ids = [features["row_id"] for features, _ in feed.iter_numpy()]
+    np.testing.assert_array_equal(order, np.stack(row_ids))  # row_id is the row's place in the cache
+
+
+def test_an_in_memory_cache_feeds_the_batches_of_iter_numpy_and_resumes_at_its_start_batch():
+    with cache_partition(ratings_batches(50, 9)) as cache:
+        feed = BatchFeed(cache, "label", batch_size=7, total_batches=30, seed=11)
+        expected = list(feed.iter_numpy())
+        _assert_same_batches(expected, _dataset_batches(feed))
+        feed.start_batch = 17
+        _assert_same_batches(expected[17:], _dataset_batches(feed))
+
+
+def test_a_spilled_cache_feeds_the_same_batches_chunk_by_chunk(tmp_path):
+    batches = ratings_batches(300, 40)
+    with cache_partition(batches) as in_memory, cache_partition(
+        batches, spill_dir=str(tmp_path), memory_limit_bytes=batches[0].nbytes * 2
+    ) as spilled:
+        assert spilled.spilled and not in_memory.spilled
+        expected = _dataset_batches(BatchFeed(in_memory, "label", 16, 45, seed=5))
+        on_disk = BatchFeed(spilled, "label", 16, 45, seed=5)
+        _assert_same_batches(expected, _dataset_batches(on_disk))
+        on_disk.start_batch = 30
+        _assert_same_batches(expected[30:], _dataset_batches(on_disk))
+
+
+def test_a_fill_that_fits_in_memory_is_waited_for_and_feeds_the_batches_of_its_stream():
+    batches = ratings_batches(1000, 130)
+    streaming = _filling(batches)
+    streamed = list(BatchFeed(streaming.cache, "label", 64, 40, seed=3, fill=streaming).iter_numpy())
+    fill = _filling(batches)
+    feed = BatchFeed(fill.cache, "label", 64, 40, seed=3, fill=fill)
+    fed = _dataset_batches(feed)
+    assert fill.seconds is not None and not fill.cache.spilled
+    _assert_same_batches(streamed, fed)
+    streaming.cache.close()
+    fill.cache.close()
+
+
 def test_feed_refuses_an_empty_partition_and_a_missing_label():
     with pytest.raises(ValueError, match="no rows"):
         BatchFeed(cache_partition([]), "label", batch_size=4, total_batches=1)
