@@ -415,6 +415,7 @@ class BatchFeed:
         self._fill = fill
         self._start_batch = 0
         self._start_variable: tf.Variable | None = None
+        self._dataset: tf.data.Dataset | None = None
 
     @property
     def start_batch(self) -> int:
@@ -551,14 +552,17 @@ class BatchFeed:
         whole-column tensors that every batch gathers its rows from, inside TensorFlow (a partition read in the
         background is waited for first); a cache on disk is read chunk by chunk through `from_generator`, whose
         Python in the input pipeline costs a 2-core worker two thirds of its training speed (docs/tfspark.md).
-        Either way batch k holds the same rows. Auto-sharding is off: the partition already is this worker's shard.
+        Either way batch k holds the same rows. Built once (later calls return it); auto-sharding is off: the partition
+        already is this worker's shard.
         """
         import tensorflow as tf
 
-        dataset = self._in_memory_dataset() if self._stays_in_memory() else self._chunk_dataset()
-        options = tf.data.Options()
-        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
-        return dataset.with_options(options)
+        if self._dataset is None:
+            dataset = self._in_memory_dataset() if self._stays_in_memory() else self._chunk_dataset()
+            options = tf.data.Options()
+            options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+            self._dataset = dataset.with_options(options)
+        return self._dataset
 
     def _stays_in_memory(self) -> bool:
         """Whether the finished cache is in memory; a fill expected to stay there is waited for."""
