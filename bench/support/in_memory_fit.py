@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from tfspark import TFSparkTrainer
 
 NUMPY_LOOP = "numpy slices, Python loop"
-TF_DATA = "tf.data of whole batches, tf.range loop in tf.function"
+TF_DATA = "tf.data gathering whole batches from column tensors, tf.range loop in tf.function"
 FEEDS = (NUMPY_LOOP, TF_DATA)
 
 
@@ -66,9 +66,12 @@ class InMemoryExamples:
             features, labels = batch_map(features, labels)
         return features, labels
 
-    def shuffled(self, rng: np.random.Generator, count: int) -> InMemoryExamples:
-        """`count` examples in a random order: a permutation of all of them, wrapped around to fill `count`."""
-        order = np.resize(rng.permutation(self.rows), count)
+    def order(self, rng: np.random.Generator, count: int) -> np.ndarray:
+        """`count` example indices in a random order: a permutation of all of them, wrapped around to fill `count`."""
+        return np.resize(rng.permutation(self.rows), count)
+
+    def taken(self, order: np.ndarray) -> InMemoryExamples:
+        """The examples at `order`, in that order."""
         return dataclasses.replace(self, inputs={name: values[order] for name, values in self.inputs.items()},
                                    labels=self.labels[order])
 
@@ -103,14 +106,10 @@ class InMemoryContext(TrainContext):
             return loss
 
         rng = np.random.default_rng(self.seed)
-        epoch_examples = self.steps_per_epoch * self.batch_size
-        run_epoch = (_numpy_epoch(step, dataset.mapped, self.batch_size) if self.feed_kind == NUMPY_LOOP
-                     else _tf_data_epoch(step, dataset.mapped, self.batch_size))
-        epoch_losses = []
+        orders = [dataset.order(rng, self.steps_per_epoch * self.batch_size) for _ in range(self.epochs)]
+        run = _numpy_loop if self.feed_kind == NUMPY_LOOP else _tf_data_pipeline
         started = time.monotonic()
-        for _ in range(self.epochs):
-            epoch = dataset.shuffled(rng, epoch_examples)
-            epoch_losses.append(run_epoch(epoch) / self.steps_per_epoch)
+        epoch_losses = [loss / self.steps_per_epoch for loss in run(step, dataset, orders, self.batch_size)]
         self.fit_seconds = time.monotonic() - started
         self.steps_done = self.total_steps
         self.fit_result = {"loss": epoch_losses[-1], "global_step": self.total_steps, "resumed_from_step": None,
@@ -118,25 +117,30 @@ class InMemoryContext(TrainContext):
         return self.fit_result
 
 
-def _numpy_epoch(step: Any, mapped: Callable, batch_size: int) -> Any:
+def _numpy_loop(step: Any, examples: InMemoryExamples, orders: list[np.ndarray], batch_size: int) -> list[float]:
+    """Each epoch's examples copied in its order, then one `tf.function` step call per numpy slice."""
     import tensorflow as tf
 
-    train_step = tf.function(lambda inputs, labels: step(*mapped(inputs, labels)))
+    train_step = tf.function(lambda inputs, labels: step(*examples.mapped(inputs, labels)))
+    losses = []
+    for order in orders:
+        epoch = examples.taken(order)
+        losses.append(float(tf.add_n([
+            train_step({name: values[start:start + batch_size] for name, values in epoch.inputs.items()},
+                       epoch.labels[start:start + batch_size])
+            for start in range(0, epoch.rows, batch_size)])))
+    return losses
 
-    def run(epoch: InMemoryExamples) -> float:
-        losses = [train_step({name: values[start:start + batch_size] for name, values in epoch.inputs.items()},
-                             epoch.labels[start:start + batch_size])
-                  for start in range(0, epoch.rows, batch_size)]
-        return float(tf.add_n(losses))
 
-    return run
-
-
-def _tf_data_epoch(step: Any, mapped: Callable, batch_size: int) -> Any:
+def _tf_data_pipeline(step: Any, examples: InMemoryExamples, orders: list[np.ndarray],
+                      batch_size: int) -> list[float]:
+    """One `tf.data` pipeline for the whole run: each batch gathered from whole-column tensors by the epochs' orders
+    (the mapped functions after it, on tf.data's threads), pulled by a `tf.range` loop in one `tf.function` call an
+    epoch."""
     import tensorflow as tf
 
-    # Steps pulled from an iterator in a tf.range loop, as tfspark's loop does: a `for` over the dataset itself
-    # becomes a dataset scan, whose body runs inside tf.data's runtime, slower.
+    # Steps pulled from an iterator in a tf.range loop: a `for` over the dataset itself becomes a dataset scan,
+    # whose body runs inside tf.data's runtime, slower.
     @tf.function
     def train_steps(iterator: Any, steps: Any) -> Any:
         total = tf.constant(0.0, tf.float32)
@@ -144,19 +148,18 @@ def _tf_data_epoch(step: Any, mapped: Callable, batch_size: int) -> Any:
             total += step(*next(iterator))
         return total
 
-    def run(epoch: InMemoryExamples) -> float:
-        # One element per batch (the arrays cut into batches by a reshape): slicing single examples and batching
-        # them again costs more than the step at small batches.
-        def batches(values: np.ndarray) -> np.ndarray:
-            return values.reshape(-1, batch_size, *values.shape[1:])
+    inputs = {name: tf.constant(values) for name, values in examples.inputs.items()}
+    labels = tf.constant(examples.labels)
 
-        dataset = tf.data.Dataset.from_tensor_slices(({name: batches(values) for name, values in epoch.inputs.items()},
-                                                      batches(epoch.labels)))
-        steps = epoch.rows // batch_size
-        dataset = dataset.map(mapped, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
-        return float(train_steps(iter(dataset), tf.constant(steps, tf.int64)))
+    def gather(rows: Any) -> tuple[Any, Any]:
+        return examples.mapped({name: tf.gather(values, rows) for name, values in inputs.items()},
+                               tf.gather(labels, rows))
 
-    return run
+    steps = len(orders[0]) // batch_size
+    batches = np.concatenate(orders).reshape(-1, batch_size)
+    dataset = tf.data.Dataset.from_tensor_slices(batches).map(gather, num_parallel_calls=tf.data.AUTOTUNE)
+    iterator = iter(dataset.prefetch(tf.data.AUTOTUNE))
+    return [float(train_steps(iterator, tf.constant(steps, tf.int64))) for _ in orders]
 
 
 @dataclass(frozen=True)
