@@ -335,24 +335,19 @@ def main(argv: list[str] | None = None) -> dict:
     progress(f"feature partition of {options.events:,} events {'reused' if partition.reused else 'built'}")
     epochs = {"epochs": str(options.epochs)} if options.epochs else {}
     batch_sizes = parse_sizes(options.batch_sizes)
-    trainers, examples = prepared_trainers(partition, [epochs, {"epochs": "1"}] + [
+    trainers, examples = prepared_trainers(partition, [epochs] + [
         {**epochs, "batch_size": str(size)} for size in batch_sizes])
-    job_trainer, probe_trainer, table_trainers = trainers[0], trainers[1], trainers[2:]
+    job_trainer, table_trainers = trainers[0], trainers[1:]
     evaluation = EvaluationSet.of(partition)
     runs_dir = directory / "runs"
-    progress(f"{examples.rows:,} training examples in memory; probing the feeds of (L) for one epoch")
-    probes = [limit_run(probe_trainer, examples, evaluation, f"L probe ({feed.split(',')[0]}, 1 epoch)", feed,
-                        runs_dir) for feed in FEEDS]
-    fastest = max(probes, key=lambda run: run.examples_per_second)
-    progress("probes: " + ", ".join(f"{run.feed} {run.examples_per_second:,.0f} examples/s" for run in probes))
-    runs = {run.key: run for run in probes}
-    if job_trainer.epochs == probe_trainer.epochs:
-        limit = fastest
-    else:
-        progress(f"(L) with the faster feed, {fastest.feed}")
-        limit = limit_run(job_trainer, examples, evaluation, "L", fastest.feed, runs_dir)
-        progress(f"L: {limit.examples_per_second:,.0f} examples/s, RMSE {limit.rmse:.4f}")
-        runs = {limit.key: limit, **runs}
+    progress(f"{examples.rows:,} training examples in memory; (L) on each of its feeds for the whole run")
+    limits = []
+    for feed in FEEDS:
+        limits.append(limit_run(job_trainer, examples, evaluation, f"L ({feed.split(',')[0]})", feed, runs_dir))
+        progress(f"{limits[-1].key}: {limits[-1].examples_per_second:,.0f} examples/s, RMSE {limits[-1].rmse:.4f}")
+    limit = max(limits, key=lambda run: run.examples_per_second)
+    progress(f"(L) is the faster: {limit.key}")
+    runs = {run.key: run for run in limits}
     jobs = (("J1", "tfspark job, --num-workers 1, the job's recipe", "1", dict(epochs)),
             ("J2", "tfspark job as the DAG runs it (no --num-workers: auto)", None, dict(epochs)),
             ("J0", f"tfspark job, today's recipe: --num-workers {TODAY_WORKERS}, "

@@ -31,7 +31,7 @@ def test_a_tiny_day_reports_every_run_side_by_side(tmp_path):
     for key in NOT_RUN:
         assert figures[key] is None, key
     table = finished.stdout
-    assert table.count("| L probe (") == 2  # both feeds of the limit
+    assert table.count("| L (") == 2  # both feeds of the limit
     for row in ("| J2 |", "| bias |", "| 256 |", "| 1024 |"):
         assert row in table, row
     assert "| J1 |" not in table and "| J0 |" not in table
