@@ -39,8 +39,9 @@ class ArrowCache:
     def __init__(self, spill_dir: str | None = None, memory_limit_bytes: int = DEFAULT_CACHE_MEMORY_BYTES) -> None:
         self._spill_dir = spill_dir
         self._memory_limit = memory_limit_bytes
-        self._in_memory: list[pa.RecordBatch] = []
+        self._in_memory: list[pa.RecordBatch | None] = []
         self._memory_bytes = 0
+        self._handed_over = False
         self._lengths: list[int] = []
         self._schema: pa.Schema | None = None
         self._spill_path: str | None = None
@@ -116,7 +117,21 @@ class ArrowCache:
             return self._reader.get_batch(index)
         if self._writer is not None:
             raise RuntimeError("call finish() before reading a spilled cache")
+        if self._handed_over:
+            raise RuntimeError("the cache's batches were handed over (BatchFeed.dataset() moved them into tensors); "
+                               "read the dataset, or build a feed on a cache of its own")
         return self._in_memory[index]
+
+    def hand_over(self) -> Iterator[pa.RecordBatch]:
+        """The finished in-memory batches in order, each forgotten by the cache once handed on, so a consumer that
+        copies them elsewhere holds the partition once, not twice; the cache keeps their lengths, and reading a
+        batch afterwards raises."""
+        if self._writer is not None or self.spilled:
+            raise RuntimeError("only a finished cache held in memory is handed over")
+        self._handed_over = True
+        for index in range(len(self._in_memory)):
+            batch, self._in_memory[index] = self._in_memory[index], None
+            yield batch
 
     def close(self) -> None:
         """Release memory and delete the spill file."""
@@ -550,7 +565,8 @@ class BatchFeed:
         `start_batch` is read each time an iterator is created, so a training loop that restores a
         checkpoint sets it before iterating and the feed resumes there. A cache that stays in memory becomes
         whole-column tensors that every batch gathers its rows from, inside TensorFlow (a partition read in the
-        background is waited for first); a cache on disk is read chunk by chunk through `from_generator`, whose
+        background is waited for first), and hands its batches over (`ArrowCache.hand_over`), so the worker holds the
+        partition once; a cache on disk is read chunk by chunk through `from_generator`, whose
         Python in the input pipeline costs a 2-core worker two thirds of its training speed (docs/tfspark.md).
         Either way batch k holds the same rows. Built once (later calls return it); auto-sharding is off: the partition
         already is this worker's shard.
@@ -575,12 +591,18 @@ class BatchFeed:
     def _in_memory_dataset(self) -> tf.data.Dataset:
         import tensorflow as tf
 
-        columns = {}
-        for name, spec in self.specs.items():
-            parts = [column_to_numpy(self.cache.batch(index).column(name), spec)
-                     for index in range(self.cache.num_batches)]
-            columns[name] = tf.constant(np.concatenate(parts))
         order = tf.constant(self.run_order())
+        pool = pa.default_memory_pool()
+        pool.release_unused()  # what filling the cache freed (read buffers) goes back to the system before the copy
+        arrays = {name: np.empty((self.rows, *spec.shape_suffix), spec.dtype) for name, spec in self.specs.items()}
+        offset = 0
+        for batch in self.cache.hand_over():
+            for name, spec in self.specs.items():
+                arrays[name][offset:offset + batch.num_rows] = column_to_numpy(batch.column(name), spec)
+            offset += batch.num_rows
+        del batch
+        pool.release_unused()
+        columns = {name: tf.constant(arrays.pop(name)) for name in list(arrays)}
         self._start_variable = tf.Variable(self._start_batch, dtype=tf.int64, trainable=False)
         start = self._start_variable
 

@@ -176,6 +176,20 @@ def test_an_in_memory_cache_feeds_the_batches_of_iter_numpy_and_resumes_at_its_s
         _assert_same_batches(expected[17:], _dataset_batches(feed))
 
 
+def test_the_in_memory_dataset_takes_the_caches_batches_so_the_partition_is_held_once():
+    with cache_partition(ratings_batches(50, 9)) as cache, cache_partition(ratings_batches(50, 9)) as copy:
+        feed = BatchFeed(cache, "label", batch_size=7, total_batches=30, seed=11)
+        dataset = feed.dataset()
+        assert cache.num_rows == 50
+        with pytest.raises(RuntimeError, match="handed over"):
+            cache.batch(0)
+        with pytest.raises(RuntimeError, match="handed over"):
+            next(feed.iter_numpy())
+        expected = list(BatchFeed(copy, "label", batch_size=7, total_batches=30, seed=11).iter_numpy())
+        _assert_same_batches(expected, [({name: values.numpy() for name, values in features.items()}, label.numpy())
+                                        for features, label in dataset])
+
+
 def test_a_spilled_cache_feeds_the_same_batches_chunk_by_chunk(tmp_path):
     batches = ratings_batches(300, 40)
     with cache_partition(batches) as in_memory, cache_partition(
