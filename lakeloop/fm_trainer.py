@@ -363,7 +363,8 @@ class FMTrainer(TFSparkTrainer):
         return WarmStart.find(lake, self.model_name, self.day) if self.model_name else None
 
     def train(self, dataset, ctx: TrainContext) -> dict:
-        """Fit the FM with the runtime's distributed loop, then save it for evaluation."""
+        """Fit the FM with the runtime's distributed loop, blend the day's item autoencoder into its rating (on the
+        chief, when the day is small enough: `FMHyperParameters.fits_autoencoder`), then save it for evaluation."""
         with ctx.strategy.scope():
             recipe = training_recipe(self.spec, self.hparams, ctx.total_steps)
             carried = (self.warm_start.apply(recipe.model, self.spec, self.hparams.warm_factor_scale)
@@ -371,8 +372,34 @@ class FMTrainer(TFSparkTrainer):
             recipe.model.get_layer(SELECTION_ITEM_WEIGHT).embeddings.assign(popularity_prior(self.item_counts))
         examples = with_negatives(dataset, self.hparams.negatives, self.spec.item_vocab_size)
         result = ctx.fit(recipe.trained, recipe.optimizer, recipe.loss, examples)
-        ctx.save_model(recipe.model)
-        return {**self.hparams.as_params(), "user_vocab_size": self.spec.user_vocab_size,
+        model, autoencoder = recipe.model, None
+        if not self.hparams.fits_autoencoder(self.spec):
+            if self.hparams.autoencoder_weight > 0:
+                log.info("%d users x %d items pass autoencoder_max_cells %d: the FM's rating alone",
+                         self.spec.user_vocab_size, self.spec.item_vocab_size, self.hparams.autoencoder_max_cells)
+        elif ctx.is_chief:
+            model, autoencoder = self.blend_autoencoder(recipe.model)
+        ctx.save_model(model)
+        return {**self.hparams.as_params(), "autoencoder": autoencoder, "user_vocab_size": self.spec.user_vocab_size,
                 "item_vocab_size": self.spec.item_vocab_size, "epochs_trained": self.epochs,
                 "features_versions": self.features_versions,
                 "warm_start": self.warm_start.describe(carried) if self.warm_start else None, **result}
+
+    def blend_autoencoder(self, trained) -> tuple[Any, dict]:
+        """A copy of the trained FM with the day's item autoencoder (fitted on the train table's ratings, all of
+        them whichever worker runs it) blended into its rating, and what the fit took."""
+        from lakeloop.fm_model import build_fm_model, build_rating_blend
+        from lakeloop.item_autoencoder import fit_item_autoencoder
+
+        ratings = DayFeatures.of(Lake.from_url(self.lake_url), self.day).read(
+            TRAIN, columns=["user_idx", "item_idx", LABEL])
+        hparams = self.hparams
+        tables = fit_item_autoencoder(ratings["user_idx"].to_numpy(), ratings["item_idx"].to_numpy(),
+                                      ratings[LABEL].to_numpy(), self.spec.user_vocab_size,
+                                      self.spec.item_vocab_size, hparams.autoencoder_units, hparams.autoencoder_l2,
+                                      hparams.autoencoder_epochs, hparams.seed)
+        fm = build_fm_model(self.spec, hparams)
+        fm.set_weights(trained.get_weights())
+        blend = build_rating_blend(fm, self.spec, tables, hparams.autoencoder_weight)
+        return blend, {"ratings": ratings.num_rows, "seconds": round(tables.seconds, 1),
+                       "train_rmse": round(tables.train_rmse, 4), "weight": hparams.autoencoder_weight}

@@ -97,7 +97,11 @@ class FMTowers:
     @classmethod
     def of(cls, model: keras.Model) -> FMTowers:
         """The towers of a model built by `lakeloop.fm_model.build_fm_model` (trained or not; its ranking view, or
-        one saved before it had a selection model); `UnknownModelError` for any other model."""
+        one saved before it had a selection model, or the FM inside a rating blend, whose ranking score is the FM's);
+        `UnknownModelError` for any other model."""
+        from lakeloop.fm_model import factorization_machine
+
+        model = factorization_machine(model)
         layers = _known_layers(model)
 
         def weights(name: str) -> list[np.ndarray]:

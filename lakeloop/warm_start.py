@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lakeloop.features import ITEM_VOCAB, USER_VOCAB, read_features
-from lakeloop.fm_model import SELECTION_ITEM_WEIGHT, SELECTION_LAYERS
+from lakeloop.fm_model import SELECTION_ITEM_WEIGHT, SELECTION_LAYERS, factorization_machine
 from lakeloop.lake import Lake
 from lakeloop.models import MODEL_FILE, ModelDirectory
 from lakeloop.registry import promoted_before
@@ -80,7 +80,7 @@ class WarmStart:
 
         directory = ModelDirectory.of(Lake.from_url(self.lake_url), self.model_name, self.day)
         with directory.local_copy(MODEL_FILE) as local:
-            source = keras.saving.load_model(local / MODEL_FILE, compile=False)
+            source = factorization_machine(keras.saving.load_model(local / MODEL_FILE, compile=False))
         known_layers = {layer.name: layer for layer in source.layers}
         mapped = {name: entity for entity, names in TABLES.items() for name in names}
         for layer in model.layers:

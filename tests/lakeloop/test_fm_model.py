@@ -195,3 +195,47 @@ def test_the_first_order_weights_and_the_selection_factors_take_their_own_l2():
         FMHyperParameters.from_args({"selection_l2": "-1"})
     with pytest.raises(ValueError, match="first_order_l2_scale must be 0 or more"):
         FMHyperParameters.from_args({"first_order_l2_scale": "-1"})
+
+
+def test_the_rating_blend_mixes_the_autoencoders_rating_where_it_knows_user_and_item(tmp_path):
+    import keras
+
+    from lakeloop.fm_model import build_rating_blend, factorization_machine
+    from lakeloop.item_autoencoder import AutoencoderTables
+
+    spec = dataclasses.replace(UNCLIPPED, rating_min=1.0, rating_max=5.0)
+    fm = randomised(build_fm_model(spec, HPARAMS), seed=4)
+    rng = np.random.default_rng(5)
+    codes = np.concatenate([rng.normal(0, 1, (spec.item_vocab_size, 3)), np.ones((spec.item_vocab_size, 1)),
+                            (np.arange(spec.item_vocab_size) % 3 != 0)[:, None]], axis=1).astype(np.float32)
+    decoder = np.concatenate([rng.normal(0, 1, (spec.user_vocab_size, 4)),
+                              (np.arange(spec.user_vocab_size) != 1)[:, None]], axis=1).astype(np.float32)
+    tables = AutoencoderTables(codes, decoder, seconds=0.0, train_rmse=0.0)
+    blend = build_rating_blend(fm, spec, tables, weight=0.6)
+    x = sample_inputs(256)
+    alone, blended = fm.predict(x, verbose=0), blend.predict(x, verbose=0)
+
+    known = codes[x["item_idx"], -1] * decoder[x["user_idx"], -1]
+    autoencoder = np.clip(tables.rating(x["user_idx"], x["item_idx"]), 1.0, 5.0)
+    assert 0 < known.sum() < len(known)
+    expected = np.where(known > 0, 0.4 * alone["rating"] + 0.6 * autoencoder, alone["rating"])
+    np.testing.assert_allclose(blended["rating"], expected, rtol=1e-5)
+    np.testing.assert_array_equal(blended["ranking_score"], alone["ranking_score"])
+    assert factorization_machine(blend) is fm and factorization_machine(fm) is fm
+
+    blend.save(tmp_path / "blend.keras")
+    loaded = keras.saving.load_model(tmp_path / "blend.keras")
+    np.testing.assert_allclose(loaded.predict(x, verbose=0)["rating"], blended["rating"], rtol=1e-6)
+    np.testing.assert_allclose(ranking_model(loaded).predict(x, verbose=0), alone["ranking_score"], rtol=1e-6)
+    inner = factorization_machine(loaded)
+    for name in ("user_factors", "item_selection_factors"):
+        np.testing.assert_array_equal(inner.get_layer(name).get_weights()[0], fm.get_layer(name).get_weights()[0])
+
+
+def test_a_day_blends_the_autoencoder_only_within_its_cells_and_weight():
+    spec = dataclasses.replace(UNCLIPPED, user_vocab_size=1000, item_vocab_size=2000)
+    assert FMHyperParameters().fits_autoencoder(spec)
+    assert not FMHyperParameters(autoencoder_max_cells=1_999_999).fits_autoencoder(spec)
+    assert not FMHyperParameters(autoencoder_weight=0.0).fits_autoencoder(spec)
+    with pytest.raises(ValueError, match="autoencoder_weight must be between 0 and 1"):
+        FMHyperParameters(autoencoder_weight=1.5)

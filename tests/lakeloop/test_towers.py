@@ -131,3 +131,26 @@ def test_genres_of_the_wrong_width_are_refused(feature_lake, untrained_model):
     with pytest.raises(ValueError, match=f"{len(GENRES)}"):
         towers.item_tower({"item_idx": np.array([1]), "year_idx": np.array([1]), "genres": np.ones((1, 3)),
                            "item_mean_rating": np.array([4.0]), "item_rating_count": np.array([2.0])})
+
+
+def test_a_rating_blend_is_split_into_the_towers_of_its_fm():
+    from lakeloop.fm_model import build_rating_blend
+    from lakeloop.item_autoencoder import AutoencoderTables
+
+    spec = read_spec_like()
+    fm = randomised(build_fm_model(spec, FMHyperParameters(factors=4)), seed=6)
+    rng = np.random.default_rng(7)
+    codes, decoder = (rng.normal(0, 1, (10, 5)).astype(np.float32) for _ in range(2))
+    tables = AutoencoderTables(codes, decoder, seconds=0.0, train_rmse=0.0)
+    blend = build_rating_blend(fm, spec, tables, weight=0.5)
+    inputs = {"user_idx": np.arange(10), "item_idx": np.arange(10)[::-1], "year_idx": np.arange(10) % 22,
+              "genres": (rng.random((10, len(GENRES))) < 0.3).astype(np.float32),
+              **{name: rng.uniform(1, 40, 10).astype(np.float32) for name in
+                 ("user_mean_rating", "user_rating_count", "item_mean_rating", "item_rating_count")}}
+    towers, fm_towers = FMTowers.of(blend), FMTowers.of(fm)
+    for side in ("user_tower", "item_tower"):
+        np.testing.assert_array_equal(getattr(towers, side)(inputs).factors, getattr(fm_towers, side)(inputs).factors)
+    users, items = towers.user_tower(inputs), towers.item_tower(inputs)
+    per_row = towers.constant + users.bias + items.bias + (users.factors * items.factors).sum(axis=1)
+    expected = np.asarray(ranking_model(blend).predict(inputs, verbose=0), np.float64).reshape(-1)
+    np.testing.assert_allclose(per_row, expected, rtol=0, atol=SCORE_TOLERANCE)

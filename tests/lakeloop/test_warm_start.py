@@ -128,3 +128,22 @@ def test_a_model_of_another_shape_says_how_to_start_cold(tmp_path):
     start = WarmStart("7", date(2026, 11, 19), lake.url, "fm", {"user": np.arange(4), "item": np.arange(3)})
     with pytest.raises(ValueError, match="warm_start=none"):
         start.apply(wider, FeatureSpec(4, 3, 3.5, 1.0, 5.0))
+
+
+def test_a_blended_champion_carries_its_fm(tmp_path):
+    from lakeloop.fm_model import build_rating_blend
+    from lakeloop.item_autoencoder import AutoencoderTables
+
+    lake = Lake.from_url(str(tmp_path / "lake"))
+    spec = FeatureSpec(4, 3, 3.5, 1.0, 5.0)
+    source = build_fm_model(spec, HPARAMS)
+    for variable in source.trainable_variables:
+        variable.assign(np.random.default_rng(4).normal(0, 1, variable.shape).astype("float32"))
+    tables = AutoencoderTables(np.ones((3, 4), np.float32), np.ones((4, 4), np.float32), seconds=0.0, train_rmse=0.0)
+    with ModelDirectory.of(lake, "fm", date(2026, 11, 19)).local_copy() as local:
+        build_rating_blend(source, spec, tables, weight=0.5).save(local / MODEL_FILE)
+    target = build_fm_model(spec, HPARAMS)
+    start = WarmStart("7", date(2026, 11, 19), lake.url, "fm", {"user": np.arange(4), "item": np.arange(3)})
+    assert start.apply(target, spec) == {"user": 4, "item": 3}
+    np.testing.assert_array_equal(target.get_layer("item_factors").weights[0].numpy(),
+                                  source.get_layer("item_factors").weights[0].numpy())
