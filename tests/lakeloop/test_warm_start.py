@@ -85,14 +85,20 @@ def test_apply_carries_known_rows_and_every_shared_weight(tmp_path):
     assert start.describe(carried)["from_version"] == "7"
 
 
+def saved_random_fm(lake: Lake, spec: FeatureSpec, seed: int, saved=lambda fm: fm):
+    """An FM of random weights, saved (as `saved` makes it) as the model of 2026-11-19; returns the FM."""
+    source = build_fm_model(spec, HPARAMS)
+    for variable in source.trainable_variables:
+        variable.assign(np.random.default_rng(seed).normal(0, 1, variable.shape).astype("float32"))
+    with ModelDirectory.of(lake, "fm", date(2026, 11, 19)).local_copy() as local:
+        saved(source).save(local / MODEL_FILE)
+    return source
+
+
 def test_the_rating_models_carried_factors_are_scaled_and_the_items_popularity_is_left_to_the_trainer(tmp_path):
     lake = Lake.from_url(str(tmp_path / "lake"))
     spec = FeatureSpec(4, 3, 3.5, 1.0, 5.0)
-    source = build_fm_model(spec, HPARAMS)
-    for variable in source.trainable_variables:
-        variable.assign(np.random.default_rng(2).normal(0, 1, variable.shape).astype("float32"))
-    with ModelDirectory.of(lake, "fm", date(2026, 11, 19)).local_copy() as local:
-        source.save(local / MODEL_FILE)
+    source = saved_random_fm(lake, spec, seed=2)
     target = build_fm_model(FeatureSpec(5, 3, 3.5, 1.0, 5.0), HPARAMS)
     fresh = target.get_layer("user_factors").weights[0].numpy()
     fresh_item_selection_weight = target.get_layer("item_selection_weight").weights[0].numpy()
@@ -136,12 +142,8 @@ def test_a_blended_champion_carries_its_fm(tmp_path):
 
     lake = Lake.from_url(str(tmp_path / "lake"))
     spec = FeatureSpec(4, 3, 3.5, 1.0, 5.0)
-    source = build_fm_model(spec, HPARAMS)
-    for variable in source.trainable_variables:
-        variable.assign(np.random.default_rng(4).normal(0, 1, variable.shape).astype("float32"))
     tables = AutoencoderTables(np.ones((3, 4), np.float32), np.ones((4, 4), np.float32), seconds=0.0, train_rmse=0.0)
-    with ModelDirectory.of(lake, "fm", date(2026, 11, 19)).local_copy() as local:
-        build_rating_blend(source, spec, tables, weight=0.5).save(local / MODEL_FILE)
+    source = saved_random_fm(lake, spec, seed=4, saved=lambda fm: build_rating_blend(fm, spec, tables, weight=0.5))
     target = build_fm_model(spec, HPARAMS)
     start = WarmStart("7", date(2026, 11, 19), lake.url, "fm", {"user": np.arange(4), "item": np.arange(3)})
     assert start.apply(target, spec) == {"user": 4, "item": 3}
