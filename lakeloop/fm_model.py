@@ -56,11 +56,12 @@ class FMHyperParameters:
     caps a run's optimizer steps: `epochs` and `warm_epochs` are cut to the fewest epochs reaching it (`for_rows`),
     which only days past the auto batch's cap reach (a 10M-event day's epoch is 1,099 steps of 8,192: 5 epochs from
     scratch, not 11, for +0.002 RMSE and the same NDCG@10; docs/performance.md).
-    `autoencoder_weight` > 0 fits an item autoencoder of `autoencoder_units` units (L2 `autoencoder_l2`,
-    `autoencoder_epochs`; `lakeloop.item_autoencoder`) after the FM and blends it into the rating with that weight
-    (`build_rating_blend`: RMSE on MovieLens 100K's random split 0.8924 → 0.877, chosen on validation); a day whose
-    users × items pass `autoencoder_max_cells` trains the FM alone (the autoencoder is dense: its time and memory grow
-    with that product).
+    `autoencoder_weight` > 0 (off by default) fits an item autoencoder of `autoencoder_units` units (L2
+    `autoencoder_l2`, `autoencoder_epochs`; `lakeloop.item_autoencoder`) after the FM and blends it into the rating
+    with that weight (`build_rating_blend`). At 0.59, chosen on validation, MovieLens 100K's random split went from
+    0.8924 to 0.8766, but its time split from 1.0196 to 1.0254, a tie with the bias baseline: predicting a user's
+    later ratings, which is what the daily run does, it did not help (docs/performance.md, Model quality). A day
+    whose users × items pass `autoencoder_max_cells` trains the FM alone (the autoencoder is dense).
     """
 
     factors: int = 32
@@ -82,7 +83,7 @@ class FMHyperParameters:
     learning_rate_decay: str = "tail"
     first_order_l2_scale: float = 1.0
     step_budget: int = 5000
-    autoencoder_weight: float = 0.59
+    autoencoder_weight: float = 0.0
     autoencoder_units: int = 500
     autoencoder_l2: float = 200.0
     autoencoder_epochs: int = 120

@@ -234,8 +234,8 @@ def test_the_rating_blend_mixes_the_autoencoders_rating_where_it_knows_user_and_
 
 def test_a_day_blends_the_autoencoder_only_within_its_cells_and_weight():
     spec = dataclasses.replace(UNCLIPPED, user_vocab_size=1000, item_vocab_size=2000)
-    assert FMHyperParameters().fits_autoencoder(spec)
-    assert not FMHyperParameters(autoencoder_max_cells=1_999_999).fits_autoencoder(spec)
-    assert not FMHyperParameters(autoencoder_weight=0.0).fits_autoencoder(spec)
+    assert FMHyperParameters(autoencoder_weight=0.59).fits_autoencoder(spec)
+    assert not FMHyperParameters(autoencoder_weight=0.59, autoencoder_max_cells=1_999_999).fits_autoencoder(spec)
+    assert not FMHyperParameters().fits_autoencoder(spec)
     with pytest.raises(ValueError, match="autoencoder_weight must be between 0 and 1"):
         FMHyperParameters(autoencoder_weight=1.5)

@@ -196,3 +196,29 @@ def test_a_decaying_learning_rate_needs_the_run_s_steps_and_a_known_decay():
     optimizer.iterations.assign(499)
     assert float(optimizer.learning_rate) == pytest.approx(hparams.peak_learning_rate)
     assert FMHyperParameters().learning_rate_decay == "tail"
+
+
+def test_an_autoencoder_weight_saves_the_fm_blended_with_the_days_autoencoder(spark, feature_lake, tmp_path):
+    from datetime import date
+
+    import keras
+
+    from bench.support.fm_training import train_in_process
+    from lakeloop.features import read_feature_summary
+    from lakeloop.fm_model import FM_NAME, factorization_machine
+    from lakeloop.fm_trainer import FMTrainer
+
+    day = date(2026, 11, 20)
+    args = {"lake": str(feature_lake), "day": day.isoformat(), "epochs": "1", "factors": "4",
+            "autoencoder_weight": "0.59", "autoencoder_units": "8", "autoencoder_epochs": "3"}
+    blended = FMTrainer(**args)
+    summary = train_in_process(blended, blended.pre_train(spark).toArrow(), tmp_path / "blend")
+    model = keras.saving.load_model(tmp_path / "blend" / "model.keras")
+    assert model.name == f"{FM_NAME}_blend" and factorization_machine(model).name == FM_NAME
+    assert summary["autoencoder"]["ratings"] == read_feature_summary(feature_lake, day)["train_rows"]
+    assert summary["autoencoder"]["weight"] == 0.59
+
+    alone = FMTrainer(**args, autoencoder_max_cells="1")
+    summary = train_in_process(alone, alone.pre_train(spark).toArrow(), tmp_path / "alone")
+    assert summary["autoencoder"] is None
+    assert keras.saving.load_model(tmp_path / "alone" / "model.keras").name == FM_NAME
