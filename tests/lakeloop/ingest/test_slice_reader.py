@@ -128,9 +128,11 @@ def test_the_reading_process_never_outlives_the_ingesting_one(kafka_broker, twen
 
 
 def test_a_reading_process_that_dies_is_a_clear_error(kafka_broker, twenty):
-    options = IngestOptions(chunk_size=1, read_ahead_chunks=1, commit_group_id=None)
+    # the slice runs past the topic's 20 records, so the child is still waiting for more when it is killed (a slice
+    # it could finish would fit in the pipe and end normally before the kill)
+    options = IngestOptions(chunk_size=1, read_ahead_chunks=1, idle_timeout_s=120, commit_group_id=None)
     with SliceReader({"bootstrap_servers": kafka_broker.bootstrap}, twenty, options, max_value_bytes=100) as reader:
-        chunks = reader.read([PartitionSlice(0, 0, 0, 20)])
+        chunks = reader.read([PartitionSlice(0, 0, 0, 40)])
         next(chunks)
         os.kill(reader.pid, signal.SIGKILL)
         with pytest.raises(KafkaSliceError, match=rf"the process reading {twenty} ended before the end of the "
