@@ -382,6 +382,28 @@ def _concat(first: NumpyBatch, second: NumpyBatch) -> NumpyBatch:
     return {name: np.concatenate([first[name], second[name]]) for name in first}
 
 
+TENSOR_ALIGNMENT = 64  # bytes: TensorFlow's CPU kernels require it of every tensor's buffer
+SHARED_DTYPES = (np.dtype(np.float32), np.dtype(np.int32), np.dtype(np.int64))
+
+
+def _aligned_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """An uninitialised array whose buffer starts on a `TENSOR_ALIGNMENT` boundary."""
+    size = int(np.prod(shape)) * dtype.itemsize
+    raw = np.empty(size + TENSOR_ALIGNMENT, np.uint8)
+    start = -raw.ctypes.data % TENSOR_ALIGNMENT
+    return raw[start:start + size].view(dtype).reshape(shape)
+
+
+def _as_tensor(values: np.ndarray) -> tf.Tensor:
+    """A CPU tensor over `values`' own buffer (DLPack: no copy) when it is aligned and of a shared dtype, so a column
+    is held once; otherwise a copy."""
+    import tensorflow as tf
+
+    if values.dtype in SHARED_DTYPES and values.ctypes.data % TENSOR_ALIGNMENT == 0 and values.flags.c_contiguous:
+        return tf.experimental.dlpack.from_dlpack(values.__dlpack__())
+    return tf.constant(values)
+
+
 class BatchFeed:
     """Cuts an `ArrowCache` into `total_batches` batches of exactly `batch_size` rows.
 
@@ -594,7 +616,8 @@ class BatchFeed:
         order = tf.constant(self.run_order())
         pool = pa.default_memory_pool()
         pool.release_unused()  # what filling the cache freed (read buffers) goes back to the system before the copy
-        arrays = {name: np.empty((self.rows, *spec.shape_suffix), spec.dtype) for name, spec in self.specs.items()}
+        arrays = {name: _aligned_empty((self.rows, *spec.shape_suffix), spec.dtype)
+                  for name, spec in self.specs.items()}
         offset = 0
         for batch in self.cache.hand_over():
             for name, spec in self.specs.items():
@@ -602,7 +625,7 @@ class BatchFeed:
             offset += batch.num_rows
         del batch
         pool.release_unused()
-        columns = {name: tf.constant(arrays.pop(name)) for name in list(arrays)}
+        columns = {name: _as_tensor(arrays.pop(name)) for name in list(arrays)}
         self._start_variable = tf.Variable(self._start_batch, dtype=tf.int64, trainable=False)
         start = self._start_variable
 

@@ -190,6 +190,24 @@ def test_the_in_memory_dataset_takes_the_caches_batches_so_the_partition_is_held
                                         for features, label in dataset])
 
 
+def test_in_memory_columns_become_tensors_over_their_own_buffer_when_aligned():
+    from tfspark.task.feed import TENSOR_ALIGNMENT, _aligned_empty, _as_tensor
+
+    values = _aligned_empty((1000, 3), np.dtype(np.float32))
+    values[:] = np.arange(3000, dtype=np.float32).reshape(1000, 3)
+    assert values.ctypes.data % TENSOR_ALIGNMENT == 0
+    shared = _as_tensor(values)
+    values[0, 0] = -1.0
+    assert shared.numpy()[0, 0] == -1.0 and shared.shape == (1000, 3)
+
+    misaligned = _aligned_empty((4004,), np.dtype(np.uint8))[4:].view(np.float32)
+    misaligned[:] = 1.0
+    copied = _as_tensor(misaligned)
+    misaligned[0] = 5.0
+    assert copied.numpy()[0] == 1.0
+    np.testing.assert_array_equal(_as_tensor(np.array([True, False])).numpy(), [True, False])
+
+
 def test_a_spilled_cache_feeds_the_same_batches_chunk_by_chunk(tmp_path):
     batches = ratings_batches(300, 40)
     with cache_partition(batches) as in_memory, cache_partition(
