@@ -126,8 +126,8 @@ class ArrowCache:
         """The finished in-memory batches in order, each forgotten by the cache once handed on, so a consumer that
         copies them elsewhere holds the partition once, not twice; the cache keeps their lengths, and reading a
         batch afterwards raises."""
-        if self._writer is not None or self.spilled:
-            raise RuntimeError("only a finished cache held in memory is handed over")
+        if self.spilled:
+            raise RuntimeError("only a cache held in memory is handed over")
         self._handed_over = True
         for index in range(len(self._in_memory)):
             batch, self._in_memory[index] = self._in_memory[index], None
@@ -620,8 +620,8 @@ class BatchFeed:
                   for name, spec in self.specs.items()}
         offset = 0
         for batch in self.cache.hand_over():
-            for name, spec in self.specs.items():
-                arrays[name][offset:offset + batch.num_rows] = column_to_numpy(batch.column(name), spec)
+            for name, values in record_batch_to_numpy(batch, self.specs).items():
+                arrays[name][offset:offset + batch.num_rows] = values
             offset += batch.num_rows
         del batch
         pool.release_unused()
