@@ -219,20 +219,20 @@ def build_rating_blend(fm: keras.Model, spec: FeatureSpec, tables: AutoencoderTa
 
     inputs = {tensor.name: keras.Input(tensor.shape[1:], dtype=tensor.dtype, name=tensor.name) for tensor in fm.inputs}
     outputs = fm(inputs)
-    tables_by_name = {AUTOENCODER_ITEM_CODES: (tables.item_codes, "item_idx"),
-                      AUTOENCODER_USER_DECODER: (tables.user_decoder, "user_idx")}
-    lookups, looked_up = {}, {}
-    for name, (table, column) in tables_by_name.items():
-        lookups[name] = layers.Embedding(*table.shape, embeddings_initializer="zeros", trainable=False, name=name)
-        looked_up[name] = lookups[name](inputs[column])
-    codes, decoder = looked_up[AUTOENCODER_ITEM_CODES], looked_up[AUTOENCODER_USER_DECODER]
+
+    def fixed_lookup(values, name: str, column: str):
+        """`values`' rows for the input `column`, from a table the model holds but does not train."""
+        table = layers.Embedding(*values.shape, embeddings_initializer="zeros", trainable=False, name=name)
+        looked_up = table(inputs[column])
+        table.set_weights([values])
+        return looked_up
+
+    codes = fixed_lookup(tables.item_codes, AUTOENCODER_ITEM_CODES, "item_idx")
+    decoder = fixed_lookup(tables.user_decoder, AUTOENCODER_USER_DECODER, "user_idx")
     autoencoder = ops.clip(ops.sum(codes[:, :-1] * decoder[:, :-1], axis=-1), spec.rating_min, spec.rating_max)
     mix = weight * codes[:, -1] * decoder[:, -1]
     rating = outputs[RATING] + mix * (autoencoder - outputs[RATING])
-    model = keras.Model(inputs, {RATING: rating, RANKING_SCORE: outputs[RANKING_SCORE]}, name=f"{FM_NAME}_blend")
-    for name, (table, _) in tables_by_name.items():
-        lookups[name].set_weights([table])
-    return model
+    return keras.Model(inputs, {RATING: rating, RANKING_SCORE: outputs[RANKING_SCORE]}, name=f"{FM_NAME}_blend")
 
 
 def factorization_machine(model: keras.Model) -> keras.Model:
